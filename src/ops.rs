@@ -1,0 +1,191 @@
+//! Which AWS operation a request is, from its method, path and credential scope.
+//!
+//! Shared by the relay (routing, retry and resume decisions, metric labels) and the
+//! simulator (dispatch). Model ids come percent-encoded in the path (ARNs contain `:` and
+//! `/`); [`Classified::model_id`] is the decoded form, the raw path is never rewritten.
+
+use percent_encoding::percent_decode_str;
+
+/// A Bedrock Runtime or Bedrock Agent Runtime operation the relay knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    Converse,
+    ConverseStream,
+    InvokeModel,
+    InvokeModelWithResponseStream,
+    InvokeModelWithBidirectionalStream,
+    CountTokens,
+    ApplyGuardrail,
+    StartAsyncInvoke,
+    GetAsyncInvoke,
+    ListAsyncInvokes,
+    /// Any Bedrock Agent Runtime operation (InvokeAgent, Retrieve, RetrieveAndGenerate, ...).
+    AgentRuntime,
+    /// Not a data-plane operation the relay serves.
+    Unknown,
+}
+
+/// Which upstream host serves an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Runtime,
+    AgentRuntime,
+}
+
+impl Operation {
+    /// Stable name for logs and metric labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Operation::Converse => "Converse",
+            Operation::ConverseStream => "ConverseStream",
+            Operation::InvokeModel => "InvokeModel",
+            Operation::InvokeModelWithResponseStream => "InvokeModelWithResponseStream",
+            Operation::InvokeModelWithBidirectionalStream => "InvokeModelWithBidirectionalStream",
+            Operation::CountTokens => "CountTokens",
+            Operation::ApplyGuardrail => "ApplyGuardrail",
+            Operation::StartAsyncInvoke => "StartAsyncInvoke",
+            Operation::GetAsyncInvoke => "GetAsyncInvoke",
+            Operation::ListAsyncInvokes => "ListAsyncInvokes",
+            Operation::AgentRuntime => "AgentRuntime",
+            Operation::Unknown => "Unknown",
+        }
+    }
+
+    /// Response is an EventStream of model output that the relay can resume.
+    pub fn is_resumable_stream(self) -> bool {
+        matches!(
+            self,
+            Operation::ConverseStream | Operation::InvokeModelWithResponseStream
+        )
+    }
+
+    pub fn route(self) -> Route {
+        match self {
+            Operation::AgentRuntime => Route::AgentRuntime,
+            _ => Route::Runtime,
+        }
+    }
+}
+
+/// A classified request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Classified {
+    pub operation: Operation,
+    /// Decoded model id (`anthropic.claude-...` or a full ARN), when the path has one.
+    pub model_id: Option<String>,
+}
+
+/// Classify a request by method and path (path without query, as sent: still encoded).
+pub fn classify(method: &http::Method, path: &str) -> Classified {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let post = method == http::Method::POST;
+    let get = method == http::Method::GET;
+    let (operation, model) = match segments.as_slice() {
+        ["model", model, op] if post => {
+            let operation = match *op {
+                "converse" => Operation::Converse,
+                "converse-stream" => Operation::ConverseStream,
+                "invoke" => Operation::InvokeModel,
+                "invoke-with-response-stream" => Operation::InvokeModelWithResponseStream,
+                "invoke-with-bidirectional-stream" => Operation::InvokeModelWithBidirectionalStream,
+                "count-tokens" => Operation::CountTokens,
+                _ => Operation::Unknown,
+            };
+            (operation, Some(*model))
+        }
+        ["guardrail", _, "version", _, "apply"] if post => (Operation::ApplyGuardrail, None),
+        ["async-invoke"] if post => (Operation::StartAsyncInvoke, None),
+        ["async-invoke"] if get => (Operation::ListAsyncInvokes, None),
+        ["async-invoke", _] if get => (Operation::GetAsyncInvoke, None),
+        [first, ..] if is_agent_runtime_root(first) => (Operation::AgentRuntime, None),
+        _ => (Operation::Unknown, None),
+    };
+    Classified {
+        operation,
+        model_id: model.map(|m| percent_decode_str(m).decode_utf8_lossy().into_owned()),
+    }
+}
+
+/// First path segments of Bedrock Agent Runtime operations (service-2.json of
+/// bedrock-agent-runtime): InvokeAgent, InvokeInlineAgent, Retrieve, RetrieveAndGenerate(Stream),
+/// InvokeFlow, Rerank, GenerateQuery, OptimizePrompt, sessions and memory APIs.
+fn is_agent_runtime_root(first: &str) -> bool {
+    matches!(
+        first,
+        "agents"
+            | "knowledgebases"
+            | "retrieveAndGenerate"
+            | "retrieveAndGenerateStream"
+            | "flows"
+            | "rerank"
+            | "generateQuery"
+            | "optimize-prompt"
+            | "sessions"
+            | "agentAliases"
+    ) || first.ends_with("invoke-inline-agent")
+}
+
+/// The service a client signed for, from the `Credential=` scope of its SigV4
+/// `Authorization` header (`AKID/date/region/service/aws4_request`). `None` when the request
+/// is not SigV4-signed (e.g. a bearer token).
+pub fn signed_service(authorization: &str) -> Option<&str> {
+    let scope = authorization.split("Credential=").nth(1)?;
+    let scope = scope.split([',', ' ']).next()?;
+    let mut parts = scope.split('/');
+    let (_akid, _date, _region, service) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    Some(service)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Method;
+
+    #[test]
+    fn classifies_runtime_operations_and_decodes_arn_model_ids() {
+        let c = classify(
+            &Method::POST,
+            "/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A123456789012%3Ainference-profile%2Fus.anthropic.claude-v2/converse-stream",
+        );
+        assert_eq!(c.operation, Operation::ConverseStream);
+        assert_eq!(
+            c.model_id.as_deref(),
+            Some("arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-v2")
+        );
+        assert_eq!(
+            classify(&Method::POST, "/model/m/invoke").operation,
+            Operation::InvokeModel
+        );
+        assert_eq!(
+            classify(&Method::POST, "/guardrail/g1/version/1/apply").operation,
+            Operation::ApplyGuardrail
+        );
+        assert_eq!(
+            classify(&Method::GET, "/async-invoke/abc").operation,
+            Operation::GetAsyncInvoke
+        );
+        assert_eq!(
+            classify(&Method::GET, "/model/m/converse").operation,
+            Operation::Unknown
+        );
+    }
+
+    #[test]
+    fn agent_runtime_paths_route_to_their_own_host() {
+        let c = classify(&Method::POST, "/agents/A1/agentAliases/X/sessions/s/text");
+        assert_eq!(c.operation, Operation::AgentRuntime);
+        assert_eq!(c.operation.route(), Route::AgentRuntime);
+        assert_eq!(
+            classify(&Method::POST, "/knowledgebases/kb/retrieve").operation,
+            Operation::AgentRuntime
+        );
+    }
+
+    #[test]
+    fn reads_service_from_credential_scope() {
+        let auth = "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20250101/us-east-1/sts/aws4_request, SignedHeaders=host;x-amz-date, Signature=abc";
+        assert_eq!(signed_service(auth), Some("sts"));
+        assert_eq!(signed_service("Bearer xyz"), None);
+    }
+}

@@ -1,0 +1,3 @@
+//! The relay's request path: classify → limits → retry/resume → sign → send.
+//!
+//! (Skeleton: filled in by the relay-core work.)
