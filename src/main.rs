@@ -1,1 +1,35 @@
-fn main() {}
+//! `bedrock-relay`: parse the command line, run the chosen subcommand, exit with its code.
+#![forbid(unsafe_code)]
+
+use bedrock_relay::cli::{Cli, Command};
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("bedrock-relay: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => bedrock_relay::app::serve_main(args).await,
+            Command::Sim(args) => report(bedrock_relay::sim::run(args).await),
+            Command::Demo(args) => bedrock_relay::demo::run(args).await,
+        }
+    });
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+fn report(result: anyhow::Result<()>) -> i32 {
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("bedrock-relay: {e:#}");
+            1
+        }
+    }
+}

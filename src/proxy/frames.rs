@@ -1,0 +1,127 @@
+//! Reading an upstream EventStream body as whole frames, and naming how it broke.
+//!
+//! Every read waits at most the stall timeout. The splitter holds at most one partial
+//! frame (bounded by `eventstream::MAX_FRAME_LEN`); a partial frame is never forwarded.
+
+use crate::eventstream::{self, Frame, FrameSplitter};
+use crate::retry::RetryReason;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use std::time::Duration;
+
+/// In-stream exceptions after which the rest of the answer can be fetched again.
+pub const RETRYABLE_EXCEPTIONS: [&str; 5] = [
+    "internalServerException",
+    "modelStreamErrorException",
+    "throttlingException",
+    "serviceUnavailableException",
+    "modelTimeoutException",
+];
+
+/// How an upstream stream broke.
+#[derive(Debug)]
+pub enum Fault {
+    /// Connection reset or another transport error mid-body.
+    Reset(String),
+    /// The connection closed without finishing the HTTP body (no chunked terminator).
+    Eof(String),
+    /// The HTTP body ended cleanly but the stream's terminal events never came.
+    Truncated,
+    /// A frame failed its checksum or framing, or the body ended inside a frame.
+    Corrupt(String),
+    /// Nothing arrived within the stall timeout.
+    Stall(Duration),
+    /// A retryable in-stream exception; the frame is kept to forward if resumption fails.
+    Exception { exception_type: String, frame: Frame },
+}
+
+impl Fault {
+    /// Metric label (`bedrock_relay_stream_interruptions_total{reason}`).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Fault::Reset(_) => "reset",
+            Fault::Eof(_) => "eof",
+            Fault::Truncated => "truncated",
+            Fault::Corrupt(_) => "corrupt_frame",
+            Fault::Stall(_) => "stall",
+            Fault::Exception { .. } => "exception",
+        }
+    }
+
+    pub fn retry_reason(&self) -> RetryReason {
+        match self {
+            Fault::Reset(_) | Fault::Eof(_) => RetryReason::Reset,
+            Fault::Truncated => RetryReason::Truncated,
+            Fault::Corrupt(_) => RetryReason::CorruptFrame,
+            Fault::Stall(_) => RetryReason::Stall,
+            Fault::Exception { .. } => RetryReason::InStreamError,
+        }
+    }
+
+    /// What happened, for logs and the client's error message.
+    pub fn describe(&self) -> String {
+        match self {
+            Fault::Reset(e) => format!("connection to Bedrock reset mid-stream ({e})"),
+            Fault::Eof(e) => format!("connection to Bedrock closed mid-stream ({e})"),
+            Fault::Truncated => "Bedrock's stream ended before its terminal events".into(),
+            Fault::Corrupt(e) => format!("corrupt EventStream frame from Bedrock ({e})"),
+            Fault::Stall(d) => format!("no event from Bedrock for {}", humantime::format_duration(*d)),
+            Fault::Exception { exception_type, .. } => format!("Bedrock sent {exception_type} mid-stream"),
+        }
+    }
+}
+
+/// A frame's meaning for the pump.
+pub enum Classified {
+    /// A normal event.
+    Event,
+    /// A retryable in-stream exception.
+    Retryable(String),
+    /// A non-retryable exception or unmodelled error: forwarded unchanged, then the stream ends.
+    Final,
+}
+
+pub fn classify(frame: &Frame) -> Classified {
+    match eventstream::kind(&frame.message) {
+        eventstream::Kind::Event(_) => Classified::Event,
+        eventstream::Kind::Exception(t) if RETRYABLE_EXCEPTIONS.contains(&t) => Classified::Retryable(t.to_owned()),
+        _ => Classified::Final,
+    }
+}
+
+/// Whole frames from one upstream response body.
+pub struct UpstreamFrames {
+    body: Incoming,
+    splitter: FrameSplitter,
+    stall: Duration,
+}
+
+impl UpstreamFrames {
+    pub fn new(body: Incoming, stall: Duration) -> Self {
+        UpstreamFrames { body, splitter: FrameSplitter::new(), stall }
+    }
+
+    /// The next whole frame; `Ok(None)` at a clean end of the body.
+    pub async fn next(&mut self) -> Result<Option<Frame>, Fault> {
+        loop {
+            if let Some(frame) = self.splitter.next_frame().map_err(|e| Fault::Corrupt(e.to_string()))? {
+                return Ok(Some(frame));
+            }
+            let read = tokio::time::timeout(self.stall, self.body.frame()).await;
+            match read {
+                Err(_) => return Err(Fault::Stall(self.stall)),
+                Ok(None) if self.splitter.pending() > 0 => {
+                    return Err(Fault::Corrupt(format!("body ended inside a frame ({} bytes)", self.splitter.pending())))
+                }
+                Ok(None) => return Ok(None),
+                Ok(Some(Err(e))) if e.is_incomplete_message() => return Err(Fault::Eof(e.to_string())),
+                Ok(Some(Err(e))) => return Err(Fault::Reset(e.to_string())),
+                Ok(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.splitter.push(&data);
+                    }
+                }
+            }
+        }
+    }
+}

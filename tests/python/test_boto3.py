@@ -1,0 +1,117 @@
+"""boto3 as the client: signatures, endpoint variables, wrong-service errors, healed streams."""
+import json
+import os
+import subprocess
+import sys
+
+import botocore.exceptions
+import pytest
+
+from conftest import CLIENT_KEY, CLIENT_SECRET, RELAY_KEY, RELAY_SECRET, add_faults, client, clean_env, sim_log
+
+MODEL = "anthropic.claude-3-5-sonnet-20240620-v1:0"
+ARN = "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-3-5-sonnet-20240620-v1:0"
+
+
+def converse_events(c, model, prompt, **kw):
+    """Canonical ConverseStream events (see tests/support/canon.rs) and how it ended."""
+    out = c.converse_stream(modelId=model, messages=[{"role": "user", "content": [{"text": prompt}]}], **kw)
+    events, error = [], None
+    try:
+        for ev in out["stream"]:
+            (kind, body), = ev.items()
+            if kind == "metadata":
+                events.append("metadata")
+            elif kind == "contentBlockStart":
+                events.append(f"start idx={body['contentBlockIndex']} tool={body['start']['toolUse']['name']}")
+            else:
+                body = {k: v for k, v in body.items() if k != "p"}
+                events.append(f"{kind} {json.dumps(body, sort_keys=True)}")
+    except botocore.exceptions.EventStreamError as e:
+        error = e
+    return events, error
+
+
+def test_sim_verifies_signatures_for_arn_model_ids_and_rejects_a_wrong_secret(sim):
+    good = client(sim.url, RELAY_KEY, RELAY_SECRET)
+    good.converse(modelId=ARN, messages=[{"role": "user", "content": [{"text": "hello sim:tag=py-arn"}]}])
+    entry = [e for e in sim_log(sim.url) if e.get("tag") == "py-arn"][-1]
+    assert entry["signature"] == "valid"
+    assert entry["model_id"] == ARN
+    bad = client(sim.url, RELAY_KEY, "wrong-secret")
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        bad.converse(modelId=ARN, messages=[{"role": "user", "content": [{"text": "hello"}]}])
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert e.value.response["Error"]["Code"] == "InvalidSignatureException"
+
+
+def test_relay_resigns_requests_from_a_client_with_other_keys(relay, sim, clean_sim):
+    via = client(relay.url).converse(modelId=ARN, messages=[{"role": "user", "content": [{"text": "rivers sim:tag=py-resign"}]}])
+    direct = client(clean_sim.url).converse(modelId=ARN, messages=[{"role": "user", "content": [{"text": "rivers sim:tag=py-resign"}]}])
+    assert via["output"] == direct["output"]
+    assert all(e["signature"] == "valid" for e in sim_log(sim.url) if e.get("tag") == "py-resign")
+
+
+SCRIPT = """
+import boto3, json, sys
+c = boto3.client("bedrock-runtime", region_name="us-east-1")
+out = c.converse(modelId=sys.argv[1], messages=[{"role": "user", "content": [{"text": "tides sim:tag=py-env"}]}])
+print(json.dumps(out["output"]))
+"""
+
+
+@pytest.mark.parametrize("variable", ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_BEDROCK_RUNTIME"])
+def test_an_unmodified_application_reaches_the_relay_through_endpoint_variables(relay, clean_sim, variable):
+    env = clean_env(AWS_ACCESS_KEY_ID=CLIENT_KEY, AWS_SECRET_ACCESS_KEY=CLIENT_SECRET, **{variable: relay.url})
+    out = subprocess.run([sys.executable, "-c", SCRIPT, MODEL], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    direct = client(clean_sim.url).converse(modelId=MODEL, messages=[{"role": "user", "content": [{"text": "tides sim:tag=py-env"}]}])
+    assert json.loads(out.stdout) == direct["output"]
+
+
+def test_a_global_endpoint_sends_sts_to_the_relay_which_says_what_to_do(relay):
+    env = clean_env(AWS_ACCESS_KEY_ID=CLIENT_KEY, AWS_SECRET_ACCESS_KEY=CLIENT_SECRET, AWS_ENDPOINT_URL=relay.url,
+                    AWS_REGION="us-east-1")
+    script = "import boto3; boto3.client('sts').get_caller_identity()"
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0
+    assert "WrongServiceForRelay" in out.stderr, out.stderr
+    assert "AWS_ENDPOINT_URL_BEDROCK_RUNTIME" in out.stderr, out.stderr
+    assert "`sts`" in out.stderr, out.stderr
+
+
+FAULTS = [
+    {"kind": "reset_after_events", "events": 7},
+    {"kind": "reset_mid_frame", "events": 12},
+    {"kind": "eof_no_terminator", "events": 3},
+    {"kind": "truncate", "events": 20},
+    {"kind": "corrupt_crc", "events": 9},
+    {"kind": "exception", "events": 5, "type": "modelStreamErrorException"},
+    {"kind": "exception", "events": 15, "type": "throttlingException"},
+]
+
+
+@pytest.mark.parametrize("model", [MODEL, "anthropic.claude-sonnet-4-6"])
+@pytest.mark.parametrize("fault", FAULTS, ids=lambda f: f"{f['kind']}-{f['events']}")
+def test_boto3_sees_one_unbroken_stream_identical_to_the_reference(relay, sim, clean_sim, model, fault):
+    tag = f"py-{fault['kind']}-{fault['events']}-{len(model)}"
+    prompt = f"Write about estuaries sim:len=40 sim:tag={tag}"
+    add_faults(sim.url, [{"tag": tag, "attempts": [1], **fault}])
+    got, error = converse_events(client(relay.url), model, prompt)
+    reference, ref_error = converse_events(client(clean_sim.url), model, prompt)
+    assert ref_error is None
+    assert error is None, error
+    assert got == reference
+    assert len([e for e in sim_log(sim.url) if e.get("tag") == tag]) == 2
+
+
+def test_without_the_relay_boto3_breaks_or_silently_truncates(sim, clean_sim):
+    """Why the relay exists: the same faults straight from 'Bedrock' hurt the application."""
+    c = client(sim.url, RELAY_KEY, RELAY_SECRET)
+    add_faults(sim.url, [{"tag": "py-direct-rst", "kind": "reset_after_events", "events": 5}])
+    with pytest.raises(Exception):
+        converse_events(c, MODEL, "Write sim:tag=py-direct-rst")
+    add_faults(sim.url, [{"tag": "py-direct-trunc", "kind": "truncate", "events": 5}])
+    got, error = converse_events(c, MODEL, "Write sim:tag=py-direct-trunc")
+    reference, _ = converse_events(client(clean_sim.url), MODEL, "Write sim:tag=py-direct-trunc")
+    assert error is None and len(got) < len(reference), "boto3 accepts a truncated stream silently"
