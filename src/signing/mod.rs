@@ -176,7 +176,8 @@ impl Signer {
             }
             Mode::SigV4(cache) => {
                 let creds = cache.get().await.map_err(SigningError::Credentials)?;
-                sign_sigv4(req, &creds, &self.inner.region, service, SystemTime::now())
+                let at = SystemTime::now();
+                sign_sigv4(req, &creds, &self.inner.region, service, at, PAYLOAD_HEADER)
             }
         }
     }
@@ -193,20 +194,25 @@ fn set_host(req: &mut http::Request<Bytes>) -> Result<(), SigningError> {
     Ok(())
 }
 
+/// The relay sends the payload hash as `x-amz-content-sha256` (the SDKs hash the payload
+/// into the signature too but do not send the header; Bedrock accepts both).
+const PAYLOAD_HEADER: PayloadChecksumKind = PayloadChecksumKind::XAmzSha256;
+
 /// SigV4 with the settings the AWS SDKs use for Bedrock (double-encoded canonical path,
-/// path normalisation, signed payload in `x-amz-content-sha256`).
+/// path normalisation, signed payload).
 pub(crate) fn sign_sigv4(
     req: &mut http::Request<Bytes>,
     creds: &Credentials,
     region: &str,
     service: &str,
     time: SystemTime,
+    payload_header: PayloadChecksumKind,
 ) -> Result<(), SigningError> {
     if req.uri().scheme().is_none() || req.uri().authority().is_none() {
         return Err(SigningError::RelativeUri);
     }
     let mut settings = SigningSettings::default();
-    settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+    settings.payload_checksum_kind = payload_header;
     let identity = creds.clone().into();
     let params = v4::SigningParams::builder()
         .identity(&identity)

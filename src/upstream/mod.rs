@@ -2,9 +2,10 @@
 //! native roots with webpki-roots fallback, HTTP/1.1 and h2 by ALPN; plain http allowed
 //! for the simulator), plus the endpoint for each route.
 //!
-//! It applies the connect timeout only; the caller applies first-byte and stall timeouts,
+//! It applies the connect timeout only (TCP and TLS together); the caller applies first-byte and stall timeouts,
 //! since they differ per operation and attempt.
 
+mod connect;
 mod error;
 
 pub use error::{FailureKind, UpstreamError};
@@ -12,6 +13,7 @@ pub use error::{FailureKind, UpstreamError};
 use crate::config::Settings;
 use crate::ops::Route;
 use bytes::Bytes;
+use connect::ConnectTimeout;
 use http::Uri;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -25,7 +27,7 @@ use std::sync::Arc;
 /// Client and endpoints for Bedrock. Cheap to share behind the `Relay`'s `Arc`.
 #[derive(Clone, Debug)]
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: Client<ConnectTimeout<HttpsConnector<HttpConnector>>, Full<Bytes>>,
     runtime: Uri,
     agent: Uri,
 }
@@ -77,7 +79,9 @@ fn points_at(uri: &Uri, listen: SocketAddr) -> bool {
     ip == listen.ip() || (listen.ip().is_unspecified() && (ip.is_loopback() || ip.is_unspecified()))
 }
 
-fn connector(settings: &Settings) -> Result<HttpsConnector<HttpConnector>, UpstreamError> {
+fn connector(
+    settings: &Settings,
+) -> Result<ConnectTimeout<HttpsConnector<HttpConnector>>, UpstreamError> {
     let mut http = HttpConnector::new();
     http.set_connect_timeout(Some(settings.connect_timeout));
     http.set_nodelay(true);
@@ -94,10 +98,11 @@ fn connector(settings: &Settings) -> Result<HttpsConnector<HttpConnector>, Upstr
                 .map_err(|e| UpstreamError::Endpoint(format!("TLS setup: {e}")))?
         }
     };
-    Ok(builder
+    let https = builder
         .https_or_http()
         .enable_all_versions()
-        .wrap_connector(http))
+        .wrap_connector(http);
+    Ok(ConnectTimeout::new(https, settings.connect_timeout))
 }
 
 impl Upstream {

@@ -158,3 +158,27 @@ async fn closed_before_response_is_reset_kind() {
         .unwrap_err();
     assert_eq!(e.kind(), FailureKind::Reset, "{e}");
 }
+
+#[tokio::test]
+async fn silent_tls_peer_hits_connect_timeout() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hold = tokio::spawn(async move {
+        let (sock, _) = listener.accept().await.unwrap();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        drop(sock);
+    });
+    let mut s = settings("us-east-1");
+    s.connect_timeout = Duration::from_millis(300);
+    let u = Upstream::new(&s).unwrap();
+    let mut r = req(addr);
+    *r.uri_mut() = format!("https://{addr}/model/m/converse").parse().unwrap();
+    let started = std::time::Instant::now();
+    let e = tokio::time::timeout(Duration::from_secs(5), u.send(r))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(e.kind(), FailureKind::ConnectTimeout, "{e}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    hold.abort();
+}
