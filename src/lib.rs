@@ -4,3 +4,13 @@
 pub mod eventstream;
 pub mod ops;
 pub mod proxy;
+
+pub mod admin;
+pub mod app;
+pub mod config;
+pub mod metrics;
+pub mod retry;
+pub mod server;
+pub mod signing;
+pub mod telemetry;
+pub mod upstream;

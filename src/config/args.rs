@@ -1,0 +1,137 @@
+//! Command-line flags of `bedrock-relay serve`, each also readable from a
+//! `BEDROCK_RELAY_*` environment variable (clap's `env`: the flag wins over the variable).
+//!
+//! Values stay strings here; `config::load` parses and validates them together with the
+//! config file so that every problem is reported at once.
+
+use std::path::PathBuf;
+
+/// Flags of `bedrock-relay serve`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ServeArgs {
+    /// TOML config file (see config/bedrock-relay.toml for every key).
+    #[arg(long, env = "BEDROCK_RELAY_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Address the relay listens on for SDK traffic [default: 127.0.0.1:8790].
+    #[arg(long, env = "BEDROCK_RELAY_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+
+    /// Address of the admin listener (/metrics, /healthz, /readyz) [default: 127.0.0.1:8791].
+    #[arg(long, env = "BEDROCK_RELAY_ADMIN_LISTEN", value_name = "ADDR")]
+    pub admin_listen: Option<String>,
+
+    /// AWS region [default: AWS_REGION, AWS_DEFAULT_REGION, then the AWS profile's region].
+    #[arg(long, env = "BEDROCK_RELAY_REGION", value_name = "REGION")]
+    pub region: Option<String>,
+
+    /// Send bedrock-runtime requests here instead of the regional endpoint (http or https).
+    #[arg(long, env = "BEDROCK_RELAY_UPSTREAM", value_name = "URL")]
+    pub upstream: Option<String>,
+
+    /// Send bedrock-agent-runtime requests here instead of the regional endpoint.
+    #[arg(long, env = "BEDROCK_RELAY_AGENT_UPSTREAM", value_name = "URL")]
+    pub agent_upstream: Option<String>,
+
+    /// Use the FIPS endpoints.
+    #[arg(long, env = "BEDROCK_RELAY_FIPS")]
+    pub fips: bool,
+
+    /// Longest silence tolerated inside a response before it counts as stalled [default: 300s].
+    #[arg(long, env = "BEDROCK_RELAY_STALL_TIMEOUT", value_name = "DURATION")]
+    pub stall_timeout: Option<String>,
+
+    /// Attempts per request, the first included [default: 4].
+    #[arg(long, env = "BEDROCK_RELAY_MAX_ATTEMPTS", value_name = "N")]
+    pub max_attempts: Option<String>,
+
+    /// Base of the exponential backoff [default: 100ms].
+    #[arg(long, env = "BEDROCK_RELAY_BACKOFF_BASE", value_name = "DURATION")]
+    pub backoff_base: Option<String>,
+
+    /// Cap of the exponential backoff [default: 20s].
+    #[arg(long, env = "BEDROCK_RELAY_BACKOFF_MAX", value_name = "DURATION")]
+    pub backoff_max: Option<String>,
+
+    /// Resumptions allowed per streaming response [default: 3].
+    #[arg(long, env = "BEDROCK_RELAY_MAX_RESUMES", value_name = "N")]
+    pub max_resumes: Option<String>,
+
+    /// Overall limit per request, resumes included [default: 15m].
+    #[arg(long, env = "BEDROCK_RELAY_REQUEST_DEADLINE", value_name = "DURATION")]
+    pub request_deadline: Option<String>,
+
+    /// TCP (and TLS) connect timeout towards Bedrock [default: 3s].
+    #[arg(long, env = "BEDROCK_RELAY_CONNECT_TIMEOUT", value_name = "DURATION")]
+    pub connect_timeout: Option<String>,
+
+    /// Per attempt, until the response headers of a streaming call arrive [default: 60s].
+    #[arg(
+        long,
+        env = "BEDROCK_RELAY_FIRST_BYTE_TIMEOUT",
+        value_name = "DURATION"
+    )]
+    pub first_byte_timeout: Option<String>,
+
+    /// Largest request body accepted, e.g. 20MiB [default: 20MiB].
+    #[arg(long, env = "BEDROCK_RELAY_MAX_REQUEST_BODY", value_name = "SIZE")]
+    pub max_request_body: Option<String>,
+
+    /// How long in-flight requests may run after SIGTERM [default: 30s].
+    #[arg(long, env = "BEDROCK_RELAY_DRAIN_TIMEOUT", value_name = "DURATION")]
+    pub drain_timeout: Option<String>,
+
+    /// Log format: text or json [default: text].
+    #[arg(long, env = "BEDROCK_RELAY_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<String>,
+
+    /// Log filter, e.g. info or bedrock_relay=debug [default: info; RUST_LOG wins].
+    #[arg(long, env = "BEDROCK_RELAY_LOG_LEVEL", value_name = "FILTER")]
+    pub log_level: Option<String>,
+
+    /// Forward requests signed for other AWS services instead of rejecting them.
+    #[arg(long, env = "BEDROCK_RELAY_FORWARD_OTHER_SERVICES")]
+    pub forward_other_services: bool,
+
+    /// Validate the configuration, print the result and exit.
+    #[arg(long)]
+    pub check: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    #[test]
+    fn flags_parse_as_strings() {
+        let cli = Cli::try_parse_from([
+            "x",
+            "--listen",
+            "127.0.0.1:1",
+            "--stall-timeout",
+            "nonsense",
+            "--fips",
+            "--check",
+            "--max-request-body",
+            "1MiB",
+        ])
+        .expect("parse");
+        assert_eq!(cli.serve.listen.as_deref(), Some("127.0.0.1:1"));
+        assert_eq!(cli.serve.stall_timeout.as_deref(), Some("nonsense"));
+        assert!(cli.serve.fips && cli.serve.check);
+        assert!(!cli.serve.forward_other_services);
+        assert_eq!(cli.serve.max_request_body.as_deref(), Some("1MiB"));
+    }
+
+    #[test]
+    fn unknown_flag_is_rejected() {
+        assert!(Cli::try_parse_from(["x", "--no-such-flag"]).is_err());
+    }
+}

@@ -1,0 +1,478 @@
+//! The relay's settings: built-in defaults, then the TOML file, then `BEDROCK_RELAY_*`
+//! environment variables and CLI flags; parsed whole, validated all at once, then typed.
+//!
+//! Owns [`Settings`], [`ResumeSettings`], [`ServeArgs`] and [`load`]. Nothing here talks
+//! to the network; the only outside lookup is the AWS region fallback (environment and
+//! AWS profile files).
+
+mod args;
+mod file;
+mod parse;
+
+pub use args::ServeArgs;
+
+use parse::{Problems, Raw};
+use regex::Regex;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+const MIB: usize = 1024 * 1024;
+
+/// Every problem found in the configuration. `Display` lists one per line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// How broken streams may be resumed (see DESIGN.md, "Continuing a model's output").
+#[derive(Debug, Clone)]
+pub struct ResumeSettings {
+    /// Resumptions allowed per streaming response (default 3).
+    pub max_resumes: u32,
+    /// Models that accept an assistant prefill.
+    pub prefill_models: Vec<Regex>,
+    /// Models that reject prefill; overrides `prefill_models`.
+    pub no_prefill_models: Vec<Regex>,
+    /// Models where instructed continuation may be used (default none).
+    pub instructed_models: Vec<Regex>,
+    /// Whether replay-with-verification may be used (default true).
+    pub replay: bool,
+    /// Cap on the bytes of delivered output kept per stream for resumption (default 8 MiB).
+    pub max_transcript_bytes: usize,
+}
+
+impl ResumeSettings {
+    /// True when `model_id` accepts prefill: matches `prefill_models`, not `no_prefill_models`.
+    pub fn prefill_allowed(&self, model_id: &str) -> bool {
+        !self.no_prefill_models.iter().any(|r| r.is_match(model_id))
+            && self.prefill_models.iter().any(|r| r.is_match(model_id))
+    }
+
+    /// True when instructed continuation may be used for `model_id`.
+    pub fn instructed_allowed(&self, model_id: &str) -> bool {
+        self.instructed_models.iter().any(|r| r.is_match(model_id))
+    }
+}
+
+fn default_regexes(patterns: &[&str]) -> Vec<Regex> {
+    patterns.iter().filter_map(|p| Regex::new(p).ok()).collect()
+}
+
+pub(crate) const DEFAULT_PREFILL: &[&str] = &[
+    r"anthropic\.",
+    r"amazon\.nova",
+    r"meta\.llama",
+    r"mistral\.",
+    r"amazon\.titan-text",
+];
+pub(crate) const DEFAULT_NO_PREFILL: &[&str] = &[
+    r"claude-(opus|sonnet|haiku)-4-[6-9]",
+    r"claude-(opus|sonnet|haiku)-[5-9]",
+];
+
+impl Default for ResumeSettings {
+    fn default() -> Self {
+        ResumeSettings {
+            max_resumes: 3,
+            prefill_models: default_regexes(DEFAULT_PREFILL),
+            no_prefill_models: default_regexes(DEFAULT_NO_PREFILL),
+            instructed_models: Vec::new(),
+            replay: true,
+            max_transcript_bytes: 8 * MIB,
+        }
+    }
+}
+
+/// Typed, validated settings. `Default` holds the built-in defaults with region `us-east-1`
+/// (handy for tests; `load` never invents a region).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub region: String,
+    /// Endpoint override for bedrock-runtime (tests: the simulator over http).
+    pub upstream: Option<http::Uri>,
+    /// Endpoint override for bedrock-agent-runtime.
+    pub agent_upstream: Option<http::Uri>,
+    pub fips: bool,
+    /// Longest silence inside a response body before it counts as stalled. Also the
+    /// whole-response limit of non-streaming calls (non-stream Converse may take minutes,
+    /// so `first_byte_timeout` does not apply to them).
+    pub stall_timeout: Duration,
+    /// Per-model overrides of `stall_timeout`: first matching regex wins.
+    pub stall_timeouts: Vec<(Regex, Duration)>,
+    /// Attempts per request, first included.
+    pub max_attempts: u32,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// Retry token-bucket capacity.
+    pub retry_budget: u32,
+    /// Overall per request, resumes included.
+    pub request_deadline: Duration,
+    pub connect_timeout: Duration,
+    /// Per attempt of a streaming call, until response headers.
+    pub first_byte_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub max_request_body: usize,
+    /// Non-streaming responses are buffered whole, up to this size.
+    pub max_response_body: usize,
+    pub drain_timeout: Duration,
+    pub log_format: LogFormat,
+    /// tracing filter directive; `RUST_LOG` wins when set.
+    pub log_level: String,
+    pub forward_other_services: bool,
+    pub resume: ResumeSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8790)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 8791)),
+            region: "us-east-1".into(),
+            upstream: None,
+            agent_upstream: None,
+            fips: false,
+            stall_timeout: Duration::from_secs(300),
+            stall_timeouts: Vec::new(),
+            max_attempts: 4,
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(20),
+            retry_budget: 500,
+            request_deadline: Duration::from_secs(15 * 60),
+            connect_timeout: Duration::from_secs(3),
+            first_byte_timeout: Duration::from_secs(60),
+            pool_idle_timeout: Duration::from_secs(60),
+            max_request_body: 20 * MIB,
+            max_response_body: 64 * MIB,
+            drain_timeout: Duration::from_secs(30),
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+            forward_other_services: false,
+            resume: ResumeSettings::default(),
+        }
+    }
+}
+
+impl Settings {
+    /// The stall timeout for `model_id`: the first matching per-model override, else the default.
+    pub fn stall_timeout_for(&self, model_id: &str) -> Duration {
+        self.stall_timeouts
+            .iter()
+            .find(|(r, _)| r.is_match(model_id))
+            .map(|(_, d)| *d)
+            .unwrap_or(self.stall_timeout)
+    }
+}
+
+/// Load settings: defaults, then `--config` file, then env/CLI; every problem reported at once.
+pub fn load(args: &ServeArgs) -> Result<Settings, ConfigErrors> {
+    load_with(args, region_from_environment)
+}
+
+/// Region fallback: `AWS_REGION`, `AWS_DEFAULT_REGION`, then the AWS profile files (via
+/// aws-config, on a helper thread because its provider is async and `load` is not).
+/// IMDS is not consulted: on EC2 without a configured region, pass `--region`.
+fn region_from_environment() -> Option<String> {
+    for var in ["AWS_REGION", "AWS_DEFAULT_REGION"] {
+        if let Ok(v) = std::env::var(var) {
+            if !v.trim().is_empty() {
+                return Some(v.trim().to_string());
+            }
+        }
+    }
+    std::thread::spawn(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        rt.block_on(async {
+            use aws_config::meta::region::ProvideRegion;
+            aws_config::profile::ProfileFileRegionProvider::new()
+                .region()
+                .await
+                .map(|r| r.to_string())
+        })
+    })
+    .join()
+    .ok()
+    .flatten()
+}
+
+fn cli_values(a: &ServeArgs) -> HashMap<&'static str, Raw> {
+    let mut m = HashMap::new();
+    let mut put = |k: &'static str, flag: &str, v: &Option<String>| {
+        if let Some(v) = v {
+            let env = format!(
+                "BEDROCK_RELAY_{}",
+                flag.to_ascii_uppercase().replace('-', "_")
+            );
+            m.insert(k, Raw::new(v.clone(), format!("--{flag} / {env}")));
+        }
+    };
+    put("listen", "listen", &a.listen);
+    put("admin_listen", "admin-listen", &a.admin_listen);
+    put("region", "region", &a.region);
+    put("upstream", "upstream", &a.upstream);
+    put("agent_upstream", "agent-upstream", &a.agent_upstream);
+    put("stall_timeout", "stall-timeout", &a.stall_timeout);
+    put("max_attempts", "max-attempts", &a.max_attempts);
+    put("backoff_base", "backoff-base", &a.backoff_base);
+    put("backoff_max", "backoff-max", &a.backoff_max);
+    put("max_resumes", "max-resumes", &a.max_resumes);
+    put("request_deadline", "request-deadline", &a.request_deadline);
+    put("connect_timeout", "connect-timeout", &a.connect_timeout);
+    put(
+        "first_byte_timeout",
+        "first-byte-timeout",
+        &a.first_byte_timeout,
+    );
+    put("max_request_body", "max-request-body", &a.max_request_body);
+    put("drain_timeout", "drain-timeout", &a.drain_timeout);
+    put("log_format", "log-format", &a.log_format);
+    put("log_level", "log-level", &a.log_level);
+    m
+}
+
+/// [`load`] with an injectable region fallback (tests must not depend on the environment).
+pub(crate) fn load_with(
+    args: &ServeArgs,
+    region_fallback: impl FnOnce() -> Option<String>,
+) -> Result<Settings, ConfigErrors> {
+    let mut p = Problems::default();
+    let (file, origin) = match &args.config {
+        Some(path) => (
+            file::read(path, &mut p),
+            format!("config file {}", path.display()),
+        ),
+        None => (file::FileConfig::default(), String::new()),
+    };
+    let mut raw = file.raw_values(&origin);
+    raw.extend(cli_values(args));
+    let mut s = build(&raw, &mut p);
+
+    s.fips = args.fips || file.fips.unwrap_or(false);
+    s.forward_other_services =
+        args.forward_other_services || file.forward_other_services.unwrap_or(false);
+
+    for o in file.stall_timeouts.iter().flatten() {
+        let re = p.parse(
+            "stall_timeouts.model",
+            Some(&Raw::new(&o.model, &origin)),
+            None,
+            |t| parse::regex(t).map(Some),
+        );
+        let d = p.parse(
+            "stall_timeouts.timeout",
+            Some(&Raw::new(&o.timeout, &origin)),
+            None,
+            |t| parse::duration(t).map(Some),
+        );
+        if let (Some(re), Some(d)) = (re, d) {
+            s.stall_timeouts.push((re, d));
+        }
+    }
+    let r = file.resume.clone().unwrap_or_default();
+    let key = |k: &str| format!("resume.{k}");
+    if let Some(v) = &r.prefill_models {
+        s.resume.prefill_models = parse::regex_list(&mut p, &key("prefill_models"), v, &origin);
+    }
+    if let Some(v) = &r.no_prefill_models {
+        s.resume.no_prefill_models =
+            parse::regex_list(&mut p, &key("no_prefill_models"), v, &origin);
+    }
+    if let Some(v) = &r.instructed_models {
+        s.resume.instructed_models =
+            parse::regex_list(&mut p, &key("instructed_models"), v, &origin);
+    }
+    if let Some(b) = r.replay {
+        s.resume.replay = b;
+    }
+
+    match raw.get("region") {
+        Some(r) if !r.text.trim().is_empty() => s.region = r.text.trim().to_string(),
+        Some(r) => p.push(format!("region: must not be empty (from {})", r.origin)),
+        None => match region_fallback() {
+            Some(r) => s.region = r,
+            None => p.push(
+                "region: not set; pass --region, set region in the config file, or set AWS_REGION",
+            ),
+        },
+    }
+    cross_checks(&s, &mut p);
+    if p.0.is_empty() {
+        Ok(s)
+    } else {
+        Err(ConfigErrors(p.0))
+    }
+}
+
+/// Parse every scalar setting present in `raw` over the defaults.
+fn build(raw: &HashMap<&'static str, Raw>, p: &mut Problems) -> Settings {
+    let d = Settings::default();
+    let g = |k: &str| raw.get(k);
+    let some_uri = |t: &str| parse::upstream_uri(t).map(Some);
+    let log_format = |t: &str| match t.to_ascii_lowercase().as_str() {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => Err("must be text or json".to_string()),
+    };
+    let log_level = |t: &str| {
+        tracing_subscriber::EnvFilter::try_new(t)
+            .map(|_| t.to_string())
+            .map_err(|e| format!("invalid log filter: {e}"))
+    };
+    let resume = ResumeSettings {
+        max_resumes: p.parse("max_resumes", g("max_resumes"), 3, parse::u32_at_least(0)),
+        max_transcript_bytes: p.parse(
+            "max_transcript_bytes",
+            g("max_transcript_bytes"),
+            d.resume.max_transcript_bytes,
+            parse::size,
+        ),
+        ..ResumeSettings::default()
+    };
+    Settings {
+        listen: p.parse("listen", g("listen"), d.listen, parse::socket_addr),
+        admin_listen: p.parse(
+            "admin_listen",
+            g("admin_listen"),
+            d.admin_listen,
+            parse::socket_addr,
+        ),
+        region: String::new(),
+        upstream: p.parse("upstream", g("upstream"), None, some_uri),
+        agent_upstream: p.parse("agent_upstream", g("agent_upstream"), None, some_uri),
+        fips: false,
+        stall_timeout: p.parse(
+            "stall_timeout",
+            g("stall_timeout"),
+            d.stall_timeout,
+            parse::duration,
+        ),
+        stall_timeouts: Vec::new(),
+        max_attempts: p.parse(
+            "max_attempts",
+            g("max_attempts"),
+            d.max_attempts,
+            parse::u32_at_least(1),
+        ),
+        backoff_base: p.parse(
+            "backoff_base",
+            g("backoff_base"),
+            d.backoff_base,
+            parse::duration,
+        ),
+        backoff_max: p.parse(
+            "backoff_max",
+            g("backoff_max"),
+            d.backoff_max,
+            parse::duration,
+        ),
+        retry_budget: p.parse(
+            "retry_budget",
+            g("retry_budget"),
+            d.retry_budget,
+            parse::u32_at_least(0),
+        ),
+        request_deadline: p.parse(
+            "request_deadline",
+            g("request_deadline"),
+            d.request_deadline,
+            parse::duration,
+        ),
+        connect_timeout: p.parse(
+            "connect_timeout",
+            g("connect_timeout"),
+            d.connect_timeout,
+            parse::duration,
+        ),
+        first_byte_timeout: p.parse(
+            "first_byte_timeout",
+            g("first_byte_timeout"),
+            d.first_byte_timeout,
+            parse::duration,
+        ),
+        pool_idle_timeout: p.parse(
+            "pool_idle_timeout",
+            g("pool_idle_timeout"),
+            d.pool_idle_timeout,
+            parse::duration,
+        ),
+        max_request_body: p.parse(
+            "max_request_body",
+            g("max_request_body"),
+            d.max_request_body,
+            parse::size,
+        ),
+        max_response_body: p.parse(
+            "max_response_body",
+            g("max_response_body"),
+            d.max_response_body,
+            parse::size,
+        ),
+        drain_timeout: p.parse(
+            "drain_timeout",
+            g("drain_timeout"),
+            d.drain_timeout,
+            parse::duration,
+        ),
+        log_format: p.parse("log_format", g("log_format"), d.log_format, log_format),
+        log_level: p.parse("log_level", g("log_level"), d.log_level.clone(), log_level),
+        forward_other_services: false,
+        resume,
+    }
+}
+
+/// Checks that involve more than one setting.
+fn cross_checks(s: &Settings, p: &mut Problems) {
+    if s.backoff_base > s.backoff_max {
+        p.push(format!(
+            "backoff_base ({:?}) must not exceed backoff_max ({:?})",
+            s.backoff_base, s.backoff_max
+        ));
+    }
+    if s.listen == s.admin_listen && s.listen.port() != 0 {
+        p.push(format!(
+            "listen and admin_listen are the same address {}",
+            s.listen
+        ));
+    }
+    for (name, d) in [
+        ("stall_timeout", s.stall_timeout),
+        ("request_deadline", s.request_deadline),
+        ("connect_timeout", s.connect_timeout),
+        ("first_byte_timeout", s.first_byte_timeout),
+    ] {
+        if d.is_zero() {
+            p.push(format!("{name}: must be greater than zero"));
+        }
+    }
+    if s.max_request_body == 0 {
+        p.push("max_request_body: must be greater than zero");
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,180 @@
+//! Tests of config loading: merge order, all-errors-at-once, the shipped example file.
+
+use super::*;
+use std::io::Write;
+
+fn write_toml(text: &str) -> tempfile::NamedTempFile {
+    let mut f = tempfile::NamedTempFile::new().expect("tempfile");
+    f.write_all(text.as_bytes()).expect("write");
+    f
+}
+
+fn no_region() -> Option<String> {
+    None
+}
+
+#[test]
+fn defaults_with_region_only() {
+    let args = ServeArgs {
+        region: Some("eu-west-1".into()),
+        ..Default::default()
+    };
+    let s = load_with(&args, no_region).expect("valid");
+    assert_eq!(s.region, "eu-west-1");
+    assert_eq!(s.listen, "127.0.0.1:8790".parse().unwrap());
+    assert_eq!(s.admin_listen, "127.0.0.1:8791".parse().unwrap());
+    assert_eq!(s.stall_timeout, Duration::from_secs(300));
+    assert_eq!(s.max_attempts, 4);
+    assert_eq!(s.max_request_body, 20 * 1024 * 1024);
+    assert_eq!(s.resume.max_resumes, 3);
+    assert!(s.resume.replay);
+    assert!(s.upstream.is_none());
+}
+
+#[test]
+fn file_then_cli_precedence() {
+    let f = write_toml(
+        "listen = \"127.0.0.1:7000\"\nregion = \"us-west-2\"\nmax_attempts = 2\nstall_timeout = \"10s\"\n",
+    );
+    let args = ServeArgs {
+        config: Some(f.path().to_path_buf()),
+        max_attempts: Some("7".into()),
+        ..Default::default()
+    };
+    let s = load_with(&args, || Some("fallback-1".into())).expect("valid");
+    assert_eq!(s.listen.port(), 7000, "file beats default");
+    assert_eq!(s.region, "us-west-2", "file beats region fallback");
+    assert_eq!(s.max_attempts, 7, "CLI beats file");
+    assert_eq!(s.stall_timeout, Duration::from_secs(10));
+}
+
+#[test]
+fn region_fallback_used_when_unset() {
+    let s = load_with(&ServeArgs::default(), || Some("ap-south-1".into())).expect("valid");
+    assert_eq!(s.region, "ap-south-1");
+}
+
+#[test]
+fn missing_region_is_an_error() {
+    let e = load_with(&ServeArgs::default(), no_region).unwrap_err();
+    assert_eq!(e.0.len(), 1);
+    assert!(e.0[0].starts_with("region:"), "{e}");
+}
+
+#[test]
+fn every_problem_reported_at_once() {
+    let f = write_toml("bogus_key = 1\n");
+    let args = ServeArgs {
+        config: Some(f.path().to_path_buf()),
+        listen: Some("not-an-addr".into()),
+        upstream: Some("ftp://nope".into()),
+        stall_timeout: Some("forever".into()),
+        max_attempts: Some("0".into()),
+        backoff_base: Some("30s".into()),
+        backoff_max: Some("1s".into()),
+        max_request_body: Some("lots".into()),
+        log_format: Some("xml".into()),
+        ..Default::default()
+    };
+    let e = load_with(&args, no_region).unwrap_err();
+    let text = e.to_string();
+    for needle in [
+        "bogus_key",
+        "listen:",
+        "upstream:",
+        "stall_timeout:",
+        "max_attempts:",
+        "backoff_base",
+        "max_request_body:",
+        "log_format:",
+        "region:",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+    assert_eq!(text.lines().count(), e.0.len(), "one problem per line");
+    assert!(text.contains("--listen / BEDROCK_RELAY_LISTEN"), "{text}");
+}
+
+#[test]
+fn bad_regexes_in_file_are_each_reported() {
+    let f = write_toml(
+        "region = \"us-east-1\"\n[[stall_timeouts]]\nmodel = \"(\"\ntimeout = \"1s\"\n[resume]\nprefill_models = [\"ok\", \"[\"]\ninstructed_models = [\"(x\"]\n",
+    );
+    let args = ServeArgs {
+        config: Some(f.path().to_path_buf()),
+        ..Default::default()
+    };
+    let e = load_with(&args, no_region).unwrap_err();
+    assert_eq!(e.0.len(), 3, "{e}");
+}
+
+#[test]
+fn unreadable_file_still_validates_flags() {
+    let args = ServeArgs {
+        config: Some("/nonexistent/relay.toml".into()),
+        region: Some("us-east-1".into()),
+        drain_timeout: Some("x".into()),
+        ..Default::default()
+    };
+    let e = load_with(&args, no_region).unwrap_err();
+    assert_eq!(e.0.len(), 2, "{e}");
+}
+
+#[test]
+fn shipped_example_equals_defaults() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/bedrock-relay.toml");
+    let args = ServeArgs {
+        config: Some(path.into()),
+        region: Some("us-east-1".into()),
+        ..Default::default()
+    };
+    let s = load_with(&args, no_region).expect("example file is valid");
+    let d = Settings::default();
+    assert_eq!(format!("{s:?}"), format!("{d:?}"));
+}
+
+#[test]
+fn stall_timeout_per_model() {
+    let f = write_toml(
+        "region = \"r\"\nstall_timeout = \"5s\"\n[[stall_timeouts]]\nmodel = \"opus\"\ntimeout = \"50s\"\n[[stall_timeouts]]\nmodel = \"claude\"\ntimeout = \"20s\"\n",
+    );
+    let args = ServeArgs {
+        config: Some(f.path().to_path_buf()),
+        ..Default::default()
+    };
+    let s = load_with(&args, no_region).expect("valid");
+    assert_eq!(
+        s.stall_timeout_for("anthropic.claude-opus-4"),
+        Duration::from_secs(50)
+    );
+    assert_eq!(
+        s.stall_timeout_for("anthropic.claude-3-haiku"),
+        Duration::from_secs(20)
+    );
+    assert_eq!(s.stall_timeout_for("meta.llama3"), Duration::from_secs(5));
+}
+
+#[test]
+fn prefill_defaults() {
+    let r = ResumeSettings::default();
+    assert!(r.prefill_allowed("anthropic.claude-3-5-sonnet-20240620-v1:0"));
+    assert!(r.prefill_allowed("us.anthropic.claude-sonnet-4-5-20250929-v1:0"));
+    assert!(r.prefill_allowed("amazon.nova-pro-v1:0"));
+    assert!(r.prefill_allowed("meta.llama3-70b-instruct-v1:0"));
+    assert!(!r.prefill_allowed("anthropic.claude-opus-4-6-v1"));
+    assert!(!r.prefill_allowed("anthropic.claude-sonnet-4-7"));
+    assert!(!r.prefill_allowed("us.anthropic.claude-haiku-5-0"));
+    assert!(!r.prefill_allowed("cohere.command-r-v1:0"));
+    assert!(!r.instructed_allowed("anthropic.claude-opus-4-6-v1"));
+}
+
+#[test]
+fn same_listen_and_admin_rejected() {
+    let args = ServeArgs {
+        region: Some("r".into()),
+        listen: Some("127.0.0.1:9000".into()),
+        admin_listen: Some("127.0.0.1:9000".into()),
+        ..Default::default()
+    };
+    assert!(load_with(&args, no_region).is_err());
+}

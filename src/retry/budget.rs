@@ -1,0 +1,129 @@
+//! The retry token bucket shared by every request (AWS SDK standard mode): capacity N,
+//! a retry costs 5 tokens, a retry after a timeout 10, a success refunds 1 up to capacity.
+//! Lock-free: one `AtomicU32` updated with compare-exchange, since it is on every request.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// What kind of retry is being paid for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryCost {
+    /// Any retryable failure other than a timeout (5 tokens).
+    Retry,
+    /// A retry after a timeout or stall (10 tokens).
+    Timeout,
+}
+
+impl RetryCost {
+    pub fn tokens(self) -> u32 {
+        match self {
+            RetryCost::Retry => 5,
+            RetryCost::Timeout => 10,
+        }
+    }
+}
+
+/// Token bucket limiting retries across all requests, so an outage does not turn into a
+/// retry storm. Share it behind an `Arc`.
+#[derive(Debug)]
+pub struct RetryBudget {
+    capacity: u32,
+    tokens: AtomicU32,
+}
+
+impl RetryBudget {
+    /// A full bucket of `capacity` tokens.
+    pub fn new(capacity: u32) -> Self {
+        RetryBudget {
+            capacity,
+            tokens: AtomicU32::new(capacity),
+        }
+    }
+
+    /// Take the tokens for one retry; false (and nothing taken) when not enough are left.
+    pub fn try_acquire(&self, cost: RetryCost) -> bool {
+        let need = cost.tokens();
+        self.tokens
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| t.checked_sub(need))
+            .is_ok()
+    }
+
+    /// Refund one token after a successful attempt, up to capacity.
+    pub fn on_success(&self) {
+        let cap = self.capacity;
+        // Err only means the bucket is already full: nothing to do.
+        let _ = self
+            .tokens
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
+                (t < cap).then_some(t + 1)
+            });
+    }
+
+    /// Tokens left now.
+    pub fn available(&self) -> u32 {
+        self.tokens.load(Ordering::Acquire)
+    }
+
+    pub fn capacity(&self) -> u32 {
+        self.capacity
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn hundred_retries_exhaust_500() {
+        let b = RetryBudget::new(500);
+        for i in 0..100 {
+            assert!(b.try_acquire(RetryCost::Retry), "retry {i} should pass");
+        }
+        assert_eq!(b.available(), 0);
+        assert!(!b.try_acquire(RetryCost::Retry));
+        assert_eq!(b.available(), 0, "a refused acquire takes nothing");
+    }
+
+    #[test]
+    fn timeouts_cost_ten_and_partial_is_refused() {
+        let b = RetryBudget::new(25);
+        assert!(b.try_acquire(RetryCost::Timeout));
+        assert!(b.try_acquire(RetryCost::Timeout));
+        assert_eq!(b.available(), 5);
+        assert!(!b.try_acquire(RetryCost::Timeout));
+        assert!(b.try_acquire(RetryCost::Retry));
+        assert_eq!(b.available(), 0);
+    }
+
+    #[test]
+    fn refunds_cap_at_capacity() {
+        let b = RetryBudget::new(10);
+        b.on_success();
+        assert_eq!(b.available(), 10);
+        assert!(b.try_acquire(RetryCost::Retry));
+        for _ in 0..3 {
+            b.on_success();
+        }
+        assert_eq!(b.available(), 8);
+        for _ in 0..10 {
+            b.on_success();
+        }
+        assert_eq!(b.available(), 10);
+    }
+
+    #[test]
+    fn concurrent_acquires_never_overdraw() {
+        let b = Arc::new(RetryBudget::new(500));
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let b = b.clone();
+                std::thread::spawn(move || {
+                    (0..60).filter(|_| b.try_acquire(RetryCost::Retry)).count()
+                })
+            })
+            .collect();
+        let won: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        assert_eq!(won, 100);
+        assert_eq!(b.available(), 0);
+    }
+}

@@ -1,0 +1,99 @@
+//! Listeners and connection handling: an accept loop serving HTTP/1.1 and h2c on one port
+//! (hyper-util's auto builder), and graceful shutdown: on [`Shutdown`], stop accepting
+//! (the listener is closed, so new connections are refused), let in-flight requests finish
+//! for up to the drain timeout, then close whatever is left.
+//!
+//! Generic over the request handler so that tests and the admin listener use it too.
+
+mod shutdown;
+
+pub use shutdown::Shutdown;
+
+use http::{Request, Response};
+use hyper::body::{Body, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use std::convert::Infallible;
+use std::error::Error as StdError;
+use std::future::Future;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+/// What happened during a drain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DrainReport {
+    /// Connections still open when the drain timeout ran out (closed forcibly).
+    pub forced: usize,
+}
+
+/// Serve `listener` with `handler` until `shutdown`, then drain for up to `drain_timeout`.
+/// Returns when every connection is closed.
+pub async fn serve<F, Fut, B>(
+    listener: TcpListener,
+    handler: F,
+    shutdown: Shutdown,
+    drain_timeout: Duration,
+) -> DrainReport
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new());
+    builder.http2().timer(TokioTimer::new());
+    let graceful = GracefulShutdown::new();
+    let mut conns = JoinSet::new();
+
+    loop {
+        tokio::select! {
+            _ = shutdown.triggered() => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let handler = handler.clone();
+                let service = hyper::service::service_fn(move |req| {
+                    let h = handler.clone();
+                    async move { Ok::<_, Infallible>(h(req).await) }
+                });
+                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                let conn = graceful.watch(conn);
+                conns.spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(%peer, error = %e, "connection ended with error");
+                    }
+                });
+            }
+        }
+    }
+    drop(listener);
+    let open = graceful.count();
+    tracing::info!(open_connections = open, ?drain_timeout, "draining");
+    let forced = tokio::select! {
+        _ = graceful.shutdown() => 0,
+        _ = tokio::time::sleep(drain_timeout) => {
+            let n = conns.len();
+            tracing::warn!(connections = n, "drain timeout; closing remaining connections");
+            n
+        }
+    };
+    conns.abort_all();
+    while conns.join_next().await.is_some() {}
+    DrainReport { forced }
+}
+
+#[cfg(test)]
+mod tests;

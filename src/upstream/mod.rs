@@ -1,0 +1,174 @@
+//! The HTTP client towards Bedrock: hyper-util's pooled client over rustls (aws-lc-rs,
+//! native roots with webpki-roots fallback, HTTP/1.1 and h2 by ALPN; plain http allowed
+//! for the simulator), plus the endpoint for each route.
+//!
+//! It applies the connect timeout only (TCP and TLS together); the caller applies first-byte and stall timeouts,
+//! since they differ per operation and attempt.
+
+mod connect;
+mod error;
+
+pub use error::{FailureKind, UpstreamError};
+
+use crate::config::Settings;
+use crate::ops::Route;
+use bytes::Bytes;
+use connect::ConnectTimeout;
+use http::Uri;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+/// Client and endpoints for Bedrock. Cheap to share behind the `Relay`'s `Arc`.
+#[derive(Clone, Debug)]
+pub struct Upstream {
+    client: Client<ConnectTimeout<HttpsConnector<HttpConnector>>, Full<Bytes>>,
+    runtime: Uri,
+    agent: Uri,
+}
+
+fn regional(prefix: &str, region: &str, fips: bool) -> Result<Uri, UpstreamError> {
+    if region.is_empty()
+        || !region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(UpstreamError::Endpoint(format!(
+            "invalid region {region:?}"
+        )));
+    }
+    let fips = if fips { "-fips" } else { "" };
+    let suffix = if region.starts_with("cn-") {
+        "amazonaws.com.cn"
+    } else {
+        "amazonaws.com"
+    };
+    format!("https://{prefix}{fips}.{region}.{suffix}")
+        .parse()
+        .map_err(|e| UpstreamError::Endpoint(format!("{e}")))
+}
+
+/// True when `uri` points at `listen` (same port, and the same IP, loopback for a
+/// wildcard listen address, or `localhost`).
+fn points_at(uri: &Uri, listen: SocketAddr) -> bool {
+    let port = uri
+        .port_u16()
+        .unwrap_or(if uri.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        });
+    if port != listen.port() {
+        return false;
+    }
+    let host = uri
+        .host()
+        .unwrap_or("")
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let ip: IpAddr = match host.parse() {
+        Ok(ip) => ip,
+        Err(_) if host.eq_ignore_ascii_case("localhost") => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        Err(_) => return false,
+    };
+    ip == listen.ip() || (listen.ip().is_unspecified() && (ip.is_loopback() || ip.is_unspecified()))
+}
+
+fn connector(
+    settings: &Settings,
+) -> Result<ConnectTimeout<HttpsConnector<HttpConnector>>, UpstreamError> {
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(settings.connect_timeout));
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = match HttpsConnectorBuilder::new()
+        .with_provider_and_native_roots(provider.clone())
+    {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::info!(error = %e, "no usable native root certificates; using webpki roots");
+            HttpsConnectorBuilder::new()
+                .with_provider_and_webpki_roots(provider)
+                .map_err(|e| UpstreamError::Endpoint(format!("TLS setup: {e}")))?
+        }
+    };
+    let https = builder
+        .https_or_http()
+        .enable_all_versions()
+        .wrap_connector(http);
+    Ok(ConnectTimeout::new(https, settings.connect_timeout))
+}
+
+impl Upstream {
+    /// Build the client. Refuses an endpoint override that points at the relay's own
+    /// `listen` address (pass the bound address when listening on port 0).
+    pub fn new(settings: &Settings) -> Result<Upstream, UpstreamError> {
+        let runtime = match &settings.upstream {
+            Some(u) => u.clone(),
+            None => regional("bedrock-runtime", &settings.region, settings.fips)?,
+        };
+        let agent = match &settings.agent_upstream {
+            Some(u) => u.clone(),
+            None => regional("bedrock-agent-runtime", &settings.region, settings.fips)?,
+        };
+        for u in [&runtime, &agent] {
+            if points_at(u, settings.listen) {
+                return Err(UpstreamError::Loop(u.to_string()));
+            }
+        }
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(settings.pool_idle_timeout)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector(settings)?);
+        Ok(Upstream {
+            client,
+            runtime,
+            agent,
+        })
+    }
+
+    /// Base URI of a route: the regional (or FIPS, or China) endpoint, or the override.
+    pub fn base(&self, route: Route) -> &Uri {
+        match route {
+            Route::Runtime => &self.runtime,
+            Route::AgentRuntime => &self.agent,
+        }
+    }
+
+    /// Absolute URI for `path_and_query` (as the client sent it, byte-exact) on `route`.
+    /// A path prefix in the base (an override like `http://h:1/prefix`) is kept.
+    pub fn uri_for(&self, route: Route, path_and_query: &str) -> Result<Uri, UpstreamError> {
+        let base = self.base(route);
+        let prefix = base.path().trim_end_matches('/');
+        let mut parts = base.clone().into_parts();
+        let pq = format!("{prefix}{path_and_query}");
+        parts.path_and_query = Some(
+            pq.parse()
+                .map_err(|e| UpstreamError::Endpoint(format!("path {path_and_query:?}: {e}")))?,
+        );
+        Uri::from_parts(parts).map_err(|e| UpstreamError::Endpoint(e.to_string()))
+    }
+
+    /// Send one request (absolute URI, already signed). Returns once response headers
+    /// arrive; no header timeout here (the caller applies `first_byte_timeout`).
+    pub async fn send(
+        &self,
+        req: http::Request<Bytes>,
+    ) -> Result<http::Response<Incoming>, UpstreamError> {
+        let req = req.map(Full::new);
+        self.client
+            .request(req)
+            .await
+            .map_err(UpstreamError::from_client)
+    }
+}
+
+#[cfg(test)]
+mod tests;
