@@ -15,7 +15,10 @@ async fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<()> 
     let mut scratch = [0u8; 64 * 1024];
     let n = stream.read(&mut scratch).await?;
     if n == 0 {
-        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "eof"));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "eof",
+        ));
     }
     buf.extend_from_slice(&scratch[..n]);
     Ok(())
@@ -38,8 +41,9 @@ async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Re
             }
             fill(stream, buf).await?;
         };
-        let size = usize::from_str_radix(std::str::from_utf8(&buf[..line]).unwrap_or("0").trim(), 16)
-            .unwrap_or(0);
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&buf[..line]).unwrap_or("0").trim(), 16)
+                .unwrap_or(0);
         while buf.len() < line + 2 + size + 2 {
             fill(stream, buf).await?;
         }

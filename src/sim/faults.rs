@@ -71,9 +71,9 @@ impl Fault {
 
     fn validate(&self) -> Result<(), FaultError> {
         match self {
-            Fault::Status { code } if !(400..=599).contains(code) => {
-                Err(FaultError::Invalid(format!("status code {code} is not an error")))
-            }
+            Fault::Status { code } if !(400..=599).contains(code) => Err(FaultError::Invalid(
+                format!("status code {code} is not an error"),
+            )),
             Fault::Exception { exception_type, .. }
                 if !EXCEPTION_TYPES.contains(&exception_type.as_str()) =>
             {
@@ -232,7 +232,13 @@ fn attempt_list(v: &str) -> Result<Vec<u32>, FaultError> {
 /// A reproducible random fault for an attempt: with probability `rate`, a kind and position
 /// drawn from `(seed, conversation, attempt)` only, so a rerun with the same requests
 /// injects the same faults whatever the timing.
-pub fn random_fault(rate: f64, seed: u64, conversation: u64, attempt: u32, stream: bool) -> Option<Fault> {
+pub fn random_fault(
+    rate: f64,
+    seed: u64,
+    conversation: u64,
+    attempt: u32,
+    stream: bool,
+) -> Option<Fault> {
     if rate <= 0.0 {
         return None;
     }
@@ -248,13 +254,17 @@ pub fn random_fault(rate: f64, seed: u64, conversation: u64, attempt: u32, strea
     let events = rng.below(24) as usize;
     if !stream {
         return Some(match rng.below(3) {
-            0 => Fault::Status { code: [429, 500, 503][rng.below(3) as usize] },
+            0 => Fault::Status {
+                code: [429, 500, 503][rng.below(3) as usize],
+            },
             1 => Fault::ResetBeforeHeaders,
             _ => Fault::ResetMidBody,
         });
     }
     Some(match rng.below(9) {
-        0 => Fault::Status { code: [429, 500, 503][rng.below(3) as usize] },
+        0 => Fault::Status {
+            code: [429, 500, 503][rng.below(3) as usize],
+        },
         1 => Fault::ResetBeforeHeaders,
         2 => Fault::ResetAfterEvents { events },
         3 => Fault::ResetMidFrame { events },
@@ -265,7 +275,10 @@ pub fn random_fault(rate: f64, seed: u64, conversation: u64, attempt: u32, strea
             exception_type: EXCEPTION_TYPES[rng.below(6) as usize].to_owned(),
         },
         7 => Fault::CorruptCrc { events },
-        _ => Fault::Stall { events, duration: Duration::from_millis(200 + rng.below(800)) },
+        _ => Fault::Stall {
+            events,
+            duration: Duration::from_millis(200 + rng.below(800)),
+        },
     })
 }
 
@@ -279,15 +292,41 @@ mod tests {
         assert_eq!(r.fault, Fault::ResetAfterEvents { events: 5 });
         assert_eq!(r.tag.as_deref(), Some("t1"));
         assert_eq!(r.attempts, Some(vec![1]));
-        let r = FaultRule::parse_spec("stall:events=3,duration=250ms@attempts=1..3,operation=ConverseStream").unwrap();
-        assert_eq!(r.fault, Fault::Stall { events: 3, duration: Duration::from_millis(250) });
+        let r = FaultRule::parse_spec(
+            "stall:events=3,duration=250ms@attempts=1..3,operation=ConverseStream",
+        )
+        .unwrap();
+        assert_eq!(
+            r.fault,
+            Fault::Stall {
+                events: 3,
+                duration: Duration::from_millis(250)
+            }
+        );
         assert_eq!(r.attempts, Some(vec![1, 2, 3]));
-        let r = FaultRule::parse_spec("exception:events=2,type=modelStreamErrorException@attempts=1+4").unwrap();
+        let r =
+            FaultRule::parse_spec("exception:events=2,type=modelStreamErrorException@attempts=1+4")
+                .unwrap();
         assert_eq!(r.attempts, Some(vec![1, 4]));
-        assert_eq!(FaultRule::parse_spec("status:code=429").unwrap().fault, Fault::Status { code: 429 });
-        assert_eq!(FaultRule::parse_spec("reset_before_headers").unwrap().fault.kind(), "reset_before_headers");
-        for bad in ["nope", "status:code=200", "exception:events=1,type=bogus", "truncate:events=x",
-                    "truncate:events=1@colour=red", "truncate:events"] {
+        assert_eq!(
+            FaultRule::parse_spec("status:code=429").unwrap().fault,
+            Fault::Status { code: 429 }
+        );
+        assert_eq!(
+            FaultRule::parse_spec("reset_before_headers")
+                .unwrap()
+                .fault
+                .kind(),
+            "reset_before_headers"
+        );
+        for bad in [
+            "nope",
+            "status:code=200",
+            "exception:events=1,type=bogus",
+            "truncate:events=x",
+            "truncate:events=1@colour=red",
+            "truncate:events",
+        ] {
             assert!(FaultRule::parse_spec(bad).is_err(), "{bad}");
         }
     }
@@ -296,20 +335,38 @@ mod tests {
     fn parses_json_and_toml_lists() {
         let json = r#"[{"kind":"corrupt_crc","events":4,"tag":"x"},{"kind":"stall","events":1,"duration":1500}]"#;
         let rules = FaultRule::parse_json_list(json).unwrap();
-        assert_eq!(rules[1].fault, Fault::Stall { events: 1, duration: Duration::from_millis(1500) });
+        assert_eq!(
+            rules[1].fault,
+            Fault::Stall {
+                events: 1,
+                duration: Duration::from_millis(1500)
+            }
+        );
         let toml = "[[fault]]\nkind = \"truncate\"\nevents = 7\nattempts = [2]\n";
         let rules = FaultRule::parse_toml_list(toml).unwrap();
         assert_eq!(rules[0].fault, Fault::Truncate { events: 7 });
-        assert!(FaultRule::parse_json_list(r#"[{"kind":"truncate","events":1,"bogus":1}]"#).is_err());
+        assert!(
+            FaultRule::parse_json_list(r#"[{"kind":"truncate","events":1,"bogus":1}]"#).is_err()
+        );
         let back = serde_json::to_string(&rules[0]).unwrap();
-        assert_eq!(FaultRule::parse_json_list(&format!("[{back}]")).unwrap(), rules);
+        assert_eq!(
+            FaultRule::parse_json_list(&format!("[{back}]")).unwrap(),
+            rules
+        );
     }
 
     #[test]
     fn matching_by_operation_tag_and_attempt() {
-        let r = FaultRule::parse_spec("truncate:events=1@operation=converse_stream,tag=t1,attempts=2").unwrap();
-        assert!(!r.matches("ConverseStream", b"x sim:tag=t1", 2), "operation names are exact");
-        let r = FaultRule::parse_spec("truncate:events=1@operation=conversestream,tag=t1,attempts=2").unwrap();
+        let r =
+            FaultRule::parse_spec("truncate:events=1@operation=converse_stream,tag=t1,attempts=2")
+                .unwrap();
+        assert!(
+            !r.matches("ConverseStream", b"x sim:tag=t1", 2),
+            "operation names are exact"
+        );
+        let r =
+            FaultRule::parse_spec("truncate:events=1@operation=conversestream,tag=t1,attempts=2")
+                .unwrap();
         assert!(r.matches("ConverseStream", b"{\"text\":\"x sim:tag=t1\"}", 2));
         assert!(!r.matches("ConverseStream", b"x sim:tag=t1", 1));
         assert!(!r.matches("ConverseStream", b"x sim:tag=t10", 2));

@@ -207,7 +207,10 @@ pub fn directive<'a>(text: &'a str, name: &str) -> Option<&'a str> {
 
 /// Input token count: whitespace-separated words of all input text (at least 1).
 pub fn count_tokens<'a>(texts: impl IntoIterator<Item = &'a str>) -> u32 {
-    let n: usize = texts.into_iter().map(|t| t.split_whitespace().count()).sum();
+    let n: usize = texts
+        .into_iter()
+        .map(|t| t.split_whitespace().count())
+        .sum();
     u32::try_from(n.max(1)).unwrap_or(u32::MAX)
 }
 
@@ -233,7 +236,10 @@ mod tests {
         let p = pieces(42, 400);
         assert!(!p[0].starts_with(' '));
         assert!(p.iter().filter(|x| x.starts_with(' ')).count() > 300);
-        assert!(p.iter().any(|x| x.ends_with("\n\n")), "paragraph breaks occur");
+        assert!(
+            p.iter().any(|x| x.ends_with("\n\n")),
+            "paragraph breaks occur"
+        );
         assert!(p.last().is_some_and(|x| x.ends_with('.')));
         assert!(p.iter().all(|x| !x.is_empty()));
     }
@@ -251,7 +257,11 @@ mod tests {
         let text = reference.concat();
         for cut in (0..=text.len()).filter(|c| text.is_char_boundary(*c)) {
             let rest = continuation(&reference, &text[..cut]).expect("prefix of reference");
-            assert_eq!(format!("{}{}", &text[..cut], rest.concat()), text, "cut {cut}");
+            assert_eq!(
+                format!("{}{}", &text[..cut], rest.concat()),
+                text,
+                "cut {cut}"
+            );
         }
     }
 

@@ -103,7 +103,9 @@ impl Conn {
             .header("expect")
             .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
         {
-            self.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
+            self.stream
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await?;
         }
         req.body = match body_len {
             BodyLen::Fixed(n) => {
@@ -162,7 +164,12 @@ impl Conn {
     }
 
     /// Write a complete response with a content-length.
-    pub async fn respond(&mut self, status: u16, headers: &[(&str, String)], body: &[u8]) -> std::io::Result<()> {
+    pub async fn respond(
+        &mut self,
+        status: u16,
+        headers: &[(&str, String)],
+        body: &[u8],
+    ) -> std::io::Result<()> {
         let mut out = head_bytes(status, headers);
         out.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
         out.extend_from_slice(body);
@@ -171,7 +178,11 @@ impl Conn {
     }
 
     /// Start a chunked response.
-    pub async fn start_chunked(&mut self, status: u16, headers: &[(&str, String)]) -> std::io::Result<()> {
+    pub async fn start_chunked(
+        &mut self,
+        status: u16,
+        headers: &[(&str, String)],
+    ) -> std::io::Result<()> {
         let mut out = head_bytes(status, headers);
         out.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
         self.stream.write_all(&out).await
@@ -228,7 +239,12 @@ fn head(parsed: &httparse::Request<'_, '_>) -> Result<(Request, BodyLen), HttpEr
     let headers: Vec<(String, String)> = parsed
         .headers
         .iter()
-        .map(|h| (h.name.to_owned(), String::from_utf8_lossy(h.value).into_owned()))
+        .map(|h| {
+            (
+                h.name.to_owned(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
         .collect();
     let get = |n: &str| {
         headers
@@ -236,7 +252,8 @@ fn head(parsed: &httparse::Request<'_, '_>) -> Result<(Request, BodyLen), HttpEr
             .find(|(k, _)| k.eq_ignore_ascii_case(n))
             .map(|(_, v)| v.as_str())
     };
-    let chunked = get("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    let chunked =
+        get("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
     let len = if chunked {
         BodyLen::Chunked
     } else {

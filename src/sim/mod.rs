@@ -5,7 +5,7 @@
 //! error kinds it answers with ([`SimError`]). The parts: `gen` (deterministic text),
 //! `request` (body parsing), `plan` (prefill and continuation rules), `render` (wire
 //! shapes), `faults` (rules), `sigv4` (verifier), `http` (byte-exact HTTP/1.1), `server`
-//! (dispatch and fault application), `log` (per-attempt log). See `docs/simulator.md`.
+//! (dispatch), `wire` (responses with faults cut in), `log` (per-attempt log). See `docs/simulator.md`.
 
 pub mod faults;
 pub mod gen;
@@ -16,6 +16,7 @@ pub mod render;
 pub mod request;
 mod server;
 pub mod sigv4;
+mod wire;
 
 pub use faults::{Fault, FaultRule};
 pub use log::LogEntry;
@@ -120,7 +121,10 @@ impl SimConfig {
             ));
         }
         if !(0.0..=1.0).contains(&args.fault_rate) {
-            problems.push(format!("--fault-rate {} is not within 0..=1", args.fault_rate));
+            problems.push(format!(
+                "--fault-rate {} is not within 0..=1",
+                args.fault_rate
+            ));
         }
         let mut rules = Vec::new();
         for spec in &args.fault {
@@ -156,7 +160,10 @@ impl SimConfig {
                 no_prefill_models,
                 log_capacity: args.log_capacity.max(1),
             }),
-            _ => anyhow::bail!("invalid simulator configuration:\n  {}", problems.join("\n  ")),
+            _ => anyhow::bail!(
+                "invalid simulator configuration:\n  {}",
+                problems.join("\n  ")
+            ),
         }
     }
 }
@@ -340,17 +347,43 @@ mod tests {
     #[test]
     fn args_become_config_and_errors_are_collected() {
         let cli = Cli::parse_from([
-            "sim", "--listen", "127.0.0.1:0", "--access-key-id", "AK", "--secret-access-key", "SK",
-            "--fault", "truncate:events=3@attempts=1", "--ttft", "250ms", "--inter-token", "2ms",
+            "sim",
+            "--listen",
+            "127.0.0.1:0",
+            "--access-key-id",
+            "AK",
+            "--secret-access-key",
+            "SK",
+            "--fault",
+            "truncate:events=3@attempts=1",
+            "--ttft",
+            "250ms",
+            "--inter-token",
+            "2ms",
         ]);
         let c = SimConfig::from_args(&cli.sim).unwrap();
         assert_eq!(c.credentials, vec![("AK".to_string(), "SK".to_string())]);
         assert_eq!(c.rules.len(), 1);
         assert_eq!(c.ttft, Duration::from_millis(250));
-        assert!(c.no_prefill_models.is_match("us.anthropic.claude-opus-4-6-v1"));
-        assert!(!c.no_prefill_models.is_match("anthropic.claude-3-7-sonnet-20250219-v1:0"));
-        let cli = Cli::parse_from(["sim", "--access-key-id", "AK", "--fault", "bogus", "--fault-rate", "2"]);
+        assert!(c
+            .no_prefill_models
+            .is_match("us.anthropic.claude-opus-4-6-v1"));
+        assert!(!c
+            .no_prefill_models
+            .is_match("anthropic.claude-3-7-sonnet-20250219-v1:0"));
+        let cli = Cli::parse_from([
+            "sim",
+            "--access-key-id",
+            "AK",
+            "--fault",
+            "bogus",
+            "--fault-rate",
+            "2",
+        ]);
         let err = SimConfig::from_args(&cli.sim).unwrap_err().to_string();
-        assert!(err.contains("pairs") && err.contains("bogus") && err.contains("fault-rate"), "{err}");
+        assert!(
+            err.contains("pairs") && err.contains("bogus") && err.contains("fault-rate"),
+            "{err}"
+        );
     }
 }

@@ -157,12 +157,15 @@ pub fn plan(
     })
 }
 
+/// Seed of the reference for a list of turns.
+type SeedOf<'a> = dyn Fn(&[(&str, &str)]) -> u64 + 'a;
+
 /// Instructed continuation: the conversation ends with [assistant A, user "…continue…"] and A
 /// is a prefix of the reference of the turns before A. Returns the rest, led by a repeat of
 /// A's last 1-3 words on about half of the conversations (or as `sim:overlap=N` says).
 fn instructed(
     turns: &[(&str, &str)],
-    seed_of: &dyn Fn(&[(&str, &str)]) -> u64,
+    seed_of: &SeedOf<'_>,
     n: usize,
     all_text: &str,
 ) -> Option<Vec<String>> {
@@ -209,7 +212,11 @@ fn tool_call(tool: &super::request::Tool, seed: u64, attempt: u32, nonce: u64) -
     let input = serde_json::Value::Object(obj).to_string();
     let chars: Vec<char> = input.chars().collect();
     let input_pieces = chars.chunks(7).map(|c| c.iter().collect()).collect();
-    let id_hash = gen::hash_parts([seed.to_string().as_str(), &attempt.to_string(), &nonce.to_string()]);
+    let id_hash = gen::hash_parts([
+        seed.to_string().as_str(),
+        &attempt.to_string(),
+        &nonce.to_string(),
+    ]);
     ToolCall {
         id: format!("tooluse_{:022x}", id_hash as u128 * 0x1_0000_0001),
         name: tool.name.clone(),
@@ -249,8 +256,14 @@ mod tests {
         let text = full.text();
         for cut in [1, 10, 57, text.trim_end().len() - 3] {
             let pre = text[..cut].trim_end();
-            let p = plan(M, &prompt(&[("user", "hi sim:len=80"), ("assistant", pre)]), 2, 0, &re())
-                .unwrap();
+            let p = plan(
+                M,
+                &prompt(&[("user", "hi sim:len=80"), ("assistant", pre)]),
+                2,
+                0,
+                &re(),
+            )
+            .unwrap();
             assert_eq!(format!("{pre}{}", p.text()), text);
             assert_eq!(p.prefill.as_deref(), Some(pre));
         }
@@ -259,17 +272,31 @@ mod tests {
     #[test]
     fn prefill_errors_carry_bedrock_messages() {
         let err = |m: &str, pre: &str| {
-            plan(m, &prompt(&[("user", "hi"), ("assistant", pre)]), 1, 0, &re())
-                .unwrap_err()
-                .to_string()
+            plan(
+                m,
+                &prompt(&[("user", "hi"), ("assistant", pre)]),
+                1,
+                0,
+                &re(),
+            )
+            .unwrap_err()
+            .to_string()
         };
         assert!(err(M, "Hello ").contains("trailing whitespace"));
-        assert!(err("anthropic.claude-opus-4-6-v1", "Hello").contains("does not support assistant message prefill"));
+        assert!(err("anthropic.claude-opus-4-6-v1", "Hello")
+            .contains("does not support assistant message prefill"));
         assert!(err("us.anthropic.claude-sonnet-4-7", "Hello").contains("prefill"));
         let mut p = prompt(&[("user", "hi"), ("assistant", "Hello")]);
         p.reasoning = true;
         assert!(plan(M, &p, 1, 0, &re()).is_err());
-        assert!(plan("anthropic.claude-sonnet-4-5-20250929-v1:0", &prompt(&[("user", "hi"), ("assistant", "He")]), 1, 0, &re()).is_ok());
+        assert!(plan(
+            "anthropic.claude-sonnet-4-5-20250929-v1:0",
+            &prompt(&[("user", "hi"), ("assistant", "He")]),
+            1,
+            0,
+            &re()
+        )
+        .is_ok());
     }
 
     #[test]
@@ -277,10 +304,19 @@ mod tests {
         let m = "anthropic.claude-opus-4-6-v1";
         for k in 0..3 {
             let q = format!("question {k} sim:len=60 sim:overlap={k}");
-            let full = plan(m, &prompt(&[("user", &q)]), 1, 0, &re()).unwrap().text();
+            let full = plan(m, &prompt(&[("user", &q)]), 1, 0, &re())
+                .unwrap()
+                .text();
             let a = full[..full.len() / 2].trim_end();
             let ask = "Your previous response was cut off. Continue exactly where it stopped, without repeating anything.";
-            let p = plan(m, &prompt(&[("user", &q), ("assistant", a), ("user", ask)]), 2, 0, &re()).unwrap();
+            let p = plan(
+                m,
+                &prompt(&[("user", &q), ("assistant", a), ("user", ask)]),
+                2,
+                0,
+                &re(),
+            )
+            .unwrap();
             assert!(p.continuation);
             let got = p.text();
             let rest = &full[a.len()..];

@@ -147,9 +147,20 @@ fn converse_blocks(b: &mut Builder, plan: &Plan, delta: impl Fn(&mut Builder, us
     };
     if let Some((pieces, signature)) = &plan.reasoning {
         for p in pieces {
-            delta(b, idx, &format!("{{\"reasoningContent\":{{\"text\":{}}}}}", js(p)));
+            delta(
+                b,
+                idx,
+                &format!("{{\"reasoningContent\":{{\"text\":{}}}}}", js(p)),
+            );
         }
-        delta(b, idx, &format!("{{\"reasoningContent\":{{\"signature\":{}}}}}", js(signature)));
+        delta(
+            b,
+            idx,
+            &format!(
+                "{{\"reasoningContent\":{{\"signature\":{}}}}}",
+                js(signature)
+            ),
+        );
         stop(b, idx);
         idx += 1;
     }
@@ -178,7 +189,13 @@ fn converse_blocks(b: &mut Builder, plan: &Plan, delta: impl Fn(&mut Builder, us
 }
 
 /// InvokeModelWithResponseStream chunks for a plan in the family's native format.
-pub fn invoke_stream(family: Family, model_id: &str, msg_id: &str, plan: &Plan, lat: Latency) -> Stream {
+pub fn invoke_stream(
+    family: Family,
+    model_id: &str,
+    msg_id: &str,
+    plan: &Plan,
+    lat: Latency,
+) -> Stream {
     let mut b = Builder::new(true);
     let stop = family_stop(family, plan.stop);
     let m = metrics(plan, lat);
@@ -191,26 +208,71 @@ pub fn invoke_stream(family: Family, model_id: &str, msg_id: &str, plan: &Plan, 
             let mut block = |b: &mut Builder, start: String, deltas: Vec<String>| {
                 b.push("", &format!("{{\"type\":\"content_block_start\",\"index\":{idx},\"content_block\":{start}"), false);
                 for d in deltas {
-                    b.push("", &format!("{{\"type\":\"content_block_delta\",\"index\":{idx},\"delta\":{d}"), true);
+                    b.push(
+                        "",
+                        &format!(
+                            "{{\"type\":\"content_block_delta\",\"index\":{idx},\"delta\":{d}"
+                        ),
+                        true,
+                    );
                 }
-                b.push("", &format!("{{\"type\":\"content_block_stop\",\"index\":{idx}"), false);
+                b.push(
+                    "",
+                    &format!("{{\"type\":\"content_block_stop\",\"index\":{idx}"),
+                    false,
+                );
                 idx += 1;
             };
             if let Some((pieces, sig)) = &plan.reasoning {
-                let mut d: Vec<String> = pieces.iter().map(|p| format!("{{\"type\":\"thinking_delta\",\"thinking\":{}}}", js(p))).collect();
-                d.push(format!("{{\"type\":\"signature_delta\",\"signature\":{}}}", js(sig)));
-                block(&mut b, "{\"type\":\"thinking\",\"thinking\":\"\"}".into(), d);
+                let mut d: Vec<String> = pieces
+                    .iter()
+                    .map(|p| format!("{{\"type\":\"thinking_delta\",\"thinking\":{}}}", js(p)))
+                    .collect();
+                d.push(format!(
+                    "{{\"type\":\"signature_delta\",\"signature\":{}}}",
+                    js(sig)
+                ));
+                block(
+                    &mut b,
+                    "{\"type\":\"thinking\",\"thinking\":\"\"}".into(),
+                    d,
+                );
             }
             if !plan.text.is_empty() {
-                let d = plan.text.iter().map(|p| format!("{{\"type\":\"text_delta\",\"text\":{}}}", js(p))).collect();
+                let d = plan
+                    .text
+                    .iter()
+                    .map(|p| format!("{{\"type\":\"text_delta\",\"text\":{}}}", js(p)))
+                    .collect();
                 block(&mut b, "{\"type\":\"text\",\"text\":\"\"}".into(), d);
             }
             if let Some(t) = &plan.tool {
-                let d = t.input_pieces.iter().map(|p| format!("{{\"type\":\"input_json_delta\",\"partial_json\":{}}}", js(p))).collect();
-                block(&mut b, format!("{{\"type\":\"tool_use\",\"id\":{},\"name\":{},\"input\":{{}}}}", js(&t.id), js(&t.name)), d);
+                let d = t
+                    .input_pieces
+                    .iter()
+                    .map(|p| {
+                        format!(
+                            "{{\"type\":\"input_json_delta\",\"partial_json\":{}}}",
+                            js(p)
+                        )
+                    })
+                    .collect();
+                block(
+                    &mut b,
+                    format!(
+                        "{{\"type\":\"tool_use\",\"id\":{},\"name\":{},\"input\":{{}}}}",
+                        js(&t.id),
+                        js(&t.name)
+                    ),
+                    d,
+                );
             }
             b.push("", &format!("{{\"type\":\"message_delta\",\"delta\":{{\"stop_reason\":\"{stop}\",\"stop_sequence\":null}},\"usage\":{{\"output_tokens\":{}}}", plan.output_tokens), false);
-            b.push("", &format!("{{\"type\":\"message_stop\",\"amazon-bedrock-invocationMetrics\":{m}"), false);
+            b.push(
+                "",
+                &format!("{{\"type\":\"message_stop\",\"amazon-bedrock-invocationMetrics\":{m}"),
+                false,
+            );
             b.finish(2)
         }
         Family::Nova => {
@@ -219,13 +281,21 @@ pub fn invoke_stream(family: Family, model_id: &str, msg_id: &str, plan: &Plan, 
                 b.push("", &format!("{{\"contentBlockDelta\":{{\"delta\":{{\"text\":{}}},\"contentBlockIndex\":0}}", js(p)), true);
             }
             b.push("", "{\"contentBlockStop\":{\"contentBlockIndex\":0}", false);
-            b.push("", &format!("{{\"messageStop\":{{\"stopReason\":\"{stop}\"}}"), false);
+            b.push(
+                "",
+                &format!("{{\"messageStop\":{{\"stopReason\":\"{stop}\"}}"),
+                false,
+            );
             b.push("", &format!("{{\"metadata\":{{\"usage\":{{\"inputTokens\":{},\"outputTokens\":{}}}}},\"amazon-bedrock-invocationMetrics\":{m}", plan.input_tokens, plan.output_tokens), false);
             b.finish(2)
         }
         Family::Llama => {
             for (i, p) in plan.text.iter().enumerate() {
-                let prompt = if i == 0 { plan.input_tokens.to_string() } else { "null".into() };
+                let prompt = if i == 0 {
+                    plan.input_tokens.to_string()
+                } else {
+                    "null".into()
+                };
                 b.push("", &format!("{{\"generation\":{},\"prompt_token_count\":{prompt},\"generation_token_count\":{},\"stop_reason\":null", js(p), i + 1), true);
             }
             b.push("", &format!("{{\"generation\":\"\",\"prompt_token_count\":null,\"generation_token_count\":{},\"stop_reason\":\"{stop}\",\"amazon-bedrock-invocationMetrics\":{m}", plan.text.len()), false);
@@ -233,7 +303,14 @@ pub fn invoke_stream(family: Family, model_id: &str, msg_id: &str, plan: &Plan, 
         }
         Family::Mistral => {
             for p in &plan.text {
-                b.push("", &format!("{{\"outputs\":[{{\"text\":{},\"stop_reason\":null}}]", js(p)), true);
+                b.push(
+                    "",
+                    &format!(
+                        "{{\"outputs\":[{{\"text\":{},\"stop_reason\":null}}]",
+                        js(p)
+                    ),
+                    true,
+                );
             }
             b.push("", &format!("{{\"outputs\":[{{\"text\":\"\",\"stop_reason\":\"{stop}\"}}],\"amazon-bedrock-invocationMetrics\":{m}"), false);
             b.finish(1)
@@ -278,14 +355,17 @@ pub fn invoke_body(family: Family, model_id: &str, msg_id: &str, plan: &Plan) ->
         Family::Claude => {
             let mut content = Vec::new();
             if let Some((pieces, sig)) = &plan.reasoning {
-                content.push(json!({"type": "thinking", "thinking": pieces.concat(), "signature": sig}));
+                content.push(
+                    json!({"type": "thinking", "thinking": pieces.concat(), "signature": sig}),
+                );
             }
             if !text.is_empty() {
                 content.push(json!({"type": "text", "text": text}));
             }
             if let Some(t) = &plan.tool {
                 let input: Value = serde_json::from_str(&t.input).unwrap_or(Value::Null);
-                content.push(json!({"type": "tool_use", "id": t.id, "name": t.name, "input": input}));
+                content
+                    .push(json!({"type": "tool_use", "id": t.id, "name": t.name, "input": input}));
             }
             json!({"id": msg_id, "type": "message", "role": "assistant", "model": model_id,
                    "content": content, "stop_reason": stop, "stop_sequence": null,
@@ -339,9 +419,24 @@ mod tests {
         let s = converse_stream(&plan(), Latency::default());
         let p = payloads(&s);
         let types: Vec<&str> = p.iter().map(|(t, _)| t.as_str()).collect();
-        assert_eq!(types, ["messageStart", "contentBlockDelta", "contentBlockDelta", "contentBlockDelta",
-            "contentBlockStop", "contentBlockDelta", "contentBlockDelta", "contentBlockStop", "messageStop", "metadata"]);
-        assert!(p.iter().all(|(_, v)| v["p"].as_str().is_some_and(|x| PAD.starts_with(x))));
+        assert_eq!(
+            types,
+            [
+                "messageStart",
+                "contentBlockDelta",
+                "contentBlockDelta",
+                "contentBlockDelta",
+                "contentBlockStop",
+                "contentBlockDelta",
+                "contentBlockDelta",
+                "contentBlockStop",
+                "messageStop",
+                "metadata"
+            ]
+        );
+        assert!(p
+            .iter()
+            .all(|(_, v)| v["p"].as_str().is_some_and(|x| PAD.starts_with(x))));
         assert_eq!(p[3].1["delta"]["reasoningContent"]["signature"], "sig1");
         assert_eq!(p[6].1["delta"]["text"], " \"world\".\n\n");
         assert_eq!(p[6].1["contentBlockIndex"], 1);
@@ -352,7 +447,13 @@ mod tests {
 
     #[test]
     fn invoke_chunks_decode_to_family_events() {
-        for family in [Family::Claude, Family::Nova, Family::Llama, Family::Mistral, Family::Titan] {
+        for family in [
+            Family::Claude,
+            Family::Nova,
+            Family::Llama,
+            Family::Mistral,
+            Family::Titan,
+        ] {
             let mut pl = plan();
             pl.reasoning = None;
             let s = invoke_stream(family, "m", "msg", &pl, Latency::default());
@@ -360,17 +461,29 @@ mod tests {
                 .into_iter()
                 .map(|(t, v)| {
                     assert_eq!(t, "chunk");
-                    let raw = base64::engine::general_purpose::STANDARD.decode(v["bytes"].as_str().unwrap()).unwrap();
+                    let raw = base64::engine::general_purpose::STANDARD
+                        .decode(v["bytes"].as_str().unwrap())
+                        .unwrap();
                     serde_json::from_slice(&raw).unwrap()
                 })
                 .collect();
             let last = inner.last().unwrap();
-            assert!(last.get("amazon-bedrock-invocationMetrics").is_some(), "{family:?}");
-            let text: String = inner.iter().filter_map(|e| {
-                e.pointer("/delta/text").or(e.pointer("/contentBlockDelta/delta/text"))
-                    .or(e.get("generation")).or(e.pointer("/outputs/0/text")).or(e.get("outputText"))
-                    .and_then(Value::as_str).map(str::to_owned)
-            }).collect();
+            assert!(
+                last.get("amazon-bedrock-invocationMetrics").is_some(),
+                "{family:?}"
+            );
+            let text: String = inner
+                .iter()
+                .filter_map(|e| {
+                    e.pointer("/delta/text")
+                        .or(e.pointer("/contentBlockDelta/delta/text"))
+                        .or(e.get("generation"))
+                        .or(e.pointer("/outputs/0/text"))
+                        .or(e.get("outputText"))
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                })
+                .collect();
             assert_eq!(text, "Hello \"world\".\n\n", "{family:?}");
         }
     }

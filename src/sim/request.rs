@@ -180,7 +180,9 @@ pub fn parse_converse(body: &Value) -> Result<Prompt, SimError> {
         system: system_text(body.get("system")),
         turns: messages(body)?,
         max_tokens: as_u32(cfg.and_then(|c| c.get("maxTokens"))),
-        temperature: cfg.and_then(|c| c.get("temperature")).and_then(Value::as_f64),
+        temperature: cfg
+            .and_then(|c| c.get("temperature"))
+            .and_then(Value::as_f64),
         reasoning,
         tool: first_tool(
             body.pointer("/toolConfig/tools"),
@@ -241,10 +243,11 @@ fn text_prompt(
     temperature: Option<&Value>,
     parse: fn(&str) -> (String, Vec<Turn>),
 ) -> Result<Prompt, SimError> {
-    let prompt = body
-        .get(key)
-        .and_then(Value::as_str)
-        .ok_or_else(|| bad(format!("Malformed input request: required key [{key}] not found")))?;
+    let prompt = body.get(key).and_then(Value::as_str).ok_or_else(|| {
+        bad(format!(
+            "Malformed input request: required key [{key}] not found"
+        ))
+    })?;
     let (system, mut turns) = parse(prompt);
     // Whitespace after the assistant marker is formatting, not a prefill.
     if turns
@@ -339,7 +342,10 @@ mod tests {
         assert_eq!(Family::of("amazon.nova-lite-v1:0"), Some(Family::Nova));
         assert_eq!(Family::of("meta.llama3-8b"), Some(Family::Llama));
         assert_eq!(Family::of("mistral.mistral-7b"), Some(Family::Mistral));
-        assert_eq!(Family::of("amazon.titan-text-express-v1"), Some(Family::Titan));
+        assert_eq!(
+            Family::of("amazon.titan-text-express-v1"),
+            Some(Family::Titan)
+        );
         assert_eq!(Family::of("cohere.command"), None);
     }
 
@@ -377,7 +383,11 @@ mod tests {
         assert_eq!(p.turns[1].text, "The river");
         let mistral = json!({"prompt": "<s>[INST] hello [/INST]", "max_tokens": 5});
         let p = parse_invoke(Family::Mistral, &mistral).unwrap();
-        assert_eq!(p.turns.len(), 1, "empty answer after the marker is no prefill");
+        assert_eq!(
+            p.turns.len(),
+            1,
+            "empty answer after the marker is no prefill"
+        );
         assert_eq!(p.max_tokens, Some(5));
         let titan = json!({"inputText": "User: hello\nBot: The"});
         let p = parse_invoke(Family::Titan, &titan).unwrap();

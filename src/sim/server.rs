@@ -1,17 +1,18 @@
-//! Accept loop, per-request dispatch, and fault application on the wire.
+//! Accept loop, control endpoints and per-request dispatch.
 //!
 //! Owns the order of one attempt: control endpoints → classify → auth → parse → attempt
-//! counting → fault choice → plan → log → respond (with the fault cut in at its exact
+//! counting → fault choice → plan → log → respond (in `wire`, with the fault cut in at its exact
 //! position). Shared state (rules, attempt counters, log) lives in [`State`].
 
 use super::faults::{self, Fault, FaultRule};
 use super::http::{Conn, HttpError, Request};
 use super::log::{Log, LogEntry};
 use super::plan::{self, Plan};
-use super::render::{self, Latency, Stream};
+use super::render::{self, Latency};
 use super::request::{self, Family, Prompt};
 use super::sigv4::{self, Verdict};
-use super::{error_type_for, gen, SimConfig, SimError};
+use super::wire::{respond, send_error, send_json, Outcome, Reply};
+use super::{gen, SimConfig, SimError};
 use crate::ops::{classify, Operation};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -20,9 +21,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
-
-/// Bytes of whole frames gathered into one chunk when no delay separates them.
-const BATCH: usize = 16 * 1024;
 
 /// Everything connections share.
 pub struct State {
@@ -45,7 +43,10 @@ impl State {
     }
 
     pub fn add_rules(&self, rules: Vec<FaultRule>) {
-        self.rules.lock().unwrap_or_else(|p| p.into_inner()).extend(rules);
+        self.rules
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(rules);
     }
 
     pub fn clear_rules(&self) {
@@ -54,7 +55,10 @@ impl State {
 
     pub fn clear_log(&self) {
         self.log.clear();
-        self.attempts.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.attempts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     fn next_attempt(&self, conversation: u64) -> u32 {
@@ -67,7 +71,13 @@ impl State {
         *n
     }
 
-    fn pick_fault(&self, op: Operation, body: &[u8], conversation: u64, attempt: u32) -> Option<Fault> {
+    fn pick_fault(
+        &self,
+        op: Operation,
+        body: &[u8],
+        conversation: u64,
+        attempt: u32,
+    ) -> Option<Fault> {
         let rules = self.rules.lock().unwrap_or_else(|p| p.into_inner());
         rules
             .iter()
@@ -75,13 +85,23 @@ impl State {
             .map(|r| r.fault.clone())
             .or_else(|| {
                 let c = &self.config;
-                faults::random_fault(c.fault_rate, c.seed, conversation, attempt, op.is_resumable_stream())
+                faults::random_fault(
+                    c.fault_rate,
+                    c.seed,
+                    conversation,
+                    attempt,
+                    op.is_resumable_stream(),
+                )
             })
     }
 }
 
 /// Serve until `stopped` flips; then abort open connections.
-pub async fn serve(listener: TcpListener, state: Arc<State>, mut stopped: tokio::sync::watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<State>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
@@ -122,45 +142,42 @@ async fn connection(mut conn: Conn, state: Arc<State>) {
 fn request_id(seq: u64) -> String {
     let h = gen::hash_parts([seq.to_string().as_str(), "request-id"]);
     let l = gen::hash_parts([h.to_string().as_str()]);
-    format!("{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}", h >> 32, h & 0xffff, (h >> 16) & 0xfff, l & 0xfff, l >> 16)
-}
-
-async fn send_error(conn: &mut Conn, err: &SimError, request_id: &str) -> std::io::Result<()> {
-    let (status, ty) = err.status_and_type();
-    let body = json!({ "message": err.to_string() }).to_string();
-    let headers = [
-        ("content-type", "application/json".to_string()),
-        ("x-amzn-requestid", request_id.to_string()),
-        ("x-amzn-errortype", format!("{ty}:http://internal.amazon.com/coral/com.amazon.bedrock/")),
-    ];
-    conn.respond(status, &headers, body.as_bytes()).await
-}
-
-async fn send_json(conn: &mut Conn, status: u16, body: &Value, extra: Vec<(&str, String)>, rid: &str) -> std::io::Result<()> {
-    let mut headers = vec![
-        ("content-type", "application/json".to_string()),
-        ("x-amzn-requestid", rid.to_string()),
-    ];
-    headers.extend(extra);
-    conn.respond(status, &headers, body.to_string().as_bytes()).await
+    format!(
+        "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
+        h >> 32,
+        h & 0xffff,
+        (h >> 16) & 0xfff,
+        l & 0xfff,
+        l >> 16
+    )
 }
 
 /// Control endpoints under `/_sim/`.
 async fn control(state: &State, conn: &mut Conn, req: &Request) -> std::io::Result<()> {
     let ok = |v: Value| (200u16, v);
     let (status, body) = match (req.method.as_str(), req.path.as_str()) {
-        ("GET", "/_sim/log") => ok(serde_json::to_value(state.log.entries()).unwrap_or(Value::Null)),
+        ("GET", "/_sim/log") => {
+            ok(serde_json::to_value(state.log.entries()).unwrap_or(Value::Null))
+        }
         ("DELETE", "/_sim/log") => {
             state.clear_log();
             ok(json!({"cleared": true}))
         }
         ("GET", "/_sim/faults") => {
-            let rules = state.rules.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let rules = state
+                .rules
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
             ok(serde_json::to_value(rules).unwrap_or(Value::Null))
         }
         ("POST", "/_sim/faults") => {
             let text = String::from_utf8_lossy(&req.body);
-            let text = if text.trim_start().starts_with('{') { format!("[{text}]") } else { text.into_owned() };
+            let text = if text.trim_start().starts_with('{') {
+                format!("[{text}]")
+            } else {
+                text.into_owned()
+            };
             match FaultRule::parse_json_list(&text) {
                 Ok(rules) => {
                     let n = rules.len();
@@ -175,20 +192,12 @@ async fn control(state: &State, conn: &mut Conn, req: &Request) -> std::io::Resu
             ok(json!({"cleared": true}))
         }
         ("GET", "/_sim/health") => ok(json!({"status": "ok"})),
-        _ => (404, json!({"message": format!("no simulator control endpoint {} {}", req.method, req.path)})),
+        _ => (
+            404,
+            json!({"message": format!("no simulator control endpoint {} {}", req.method, req.path)}),
+        ),
     };
     send_json(conn, status, &body, Vec::new(), "control").await
-}
-
-/// What a model request turned into before anything is written.
-struct Outcome {
-    result: Result<Reply, SimError>,
-    fault: Option<Fault>,
-}
-
-enum Reply {
-    Stream { stream: Stream, invoke: bool },
-    Json { body: Value, headers: Vec<(&'static str, String)> },
 }
 
 async fn handle(state: &State, mut conn: Conn, req: Request) -> Option<Conn> {
@@ -215,9 +224,14 @@ async fn handle(state: &State, mut conn: Conn, req: Request) -> Option<Conn> {
     let body_json: Result<Value, _> = serde_json::from_slice(&req.body);
     let prompt = match &body_json {
         Ok(v) => prompt_of(op, &model_id, v),
-        Err(_) => Err(SimError::Validation("Malformed input request, please reformat your input and try again.".into())),
+        Err(_) => Err(SimError::Validation(
+            "Malformed input request, please reformat your input and try again.".into(),
+        )),
     };
-    let (system, first) = prompt.as_ref().map(|p| (p.system.as_str(), p.first_user_text())).unwrap_or(("", ""));
+    let (system, first) = prompt
+        .as_ref()
+        .map(|p| (p.system.as_str(), p.first_user_text()))
+        .unwrap_or(("", ""));
     let conversation = gen::hash_parts([model_id.as_str(), system, first]);
     let attempt = state.next_attempt(conversation);
     let body_text = String::from_utf8_lossy(&req.body);
@@ -232,14 +246,29 @@ async fn handle(state: &State, mut conn: Conn, req: Request) -> Option<Conn> {
     };
     let mut planned: Option<Plan> = None;
     let outcome = if let Some(e) = auth_error {
-        Outcome { result: Err(e), fault: None }
+        Outcome {
+            result: Err(e),
+            fault: None,
+        }
     } else if op == Operation::Unknown || op.route() != crate::ops::Route::Runtime {
         let msg = format!("UnknownOperationException: {} {}", req.method, req.path);
-        Outcome { result: Err(SimError::UnknownOperation(msg)), fault: None }
+        Outcome {
+            result: Err(SimError::UnknownOperation(msg)),
+            fault: None,
+        }
     } else {
         let fault = state.pick_fault(op, &req.body, conversation, attempt);
         let result = prompt.and_then(|p| {
-            reply(state, op, &model_id, &p, attempt, seq, &body_json, &mut planned)
+            reply(
+                state,
+                op,
+                &model_id,
+                &p,
+                attempt,
+                seq,
+                &body_json,
+                &mut planned,
+            )
         });
         Outcome { result, fault }
     };
@@ -263,27 +292,41 @@ async fn handle(state: &State, mut conn: Conn, req: Request) -> Option<Conn> {
         status,
         body: body_json.unwrap_or_else(|_| Value::String(body_text.into_owned())),
     });
-    tracing::debug!(seq, operation = op.name(), attempt, status, "simulator request");
+    tracing::debug!(
+        seq,
+        operation = op.name(),
+        attempt,
+        status,
+        "simulator request"
+    );
     respond(state, conn, outcome, &rid).await
 }
 
 fn prompt_of(op: Operation, model_id: &str, body: &Value) -> Result<Prompt, SimError> {
     let family = || {
-        Family::of(model_id).ok_or_else(|| SimError::Validation("The provided model identifier is invalid.".into()))
+        Family::of(model_id)
+            .ok_or_else(|| SimError::Validation("The provided model identifier is invalid.".into()))
     };
     match op {
         Operation::Converse | Operation::ConverseStream => request::parse_converse(body),
-        Operation::InvokeModel | Operation::InvokeModelWithResponseStream => request::parse_invoke(family()?, body),
+        Operation::InvokeModel | Operation::InvokeModelWithResponseStream => {
+            request::parse_invoke(family()?, body)
+        }
         Operation::CountTokens => {
             if let Some(c) = body.pointer("/input/converse") {
                 request::parse_converse(c)
-            } else if let Some(b) = body.pointer("/input/invokeModel/body").and_then(Value::as_str) {
+            } else if let Some(b) = body
+                .pointer("/input/invokeModel/body")
+                .and_then(Value::as_str)
+            {
                 let inner: Value = serde_json::from_str(b).map_err(|_| {
                     SimError::Validation("input.invokeModel.body is not JSON".into())
                 })?;
                 request::parse_invoke(family()?, &inner)
             } else {
-                Err(SimError::Validation("Malformed input request: input must have converse or invokeModel".into()))
+                Err(SimError::Validation(
+                    "Malformed input request: input must have converse or invokeModel".into(),
+                ))
             }
         }
         _ => Ok(Prompt::default()),
@@ -302,9 +345,16 @@ fn reply(
     planned: &mut Option<Plan>,
 ) -> Result<Reply, SimError> {
     let c = &state.config;
-    let json = |body: Value| Ok(Reply::Json { body, headers: Vec::new() });
+    let json = |body: Value| {
+        Ok(Reply::Json {
+            body,
+            headers: Vec::new(),
+        })
+    };
     match op {
-        Operation::CountTokens => return json(json!({"inputTokens": gen::count_tokens(prompt.all_text())})),
+        Operation::CountTokens => {
+            return json(json!({"inputTokens": gen::count_tokens(prompt.all_text())}))
+        }
         Operation::ApplyGuardrail => {
             let _ = body;
             return json(json!({
@@ -322,189 +372,51 @@ fn reply(
         first_byte_ms: c.ttft.as_millis() as u64,
         total_ms: (c.ttft + c.inter_token * deltas as u32).as_millis() as u64 + 1,
     };
-    let msg_id = format!("msg_bdrk_{:024x}", u128::from(gen::hash_parts([seq.to_string().as_str()])));
+    let msg_id = format!(
+        "msg_bdrk_{:024x}",
+        u128::from(gen::hash_parts([seq.to_string().as_str()]))
+    );
     let out = match op {
-        Operation::ConverseStream => Reply::Stream { stream: render::converse_stream(&p, lat), invoke: false },
-        Operation::Converse => Reply::Json { body: render::converse_body(&p, lat), headers: Vec::new() },
+        Operation::ConverseStream => Reply::Stream {
+            stream: render::converse_stream(&p, lat),
+            invoke: false,
+        },
+        Operation::Converse => Reply::Json {
+            body: render::converse_body(&p, lat),
+            headers: Vec::new(),
+        },
         Operation::InvokeModelWithResponseStream => {
-            let family = Family::of(model_id).ok_or_else(|| SimError::Validation("The provided model identifier is invalid.".into()))?;
-            Reply::Stream { stream: render::invoke_stream(family, model_id, &msg_id, &p, lat), invoke: true }
+            let family = Family::of(model_id).ok_or_else(|| {
+                SimError::Validation("The provided model identifier is invalid.".into())
+            })?;
+            Reply::Stream {
+                stream: render::invoke_stream(family, model_id, &msg_id, &p, lat),
+                invoke: true,
+            }
         }
         _ => {
-            let family = Family::of(model_id).ok_or_else(|| SimError::Validation("The provided model identifier is invalid.".into()))?;
+            let family = Family::of(model_id).ok_or_else(|| {
+                SimError::Validation("The provided model identifier is invalid.".into())
+            })?;
             Reply::Json {
                 body: render::invoke_body(family, model_id, &msg_id, &p),
                 headers: vec![
-                    ("x-amzn-bedrock-input-token-count", p.input_tokens.to_string()),
-                    ("x-amzn-bedrock-output-token-count", p.output_tokens.to_string()),
-                    ("x-amzn-bedrock-invocation-latency", lat.total_ms.to_string()),
+                    (
+                        "x-amzn-bedrock-input-token-count",
+                        p.input_tokens.to_string(),
+                    ),
+                    (
+                        "x-amzn-bedrock-output-token-count",
+                        p.output_tokens.to_string(),
+                    ),
+                    (
+                        "x-amzn-bedrock-invocation-latency",
+                        lat.total_ms.to_string(),
+                    ),
                 ],
             }
         }
     };
     *planned = Some(p);
     Ok(out)
-}
-
-async fn respond(state: &State, mut conn: Conn, outcome: Outcome, rid: &str) -> Option<Conn> {
-    match (&outcome.fault, outcome.result) {
-        (Some(Fault::ResetBeforeHeaders), _) => {
-            conn.reset().await;
-            None
-        }
-        (Some(Fault::Status { code }), _) => {
-            let err = SimError::Injected { status: *code, message: format!("Simulated {} ({code})", error_type_for(*code)) };
-            send_error(&mut conn, &err, rid).await.ok().map(|_| conn)
-        }
-        (_, Err(e)) => send_error(&mut conn, &e, rid).await.ok().map(|_| conn),
-        (fault, Ok(Reply::Json { body, headers })) => {
-            send_body(conn, body.to_string().into_bytes(), headers, fault.as_ref(), rid).await
-        }
-        (fault, Ok(Reply::Stream { stream, invoke })) => {
-            send_stream(state, conn, stream, invoke, fault.clone(), rid).await
-        }
-    }
-}
-
-/// A non-streaming body, possibly cut by a fault.
-async fn send_body(mut conn: Conn, body: Vec<u8>, extra: Vec<(&'static str, String)>, fault: Option<&Fault>, rid: &str) -> Option<Conn> {
-    let mut headers = vec![
-        ("content-type", "application/json".to_string()),
-        ("x-amzn-requestid", rid.to_string()),
-    ];
-    headers.extend(extra);
-    let half = |conn: &mut Conn| {
-        let mut head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n", body.len());
-        for (k, v) in &headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        head.push_str("\r\n");
-        let mut out = head.into_bytes();
-        out.extend_from_slice(&body[..body.len() / 2]);
-        let _ = conn;
-        out
-    };
-    match fault {
-        Some(Fault::ResetMidBody | Fault::ResetAfterEvents { .. } | Fault::ResetMidFrame { .. }) => {
-            let out = half(&mut conn);
-            let _ = conn.raw(&out).await;
-            conn.reset().await;
-            None
-        }
-        Some(Fault::EofNoTerminator { .. } | Fault::Truncate { .. }) => {
-            let out = half(&mut conn);
-            let _ = conn.raw(&out).await;
-            conn.close().await;
-            None
-        }
-        Some(Fault::Exception { exception_type, .. }) => {
-            let status = match exception_type.as_str() {
-                "throttlingException" => 429,
-                "validationException" => 400,
-                "serviceUnavailableException" => 503,
-                "modelTimeoutException" => 408,
-                "modelStreamErrorException" => 424,
-                _ => 500,
-            };
-            let err = SimError::Injected { status, message: format!("Simulated {exception_type}") };
-            send_error(&mut conn, &err, rid).await.ok().map(|_| conn)
-        }
-        other => {
-            if let Some(Fault::Stall { duration, .. }) = other {
-                tokio::time::sleep(*duration).await;
-            }
-            conn.respond(200, &headers, &body).await.ok().map(|_| conn)
-        }
-    }
-}
-
-/// A stream of frames with the fault cut in at its position.
-async fn send_stream(state: &State, mut conn: Conn, stream: Stream, invoke: bool, fault: Option<Fault>, rid: &str) -> Option<Conn> {
-    let mut headers = vec![
-        ("content-type", "application/vnd.amazon.eventstream".to_string()),
-        ("x-amzn-requestid", rid.to_string()),
-    ];
-    if invoke {
-        headers.push(("x-amzn-bedrock-content-type", "application/json".to_string()));
-    }
-    conn.start_chunked(200, &headers).await.ok()?;
-    let (ttft, gap) = (state.config.ttft, state.config.inter_token);
-    if !ttft.is_zero() {
-        tokio::time::sleep(ttft).await;
-    }
-    let n = stream.frames.len();
-    let fault = fault.map(|f| match f {
-        Fault::ResetMidBody => Fault::ResetMidFrame { events: n / 2 },
-        other => other,
-    });
-    let at = match &fault {
-        Some(Fault::Truncate { events }) => (*events).min(n.saturating_sub(stream.terminal)),
-        Some(Fault::CorruptCrc { events }) => (*events).min(n.saturating_sub(1)),
-        Some(Fault::ResetAfterEvents { events } | Fault::ResetMidFrame { events } | Fault::EofNoTerminator { events } | Fault::Stall { events, .. } | Fault::Exception { events, .. }) => (*events).min(n),
-        _ => usize::MAX,
-    };
-    let mut batch: Vec<u8> = Vec::with_capacity(BATCH + 1024);
-    for i in 0..=n {
-        if i == at {
-            conn.chunk(&batch).await.ok()?;
-            batch.clear();
-            match fault.as_ref()? {
-                Fault::ResetAfterEvents { .. } => {
-                    conn.reset().await;
-                    return None;
-                }
-                Fault::ResetMidFrame { .. } => {
-                    if let Some(f) = stream.frames.get(i) {
-                        let _ = conn.chunk(&f[..f.len() / 2]).await;
-                    }
-                    conn.reset().await;
-                    return None;
-                }
-                Fault::EofNoTerminator { .. } => {
-                    conn.close().await;
-                    return None;
-                }
-                Fault::Truncate { .. } => break,
-                Fault::Stall { duration, .. } => tokio::time::sleep(*duration).await,
-                Fault::Exception { exception_type, .. } => {
-                    let frame = exception_frame(exception_type);
-                    conn.chunk(&frame).await.ok()?;
-                    break;
-                }
-                Fault::CorruptCrc { .. } => {
-                    let mut bad = stream.frames[i].to_vec();
-                    if let Some(last) = bad.last_mut() {
-                        *last ^= 0xA5;
-                    }
-                    conn.chunk(&bad).await.ok()?;
-                    continue;
-                }
-                Fault::Status { .. } | Fault::ResetBeforeHeaders | Fault::ResetMidBody => {}
-            }
-        }
-        let Some(frame) = stream.frames.get(i) else { break };
-        if stream.delta[i] && !gap.is_zero() {
-            conn.chunk(&batch).await.ok()?;
-            batch.clear();
-            tokio::time::sleep(gap).await;
-        }
-        batch.extend_from_slice(frame);
-        if batch.len() >= BATCH || !gap.is_zero() {
-            conn.chunk(&batch).await.ok()?;
-            batch.clear();
-        }
-    }
-    conn.chunk(&batch).await.ok()?;
-    conn.end_chunked().await.ok()?;
-    Some(conn)
-}
-
-fn exception_frame(exception_type: &str) -> bytes::Bytes {
-    let message = format!("Simulated {exception_type}");
-    let body = if exception_type == "modelStreamErrorException" {
-        json!({"message": message, "originalStatusCode": 500, "originalMessage": "Simulated model failure"})
-    } else {
-        json!({"message": message})
-    };
-    crate::eventstream::encode(&crate::eventstream::exception_with_body(exception_type, body.to_string()))
 }

@@ -106,7 +106,11 @@ fn header_values<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str
 }
 
 /// The canonical request for `req` under `auth`'s SignedHeaders.
-pub fn canonical_request(req: &SignedRequest<'_>, signed_headers: &[String], payload_hash: &str) -> String {
+pub fn canonical_request(
+    req: &SignedRequest<'_>,
+    signed_headers: &[String],
+    payload_hash: &str,
+) -> String {
     let path = if req.path.is_empty() { "/" } else { req.path };
     let mut query: Vec<(String, String)> = req
         .query
@@ -114,13 +118,22 @@ pub fn canonical_request(req: &SignedRequest<'_>, signed_headers: &[String], pay
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            let dec = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+            let dec = |s: &str| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
             (uri_encode(&dec(k), false), uri_encode(&dec(v), false))
         })
         .collect();
     query.sort();
     let query: Vec<String> = query.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let mut out = format!("{}\n{}\n{}\n", req.method, uri_encode(path, true), query.join("&"));
+    let mut out = format!(
+        "{}\n{}\n{}\n",
+        req.method,
+        uri_encode(path, true),
+        query.join("&")
+    );
     for name in signed_headers {
         let values: Vec<String> = header_values(req.headers, name)
             .iter()
@@ -139,7 +152,11 @@ fn hmac(key: &[u8], data: &str) -> Vec<u8> {
 }
 
 /// The signature the request should carry for `secret`.
-pub fn expected_signature(req: &SignedRequest<'_>, auth: &Authorization, secret: &str) -> Option<String> {
+pub fn expected_signature(
+    req: &SignedRequest<'_>,
+    auth: &Authorization,
+    secret: &str,
+) -> Option<String> {
     let amz_date = header_values(req.headers, "x-amz-date").first().copied()?;
     let body_hash = hex::encode(Sha256::digest(req.body));
     let payload_hash = match header_values(req.headers, "x-amz-content-sha256").first() {
@@ -148,7 +165,10 @@ pub fn expected_signature(req: &SignedRequest<'_>, auth: &Authorization, secret:
         None => body_hash,
     };
     let canonical = canonical_request(req, &auth.signed_headers, &payload_hash);
-    let scope = format!("{}/{}/{}/aws4_request", auth.date, auth.region, auth.service);
+    let scope = format!(
+        "{}/{}/{}/aws4_request",
+        auth.date, auth.region, auth.service
+    );
     let to_sign = format!(
         "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
         hex::encode(Sha256::digest(canonical.as_bytes()))
@@ -184,9 +204,14 @@ pub fn verify(req: &SignedRequest<'_>, keys: &[(String, String)], tokens: &[Stri
     };
     let signed_ok = auth.signed_headers.iter().any(|h| h == "host")
         && (header_values(req.headers, "x-amz-security-token").is_empty()
-            || auth.signed_headers.iter().any(|h| h == "x-amz-security-token"));
+            || auth
+                .signed_headers
+                .iter()
+                .any(|h| h == "x-amz-security-token"));
     match expected_signature(req, &auth, secret) {
-        Some(sig) if signed_ok && auth.service == "bedrock" && sig == auth.signature => Verdict::Valid,
+        Some(sig) if signed_ok && auth.service == "bedrock" && sig == auth.signature => {
+            Verdict::Valid
+        }
         _ => Verdict::Invalid,
     }
 }
@@ -196,7 +221,10 @@ mod tests {
     use super::*;
 
     fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     /// `post-vanilla` from the AWS SigV4 test suite (shipped in aws-sigv4's crate).
@@ -207,7 +235,13 @@ mod tests {
             ("X-Amz-Date", "20150830T123600Z"),
             ("Authorization", "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, SignedHeaders=host;x-amz-date, Signature=5da7c1a2acd57cee7505fc6676e4e544621c30862966e37dddb68e92efbe5d6b"),
         ]);
-        let req = SignedRequest { method: "POST", path: "/", query: "", headers: &headers, body: b"" };
+        let req = SignedRequest {
+            method: "POST",
+            path: "/",
+            query: "",
+            headers: &headers,
+            body: b"",
+        };
         let auth = parse_authorization(&headers[2].1).unwrap();
         assert_eq!(
             canonical_request(&req, &auth.signed_headers, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"),
@@ -222,7 +256,13 @@ mod tests {
     fn sign_with_aws_sigv4(path: &str, body: &[u8], token: Option<&str>) -> Vec<(String, String)> {
         use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
         use aws_sigv4::sign::v4;
-        let creds = aws_credential_types::Credentials::new("AKIDSIM", "simsecret", token.map(str::to_owned), None, "test");
+        let creds = aws_credential_types::Credentials::new(
+            "AKIDSIM",
+            "simsecret",
+            token.map(str::to_owned),
+            None,
+            "test",
+        );
         let identity = creds.into();
         let params = v4::SigningParams::builder()
             .identity(&identity)
@@ -234,8 +274,13 @@ mod tests {
             .unwrap()
             .into();
         let uri = format!("http://127.0.0.1:8799{path}");
-        let base = [("host", "127.0.0.1:8799"), ("content-type", "application/json")];
-        let signable = SignableRequest::new("POST", &uri, base.into_iter(), SignableBody::Bytes(body)).unwrap();
+        let base = [
+            ("host", "127.0.0.1:8799"),
+            ("content-type", "application/json"),
+        ];
+        let signable =
+            SignableRequest::new("POST", &uri, base.into_iter(), SignableBody::Bytes(body))
+                .unwrap();
         let (instructions, _) = sign(signable, &params).unwrap().into_parts();
         let mut headers = h(&base);
         for (k, v) in instructions.headers() {
@@ -251,7 +296,13 @@ mod tests {
         let body = br#"{"messages":[]}"#;
         for token in [None, Some("session-token")] {
             let headers = sign_with_aws_sigv4(path, body, token);
-            let req = SignedRequest { method: "POST", path, query: "", headers: &headers, body };
+            let req = SignedRequest {
+                method: "POST",
+                path,
+                query: "",
+                headers: &headers,
+                body,
+            };
             assert_eq!(verify(&req, &keys, &[]), Verdict::Valid, "token {token:?}");
             let tampered = SignedRequest { body: b"{}", ..req };
             assert_eq!(verify(&tampered, &keys, &[]), Verdict::Invalid);
@@ -267,11 +318,20 @@ mod tests {
         let none: Vec<(String, String)> = vec![];
         let tokens = vec!["tok1".to_string()];
         let bearer = h(&[("authorization", "Bearer tok1")]);
-        let req = SignedRequest { method: "POST", path: "/", query: "", headers: &bearer, body: b"" };
+        let req = SignedRequest {
+            method: "POST",
+            path: "/",
+            query: "",
+            headers: &bearer,
+            body: b"",
+        };
         assert_eq!(verify(&req, &none, &tokens), Verdict::Bearer);
         assert_eq!(verify(&req, &none, &["x".into()]), Verdict::BadBearer);
         assert_eq!(verify(&req, &none, &[]), Verdict::Unchecked);
-        let empty = SignedRequest { headers: &[], ..req };
+        let empty = SignedRequest {
+            headers: &[],
+            ..req
+        };
         assert_eq!(verify(&empty, &none, &tokens), Verdict::Missing);
     }
 }
