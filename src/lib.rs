@@ -1,16 +1,22 @@
 //! bedrock-relay: a local reverse proxy that makes Amazon Bedrock streaming reliable.
+//!
+//! The request path is [`proxy::handle`]; resumption of broken streams is [`resume`];
+//! the Bedrock simulator used by the tests and the demo is [`sim`].
 #![forbid(unsafe_code)]
-
-pub mod eventstream;
-pub mod ops;
-pub mod proxy;
 
 pub mod admin;
 pub mod app;
+pub mod cli;
 pub mod config;
+pub mod demo;
+pub mod eventstream;
 pub mod metrics;
+pub mod ops;
+pub mod proxy;
+pub mod resume;
 pub mod retry;
 pub mod server;
 pub mod signing;
+pub mod sim;
 pub mod telemetry;
 pub mod upstream;

@@ -1,0 +1,105 @@
+//! The per-attempt request log behind `GET /_sim/log` and [`super::SimHandle::log`].
+//!
+//! Owns the entry shape and the bound: the last `capacity` entries are kept, older ones are
+//! dropped first. Sequence numbers keep counting across drops and clears.
+
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+/// One request attempt as the simulator saw it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LogEntry {
+    pub seq: u64,
+    /// `crate::ops::Operation::name()` of the request.
+    pub operation: String,
+    pub model_id: Option<String>,
+    /// Conversation id (hex): hash of model id, system text and first user message.
+    pub conversation: String,
+    /// 1-based attempt number within the conversation.
+    pub attempt: u32,
+    /// "valid" | "invalid" | "unknown_key" | "missing" | "bearer" | "unchecked".
+    pub signature: String,
+    /// The prefill text, if the request had one.
+    pub prefill: Option<String>,
+    /// The request was an instructed continuation.
+    pub continuation: bool,
+    /// Kind of the injected fault, if any.
+    pub fault: Option<String>,
+    /// `sim:tag=` value found in the body, if any.
+    pub tag: Option<String>,
+    /// HTTP status sent (0 when the connection was reset before headers).
+    pub status: u16,
+    /// The request body as received (JSON, or a string when it was not JSON).
+    pub body: serde_json::Value,
+}
+
+/// Bounded, thread-safe log.
+#[derive(Debug)]
+pub struct Log {
+    capacity: usize,
+    entries: Mutex<VecDeque<LogEntry>>,
+}
+
+impl Log {
+    pub fn new(capacity: usize) -> Self {
+        Log {
+            capacity: capacity.max(1),
+            entries: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    pub fn push(&self, entry: LogEntry) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() == self.capacity {
+            entries.pop_front();
+        }
+        entries.push_back(entry);
+    }
+
+    pub fn entries(&self) -> Vec<LogEntry> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.iter().cloned().collect()
+    }
+
+    pub fn clear(&self) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(seq: u64) -> LogEntry {
+        LogEntry {
+            seq,
+            operation: "Converse".into(),
+            model_id: None,
+            conversation: "0".into(),
+            attempt: 1,
+            signature: "unchecked".into(),
+            prefill: None,
+            continuation: false,
+            fault: None,
+            tag: None,
+            status: 200,
+            body: serde_json::Value::Null,
+        }
+    }
+
+    #[test]
+    fn keeps_the_newest_entries() {
+        let log = Log::new(3);
+        for i in 0..5 {
+            log.push(entry(i));
+        }
+        let seqs: Vec<u64> = log.entries().iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [2, 3, 4]);
+        log.clear();
+        assert!(log.entries().is_empty());
+    }
+}

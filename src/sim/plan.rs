@@ -1,0 +1,353 @@
+//! What the simulated model answers to one request attempt: a [`Plan`].
+//!
+//! Owns Bedrock's prefill rules (with its real error messages), prefill continuation,
+//! instructed continuation (with a deterministic repeated-words overlap), the tool call and
+//! reasoning block, and the `maxTokens` cap. Rendering into wire shapes lives in `render`.
+
+use super::gen;
+use super::request::Prompt;
+use super::SimError;
+use regex::Regex;
+
+/// Bedrock's message for a prefill that ends in whitespace.
+pub const TRAILING_WHITESPACE: &str = "The model returned the following errors: messages: final assistant content cannot end with trailing whitespace";
+/// Bedrock's message for a prefill sent to a model that does not support it.
+pub const NO_PREFILL: &str = "This model does not support assistant message prefill. The conversation must end with a user message.";
+/// Message for a prefill combined with extended thinking.
+pub const PREFILL_WITH_THINKING: &str = "The model returned the following errors: messages.1.content.0.type: Expected `thinking` or `redacted_thinking`, but found `text`. When `thinking` is enabled, a final `assistant` message must start with a thinking block. We recommend you include thinking blocks from previous turns.";
+
+/// Why the model stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    EndTurn,
+    ToolUse,
+    MaxTokens,
+}
+
+/// A deterministic tool call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolCall {
+    /// Differs per attempt, as real ids are random.
+    pub id: String,
+    pub name: String,
+    /// The whole input JSON object, as text.
+    pub input: String,
+    /// `input` split into the partial-JSON pieces that are streamed.
+    pub input_pieces: Vec<String>,
+}
+
+/// One attempt's answer, independent of the wire shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// Reasoning text pieces and the signature, when reasoning was requested.
+    pub reasoning: Option<(Vec<String>, String)>,
+    /// Text pieces to emit (one piece = one output token).
+    pub text: Vec<String>,
+    pub tool: Option<ToolCall>,
+    pub stop: Stop,
+    pub input_tokens: u32,
+    pub output_tokens: u32,
+    /// The prefill text, when the request had one.
+    pub prefill: Option<String>,
+    /// The request was an instructed continuation.
+    pub continuation: bool,
+}
+
+impl Plan {
+    pub fn text(&self) -> String {
+        self.text.concat()
+    }
+}
+
+/// Build the plan for a request. `attempt` (1-based, per conversation) varies sampled output
+/// and tool ids; `nonce` makes tool ids unique across attempts.
+pub fn plan(
+    model_id: &str,
+    prompt: &Prompt,
+    attempt: u32,
+    nonce: u64,
+    no_prefill: &Regex,
+) -> Result<Plan, SimError> {
+    let mut turns: Vec<(&str, &str)> = prompt
+        .turns
+        .iter()
+        .map(|t| (t.role.as_str(), t.text.as_str()))
+        .collect();
+    let all_text: String = prompt.all_text().collect::<Vec<_>>().join("\n");
+    let n = gen::directive_num(&all_text, "len")
+        .map(|n| (n as usize).clamp(1, gen::MAX_PIECES))
+        .unwrap_or(gen::DEFAULT_PIECES);
+
+    let prefill = match turns.last() {
+        Some(("assistant", text)) => Some(text.to_string()),
+        _ => None,
+    };
+    if let Some(p) = &prefill {
+        if no_prefill.is_match(model_id) {
+            return Err(SimError::Validation(NO_PREFILL.into()));
+        }
+        if p.ends_with(char::is_whitespace) {
+            return Err(SimError::Validation(TRAILING_WHITESPACE.into()));
+        }
+        if prompt.reasoning {
+            return Err(SimError::Validation(PREFILL_WITH_THINKING.into()));
+        }
+        turns.pop();
+    }
+
+    let seed_of = |turns: &[(&str, &str)]| {
+        gen::seed(model_id, &prompt.system, turns, prompt.temperature, attempt)
+    };
+    let mut continuation = false;
+    let mut text = match &prefill {
+        Some(p) => {
+            let reference = gen::pieces(seed_of(&turns), n);
+            gen::continuation(&reference, p).unwrap_or_else(|| {
+                let used = p.split_whitespace().count();
+                gen::fallback_continuation(seed_of(&turns), p, n.saturating_sub(used).max(1))
+            })
+        }
+        None => instructed(&turns, &seed_of, n, &all_text).map_or_else(
+            || gen::pieces(seed_of(&turns), n),
+            |rest| {
+                continuation = true;
+                rest
+            },
+        ),
+    };
+
+    let reasoning = prompt.reasoning.then(|| {
+        let pieces = gen::pieces(seed_of(&turns) ^ 0x5EA5_0111, 12);
+        let signature = format!("sig{:016x}", gen::hash_parts([pieces.concat().as_str()]));
+        (pieces, signature)
+    });
+    let reasoning_tokens = reasoning.as_ref().map_or(0, |(p, _)| p.len());
+
+    let mut stop = Stop::EndTurn;
+    if let Some(max) = prompt.max_tokens {
+        let room = (max as usize).saturating_sub(reasoning_tokens).max(1);
+        if text.len() > room {
+            text.truncate(room);
+            stop = Stop::MaxTokens;
+        }
+    }
+    let wants_tool = prompt.tool.is_some()
+        && stop == Stop::EndTurn
+        && !prompt.turns.last().is_some_and(|t| t.tool_result)
+        && prefill.is_none()
+        && !continuation;
+    let tool = match (&prompt.tool, wants_tool) {
+        (Some(t), true) => {
+            stop = Stop::ToolUse;
+            Some(tool_call(t, seed_of(&turns), attempt, nonce))
+        }
+        _ => None,
+    };
+    let tool_tokens = tool.as_ref().map_or(0, |t| t.input_pieces.len());
+    let output = text.len() + reasoning_tokens + tool_tokens;
+    Ok(Plan {
+        reasoning,
+        text,
+        tool,
+        stop,
+        input_tokens: gen::count_tokens(prompt.all_text()),
+        output_tokens: u32::try_from(output).unwrap_or(u32::MAX),
+        prefill,
+        continuation,
+    })
+}
+
+/// Seed of the reference for a list of turns.
+type SeedOf<'a> = dyn Fn(&[(&str, &str)]) -> u64 + 'a;
+
+/// Instructed continuation: the conversation ends with [assistant A, user "…continue…"] and A
+/// is a prefix of the reference of the turns before A. Returns the rest, led by a repeat of
+/// A's last 1-3 words on about half of the conversations (or as `sim:overlap=N` says).
+fn instructed(
+    turns: &[(&str, &str)],
+    seed_of: &SeedOf<'_>,
+    n: usize,
+    all_text: &str,
+) -> Option<Vec<String>> {
+    let [before @ .., ("assistant", delivered), ("user", ask)] = turns else {
+        return None;
+    };
+    if !ask.to_lowercase().contains("continue") || delivered.is_empty() {
+        return None;
+    }
+    let base = seed_of(before);
+    let reference = gen::pieces(base, n);
+    let mut rest = gen::continuation(&reference, delivered)?;
+    let overlap = match gen::directive_num(all_text, "overlap") {
+        Some(k) => k as usize,
+        None if base % 2 == 0 => 1 + (base / 2 % 3) as usize,
+        None => 0,
+    };
+    if overlap > 0 {
+        let repeat = gen::last_words(delivered, overlap);
+        // The repeat replaces the whitespace that would otherwise open the rest.
+        if let Some(first) = rest.first_mut() {
+            let trimmed = first.trim_start().to_owned();
+            let sep = &first[..first.len() - trimmed.len()];
+            let sep = if sep.is_empty() { "" } else { sep };
+            *first = format!("{repeat}{sep}{trimmed}");
+        } else {
+            rest.push(repeat.to_owned());
+        }
+    }
+    Some(rest)
+}
+
+fn tool_call(tool: &super::request::Tool, seed: u64, attempt: u32, nonce: u64) -> ToolCall {
+    let mut rng = gen::Rng::new(seed ^ 0x7001);
+    let mut obj = serde_json::Map::new();
+    for (name, ty) in &tool.properties {
+        let v = match ty.as_str() {
+            "integer" | "number" => serde_json::Value::from(rng.below(100)),
+            "boolean" => serde_json::Value::from(rng.below(2) == 0),
+            _ => serde_json::Value::from(gen::pieces(rng.next_u64(), 2).concat()),
+        };
+        obj.insert(name.clone(), v);
+    }
+    let input = serde_json::Value::Object(obj).to_string();
+    let chars: Vec<char> = input.chars().collect();
+    let input_pieces = chars.chunks(7).map(|c| c.iter().collect()).collect();
+    let id_hash = gen::hash_parts([
+        seed.to_string().as_str(),
+        &attempt.to_string(),
+        &nonce.to_string(),
+    ]);
+    ToolCall {
+        id: format!("tooluse_{:022x}", id_hash as u128 * 0x1_0000_0001),
+        name: tool.name.clone(),
+        input,
+        input_pieces,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::request::Turn;
+
+    fn prompt(turns: &[(&str, &str)]) -> Prompt {
+        Prompt {
+            turns: turns
+                .iter()
+                .map(|(r, t)| Turn {
+                    role: r.to_string(),
+                    text: t.to_string(),
+                    tool_result: false,
+                })
+                .collect(),
+            ..Prompt::default()
+        }
+    }
+
+    fn re() -> Regex {
+        Regex::new(super::super::DEFAULT_NO_PREFILL).unwrap()
+    }
+
+    const M: &str = "anthropic.claude-3-5-sonnet";
+
+    #[test]
+    fn prefill_continues_the_reference() {
+        let full = plan(M, &prompt(&[("user", "hi sim:len=80")]), 1, 0, &re()).unwrap();
+        let text = full.text();
+        for cut in [1, 10, 57, text.trim_end().len() - 3] {
+            let pre = text[..cut].trim_end();
+            let p = plan(
+                M,
+                &prompt(&[("user", "hi sim:len=80"), ("assistant", pre)]),
+                2,
+                0,
+                &re(),
+            )
+            .unwrap();
+            assert_eq!(format!("{pre}{}", p.text()), text);
+            assert_eq!(p.prefill.as_deref(), Some(pre));
+        }
+    }
+
+    #[test]
+    fn prefill_errors_carry_bedrock_messages() {
+        let err = |m: &str, pre: &str| {
+            plan(
+                m,
+                &prompt(&[("user", "hi"), ("assistant", pre)]),
+                1,
+                0,
+                &re(),
+            )
+            .unwrap_err()
+            .to_string()
+        };
+        assert!(err(M, "Hello ").contains("trailing whitespace"));
+        assert!(err("anthropic.claude-opus-4-6-v1", "Hello")
+            .contains("does not support assistant message prefill"));
+        assert!(err("us.anthropic.claude-sonnet-4-7", "Hello").contains("prefill"));
+        let mut p = prompt(&[("user", "hi"), ("assistant", "Hello")]);
+        p.reasoning = true;
+        assert!(plan(M, &p, 1, 0, &re()).is_err());
+        assert!(plan(
+            "anthropic.claude-sonnet-4-5-20250929-v1:0",
+            &prompt(&[("user", "hi"), ("assistant", "He")]),
+            1,
+            0,
+            &re()
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn instructed_continuation_answers_the_rest_with_optional_overlap() {
+        let m = "anthropic.claude-opus-4-6-v1";
+        for k in 0..3 {
+            let q = format!("question {k} sim:len=60 sim:overlap={k}");
+            let full = plan(m, &prompt(&[("user", &q)]), 1, 0, &re())
+                .unwrap()
+                .text();
+            let a = full[..full.len() / 2].trim_end();
+            let ask = "Your previous response was cut off. Continue exactly where it stopped, without repeating anything.";
+            let p = plan(
+                m,
+                &prompt(&[("user", &q), ("assistant", a), ("user", ask)]),
+                2,
+                0,
+                &re(),
+            )
+            .unwrap();
+            assert!(p.continuation);
+            let got = p.text();
+            let rest = &full[a.len()..];
+            let repeat = gen::last_words(a, k);
+            if k == 0 {
+                assert_eq!(got, rest);
+            } else {
+                assert!(got.starts_with(repeat), "{got:?} vs {repeat:?}");
+                assert_eq!(got[repeat.len()..].trim_start(), rest.trim_start());
+            }
+        }
+    }
+
+    #[test]
+    fn max_tokens_caps_and_tools_get_fresh_ids() {
+        let mut p = prompt(&[("user", "hi")]);
+        p.max_tokens = Some(5);
+        let capped = plan(M, &p, 1, 0, &re()).unwrap();
+        assert_eq!((capped.text.len(), capped.stop), (5, Stop::MaxTokens));
+        p.max_tokens = None;
+        p.tool = Some(super::super::request::Tool {
+            name: "get_weather".into(),
+            properties: vec![("city".into(), "string".into())],
+        });
+        let a = plan(M, &p, 1, 1, &re()).unwrap();
+        let b = plan(M, &p, 2, 2, &re()).unwrap();
+        let (ta, tb) = (a.tool.unwrap(), b.tool.unwrap());
+        assert_eq!(a.stop, Stop::ToolUse);
+        assert_ne!(ta.id, tb.id);
+        assert_eq!(ta.input, tb.input);
+        assert_eq!(ta.input_pieces.concat(), ta.input);
+        assert!(serde_json::from_str::<serde_json::Value>(&ta.input).is_ok());
+    }
+}

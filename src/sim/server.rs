@@ -1,0 +1,422 @@
+//! Accept loop, control endpoints and per-request dispatch.
+//!
+//! Owns the order of one attempt: control endpoints → classify → auth → parse → attempt
+//! counting → fault choice → plan → log → respond (in `wire`, with the fault cut in at its exact
+//! position). Shared state (rules, attempt counters, log) lives in [`State`].
+
+use super::faults::{self, Fault, FaultRule};
+use super::http::{Conn, HttpError, Request};
+use super::log::{Log, LogEntry};
+use super::plan::{self, Plan};
+use super::render::{self, Latency};
+use super::request::{self, Family, Prompt};
+use super::sigv4::{self, Verdict};
+use super::wire::{respond, send_error, send_json, Outcome, Reply};
+use super::{gen, SimConfig, SimError};
+use crate::ops::{classify, Operation};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+/// Everything connections share.
+pub struct State {
+    pub config: SimConfig,
+    rules: Mutex<Vec<FaultRule>>,
+    pub log: Log,
+    seq: AtomicU64,
+    attempts: Mutex<HashMap<u64, u32>>,
+}
+
+impl State {
+    pub fn new(config: SimConfig) -> Self {
+        State {
+            rules: Mutex::new(config.rules.clone()),
+            log: Log::new(config.log_capacity),
+            seq: AtomicU64::new(0),
+            attempts: Mutex::new(HashMap::new()),
+            config,
+        }
+    }
+
+    pub fn add_rules(&self, rules: Vec<FaultRule>) {
+        self.rules
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(rules);
+    }
+
+    pub fn clear_rules(&self) {
+        self.rules.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    pub fn clear_log(&self) {
+        self.log.clear();
+        self.attempts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    fn next_attempt(&self, conversation: u64) -> u32 {
+        let mut map = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() > 100_000 {
+            map.clear();
+        }
+        let n = map.entry(conversation).or_insert(0);
+        *n += 1;
+        *n
+    }
+
+    fn pick_fault(
+        &self,
+        op: Operation,
+        body: &[u8],
+        conversation: u64,
+        attempt: u32,
+    ) -> Option<Fault> {
+        let rules = self.rules.lock().unwrap_or_else(|p| p.into_inner());
+        rules
+            .iter()
+            .find(|r| r.matches(op.name(), body, attempt))
+            .map(|r| r.fault.clone())
+            .or_else(|| {
+                let c = &self.config;
+                faults::random_fault(
+                    c.fault_rate,
+                    c.seed,
+                    conversation,
+                    attempt,
+                    op.is_resumable_stream(),
+                )
+            })
+    }
+}
+
+/// Serve until `stopped` flips; then abort open connections.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<State>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => { conns.spawn(connection(Conn::new(stream), state.clone())); }
+                Err(e) => {
+                    tracing::warn!(error = %e, "simulator accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    conns.abort_all();
+    while conns.join_next().await.is_some() {}
+}
+
+async fn connection(mut conn: Conn, state: Arc<State>) {
+    loop {
+        let req = match conn.read_request().await {
+            Ok(Some(r)) => r,
+            Ok(None) | Err(HttpError::Io(_)) => return,
+            Err(e) => {
+                let err = SimError::Validation(e.to_string());
+                let _ = send_error(&mut conn, &err, "malformed").await;
+                return;
+            }
+        };
+        let close = req.close;
+        match handle(&state, conn, req).await {
+            Some(c) if !close => conn = c,
+            _ => return,
+        }
+    }
+}
+
+fn request_id(seq: u64) -> String {
+    let h = gen::hash_parts([seq.to_string().as_str(), "request-id"]);
+    let l = gen::hash_parts([h.to_string().as_str()]);
+    format!(
+        "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
+        h >> 32,
+        h & 0xffff,
+        (h >> 16) & 0xfff,
+        l & 0xfff,
+        l >> 16
+    )
+}
+
+/// Control endpoints under `/_sim/`.
+async fn control(state: &State, conn: &mut Conn, req: &Request) -> std::io::Result<()> {
+    let ok = |v: Value| (200u16, v);
+    let (status, body) = match (req.method.as_str(), req.path.as_str()) {
+        ("GET", "/_sim/log") => {
+            ok(serde_json::to_value(state.log.entries()).unwrap_or(Value::Null))
+        }
+        ("DELETE", "/_sim/log") => {
+            state.clear_log();
+            ok(json!({"cleared": true}))
+        }
+        ("GET", "/_sim/faults") => {
+            let rules = state
+                .rules
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            ok(serde_json::to_value(rules).unwrap_or(Value::Null))
+        }
+        ("POST", "/_sim/faults") => {
+            let text = String::from_utf8_lossy(&req.body);
+            let text = if text.trim_start().starts_with('{') {
+                format!("[{text}]")
+            } else {
+                text.into_owned()
+            };
+            match FaultRule::parse_json_list(&text) {
+                Ok(rules) => {
+                    let n = rules.len();
+                    state.add_rules(rules);
+                    ok(json!({"added": n}))
+                }
+                Err(e) => (400, json!({"message": e.to_string()})),
+            }
+        }
+        ("DELETE", "/_sim/faults") => {
+            state.clear_rules();
+            ok(json!({"cleared": true}))
+        }
+        ("GET", "/_sim/health") => ok(json!({"status": "ok"})),
+        _ => (
+            404,
+            json!({"message": format!("no simulator control endpoint {} {}", req.method, req.path)}),
+        ),
+    };
+    send_json(conn, status, &body, Vec::new(), "control").await
+}
+
+async fn handle(state: &State, mut conn: Conn, req: Request) -> Option<Conn> {
+    if req.path.starts_with("/_sim/") {
+        return control(state, &mut conn, &req).await.ok().map(|_| conn);
+    }
+    let seq = state.seq.fetch_add(1, Ordering::Relaxed) + 1;
+    let rid = request_id(seq);
+    let method = http::Method::from_bytes(req.method.as_bytes()).unwrap_or(http::Method::GET);
+    let classified = classify(&method, &req.path);
+    let op = classified.operation;
+    let model_id = classified.model_id.clone().unwrap_or_default();
+    let verdict = sigv4::verify(
+        &sigv4::SignedRequest {
+            method: &req.method,
+            path: &req.path,
+            query: &req.query,
+            headers: &req.headers,
+            body: &req.body,
+        },
+        &state.config.credentials,
+        &state.config.bearer_tokens,
+    );
+    let body_json: Result<Value, _> = serde_json::from_slice(&req.body);
+    let prompt = match &body_json {
+        Ok(v) => prompt_of(op, &model_id, v),
+        Err(_) => Err(SimError::Validation(
+            "Malformed input request, please reformat your input and try again.".into(),
+        )),
+    };
+    let (system, first) = prompt
+        .as_ref()
+        .map(|p| (p.system.as_str(), p.first_user_text()))
+        .unwrap_or(("", ""));
+    let conversation = gen::hash_parts([model_id.as_str(), system, first]);
+    let attempt = state.next_attempt(conversation);
+    let body_text = String::from_utf8_lossy(&req.body);
+    let tag = gen::directive(&body_text, "tag").map(str::to_owned);
+
+    let auth_error = match verdict {
+        Verdict::Valid | Verdict::Bearer | Verdict::Unchecked => None,
+        Verdict::UnknownKey => Some(SimError::UnrecognizedClient),
+        Verdict::Invalid => Some(SimError::InvalidSignature),
+        Verdict::Missing => Some(SimError::MissingAuthentication),
+        Verdict::BadBearer => Some(SimError::AccessDenied),
+    };
+    let mut planned: Option<Plan> = None;
+    let outcome = if let Some(e) = auth_error {
+        Outcome {
+            result: Err(e),
+            fault: None,
+        }
+    } else if op == Operation::Unknown || op.route() != crate::ops::Route::Runtime {
+        let msg = format!("UnknownOperationException: {} {}", req.method, req.path);
+        Outcome {
+            result: Err(SimError::UnknownOperation(msg)),
+            fault: None,
+        }
+    } else {
+        let fault = state.pick_fault(op, &req.body, conversation, attempt);
+        let result = prompt.and_then(|p| {
+            reply(
+                state,
+                op,
+                &model_id,
+                &p,
+                attempt,
+                seq,
+                &body_json,
+                &mut planned,
+            )
+        });
+        Outcome { result, fault }
+    };
+    let status = match (&outcome.fault, &outcome.result) {
+        (Some(Fault::Status { code }), _) => *code,
+        (Some(Fault::ResetBeforeHeaders), _) => 0,
+        (_, Err(e)) => e.status_and_type().0,
+        _ => 200,
+    };
+    state.log.push(LogEntry {
+        seq,
+        operation: op.name().to_owned(),
+        model_id: classified.model_id.clone(),
+        conversation: format!("{conversation:016x}"),
+        attempt,
+        signature: verdict.as_str().to_owned(),
+        prefill: planned.as_ref().and_then(|p| p.prefill.clone()),
+        continuation: planned.as_ref().is_some_and(|p| p.continuation),
+        fault: outcome.fault.as_ref().map(|f| f.kind().to_owned()),
+        tag,
+        status,
+        body: body_json.unwrap_or_else(|_| Value::String(body_text.into_owned())),
+    });
+    tracing::debug!(
+        seq,
+        operation = op.name(),
+        attempt,
+        status,
+        "simulator request"
+    );
+    respond(state, conn, outcome, &rid).await
+}
+
+fn prompt_of(op: Operation, model_id: &str, body: &Value) -> Result<Prompt, SimError> {
+    let family = || {
+        Family::of(model_id)
+            .ok_or_else(|| SimError::Validation("The provided model identifier is invalid.".into()))
+    };
+    match op {
+        Operation::Converse | Operation::ConverseStream => request::parse_converse(body),
+        Operation::InvokeModel | Operation::InvokeModelWithResponseStream => {
+            request::parse_invoke(family()?, body)
+        }
+        Operation::CountTokens => {
+            if let Some(c) = body.pointer("/input/converse") {
+                request::parse_converse(c)
+            } else if let Some(b) = body
+                .pointer("/input/invokeModel/body")
+                .and_then(Value::as_str)
+            {
+                let inner: Value = serde_json::from_str(b).map_err(|_| {
+                    SimError::Validation("input.invokeModel.body is not JSON".into())
+                })?;
+                request::parse_invoke(family()?, &inner)
+            } else {
+                Err(SimError::Validation(
+                    "Malformed input request: input must have converse or invokeModel".into(),
+                ))
+            }
+        }
+        _ => Ok(Prompt::default()),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn reply(
+    state: &State,
+    op: Operation,
+    model_id: &str,
+    prompt: &Prompt,
+    attempt: u32,
+    seq: u64,
+    body: &Result<Value, serde_json::Error>,
+    planned: &mut Option<Plan>,
+) -> Result<Reply, SimError> {
+    let c = &state.config;
+    let json = |body: Value| {
+        Ok(Reply::Json {
+            body,
+            headers: Vec::new(),
+        })
+    };
+    match op {
+        Operation::CountTokens => {
+            return json(json!({"inputTokens": gen::count_tokens(prompt.all_text())}))
+        }
+        Operation::ApplyGuardrail => {
+            let _ = body;
+            return json(json!({
+                "usage": {"topicPolicyUnits": 1, "contentPolicyUnits": 1, "wordPolicyUnits": 1,
+                          "sensitiveInformationPolicyUnits": 1, "sensitiveInformationPolicyFreeUnits": 0,
+                          "contextualGroundingPolicyUnits": 0},
+                "action": "NONE", "outputs": [], "assessments": []
+            }));
+        }
+        _ => {}
+    }
+    let p = plan::plan(model_id, prompt, attempt, seq, &c.no_prefill_models)?;
+    let deltas = p.text.len() as u64 + p.reasoning.as_ref().map_or(0, |r| r.0.len() as u64);
+    let lat = Latency {
+        first_byte_ms: c.ttft.as_millis() as u64,
+        total_ms: (c.ttft + c.inter_token * deltas as u32).as_millis() as u64 + 1,
+    };
+    let msg_id = format!(
+        "msg_bdrk_{:024x}",
+        u128::from(gen::hash_parts([seq.to_string().as_str()]))
+    );
+    let out = match op {
+        Operation::ConverseStream => Reply::Stream {
+            stream: render::converse_stream(&p, lat),
+            invoke: false,
+        },
+        Operation::Converse => Reply::Json {
+            body: render::converse_body(&p, lat),
+            headers: Vec::new(),
+        },
+        Operation::InvokeModelWithResponseStream => {
+            let family = Family::of(model_id).ok_or_else(|| {
+                SimError::Validation("The provided model identifier is invalid.".into())
+            })?;
+            Reply::Stream {
+                stream: render::invoke_stream(family, model_id, &msg_id, &p, lat),
+                invoke: true,
+            }
+        }
+        _ => {
+            let family = Family::of(model_id).ok_or_else(|| {
+                SimError::Validation("The provided model identifier is invalid.".into())
+            })?;
+            Reply::Json {
+                body: render::invoke_body(family, model_id, &msg_id, &p),
+                headers: vec![
+                    (
+                        "x-amzn-bedrock-input-token-count",
+                        p.input_tokens.to_string(),
+                    ),
+                    (
+                        "x-amzn-bedrock-output-token-count",
+                        p.output_tokens.to_string(),
+                    ),
+                    (
+                        "x-amzn-bedrock-invocation-latency",
+                        lat.total_ms.to_string(),
+                    ),
+                ],
+            }
+        }
+    };
+    *planned = Some(p);
+    Ok(out)
+}
