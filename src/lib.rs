@@ -4,3 +4,4 @@
 pub mod eventstream;
 pub mod ops;
 pub mod proxy;
+pub mod resume;
