@@ -18,7 +18,10 @@ use serde_json::{json, Map, Value};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum BlockKind {
     Text,
-    ToolUse { id: String, name: String },
+    ToolUse {
+        id: String,
+        name: String,
+    },
     Reasoning,
     /// Any other start (e.g. Claude `redacted_thinking`), kept as its JSON.
     Other(String),
@@ -122,7 +125,11 @@ impl Edits {
 /// Decode a message. Exceptions, errors and undecodable events yield an empty event.
 pub(crate) fn parse(format: StreamFormat, msg: &Message) -> Parsed {
     let mut event = Event::default();
-    let empty = |event| Parsed { event, json: None, outer: None };
+    let empty = |event| Parsed {
+        event,
+        json: None,
+        outer: None,
+    };
     let Kind::Event(event_type) = eventstream::kind(msg) else {
         return empty(event);
     };
@@ -132,7 +139,11 @@ pub(crate) fn parse(format: StreamFormat, msg: &Message) -> Parsed {
     match format {
         StreamFormat::Converse => {
             converse(event_type, &payload, &mut event);
-            Parsed { event, json: Some(payload), outer: None }
+            Parsed {
+                event,
+                json: Some(payload),
+                outer: None,
+            }
         }
         StreamFormat::Invoke(family) => {
             let Some(raw) = payload
@@ -144,10 +155,18 @@ pub(crate) fn parse(format: StreamFormat, msg: &Message) -> Parsed {
             };
             event.raw_chunk = Some(Bytes::from(raw.clone()));
             let Ok(inner) = serde_json::from_slice::<Value>(&raw) else {
-                return Parsed { event, json: None, outer: None };
+                return Parsed {
+                    event,
+                    json: None,
+                    outer: None,
+                };
             };
             invoke(family, &inner, &mut event);
-            Parsed { event, json: Some(inner), outer: Some(payload) }
+            Parsed {
+                event,
+                json: Some(inner),
+                outer: Some(payload),
+            }
         }
     }
 }
@@ -267,7 +286,9 @@ fn claude(v: &Value, ev: &mut Event) {
     match v.get("type").and_then(Value::as_str).unwrap_or("") {
         "message_start" => {
             ev.start = true;
-            ev.known_input = v.pointer("/message/usage/input_tokens").and_then(Value::as_u64);
+            ev.known_input = v
+                .pointer("/message/usage/input_tokens")
+                .and_then(Value::as_u64);
         }
         "content_block_start" => {
             let cb = v.get("content_block").cloned().unwrap_or(Value::Null);
@@ -296,7 +317,10 @@ fn claude(v: &Value, ev: &mut Event) {
         }
         "content_block_stop" => ev.block_stop = idx(v, "index"),
         "message_delta" => {
-            ev.stop = v.pointer("/delta/stop_reason").and_then(Value::as_str).map(str::to_owned);
+            ev.stop = v
+                .pointer("/delta/stop_reason")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
             let u = v.get("usage").cloned().unwrap_or(Value::Null);
             ev.usage = Some((num(&u, "input_tokens"), num(&u, "output_tokens")));
         }
@@ -312,7 +336,12 @@ fn add(v: &mut Value, key: &str, n: u64) {
 }
 
 /// Apply `edits` to a parsed message; `None` when the message has no JSON to edit.
-pub(crate) fn rewrite(format: StreamFormat, msg: &Message, parsed: &Parsed, edits: &Edits) -> Option<Message> {
+pub(crate) fn rewrite(
+    format: StreamFormat,
+    msg: &Message,
+    parsed: &Parsed,
+    edits: &Edits,
+) -> Option<Message> {
     let mut json = parsed.json.clone()?;
     match format {
         StreamFormat::Converse => edit_converse(&mut json, edits),
@@ -358,7 +387,11 @@ fn edit_converse(v: &mut Value, edits: &Edits) {
         *slot = json!(i);
     }
     if let Some(t) = &edits.text {
-        for path in ["/delta/text", "/delta/toolUse/input", "/delta/reasoningContent/text"] {
+        for path in [
+            "/delta/text",
+            "/delta/toolUse/input",
+            "/delta/reasoningContent/text",
+        ] {
             if let Some(slot) = v.pointer_mut(path) {
                 *slot = json!(t);
                 break;
@@ -407,11 +440,14 @@ pub(crate) fn block_stop(format: StreamFormat, index: u32) -> Option<Message> {
             let mut m = Map::new();
             m.insert("contentBlockIndex".into(), json!(index));
             p(&mut m);
-            Some(eventstream::event("contentBlockStop", Value::Object(m).to_string()))
+            Some(eventstream::event(
+                "contentBlockStop",
+                Value::Object(m).to_string(),
+            ))
         }
-        StreamFormat::Invoke(Family::Claude) => Some(chunk(
-            json!({"type":"content_block_stop","index":index}),
-        )),
+        StreamFormat::Invoke(Family::Claude) => {
+            Some(chunk(json!({"type":"content_block_stop","index":index})))
+        }
         StreamFormat::Invoke(Family::Nova) => Some(chunk(
             json!({"contentBlockStop":{"contentBlockIndex":index}}),
         )),
@@ -434,5 +470,8 @@ pub fn usage_of(format: StreamFormat, msg: &Message) -> Option<Usage> {
         return None;
     }
     let (input, output) = ev.usage?;
-    Some(Usage { input: input.unwrap_or(0), output: output.unwrap_or(0) })
+    Some(Usage {
+        input: input.unwrap_or(0),
+        output: output.unwrap_or(0),
+    })
 }

@@ -12,7 +12,7 @@ use super::request::{self, BodyError, Turn};
 use super::seam::Seam;
 use super::splice::Splicer;
 use super::transcript::Transcript;
-use super::{Family, ModelCaps, StreamFormat, Strategy};
+use super::{Family, ModelCaps, Strategy, StreamFormat};
 use bytes::Bytes;
 
 /// The next attempt: what to send upstream and how to splice what comes back.
@@ -61,7 +61,8 @@ pub fn plan(
         })
     };
     let blocks = transcript.blocks();
-    let no_content = blocks.is_empty() && transcript.opaque().is_empty() && transcript.stop().is_none();
+    let no_content =
+        blocks.is_empty() && transcript.opaque().is_empty() && transcript.stop().is_none();
     if no_content {
         // Plain retry: the client has at most a message start, nothing a new sample contradicts.
         return replay(transcript);
@@ -74,12 +75,18 @@ pub fn plan(
         None
     };
     if let Some(why) = why_not {
-        return if caps.replay { replay(transcript) } else { Err(CannotResume::NoStrategy { why }) };
+        return if caps.replay {
+            replay(transcript)
+        } else {
+            Err(CannotResume::NoStrategy { why })
+        };
     }
 
     let body = request::parse(original_body)?;
     let reasoning = request::wants_reasoning(&body) || blocks.iter().any(|b| b.kind.needs_replay());
-    let open_tool = blocks.last().is_some_and(|b| b.kind.is_tool() && !b.stopped);
+    let open_tool = blocks
+        .last()
+        .is_some_and(|b| b.kind.is_tool() && !b.stopped);
     let single_text = match blocks {
         [b] if b.kind.is_text() => Some(b.text.as_str()),
         _ => None,
@@ -114,10 +121,16 @@ pub fn plan(
     } else if open_tool {
         CannotResume::ToolUseNeedsReplay
     } else if single_text.is_none() {
-        CannotResume::NoStrategy { why: "several content blocks delivered: only replay can continue them" }
+        CannotResume::NoStrategy {
+            why: "several content blocks delivered: only replay can continue them",
+        }
     } else if delivered.is_none() {
-        CannotResume::NoStrategy { why: "the delivered text is only whitespace: only replay is possible" }
+        CannotResume::NoStrategy {
+            why: "the delivered text is only whitespace: only replay is possible",
+        }
     } else {
-        CannotResume::NoStrategy { why: "the model allows neither prefill nor instructed continuation" }
+        CannotResume::NoStrategy {
+            why: "the model allows neither prefill nor instructed continuation",
+        }
     })
 }

@@ -5,7 +5,7 @@
 //! well-formed stream; a replay that differs from the delivered content must be a Divergence.
 
 use super::testutil::*;
-use super::{ModelCaps, StreamFormat, Strategy as Rung};
+use super::{ModelCaps, Strategy as Rung, StreamFormat};
 use aws_smithy_types::event_stream::Message;
 use proptest::prelude::*;
 use proptest::strategy::Strategy;
@@ -16,7 +16,10 @@ struct Rng(u64);
 
 impl Rng {
     fn next(&mut self, n: usize) -> usize {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((self.0 >> 33) as usize) % n.max(1)
     }
 }
@@ -24,7 +27,9 @@ impl Rng {
 /// Split `text` at random char boundaries into 1..=4 non-empty pieces.
 fn rechunk(text: &str, rng: &mut Rng) -> Vec<String> {
     let bounds: Vec<usize> = text.char_indices().map(|(i, _)| i).skip(1).collect();
-    let mut cuts: Vec<usize> = (0..rng.next(4)).map(|_| bounds.get(rng.next(bounds.len())).copied().unwrap_or(0)).collect();
+    let mut cuts: Vec<usize> = (0..rng.next(4))
+        .map(|_| bounds.get(rng.next(bounds.len())).copied().unwrap_or(0))
+        .collect();
     cuts.retain(|c| *c > 0);
     cuts.sort_unstable();
     cuts.dedup();
@@ -43,26 +48,47 @@ fn rebuilt(b: &RefBlock, text: &str, rng: &mut Rng, attempt: usize) -> RefBlock 
     let pieces = rechunk(text, rng);
     match b {
         RefBlock::Text(_) => RefBlock::Text(pieces),
-        RefBlock::Tool { name, .. } => RefBlock::Tool { id: format!("tooluse_{attempt}"), name: name.clone(), pieces },
-        RefBlock::Reasoning { signature, .. } => RefBlock::Reasoning { pieces, signature: signature.clone() },
+        RefBlock::Tool { name, .. } => RefBlock::Tool {
+            id: format!("tooluse_{attempt}"),
+            name: name.clone(),
+            pieces,
+        },
+        RefBlock::Reasoning { signature, .. } => RefBlock::Reasoning {
+            pieces,
+            signature: signature.clone(),
+        },
     }
 }
 
 /// The model replaying the original request: same content, new chunking, new tool ids.
 fn replay_events(reference: &[RefBlock], rng: &mut Rng, attempt: usize) -> Vec<Message> {
-    let blocks: Vec<RefBlock> = reference.iter().map(|b| rebuilt(b, &b.text(), rng, attempt)).collect();
+    let blocks: Vec<RefBlock> = reference
+        .iter()
+        .map(|b| rebuilt(b, &b.text(), rng, attempt))
+        .collect();
     converse_stream(&blocks, stop_of(reference), 7)
 }
 
 /// The model continuing after the assistant text `prefill`, maybe echoing its last words.
-fn continue_events(reference: &[RefBlock], prefill: &str, echo: bool, rng: &mut Rng, attempt: usize) -> Vec<Message> {
+fn continue_events(
+    reference: &[RefBlock],
+    prefill: &str,
+    echo: bool,
+    rng: &mut Rng,
+    attempt: usize,
+) -> Vec<Message> {
     let first = reference[0].text();
-    assert!(first.starts_with(prefill), "prefill {prefill:?} is not a prefix of {first:?}");
+    assert!(
+        first.starts_with(prefill),
+        "prefill {prefill:?} is not a prefix of {first:?}"
+    );
     let mut rest = first[prefill.len()..].to_owned();
     if echo {
         let starts: Vec<usize> = prefill
             .char_indices()
-            .filter(|(i, ch)| !ch.is_whitespace() && (*i == 0 || prefill[..*i].ends_with(char::is_whitespace)))
+            .filter(|(i, ch)| {
+                !ch.is_whitespace() && (*i == 0 || prefill[..*i].ends_with(char::is_whitespace))
+            })
             .map(|(i, _)| i)
             .collect();
         let k = 1 + rng.next(3.min(starts.len()));
@@ -78,7 +104,11 @@ fn continue_events(reference: &[RefBlock], prefill: &str, echo: bool, rng: &mut 
     } else if rng.next(2) == 0 || matches!(reference.get(1), Some(RefBlock::Text(_))) {
         // With a prefill, the response's first text block IS the continued block: a model
         // only skips it when the next block is not text.
-        out.push(conv("contentBlockDelta", json!({"contentBlockIndex":0,"delta":{"text":""}}), 1));
+        out.push(conv(
+            "contentBlockDelta",
+            json!({"contentBlockIndex":0,"delta":{"text":""}}),
+            1,
+        ));
         out.push(conv("contentBlockStop", json!({"contentBlockIndex":0}), 1));
         index = 1;
     }
@@ -86,7 +116,12 @@ fn continue_events(reference: &[RefBlock], prefill: &str, echo: bool, rng: &mut 
         converse_block(&rebuilt(b, &b.text(), rng, attempt), index, &mut out);
         index += 1;
     }
-    converse_tail(stop_of(reference), 7 + prefill.len() as u64 / 3, 5, &mut out);
+    converse_tail(
+        stop_of(reference),
+        7 + prefill.len() as u64 / 3,
+        5,
+        &mut out,
+    );
     out
 }
 
@@ -100,7 +135,11 @@ fn stop_of(reference: &[RefBlock]) -> &'static str {
 
 fn assistant_text(body: &Value) -> String {
     let msgs = body["messages"].as_array().expect("messages");
-    let a = msgs.iter().rev().find(|m| m["role"] == "assistant").expect("assistant turn");
+    let a = msgs
+        .iter()
+        .rev()
+        .find(|m| m["role"] == "assistant")
+        .expect("assistant turn");
     a["content"][0]["text"].as_str().expect("text").to_owned()
 }
 
@@ -109,7 +148,10 @@ fn piece() -> impl Strategy<Value = (u8, u8)> {
 }
 
 fn block() -> impl Strategy<Value = (bool, Vec<(u8, u8)>)> {
-    (prop::bool::weighted(0.7), prop::collection::vec(piece(), 1..7))
+    (
+        prop::bool::weighted(0.7),
+        prop::collection::vec(piece(), 1..7),
+    )
 }
 
 /// Unique words (so an echo is the only possible overlap), varied whitespace around them.
@@ -134,7 +176,11 @@ fn build_reference(spec: &[(bool, Vec<(u8, u8)>)]) -> Vec<RefBlock> {
                 RefBlock::Text(texts)
             } else {
                 let pieces = texts.iter().map(|t| t.replace('\n', "\\n")).collect();
-                RefBlock::Tool { id: "tooluse_0".into(), name: "tool".into(), pieces }
+                RefBlock::Tool {
+                    id: "tooluse_0".into(),
+                    name: "tool".into(),
+                    pieces,
+                }
             }
         })
         .collect()
@@ -153,7 +199,14 @@ fn expected(reference: &[RefBlock]) -> Vec<(String, String)> {
 fn strip_ids(blocks: Vec<(String, String)>) -> Vec<(String, String)> {
     blocks
         .into_iter()
-        .map(|(k, t)| (k.rsplit_once(':').filter(|_| k.starts_with("tool:")).map_or(k.clone(), |(a, _)| a.to_owned()), t))
+        .map(|(k, t)| {
+            (
+                k.rsplit_once(':')
+                    .filter(|_| k.starts_with("tool:"))
+                    .map_or(k.clone(), |(a, _)| a.to_owned()),
+                t,
+            )
+        })
         .collect()
 }
 
@@ -164,30 +217,50 @@ enum ModelKind {
     Replay,
 }
 
-fn run(spec: &[(bool, Vec<(u8, u8)>)], kind: ModelKind, cut: usize, cut2: usize, seed: u64) -> Result<(), TestCaseError> {
+fn run(
+    spec: &[(bool, Vec<(u8, u8)>)],
+    kind: ModelKind,
+    cut: usize,
+    cut2: usize,
+    seed: u64,
+) -> Result<(), TestCaseError> {
     let reference = build_reference(spec);
     let full = converse_stream(&reference, stop_of(&reference), 7);
     let cut = cut % full.len();
     let caps = match kind {
-        ModelKind::Prefill => ModelCaps { prefill: true, instructed: false, replay: true },
+        ModelKind::Prefill => ModelCaps {
+            prefill: true,
+            instructed: false,
+            replay: true,
+        },
         ModelKind::Instructed => INSTRUCTED,
         ModelKind::Replay => REPLAY_ONLY,
     };
     let mut rng = Rng(seed);
     let mut c = Client::new(StreamFormat::Converse);
-    c.feed(&full[..cut]).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    c.feed(&full[..cut])
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
     for attempt in 1..=3 {
-        let (strategy, body) = c.resume(&user_body(), caps).map_err(|e| TestCaseError::fail(format!("plan: {e}")))?;
+        let (strategy, body) = c
+            .resume(&user_body(), caps)
+            .map_err(|e| TestCaseError::fail(format!("plan: {e}")))?;
         let events = match strategy {
             Rung::Replay => replay_events(&reference, &mut rng, attempt),
-            Rung::Prefill => continue_events(&reference, &assistant_text(&body), false, &mut rng, attempt),
+            Rung::Prefill => {
+                continue_events(&reference, &assistant_text(&body), false, &mut rng, attempt)
+            }
             Rung::Instructed => {
                 let echo = rng.next(2) == 0;
                 continue_events(&reference, &assistant_text(&body), echo, &mut rng, attempt)
             }
         };
-        let k = if attempt == 1 && cut2 > 0 { cut2 % events.len() } else { events.len() };
-        c.feed(&events[..k]).map_err(|e| TestCaseError::fail(format!("attempt {attempt} {strategy:?}: {e}")))?;
+        let k = if attempt == 1 && cut2 > 0 {
+            cut2 % events.len()
+        } else {
+            events.len()
+        };
+        c.feed(&events[..k])
+            .map_err(|e| TestCaseError::fail(format!("attempt {attempt} {strategy:?}: {e}")))?;
         if k == events.len() {
             break;
         }

@@ -71,8 +71,15 @@ impl Replay {
     /// Every client block before `index` must be fully reproduced (and ended, for formats
     /// with block stops) before the replay may move past it.
     fn check_before(&self, index: u32) -> Result<(), Divergence> {
-        match self.expected.iter().find(|e| e.index < index && !(e.reproduced() && (e.replay_stopped || self.single))) {
-            Some(e) => Err(Divergence::new(Some(e.index), "replay moved on before reproducing this block")),
+        match self
+            .expected
+            .iter()
+            .find(|e| e.index < index && !(e.reproduced() && (e.replay_stopped || self.single)))
+        {
+            Some(e) => Err(Divergence::new(
+                Some(e.index),
+                "replay moved on before reproducing this block",
+            )),
             None => Ok(()),
         }
     }
@@ -94,7 +101,10 @@ impl Replay {
             self.check_before(*i)?;
             match self.expected.iter().find(|e| e.index == *i) {
                 Some(e) if !e.kind.same_as(kind) => {
-                    return Err(Divergence::new(Some(*i), format!("block kind {kind:?} instead of {:?}", e.kind)))
+                    return Err(Divergence::new(
+                        Some(*i),
+                        format!("block kind {kind:?} instead of {:?}", e.kind),
+                    ))
                 }
                 Some(_) => swallowed_any = true,
                 None => forward = true,
@@ -121,7 +131,10 @@ impl Replay {
             self.check_before(i)?;
             if let Some(e) = self.expected.iter_mut().find(|e| e.index == i) {
                 if !e.reproduced() {
-                    return Err(Divergence::new(Some(i), "replay ended the block before reproducing it"));
+                    return Err(Divergence::new(
+                        Some(i),
+                        "replay ended the block before reproducing it",
+                    ));
                 }
                 e.replay_stopped = true;
                 if e.client_stopped {
@@ -134,12 +147,22 @@ impl Replay {
             }
         }
         if let Some(reason) = &ev.stop {
-            if let Some(e) = self.expected.iter().find(|e| !(e.reproduced() && (e.replay_stopped || self.single))) {
-                return Err(Divergence::new(Some(e.index), "replay stopped before reproducing this block"));
+            if let Some(e) = self
+                .expected
+                .iter()
+                .find(|e| !(e.reproduced() && (e.replay_stopped || self.single)))
+            {
+                return Err(Divergence::new(
+                    Some(e.index),
+                    "replay stopped before reproducing this block",
+                ));
             }
             match &self.client_stop {
                 Some(had) if had != reason => {
-                    return Err(Divergence::new(None, format!("stop reason {reason:?} instead of {had:?}")))
+                    return Err(Divergence::new(
+                        None,
+                        format!("stop reason {reason:?} instead of {had:?}"),
+                    ))
                 }
                 Some(_) => swallowed_any = true,
                 None => forward = true,
@@ -151,7 +174,11 @@ impl Replay {
         if !forward && swallowed_any {
             return Ok(Out::drop());
         }
-        let had_text = ev.delta.as_ref().and_then(|(_, d)| d.text()).is_some_and(|t| !t.is_empty());
+        let had_text = ev
+            .delta
+            .as_ref()
+            .and_then(|(_, d)| d.text())
+            .is_some_and(|t| !t.is_empty());
         if forward && delta_swallowed && had_text {
             out.edits.text = Some(String::new());
         }
@@ -169,7 +196,10 @@ enum Verified {
 fn verify_delta(e: &mut Expect, delta: &Delta) -> Result<Verified, Divergence> {
     let at = Some(e.index);
     if e.replay_stopped {
-        return Err(Divergence::new(at, "replay continued a block after ending it"));
+        return Err(Divergence::new(
+            at,
+            "replay continued a block after ending it",
+        ));
     }
     let kind_ok = match delta {
         Delta::Text(_) => e.kind == BlockKind::Text,
@@ -178,7 +208,10 @@ fn verify_delta(e: &mut Expect, delta: &Delta) -> Result<Verified, Divergence> {
         Delta::Redacted(_) | Delta::Other(_) => true,
     };
     if !kind_ok {
-        return Err(Divergence::new(at, format!("{delta:?} in a {:?} block", e.kind)));
+        return Err(Divergence::new(
+            at,
+            format!("{delta:?} in a {:?} block", e.kind),
+        ));
     }
     let more_allowed = !e.client_stopped && e.signature.is_none() && e.others_pos == e.others.len();
     match delta {
@@ -192,21 +225,37 @@ fn verify_delta(e: &mut Expect, delta: &Delta) -> Result<Verified, Divergence> {
                     e.pos += t.len();
                     return Ok(Verified::Swallow);
                 }
-                return Err(Divergence::new(at, "replayed text differs from what the client has"));
+                return Err(Divergence::new(
+                    at,
+                    "replayed text differs from what the client has",
+                ));
             }
             if !t.as_bytes().starts_with(rest.as_bytes()) {
-                return Err(Divergence::new(at, "replayed text differs from what the client has"));
+                return Err(Divergence::new(
+                    at,
+                    "replayed text differs from what the client has",
+                ));
             }
             if !more_allowed {
-                return Err(Divergence::new(at, "replay has more content than the client's ended block"));
+                return Err(Divergence::new(
+                    at,
+                    "replay has more content than the client's ended block",
+                ));
             }
             let had = rest.len();
             e.pos = e.text.len();
-            Ok(if had == 0 { Verified::Forward } else { Verified::Rest(t[had..].to_owned()) })
+            Ok(if had == 0 {
+                Verified::Forward
+            } else {
+                Verified::Rest(t[had..].to_owned())
+            })
         }
         Delta::Signature(s) => {
             if e.pos != e.text.len() {
-                return Err(Divergence::new(at, "signature before the reasoning text was reproduced"));
+                return Err(Divergence::new(
+                    at,
+                    "signature before the reasoning text was reproduced",
+                ));
             }
             match &e.signature {
                 Some(had) if had == s => {
@@ -214,7 +263,10 @@ fn verify_delta(e: &mut Expect, delta: &Delta) -> Result<Verified, Divergence> {
                     Ok(Verified::Swallow)
                 }
                 Some(_) => Err(Divergence::new(at, "reasoning signature differs")),
-                None if e.client_stopped => Err(Divergence::new(at, "signature in a block the client saw end without one")),
+                None if e.client_stopped => Err(Divergence::new(
+                    at,
+                    "signature in a block the client saw end without one",
+                )),
                 None => Ok(Verified::Forward),
             }
         }
@@ -227,7 +279,10 @@ fn verify_delta(e: &mut Expect, delta: &Delta) -> Result<Verified, Divergence> {
                 return Err(Divergence::new(at, "replayed content differs"));
             }
             if e.client_stopped {
-                return Err(Divergence::new(at, "replay has more content than the client's ended block"));
+                return Err(Divergence::new(
+                    at,
+                    "replay has more content than the client's ended block",
+                ));
             }
             Ok(Verified::Forward)
         }
@@ -242,18 +297,26 @@ pub(crate) struct Opaque {
 
 impl Opaque {
     pub(crate) fn new(t: &Transcript) -> Opaque {
-        Opaque { expected: t.opaque().to_vec(), pos: 0 }
+        Opaque {
+            expected: t.opaque().to_vec(),
+            pos: 0,
+        }
     }
 
     /// `Ok(true)`: forward, `Ok(false)`: verified and swallowed.
     pub(crate) fn accept(&mut self, ev: &Event) -> Result<bool, Divergence> {
-        let Some(raw) = &ev.raw_chunk else { return Ok(true) };
+        let Some(raw) = &ev.raw_chunk else {
+            return Ok(true);
+        };
         match self.expected.get(self.pos) {
             Some(had) if had == raw => {
                 self.pos += 1;
                 Ok(false)
             }
-            Some(_) => Err(Divergence::new(None, format!("chunk {} differs on replay", self.pos))),
+            Some(_) => Err(Divergence::new(
+                None,
+                format!("chunk {} differs on replay", self.pos),
+            )),
             None => Ok(true),
         }
     }

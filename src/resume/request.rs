@@ -66,15 +66,27 @@ pub(crate) fn build(
         StreamFormat::Invoke(Family::Llama) => {
             let tail = "<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n";
             let next = "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n";
-            let add = instructed(delivered, turn, &format!("{tail}{CONTINUE_INSTRUCTION}{next}"));
+            let add = instructed(
+                delivered,
+                turn,
+                &format!("{tail}{CONTINUE_INSTRUCTION}{next}"),
+            );
             append(&mut body, "prompt", &add)?
         }
         StreamFormat::Invoke(Family::Mistral) => {
-            let add = instructed(delivered, turn, &format!("</s>[INST] {CONTINUE_INSTRUCTION} [/INST]"));
+            let add = instructed(
+                delivered,
+                turn,
+                &format!("</s>[INST] {CONTINUE_INSTRUCTION} [/INST]"),
+            );
             append(&mut body, "prompt", &add)?
         }
         StreamFormat::Invoke(Family::Titan) => {
-            let add = instructed(delivered, turn, &format!("\nUser: {CONTINUE_INSTRUCTION}\nBot:"));
+            let add = instructed(
+                delivered,
+                turn,
+                &format!("\nUser: {CONTINUE_INSTRUCTION}\nBot:"),
+            );
             append(&mut body, "inputText", &add)?
         }
         StreamFormat::Invoke(Family::Other) => return Err(BodyError::UnknownFormat),
@@ -163,8 +175,17 @@ mod tests {
 
     #[test]
     fn converse_prefill_appends_an_assistant_turn_and_keeps_the_rest() {
-        let b = build(StreamFormat::Converse, conv(json!({})), "Hello", Turn::Prefill).unwrap();
-        assert_eq!(b["messages"][1], json!({"role":"assistant","content":[{"text":"Hello"}]}));
+        let b = build(
+            StreamFormat::Converse,
+            conv(json!({})),
+            "Hello",
+            Turn::Prefill,
+        )
+        .unwrap();
+        assert_eq!(
+            b["messages"][1],
+            json!({"role":"assistant","content":[{"text":"Hello"}]})
+        );
         assert_eq!(b["messages"].as_array().unwrap().len(), 2);
         assert_eq!(b["inferenceConfig"]["maxTokens"], 50);
     }
@@ -172,44 +193,101 @@ mod tests {
     #[test]
     fn existing_prefill_is_extended_not_duplicated() {
         let mut body = conv(json!({}));
-        body["messages"].as_array_mut().unwrap().push(json!({"role":"assistant","content":[{"text":"Sure:"}]}));
+        body["messages"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"role":"assistant","content":[{"text":"Sure:"}]}));
         let b = build(StreamFormat::Converse, body, " one", Turn::Prefill).unwrap();
         assert_eq!(b["messages"][1]["content"], json!([{"text":"Sure: one"}]));
         let claude = json!({"anthropic_version":"bedrock-2023-05-31","max_tokens":9,
             "messages":[{"role":"user","content":"Hi"},{"role":"assistant","content":"Sure:"}]});
-        let b = build(StreamFormat::Invoke(Family::Claude), claude, " one", Turn::Prefill).unwrap();
+        let b = build(
+            StreamFormat::Invoke(Family::Claude),
+            claude,
+            " one",
+            Turn::Prefill,
+        )
+        .unwrap();
         assert_eq!(b["messages"][1]["content"], json!("Sure: one"));
     }
 
     #[test]
     fn instructed_adds_the_assistant_text_then_the_user_instruction() {
         let claude = json!({"messages":[{"role":"user","content":"Hi"}]});
-        let b = build(StreamFormat::Invoke(Family::Claude), claude, "Part", Turn::Instructed).unwrap();
+        let b = build(
+            StreamFormat::Invoke(Family::Claude),
+            claude,
+            "Part",
+            Turn::Instructed,
+        )
+        .unwrap();
         let m = b["messages"].as_array().unwrap();
         assert_eq!(m.len(), 3);
-        assert_eq!(m[1], json!({"role":"assistant","content":[{"type":"text","text":"Part"}]}));
+        assert_eq!(
+            m[1],
+            json!({"role":"assistant","content":[{"type":"text","text":"Part"}]})
+        );
         assert_eq!(m[2]["role"], "user");
-        assert!(m[2]["content"][0]["text"].as_str().unwrap().contains("Continue"));
+        assert!(m[2]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Continue"));
     }
 
     #[test]
     fn prompt_families_append_to_their_prompt() {
         let llama = json!({"prompt":"<|begin_of_text|>x<|start_header_id|>assistant<|end_header_id|>\n\n","max_gen_len":5});
-        let b = build(StreamFormat::Invoke(Family::Llama), llama, "Yes", Turn::Prefill).unwrap();
-        assert!(b["prompt"].as_str().unwrap().ends_with("<|end_header_id|>\n\nYes"));
+        let b = build(
+            StreamFormat::Invoke(Family::Llama),
+            llama,
+            "Yes",
+            Turn::Prefill,
+        )
+        .unwrap();
+        assert!(b["prompt"]
+            .as_str()
+            .unwrap()
+            .ends_with("<|end_header_id|>\n\nYes"));
         let titan = json!({"inputText":"User: hi\nBot:"});
-        let b = build(StreamFormat::Invoke(Family::Titan), titan, " Hel", Turn::Prefill).unwrap();
+        let b = build(
+            StreamFormat::Invoke(Family::Titan),
+            titan,
+            " Hel",
+            Turn::Prefill,
+        )
+        .unwrap();
         assert_eq!(b["inputText"], "User: hi\nBot: Hel");
         let mistral = json!({"prompt":"<s>[INST] hi [/INST]"});
-        let b = build(StreamFormat::Invoke(Family::Mistral), mistral, "Ok", Turn::Instructed).unwrap();
-        assert!(b["prompt"].as_str().unwrap().starts_with("<s>[INST] hi [/INST]Ok</s>[INST] "));
-        assert_eq!(build(StreamFormat::Invoke(Family::Titan), json!({}), "x", Turn::Prefill), Err(BodyError::Missing("inputText")));
+        let b = build(
+            StreamFormat::Invoke(Family::Mistral),
+            mistral,
+            "Ok",
+            Turn::Instructed,
+        )
+        .unwrap();
+        assert!(b["prompt"]
+            .as_str()
+            .unwrap()
+            .starts_with("<s>[INST] hi [/INST]Ok</s>[INST] "));
+        assert_eq!(
+            build(
+                StreamFormat::Invoke(Family::Titan),
+                json!({}),
+                "x",
+                Turn::Prefill
+            ),
+            Err(BodyError::Missing("inputText"))
+        );
     }
 
     #[test]
     fn detects_reasoning_requests() {
-        assert!(wants_reasoning(&json!({"thinking":{"type":"enabled","budget_tokens":1024}})));
-        assert!(wants_reasoning(&json!({"additionalModelRequestFields":{"reasoningConfig":{"type":"enabled"}}})));
+        assert!(wants_reasoning(
+            &json!({"thinking":{"type":"enabled","budget_tokens":1024}})
+        ));
+        assert!(wants_reasoning(
+            &json!({"additionalModelRequestFields":{"reasoningConfig":{"type":"enabled"}}})
+        ));
         assert!(!wants_reasoning(&json!({"thinking":{"type":"disabled"}})));
         assert!(!wants_reasoning(&conv(json!({}))));
     }

@@ -35,14 +35,23 @@ pub(crate) struct Seam {
 impl Seam {
     /// Prefill seam: only the remembered whitespace.
     pub fn prefill(trailing_ws: &str) -> Seam {
-        Seam { ws: trailing_ws.to_owned(), done: trailing_ws.is_empty(), ..Seam::default() }
+        Seam {
+            ws: trailing_ws.to_owned(),
+            done: trailing_ws.is_empty(),
+            ..Seam::default()
+        }
     }
 
     /// Instructed seam: overlap with `delivered` (already trimmed), then whitespace.
     pub fn instructed(delivered: &str, trailing_ws: &str) -> Seam {
         let candidates = overlap_candidates(delivered);
         let done = trailing_ws.is_empty() && candidates.is_empty();
-        Seam { ws: trailing_ws.to_owned(), candidates: Some(candidates), done, ..Seam::default() }
+        Seam {
+            ws: trailing_ws.to_owned(),
+            candidates: Some(candidates),
+            done,
+            ..Seam::default()
+        }
     }
 
     /// Text is being held back.
@@ -137,7 +146,10 @@ mod tests {
 
     #[test]
     fn prefill_strips_exactly_the_remembered_whitespace_across_deltas() {
-        assert_eq!(run(&mut Seam::prefill("\n\n"), &["\n", "\nNext", " word"]), "Next word");
+        assert_eq!(
+            run(&mut Seam::prefill("\n\n"), &["\n", "\nNext", " word"]),
+            "Next word"
+        );
         assert_eq!(run(&mut Seam::prefill(" "), &[" How", " are"]), "How are");
         // The model chose different whitespace: keep what differs, nothing is lost.
         assert_eq!(run(&mut Seam::prefill(" "), &["\nHow"]), "\nHow");
@@ -155,12 +167,21 @@ mod tests {
     #[test]
     fn instructed_removes_the_longest_echo_on_a_word_boundary() {
         let d = "The quick brown";
-        assert_eq!(run(&mut Seam::instructed(d, " "), &["quick ", "brown fox"]), "fox");
+        assert_eq!(
+            run(&mut Seam::instructed(d, " "), &["quick ", "brown fox"]),
+            "fox"
+        );
         assert_eq!(run(&mut Seam::instructed(d, " "), &[" fox"]), "fox");
         assert_eq!(run(&mut Seam::instructed(d, ""), &[" fox"]), " fox");
-        assert_eq!(run(&mut Seam::instructed(d, " "), &["fox jumps"]), "fox jumps");
+        assert_eq!(
+            run(&mut Seam::instructed(d, " "), &["fox jumps"]),
+            "fox jumps"
+        );
         // Mid-word cut: the echo starts at the word start.
-        assert_eq!(run(&mut Seam::instructed("The quick bro", ""), &["brown fox"]), "wn fox");
+        assert_eq!(
+            run(&mut Seam::instructed("The quick bro", ""), &["brown fox"]),
+            "wn fox"
+        );
         // Not on a word boundary: "own" is not an echo of "brown".
         assert_eq!(run(&mut Seam::instructed(d, ""), &["own"]), "own");
     }
@@ -179,7 +200,10 @@ mod tests {
 
     #[test]
     fn candidates_respect_the_word_and_byte_limits() {
-        let d = (1..=15).map(|i| format!("w{i}")).collect::<Vec<_>>().join(" ");
+        let d = (1..=15)
+            .map(|i| format!("w{i}"))
+            .collect::<Vec<_>>()
+            .join(" ");
         let c = overlap_candidates(&d);
         assert_eq!(c.len(), MAX_OVERLAP_WORDS);
         assert_eq!(c[0], "w6 w7 w8 w9 w10 w11 w12 w13 w14 w15");

@@ -45,7 +45,10 @@ pub struct Divergence {
 
 impl Divergence {
     pub(crate) fn new(block: Option<u32>, reason: impl Into<String>) -> Self {
-        Divergence { block, reason: reason.into() }
+        Divergence {
+            block,
+            reason: reason.into(),
+        }
     }
 }
 
@@ -60,7 +63,10 @@ pub(crate) struct Out {
 
 impl Out {
     pub(crate) fn drop() -> Out {
-        Out { drop: true, ..Out::default() }
+        Out {
+            drop: true,
+            ..Out::default()
+        }
     }
 }
 
@@ -77,14 +83,23 @@ impl Accounting {
     fn from(t: &Transcript, strategy_extra: bool) -> Accounting {
         let failed: Vec<Tally> = t.tallies().iter().copied().filter(Tally::billed).collect();
         let delivered: u64 = failed.iter().map(|t| t.deltas).sum();
-        Accounting { failed, extra: if strategy_extra { delivered } else { 0 }, known_input: None }
+        Accounting {
+            failed,
+            extra: if strategy_extra { delivered } else { 0 },
+            known_input: None,
+        }
     }
 
     /// What failed attempts add to a usage report whose input count is `reported_input`.
     fn carry(&self, reported_input: Option<u64>) -> Usage {
-        let base = reported_input.or(self.known_input).map(|i| i.saturating_sub(self.extra));
+        let base = reported_input
+            .or(self.known_input)
+            .map(|i| i.saturating_sub(self.extra));
         self.failed.iter().fold(Usage::default(), |acc, t| Usage {
-            input: acc.input + t.known_input.or(base.map(|b| b + t.extra_input())).unwrap_or(0),
+            input: acc.input
+                + t.known_input
+                    .or(base.map(|b| b + t.extra_input()))
+                    .unwrap_or(0),
             output: acc.output + t.output(),
         })
     }
@@ -114,19 +129,32 @@ impl std::fmt::Debug for Splicer {
             Mode::Replay(_) => "replay",
             Mode::Opaque(_) => "opaque-replay",
         };
-        f.debug_struct("Splicer").field("format", &self.format).field("mode", &mode).finish()
+        f.debug_struct("Splicer")
+            .field("format", &self.format)
+            .field("mode", &mode)
+            .finish()
     }
 }
 
 impl Splicer {
     /// First attempt: every message forwarded unchanged.
     pub fn passthrough(format: StreamFormat) -> Splicer {
-        Splicer { format, mode: Mode::Passthrough, acct: Accounting::default(), carried: None }
+        Splicer {
+            format,
+            mode: Mode::Passthrough,
+            acct: Accounting::default(),
+            carried: None,
+        }
     }
 
     pub(crate) fn continuation(format: StreamFormat, t: &Transcript, seam: Seam) -> Splicer {
         let mode = Mode::Continue(Continue::new(format, t, seam));
-        Splicer { format, mode, acct: Accounting::from(t, true), carried: None }
+        Splicer {
+            format,
+            mode,
+            acct: Accounting::from(t, true),
+            carried: None,
+        }
     }
 
     pub(crate) fn replay(format: StreamFormat, t: &Transcript) -> Splicer {
@@ -135,7 +163,12 @@ impl Splicer {
         } else {
             Mode::Replay(Replay::new(format, t))
         };
-        Splicer { format, mode, acct: Accounting::from(t, false), carried: None }
+        Splicer {
+            format,
+            mode,
+            acct: Accounting::from(t, false),
+            carried: None,
+        }
     }
 
     /// Usage added to the final usage report for failed attempts (`None` until that report
@@ -155,7 +188,15 @@ impl Splicer {
         }
         let mut out = match &mut self.mode {
             Mode::Passthrough => return Ok(vec![Spliced::Unchanged]),
-            Mode::Opaque(o) => return o.accept(ev).map(|keep| if keep { vec![Spliced::Unchanged] } else { vec![] }),
+            Mode::Opaque(o) => {
+                return o.accept(ev).map(|keep| {
+                    if keep {
+                        vec![Spliced::Unchanged]
+                    } else {
+                        vec![]
+                    }
+                })
+            }
             Mode::Continue(c) => c.accept(msg, &parsed),
             Mode::Replay(r) => r.accept(ev)?,
         };
@@ -206,7 +247,11 @@ struct Continue {
 
 impl Continue {
     fn new(format: StreamFormat, t: &Transcript, seam: Seam) -> Continue {
-        let target = t.blocks().last().filter(|b| b.kind.is_text()).map(|b| (b.index, !b.stopped));
+        let target = t
+            .blocks()
+            .last()
+            .filter(|b| b.kind.is_text())
+            .map(|b| (b.index, !b.stopped));
         let next_index = t.blocks().iter().map(|b| b.index + 1).max().unwrap_or(0);
         Continue {
             format,
@@ -229,7 +274,8 @@ impl Continue {
         }
         let single = self.format.single_block();
         let fin = ev.stop.is_some() || ev.terminal;
-        let to_cont = matches!(&ev.delta, Some((i, Delta::Text(_))) if self.lookup(*i, true) == Map::Cont);
+        let to_cont =
+            matches!(&ev.delta, Some((i, Delta::Text(_))) if self.lookup(*i, true) == Map::Cont);
         if !to_cont {
             self.flush(&mut out.pre);
         }
@@ -326,7 +372,10 @@ impl Continue {
         self.cont_fresh = Some(n);
         if let Some(start) = self.cont_start.take() {
             let parsed = event::parse(self.format, &start);
-            let edits = Edits { index: Some(n), ..Edits::default() };
+            let edits = Edits {
+                index: Some(n),
+                ..Edits::default()
+            };
             pre.push(event::rewrite(self.format, &start, &parsed, &edits).unwrap_or(start));
         }
         n
@@ -341,7 +390,11 @@ impl Continue {
         if let (Some(held), false) = (self.held.take(), text.is_empty()) {
             let dest = self.cont_dest(pre);
             let parsed = event::parse(self.format, &held);
-            let edits = Edits { index: Some(dest), text: Some(text), ..Edits::default() };
+            let edits = Edits {
+                index: Some(dest),
+                text: Some(text),
+                ..Edits::default()
+            };
             pre.push(event::rewrite(self.format, &held, &parsed, &edits).unwrap_or(held));
         }
     }

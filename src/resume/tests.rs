@@ -13,17 +13,35 @@ fn last_message(body: &Value) -> &Value {
 #[test]
 fn detects_format_and_family_from_operation_and_model_id() {
     use crate::ops::Operation as Op;
-    assert_eq!(StreamFormat::detect(Op::ConverseStream, "x"), Some(CONVERSE));
+    assert_eq!(
+        StreamFormat::detect(Op::ConverseStream, "x"),
+        Some(CONVERSE)
+    );
     let f = |id| StreamFormat::detect(Op::InvokeModelWithResponseStream, id);
-    assert_eq!(f("us.anthropic.claude-sonnet-4-6"), Some(StreamFormat::Invoke(Family::Claude)));
+    assert_eq!(
+        f("us.anthropic.claude-sonnet-4-6"),
+        Some(StreamFormat::Invoke(Family::Claude))
+    );
     assert_eq!(
         f("arn:aws:bedrock:us-east-1:1:inference-profile/us.meta.llama3-1-8b-instruct-v1:0"),
         Some(StreamFormat::Invoke(Family::Llama))
     );
-    assert_eq!(f("amazon.nova-lite-v1:0"), Some(StreamFormat::Invoke(Family::Nova)));
-    assert_eq!(f("mistral.mistral-7b-instruct-v0:2"), Some(StreamFormat::Invoke(Family::Mistral)));
-    assert_eq!(f("amazon.titan-text-express-v1"), Some(StreamFormat::Invoke(Family::Titan)));
-    assert_eq!(f("cohere.command-r-v1:0"), Some(StreamFormat::Invoke(Family::Other)));
+    assert_eq!(
+        f("amazon.nova-lite-v1:0"),
+        Some(StreamFormat::Invoke(Family::Nova))
+    );
+    assert_eq!(
+        f("mistral.mistral-7b-instruct-v0:2"),
+        Some(StreamFormat::Invoke(Family::Mistral))
+    );
+    assert_eq!(
+        f("amazon.titan-text-express-v1"),
+        Some(StreamFormat::Invoke(Family::Titan))
+    );
+    assert_eq!(
+        f("cohere.command-r-v1:0"),
+        Some(StreamFormat::Invoke(Family::Other))
+    );
     assert_eq!(StreamFormat::detect(Op::Converse, "x"), None);
     assert_eq!(Strategy::Instructed.label(), "instructed");
 }
@@ -35,20 +53,38 @@ fn prefill_trims_whitespace_and_the_seam_restores_it_exactly() {
     let mut c = Client::new(CONVERSE);
     c.feed(&full[..4]).unwrap(); // messageStart + 3 deltas
     assert!(c.transcript.forwarded_any() && !c.transcript.is_complete());
-    assert_eq!(c.transcript.attempt_usage_estimate(), AttemptUsage { input: None, output: 3 });
+    assert_eq!(
+        c.transcript.attempt_usage_estimate(),
+        AttemptUsage {
+            input: None,
+            output: 3
+        }
+    );
     let (strategy, body) = c.resume(&user_body(), ALL).unwrap();
     assert_eq!(strategy, Strategy::Prefill);
-    assert_eq!(last_message(&body), &json!({"role":"assistant","content":[{"text":"Hello world."}]}));
+    assert_eq!(
+        last_message(&body),
+        &json!({"role":"assistant","content":[{"text":"Hello world."}]})
+    );
     // The model continues after "Hello world.", re-chunked, and reports its own usage.
     let mut cont = vec![conv("messageStart", json!({"role":"assistant"}), 2)];
     converse_block(&texts(&["\n", "\nNext", " line"]), 0, &mut cont);
     converse_tail("end_turn", 7 + 3, 3, &mut cont);
     c.feed(&cont).unwrap();
     let seen = check_converse(&c.received).unwrap();
-    assert_eq!(seen.blocks, vec![("text".to_string(), "Hello world.\n\nNext line".to_string())]);
+    assert_eq!(
+        seen.blocks,
+        vec![("text".to_string(), "Hello world.\n\nNext line".to_string())]
+    );
     // Sum over attempts: final (10 in, 3 out) + failed (10 - 3 delivered = 7 in, 3 out).
     assert_eq!(seen.usage, (17, 6, 23));
-    assert_eq!(c.splicer.carried_usage(), Some(Usage { input: 7, output: 3 }));
+    assert_eq!(
+        c.splicer.carried_usage(),
+        Some(Usage {
+            input: 7,
+            output: 3
+        })
+    );
     assert!(c.transcript.is_complete());
 }
 
@@ -61,12 +97,19 @@ fn prefill_extends_an_original_prefill() {
         {"role":"assistant","content":[{"text":"Sure:"}]}]});
     let (_, body) = c.resume(body.to_string().as_bytes(), ALL).unwrap();
     assert_eq!(body["messages"].as_array().unwrap().len(), 2);
-    assert_eq!(last_message(&body)["content"], json!([{"text":"Sure: one two"}]));
+    assert_eq!(
+        last_message(&body)["content"],
+        json!([{"text":"Sure: one two"}])
+    );
 }
 
 #[test]
 fn fault_between_blocks_renumbers_the_continuation_after_the_client_blocks() {
-    let tool = RefBlock::Tool { id: "tooluse_a".into(), name: "get_weather".into(), pieces: vec!["{\"city\":".into(), "\"Paris\"}".into()] };
+    let tool = RefBlock::Tool {
+        id: "tooluse_a".into(),
+        name: "get_weather".into(),
+        pieces: vec!["{\"city\":".into(), "\"Paris\"}".into()],
+    };
     let full = converse_stream(&[texts(&["Let me check. "]), tool], "tool_use", 9);
     for empty_text_first in [false, true] {
         let mut c = Client::new(CONVERSE);
@@ -80,13 +123,23 @@ fn fault_between_blocks_renumbers_the_continuation_after_the_client_blocks() {
             converse_block(&texts(&[" "]), 0, &mut cont); // only the remembered whitespace
             next = 1;
         }
-        let tool2 = RefBlock::Tool { id: "tooluse_b".into(), name: "get_weather".into(), pieces: vec!["{\"city\":\"Paris\"}".into()] };
+        let tool2 = RefBlock::Tool {
+            id: "tooluse_b".into(),
+            name: "get_weather".into(),
+            pieces: vec!["{\"city\":\"Paris\"}".into()],
+        };
         converse_block(&tool2, next, &mut cont);
         converse_tail("tool_use", 12, 2, &mut cont);
         c.feed(&cont).unwrap();
         let seen = check_converse(&c.received).unwrap();
         assert_eq!(seen.blocks[0], ("text".into(), "Let me check. ".into()));
-        assert_eq!(seen.blocks[1], ("tool:get_weather:tooluse_b".into(), "{\"city\":\"Paris\"}".into()));
+        assert_eq!(
+            seen.blocks[1],
+            (
+                "tool:get_weather:tooluse_b".into(),
+                "{\"city\":\"Paris\"}".into()
+            )
+        );
         assert_eq!(seen.blocks.len(), 2);
         assert_eq!(seen.stop, "tool_use");
     }
@@ -99,7 +152,11 @@ fn continuation_without_content_closes_the_open_block_and_ends() {
     c.feed(&full[..3]).unwrap(); // both deltas, block still open
     c.resume(&user_body(), ALL).unwrap();
     let mut cont = vec![conv("messageStart", json!({"role":"assistant"}), 2)];
-    cont.push(conv("contentBlockDelta", json!({"contentBlockIndex":0,"delta":{"text":""}}), 1));
+    cont.push(conv(
+        "contentBlockDelta",
+        json!({"contentBlockIndex":0,"delta":{"text":""}}),
+        1,
+    ));
     converse_tail("end_turn", 6, 0, &mut cont);
     c.feed(&cont).unwrap();
     let seen = check_converse(&c.received).unwrap();
@@ -110,31 +167,55 @@ fn continuation_without_content_closes_the_open_block_and_ends() {
 
 #[test]
 fn interrupted_tool_use_is_replayed_keeping_the_client_tool_id() {
-    let tool = |id: &str| RefBlock::Tool { id: id.into(), name: "calc".into(), pieces: vec!["{\"a\":".into(), "1,".into(), "\"b\":2}".into()] };
+    let tool = |id: &str| RefBlock::Tool {
+        id: id.into(),
+        name: "calc".into(),
+        pieces: vec!["{\"a\":".into(), "1,".into(), "\"b\":2}".into()],
+    };
     let first = converse_stream(&[tool("tooluse_1")], "tool_use", 3);
     let mut c = Client::new(CONVERSE);
     c.feed(&first[..4]).unwrap(); // start, tool start, two input pieces
-    let err = plan(&CONVERSE, &user_body(), &mut c.transcript.clone(), &ModelCaps { replay: false, ..ALL }).unwrap_err();
+    let err = plan(
+        &CONVERSE,
+        &user_body(),
+        &mut c.transcript.clone(),
+        &ModelCaps {
+            replay: false,
+            ..ALL
+        },
+    )
+    .unwrap_err();
     assert_eq!(err, CannotResume::ToolUseNeedsReplay);
     let (strategy, body) = c.resume(&user_body(), ALL).unwrap();
     assert_eq!(strategy, Strategy::Replay);
     assert_eq!(body, serde_json::from_slice::<Value>(&user_body()).unwrap());
     // Replay: a new tool id (tolerated), input re-chunked differently.
     let replay = converse_stream(
-        &[RefBlock::Tool { id: "tooluse_2".into(), name: "calc".into(), pieces: vec!["{\"a\":1".into(), ",\"b\":2}".into()] }],
+        &[RefBlock::Tool {
+            id: "tooluse_2".into(),
+            name: "calc".into(),
+            pieces: vec!["{\"a\":1".into(), ",\"b\":2}".into()],
+        }],
         "tool_use",
         3,
     );
     c.feed(&replay).unwrap();
     let seen = check_converse(&c.received).unwrap();
-    assert_eq!(seen.blocks, vec![("tool:calc:tooluse_1".into(), "{\"a\":1,\"b\":2}".into())]);
+    assert_eq!(
+        seen.blocks,
+        vec![("tool:calc:tooluse_1".into(), "{\"a\":1,\"b\":2}".into())]
+    );
     // Failed attempt: 3 in (same request), 2 deltas out; final 3 in, 2 out.
     assert_eq!(seen.usage, (6, 4, 10));
 }
 
 #[test]
 fn replay_that_differs_from_the_delivered_content_is_a_divergence() {
-    let first = converse_stream(&[texts(&["Alpha", " beta"]), texts(&[" gamma"])], "end_turn", 3);
+    let first = converse_stream(
+        &[texts(&["Alpha", " beta"]), texts(&[" gamma"])],
+        "end_turn",
+        3,
+    );
     let mut c = Client::new(CONVERSE);
     c.feed(&first[..5]).unwrap(); // block 0 done, block 1 started
     let (strategy, _) = c.resume(&user_body(), ALL).unwrap();
@@ -156,14 +237,32 @@ fn replay_that_differs_from_the_delivered_content_is_a_divergence() {
 
 #[test]
 fn reasoning_is_replayed_and_a_delivered_signature_must_match() {
-    let r = |sig: &str| RefBlock::Reasoning { pieces: vec!["Think".into(), "ing.".into()], signature: sig.into() };
+    let r = |sig: &str| RefBlock::Reasoning {
+        pieces: vec!["Think".into(), "ing.".into()],
+        signature: sig.into(),
+    };
     let first = converse_stream(&[r("SIG1"), texts(&["Answer", " here"])], "end_turn", 3);
     // Cut mid reasoning text: replay; the new signature was never delivered, so it is forwarded.
     let mut c = Client::new(CONVERSE);
     c.feed(&first[..2]).unwrap();
-    assert_eq!(c.resume(&user_body(), ModelCaps { replay: false, ..ALL }).unwrap_err(), CannotResume::ReasoningNeedsReplay);
+    assert_eq!(
+        c.resume(
+            &user_body(),
+            ModelCaps {
+                replay: false,
+                ..ALL
+            }
+        )
+        .unwrap_err(),
+        CannotResume::ReasoningNeedsReplay
+    );
     assert_eq!(c.resume(&user_body(), ALL).unwrap().0, Strategy::Replay);
-    c.feed(&converse_stream(&[r("SIG2"), texts(&["Answer", " here"])], "end_turn", 3)).unwrap();
+    c.feed(&converse_stream(
+        &[r("SIG2"), texts(&["Answer", " here"])],
+        "end_turn",
+        3,
+    ))
+    .unwrap();
     let seen = check_converse(&c.received).unwrap();
     assert_eq!(seen.blocks[0], ("reasoning".into(), "Thinking.".into()));
     assert_eq!(seen.blocks[1].1, "Answer here");
@@ -172,10 +271,17 @@ fn reasoning_is_replayed_and_a_delivered_signature_must_match() {
         let mut c = Client::new(CONVERSE);
         c.feed(&first[..5]).unwrap(); // start, 2 texts, signature, stop
         c.resume(&user_body(), ALL).unwrap();
-        let res = c.feed(&converse_stream(&[r(sig), texts(&["Answer", " here"])], "end_turn", 3));
+        let res = c.feed(&converse_stream(
+            &[r(sig), texts(&["Answer", " here"])],
+            "end_turn",
+            3,
+        ));
         assert_eq!(res.is_ok(), ok, "{res:?}");
         if ok {
-            assert_eq!(check_converse(&c.received).unwrap().blocks[1].1, "Answer here");
+            assert_eq!(
+                check_converse(&c.received).unwrap().blocks[1].1,
+                "Answer here"
+            );
         }
     }
 }
@@ -183,7 +289,8 @@ fn reasoning_is_replayed_and_a_delivered_signature_must_match() {
 #[test]
 fn reasoning_request_forbids_prefill_even_before_a_reasoning_block() {
     let mut c = Client::new(CONVERSE);
-    c.feed(&converse_stream(&[texts(&["Hi", " there"])], "end_turn", 1)[..2]).unwrap();
+    c.feed(&converse_stream(&[texts(&["Hi", " there"])], "end_turn", 1)[..2])
+        .unwrap();
     let body = json!({"messages":[{"role":"user","content":[{"text":"q"}]}],
         "additionalModelRequestFields":{"thinking":{"type":"enabled","budget_tokens":1024}}});
     let (s, _) = c.resume(body.to_string().as_bytes(), ALL).unwrap();
@@ -192,20 +299,37 @@ fn reasoning_request_forbids_prefill_even_before_a_reasoning_block() {
 
 #[test]
 fn instructed_continuation_removes_the_echoed_words() {
-    let full = converse_stream(&[texts(&["The", " quick", " brown", " fox", " jumps."])], "end_turn", 5);
+    let full = converse_stream(
+        &[texts(&["The", " quick", " brown", " fox", " jumps."])],
+        "end_turn",
+        5,
+    );
     let mut c = Client::new(CONVERSE);
     c.feed(&full[..4]).unwrap();
     let (strategy, body) = c.resume(&user_body(), INSTRUCTED).unwrap();
     assert_eq!(strategy, Strategy::Instructed);
     let msgs = body["messages"].as_array().unwrap();
-    assert_eq!(msgs[1], json!({"role":"assistant","content":[{"text":"The quick brown"}]}));
-    assert_eq!(msgs[2], json!({"role":"user","content":[{"text":CONTINUE_INSTRUCTION}]}));
+    assert_eq!(
+        msgs[1],
+        json!({"role":"assistant","content":[{"text":"The quick brown"}]})
+    );
+    assert_eq!(
+        msgs[2],
+        json!({"role":"user","content":[{"text":CONTINUE_INSTRUCTION}]})
+    );
     let mut cont = vec![conv("messageStart", json!({"role":"assistant"}), 2)];
-    converse_block(&texts(&["quick", " brown", " fox", " jumps."]), 0, &mut cont);
+    converse_block(
+        &texts(&["quick", " brown", " fox", " jumps."]),
+        0,
+        &mut cont,
+    );
     converse_tail("end_turn", 20, 4, &mut cont);
     c.feed(&cont).unwrap();
     let seen = check_converse(&c.received).unwrap();
-    assert_eq!(seen.blocks, vec![("text".into(), "The quick brown fox jumps.".into())]);
+    assert_eq!(
+        seen.blocks,
+        vec![("text".into(), "The quick brown fox jumps.".into())]
+    );
 }
 
 #[test]
@@ -216,12 +340,28 @@ fn whitespace_only_or_several_text_blocks_are_replayed() {
     assert_eq!(c.resume(&user_body(), ALL).unwrap().0, Strategy::Replay);
     let mut c = Client::new(CONVERSE);
     c.feed(&full[..2]).unwrap();
-    let e = c.resume(&user_body(), ModelCaps { replay: false, ..ALL }).unwrap_err();
+    let e = c
+        .resume(
+            &user_body(),
+            ModelCaps {
+                replay: false,
+                ..ALL
+            },
+        )
+        .unwrap_err();
     assert!(e.to_string().contains("whitespace"), "{e}");
     let full = converse_stream(&[texts(&["A"]), texts(&["B", "C"])], "end_turn", 1);
     let mut c = Client::new(CONVERSE);
     c.feed(&full[..5]).unwrap();
-    let e = c.resume(&user_body(), ModelCaps { replay: false, ..ALL }).unwrap_err();
+    let e = c
+        .resume(
+            &user_body(),
+            ModelCaps {
+                replay: false,
+                ..ALL
+            },
+        )
+        .unwrap_err();
     assert!(e.to_string().contains("several"), "{e}");
 }
 
@@ -238,7 +378,10 @@ fn nothing_delivered_is_a_plain_retry_and_start_only_swallows_the_new_start() {
     c.resume(&user_body(), NONE).unwrap();
     c.feed(&full).unwrap();
     assert_eq!(check_converse(&c.received).unwrap().blocks[0].1, "Hi");
-    assert_eq!(c.resume(&user_body(), ALL).unwrap_err(), CannotResume::AlreadyComplete);
+    assert_eq!(
+        c.resume(&user_body(), ALL).unwrap_err(),
+        CannotResume::AlreadyComplete
+    );
 }
 
 #[test]
@@ -247,17 +390,33 @@ fn missing_metadata_after_message_stop_is_replayed_with_summed_usage() {
     let mut c = Client::new(CONVERSE);
     c.feed(&full[..5]).unwrap(); // up to messageStop
     assert!(c.transcript.saw_message_stop());
-    assert!(c.resume(&user_body(), ModelCaps { replay: false, ..ALL }).is_err());
+    assert!(c
+        .resume(
+            &user_body(),
+            ModelCaps {
+                replay: false,
+                ..ALL
+            }
+        )
+        .is_err());
     assert_eq!(c.resume(&user_body(), ALL).unwrap().0, Strategy::Replay);
     c.feed(&full).unwrap();
     let seen = check_converse(&c.received).unwrap();
     assert_eq!(seen.usage, (8, 4, 12));
-    assert_eq!(usage_of(CONVERSE, c.received.last().unwrap()), Some(Usage { input: 8, output: 4 }));
+    assert_eq!(
+        usage_of(CONVERSE, c.received.last().unwrap()),
+        Some(Usage {
+            input: 8,
+            output: 4
+        })
+    );
     // A replay with another stop reason diverges.
     let mut c = Client::new(CONVERSE);
     c.feed(&full[..5]).unwrap();
     c.resume(&user_body(), ALL).unwrap();
-    assert!(c.feed(&converse_stream(&[texts(&["Done", "."])], "max_tokens", 4)).is_err());
+    assert!(c
+        .feed(&converse_stream(&[texts(&["Done", "."])], "max_tokens", 4))
+        .is_err());
 }
 
 #[test]
@@ -266,23 +425,47 @@ fn claude_prefill_splices_one_message_start_and_sums_usage() {
     let full = claude_stream(&[&["Hello", " world", ". ", "Bye"]], 11);
     let mut c = Client::new(claude);
     c.feed(&full[..5]).unwrap(); // start, block start, 3 deltas
-    assert_eq!(c.transcript.attempt_usage_estimate(), AttemptUsage { input: Some(11), output: 3 });
+    assert_eq!(
+        c.transcript.attempt_usage_estimate(),
+        AttemptUsage {
+            input: Some(11),
+            output: 3
+        }
+    );
     let body = json!({"anthropic_version":"bedrock-2023-05-31","max_tokens":100,"messages":[{"role":"user","content":"hi"}]});
     let (s, next) = c.resume(body.to_string().as_bytes(), ALL).unwrap();
     assert_eq!(s, Strategy::Prefill);
-    assert_eq!(last_message(&next)["content"], json!([{"type":"text","text":"Hello world."}]));
+    assert_eq!(
+        last_message(&next)["content"],
+        json!([{"type":"text","text":"Hello world."}])
+    );
     c.feed(&claude_stream(&[&[" ", "Bye"]], 14)).unwrap();
     let ev = inner(&c.received);
     let types: Vec<&str> = ev.iter().map(|v| v["type"].as_str().unwrap()).collect();
     assert_eq!(types.iter().filter(|t| **t == "message_start").count(), 1);
-    assert_eq!(types.iter().filter(|t| **t == "content_block_start").count(), 1);
-    let text: String = ev.iter().filter_map(|v| v.pointer("/delta/text").and_then(Value::as_str)).collect();
+    assert_eq!(
+        types
+            .iter()
+            .filter(|t| **t == "content_block_start")
+            .count(),
+        1
+    );
+    let text: String = ev
+        .iter()
+        .filter_map(|v| v.pointer("/delta/text").and_then(Value::as_str))
+        .collect();
     assert_eq!(text, "Hello world. Bye");
     assert!(ev.iter().all(|v| v.get("index").is_none_or(|i| i == 0)));
     let md = ev.iter().find(|v| v["type"] == "message_delta").unwrap();
     assert_eq!(md["usage"]["output_tokens"], 2 + 3);
     let m = &ev.last().unwrap()["amazon-bedrock-invocationMetrics"];
-    assert_eq!((m["inputTokenCount"].as_u64(), m["outputTokenCount"].as_u64()), (Some(14 + 11), Some(5)));
+    assert_eq!(
+        (
+            m["inputTokenCount"].as_u64(),
+            m["outputTokenCount"].as_u64()
+        ),
+        (Some(14 + 11), Some(5))
+    );
     assert!(c.transcript.is_complete());
 }
 
@@ -295,7 +478,11 @@ fn claude_replay_forwards_only_the_new_part_of_a_straddling_delta() {
     c.feed(&claude_stream(&[&["Hel"], &["xyz"]], 2)).unwrap();
     let text: Vec<String> = inner(&c.received)
         .iter()
-        .filter_map(|v| v.pointer("/delta/text").and_then(Value::as_str).map(str::to_owned))
+        .filter_map(|v| {
+            v.pointer("/delta/text")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
         .collect();
     assert_eq!(text, vec!["Hel", "x", "yz"]);
 }
@@ -313,12 +500,21 @@ fn llama_prefill_appends_to_the_prompt_and_strips_the_seam() {
     assert_eq!(next["prompt"], format!("{prompt}Once upon a"));
     c.feed(&llama_stream(&[" ", "time"], 9)).unwrap();
     let ev = inner(&c.received);
-    let text: String = ev.iter().map(|v| v["generation"].as_str().unwrap()).collect();
+    let text: String = ev
+        .iter()
+        .map(|v| v["generation"].as_str().unwrap())
+        .collect();
     assert_eq!(text, "Once upon a time");
     let last = ev.last().unwrap();
     assert_eq!(last["stop_reason"], "stop");
-    assert_eq!(last["amazon-bedrock-invocationMetrics"]["inputTokenCount"], 9 + 6);
-    assert_eq!(last["amazon-bedrock-invocationMetrics"]["outputTokenCount"], 2 + 3);
+    assert_eq!(
+        last["amazon-bedrock-invocationMetrics"]["inputTokenCount"],
+        9 + 6
+    );
+    assert_eq!(
+        last["amazon-bedrock-invocationMetrics"]["outputTokenCount"],
+        2 + 3
+    );
     assert!(c.transcript.is_complete());
 }
 
@@ -332,7 +528,15 @@ fn transcript_counts_bytes_and_unknown_families_replay_byte_exact() {
     let mut c = Client::new(other);
     c.feed(&chunks[..1]).unwrap();
     assert!(c.transcript.bytes() > 0);
-    assert!(c.resume(b"{}", ModelCaps { replay: false, ..ALL }).is_err());
+    assert!(c
+        .resume(
+            b"{}",
+            ModelCaps {
+                replay: false,
+                ..ALL
+            }
+        )
+        .is_err());
     c.resume(b"{}", ALL).unwrap();
     c.feed(&chunks).unwrap();
     assert_eq!(c.received, chunks);

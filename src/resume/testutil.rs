@@ -12,14 +12,23 @@ pub(crate) const PAD: &str = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWX
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum RefBlock {
     Text(Vec<String>),
-    Tool { id: String, name: String, pieces: Vec<String> },
-    Reasoning { pieces: Vec<String>, signature: String },
+    Tool {
+        id: String,
+        name: String,
+        pieces: Vec<String>,
+    },
+    Reasoning {
+        pieces: Vec<String>,
+        signature: String,
+    },
 }
 
 impl RefBlock {
     pub fn pieces(&self) -> &[String] {
         match self {
-            RefBlock::Text(p) | RefBlock::Tool { pieces: p, .. } | RefBlock::Reasoning { pieces: p, .. } => p,
+            RefBlock::Text(p)
+            | RefBlock::Tool { pieces: p, .. }
+            | RefBlock::Reasoning { pieces: p, .. } => p,
         }
     }
     pub fn text(&self) -> String {
@@ -41,7 +50,11 @@ pub(crate) fn converse_block(b: &RefBlock, index: u32, out: &mut Vec<Message>) {
     match b {
         RefBlock::Text(p) => {
             for t in p {
-                out.push(conv("contentBlockDelta", json!({"contentBlockIndex":index,"delta":{"text":t}}), t.len()));
+                out.push(conv(
+                    "contentBlockDelta",
+                    json!({"contentBlockIndex":index,"delta":{"text":t}}),
+                    t.len(),
+                ));
             }
         }
         RefBlock::Tool { id, name, pieces } => {
@@ -51,7 +64,11 @@ pub(crate) fn converse_block(b: &RefBlock, index: u32, out: &mut Vec<Message>) {
                 3,
             ));
             for t in pieces {
-                out.push(conv("contentBlockDelta", json!({"contentBlockIndex":index,"delta":{"toolUse":{"input":t}}}), 5));
+                out.push(conv(
+                    "contentBlockDelta",
+                    json!({"contentBlockIndex":index,"delta":{"toolUse":{"input":t}}}),
+                    5,
+                ));
             }
         }
         RefBlock::Reasoning { pieces, signature } => {
@@ -63,7 +80,11 @@ pub(crate) fn converse_block(b: &RefBlock, index: u32, out: &mut Vec<Message>) {
             out.push(conv("contentBlockDelta", d, 2));
         }
     }
-    out.push(conv("contentBlockStop", json!({"contentBlockIndex":index}), 9));
+    out.push(conv(
+        "contentBlockStop",
+        json!({"contentBlockIndex":index}),
+        9,
+    ));
 }
 
 pub(crate) fn converse_tail(stop: &str, input: u64, output: u64, out: &mut Vec<Message>) {
@@ -92,8 +113,10 @@ pub(crate) fn claude_chunk(v: Value) -> Message {
 
 /// A complete Claude invoke stream of text blocks.
 pub(crate) fn claude_stream(texts: &[&[&str]], input: u64) -> Vec<Message> {
-    let mut out = vec![claude_chunk(json!({"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant",
-        "model":"claude","content":[],"stop_reason":null,"usage":{"input_tokens":input,"output_tokens":1}}}))];
+    let mut out = vec![claude_chunk(
+        json!({"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant",
+        "model":"claude","content":[],"stop_reason":null,"usage":{"input_tokens":input,"output_tokens":1}}}),
+    )];
     let mut n = 0u64;
     for (i, pieces) in texts.iter().enumerate() {
         out.push(claude_chunk(json!({"type":"content_block_start","index":i,"content_block":{"type":"text","text":""}})));
@@ -104,8 +127,10 @@ pub(crate) fn claude_stream(texts: &[&[&str]], input: u64) -> Vec<Message> {
         out.push(claude_chunk(json!({"type":"content_block_stop","index":i})));
     }
     out.push(claude_chunk(json!({"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":n}})));
-    out.push(claude_chunk(json!({"type":"message_stop","amazon-bedrock-invocationMetrics":{"inputTokenCount":input,
-        "outputTokenCount":n,"invocationLatency":10,"firstByteLatency":2}})));
+    out.push(claude_chunk(
+        json!({"type":"message_stop","amazon-bedrock-invocationMetrics":{"inputTokenCount":input,
+        "outputTokenCount":n,"invocationLatency":10,"firstByteLatency":2}}),
+    ));
     out
 }
 
@@ -137,7 +162,12 @@ pub(crate) struct Client {
 
 impl Client {
     pub fn new(format: StreamFormat) -> Client {
-        Client { format, transcript: Transcript::new(format), received: Vec::new(), splicer: Splicer::passthrough(format) }
+        Client {
+            format,
+            transcript: Transcript::new(format),
+            received: Vec::new(),
+            splicer: Splicer::passthrough(format),
+        }
     }
 
     /// Feed upstream messages (stopping early at the first divergence).
@@ -155,10 +185,17 @@ impl Client {
         Ok(())
     }
 
-    pub fn resume(&mut self, body: &[u8], caps: ModelCaps) -> Result<(Strategy, Value), CannotResume> {
+    pub fn resume(
+        &mut self,
+        body: &[u8],
+        caps: ModelCaps,
+    ) -> Result<(Strategy, Value), CannotResume> {
         let c = plan(&self.format, body, &mut self.transcript, &caps)?;
         self.splicer = c.splicer;
-        Ok((c.strategy, serde_json::from_slice(&c.body).expect("json body")))
+        Ok((
+            c.strategy,
+            serde_json::from_slice(&c.body).expect("json body"),
+        ))
     }
 }
 
@@ -171,7 +208,8 @@ pub(crate) struct Seen {
 }
 
 pub(crate) fn check_converse(msgs: &[Message]) -> Result<Seen, String> {
-    let payload = |m: &Message| serde_json::from_slice::<Value>(m.payload()).map_err(|e| e.to_string());
+    let payload =
+        |m: &Message| serde_json::from_slice::<Value>(m.payload()).map_err(|e| e.to_string());
     let types: Vec<String> = msgs
         .iter()
         .map(|m| match eventstream::kind(m) {
@@ -190,17 +228,27 @@ pub(crate) fn check_converse(msgs: &[Message]) -> Result<Seen, String> {
         if usage.is_some() {
             return Err(format!("{t} after metadata"));
         }
-        let i = v.get("contentBlockIndex").and_then(Value::as_u64).map(|i| i as u32);
+        let i = v
+            .get("contentBlockIndex")
+            .and_then(Value::as_u64)
+            .map(|i| i as u32);
         match t.as_str() {
             "contentBlockStart" | "contentBlockDelta" => {
                 let i = i.ok_or("no index")?;
                 if open != Some(i) {
                     if open.is_some() || i as usize != blocks.len() || stop.is_some() {
-                        return Err(format!("block {i} opened while {open:?} open, {} done", blocks.len()));
+                        return Err(format!(
+                            "block {i} opened while {open:?} open, {} done",
+                            blocks.len()
+                        ));
                     }
                     let kind = if t == "contentBlockStart" {
                         let tu = &v["start"]["toolUse"];
-                        format!("tool:{}:{}", tu["name"].as_str().unwrap_or(""), tu["toolUseId"].as_str().unwrap_or(""))
+                        format!(
+                            "tool:{}:{}",
+                            tu["name"].as_str().unwrap_or(""),
+                            tu["toolUseId"].as_str().unwrap_or("")
+                        )
                     } else if v.pointer("/delta/text").is_some() {
                         "text".to_owned()
                     } else {
@@ -238,7 +286,11 @@ pub(crate) fn check_converse(msgs: &[Message]) -> Result<Seen, String> {
             other => return Err(format!("unexpected {other}")),
         }
     }
-    Ok(Seen { blocks, stop: stop.ok_or("no messageStop")?, usage: usage.ok_or("no metadata")? })
+    Ok(Seen {
+        blocks,
+        stop: stop.ok_or("no messageStop")?,
+        usage: usage.ok_or("no metadata")?,
+    })
 }
 
 /// Decoded inner JSON of every invoke chunk.
@@ -247,16 +299,34 @@ pub(crate) fn inner(msgs: &[Message]) -> Vec<Value> {
     msgs.iter()
         .map(|m| {
             let v: Value = serde_json::from_slice(m.payload()).unwrap();
-            let raw = base64::engine::general_purpose::STANDARD.decode(v["bytes"].as_str().unwrap()).unwrap();
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(v["bytes"].as_str().unwrap())
+                .unwrap();
             serde_json::from_slice(&raw).unwrap()
         })
         .collect()
 }
 
-pub(crate) const ALL: ModelCaps = ModelCaps { prefill: true, instructed: true, replay: true };
-pub(crate) const REPLAY_ONLY: ModelCaps = ModelCaps { prefill: false, instructed: false, replay: true };
-pub(crate) const INSTRUCTED: ModelCaps = ModelCaps { prefill: false, instructed: true, replay: true };
-pub(crate) const NONE: ModelCaps = ModelCaps { prefill: false, instructed: false, replay: false };
+pub(crate) const ALL: ModelCaps = ModelCaps {
+    prefill: true,
+    instructed: true,
+    replay: true,
+};
+pub(crate) const REPLAY_ONLY: ModelCaps = ModelCaps {
+    prefill: false,
+    instructed: false,
+    replay: true,
+};
+pub(crate) const INSTRUCTED: ModelCaps = ModelCaps {
+    prefill: false,
+    instructed: true,
+    replay: true,
+};
+pub(crate) const NONE: ModelCaps = ModelCaps {
+    prefill: false,
+    instructed: false,
+    replay: false,
+};
 
 pub(crate) fn texts(pieces: &[&str]) -> RefBlock {
     RefBlock::Text(pieces.iter().map(|s| s.to_string()).collect())

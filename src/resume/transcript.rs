@@ -6,7 +6,7 @@
 //! delivered content; the pump caps it with [`Transcript::bytes`] (`max_transcript_bytes`).
 
 use super::event::{self, BlockKind, Delta};
-use super::{Family, StreamFormat, Strategy};
+use super::{Family, Strategy, StreamFormat};
 use aws_smithy_types::event_stream::Message;
 use bytes::Bytes;
 
@@ -169,7 +169,10 @@ impl Transcript {
         let counts = !matches!(&delta, Delta::Text(t) | Delta::ToolInput(t) | Delta::Reasoning(t) if t.is_empty());
         let kind_of = |d: &Delta| match d {
             Delta::Text(_) => BlockKind::Text,
-            Delta::ToolInput(_) => BlockKind::ToolUse { id: String::new(), name: String::new() },
+            Delta::ToolInput(_) => BlockKind::ToolUse {
+                id: String::new(),
+                name: String::new(),
+            },
             Delta::Reasoning(_) | Delta::Signature(_) | Delta::Redacted(_) => BlockKind::Reasoning,
             Delta::Other(j) => BlockKind::Other(j.clone()),
         };
@@ -233,7 +236,10 @@ impl Transcript {
     /// Usage of the current attempt so far (call when it failed, for the failed-tokens metric).
     pub fn attempt_usage_estimate(&self) -> AttemptUsage {
         let t = self.tallies.last().copied().unwrap_or_default();
-        AttemptUsage { input: t.known_input, output: t.output() }
+        AttemptUsage {
+            input: t.known_input,
+            output: t.output(),
+        }
     }
 
     /// The text of the whole response as delivered, block by block (for logs and tests).
@@ -268,6 +274,10 @@ impl Transcript {
     /// Close the current attempt and open one made with `strategy` (called by `plan`).
     pub(crate) fn begin_attempt(&mut self, strategy: Strategy) {
         let delivered_before = self.delivered_deltas();
-        self.tallies.push(Tally { strategy: Some(strategy), delivered_before, ..Tally::default() });
+        self.tallies.push(Tally {
+            strategy: Some(strategy),
+            delivered_before,
+            ..Tally::default()
+        });
     }
 }
