@@ -39,6 +39,8 @@ mod proptests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_invoke;
+#[cfg(test)]
 mod testutil;
 
 pub use event::usage_of;
