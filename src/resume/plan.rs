@@ -35,6 +35,8 @@ pub enum CannotResume {
     ToolUseNeedsReplay,
     #[error("reasoning output can only be replayed, and replay is disabled")]
     ReasoningNeedsReplay,
+    #[error("the response passed the transcript limit of {limit} bytes: it cannot be resumed")]
+    TranscriptTooLarge { limit: usize },
     #[error("no resumption strategy applies: {why}")]
     NoStrategy { why: &'static str },
 }
@@ -50,6 +52,11 @@ pub fn plan(
     let format = *format;
     if transcript.is_complete() {
         return Err(CannotResume::AlreadyComplete);
+    }
+    if transcript.overflowed() {
+        return Err(CannotResume::TranscriptTooLarge {
+            limit: transcript.limit(),
+        });
     }
     let replay = |t: &mut Transcript| {
         let splicer = Splicer::replay(format, t);

@@ -418,3 +418,28 @@ fn missing_metadata_after_message_stop_is_replayed_with_summed_usage() {
         .feed(&converse_stream(&[texts(&["Done", "."])], "max_tokens", 4))
         .is_err());
 }
+
+#[test]
+fn transcript_past_its_limit_drops_content_and_refuses_to_resume() {
+    let full = converse_stream(
+        &[texts(&["0123456789", "abcdefghij", "more"])],
+        "end_turn",
+        1,
+    );
+    let mut t = Transcript::with_limit(CONVERSE, 15);
+    for m in &full[..2] {
+        t.observe(m);
+    }
+    assert!(!t.overflowed());
+    assert_eq!(t.bytes(), 10);
+    t.observe(&full[2]);
+    assert!(t.overflowed());
+    assert_eq!(t.bytes(), 20);
+    assert_eq!(t.texts(), vec![""]);
+    let e = plan(&CONVERSE, &user_body(), &mut t, &ALL).unwrap_err();
+    assert_eq!(e, CannotResume::TranscriptTooLarge { limit: 15 });
+    for m in &full[3..] {
+        t.observe(m);
+    }
+    assert!(t.is_complete());
+}

@@ -3,7 +3,9 @@
 //! the terminal events arrived, and a per-attempt tally for usage accounting.
 //!
 //! Owner: the pump, one per client request, alive across all attempts. It grows with the
-//! delivered content; the pump caps it with [`Transcript::bytes`] (`max_transcript_bytes`).
+//! delivered content up to the limit given to [`Transcript::with_limit`]
+//! (`max_transcript_bytes`); past it the content is dropped (memory freed), only the stream
+//! structure is kept, and [`super::plan`] refuses with `CannotResume::TranscriptTooLarge`.
 
 use super::event::{self, BlockKind, Delta};
 use super::{Family, Strategy, StreamFormat};
@@ -84,11 +86,19 @@ pub struct Transcript {
     /// Unknown invoke family: the decoded bytes of every forwarded chunk.
     opaque: Vec<Bytes>,
     bytes: usize,
+    limit: usize,
+    overflowed: bool,
     tallies: Vec<Tally>,
 }
 
 impl Transcript {
+    /// A transcript without a size limit (tests, tools); the relay uses [`Transcript::with_limit`].
     pub fn new(format: StreamFormat) -> Self {
+        Self::with_limit(format, usize::MAX)
+    }
+
+    /// A transcript that keeps at most `max_bytes` of delivered content for resumption.
+    pub fn with_limit(format: StreamFormat, max_bytes: usize) -> Self {
         Transcript {
             format,
             started: false,
@@ -98,6 +108,8 @@ impl Transcript {
             forwarded: 0,
             opaque: Vec::new(),
             bytes: 0,
+            limit: max_bytes,
+            overflowed: false,
             tallies: vec![Tally::default()],
         }
     }
@@ -113,7 +125,9 @@ impl Transcript {
         if self.format == StreamFormat::Invoke(Family::Other) {
             if let Some(raw) = ev.raw_chunk.clone() {
                 self.bytes += raw.len();
-                self.opaque.push(raw);
+                if !self.overflowed {
+                    self.opaque.push(raw);
+                }
             }
         }
         if ev.start {
@@ -137,6 +151,15 @@ impl Transcript {
             self.stop = Some(reason);
         }
         self.terminal |= ev.terminal;
+        if self.bytes > self.limit && !self.overflowed {
+            self.overflowed = true;
+            self.opaque = Vec::new();
+            for b in &mut self.blocks {
+                b.text = String::new();
+                b.signature = None;
+                b.others = Vec::new();
+            }
+        }
     }
 
     fn current(&mut self) -> &mut Tally {
@@ -178,20 +201,27 @@ impl Transcript {
         };
         let kind = kind_of(&delta);
         let added;
+        let keep = !self.overflowed;
         {
             let block = self.block(index, || kind);
             match delta {
                 Delta::Text(t) | Delta::ToolInput(t) | Delta::Reasoning(t) => {
                     added = t.len();
-                    block.text.push_str(&t);
+                    if keep {
+                        block.text.push_str(&t);
+                    }
                 }
                 Delta::Signature(s) => {
                     added = s.len();
-                    block.signature.get_or_insert_with(String::new).push_str(&s);
+                    if keep {
+                        block.signature.get_or_insert_with(String::new).push_str(&s);
+                    }
                 }
                 other => {
                     added = 16;
-                    block.others.push(other);
+                    if keep {
+                        block.others.push(other);
+                    }
                 }
             }
         }
@@ -228,9 +258,18 @@ impl Transcript {
         self.stop.is_some() && !self.is_complete()
     }
 
-    /// Size of the buffered content in bytes (for `max_transcript_bytes`).
+    /// Size of the content delivered so far in bytes (text, tool input, signatures, chunks).
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// The delivered content passed the limit and was dropped: no resumption possible.
+    pub fn overflowed(&self) -> bool {
+        self.overflowed
+    }
+
+    pub(crate) fn limit(&self) -> usize {
+        self.limit
     }
 
     /// Usage of the current attempt so far (call when it failed, for the failed-tokens metric).
