@@ -5,26 +5,71 @@
 //! The stream pump (`crate::proxy`) drives it:
 //!
 //! ```text
-//!   upstream frame ──► [Splicer::accept] ──► Vec<Spliced> ──► client
-//!                                                      │
-//!                                   Transcript::observe ◄┘ (every message actually forwarded)
-//!   failure ──► plan(format, original_body, &mut transcript, caps)
-//!                 ├─ Ok(Continuation { strategy, body, splicer }) → send `body`, feed the new
-//!                 │   attempt's frames through `splicer`
-//!                 └─ Err(CannotResume) → send a typed exception event, end the stream
+//!   upstream frame ──► Splicer::accept ──► Vec<Spliced> ──► client
+//!                           │ Err(Divergence)                  │
+//!                           ▼                                  ▼
+//!                typed exception, end      Transcript::observe (every message sent)
+//!
+//!   attempt failed ──► plan(format, original_body, &mut transcript, caps)
+//!                        ├─ Ok(Continuation { strategy, body, splicer }): send `body`,
+//!                        │    feed the new attempt's frames through `splicer`
+//!                        └─ Err(CannotResume): typed exception event, end the stream
 //! ```
 //!
-//! The first attempt needs a splicer too: [`Splicer::passthrough`] forwards everything
-//! unchanged. Strategies (the ladder of DESIGN.md): [`Strategy::Prefill`] (the delivered text as
-//! an assistant prefill), [`Strategy::Instructed`] (delivered text + a user turn asking to
-//! continue; the seam overlap is removed), [`Strategy::Replay`] (resend the original request,
-//! swallow what the client has while verifying it byte for byte, forward the rest; a mismatch is
-//! a [`Divergence`]). When nothing was forwarded yet, [`plan`] returns a `Replay` with nothing to
+//! Strategies (the ladder of DESIGN.md): [`Strategy::Prefill`] (the delivered text as an
+//! assistant prefill), [`Strategy::Instructed`] (delivered text + a user turn asking to
+//! continue; the echoed overlap is removed), [`Strategy::Replay`] (resend the original request,
+//! swallow what the client has while verifying it exactly, forward the rest; a mismatch is a
+//! [`Divergence`]). When nothing was delivered yet, [`plan`] returns a `Replay` with nothing to
 //! verify: a plain retry, always exact, allowed whatever the caps say.
 //!
-//! Ownership of buffers: the [`Transcript`] holds the text the client received (bounded by the
-//! pump through [`Transcript::bytes`] against `max_transcript_bytes`); a [`Splicer`] holds a copy
-//! of it for verification (replay) or at most ~200 bytes of seam look-ahead (instructed).
+//! Buffers: the [`Transcript`] holds the content the client received, bounded by
+//! [`Transcript::with_limit`] (`max_transcript_bytes`); a replay [`Splicer`] holds a copy of it
+//! for verification; a continuation splicer holds at most ~200 bytes of seam look-ahead.
+//!
+//! ```
+//! use bedrock_relay::eventstream::{self, event};
+//! use bedrock_relay::resume::{plan, ModelCaps, Spliced, Splicer, Strategy, StreamFormat, Transcript};
+//!
+//! let format = StreamFormat::Converse;
+//! let body = br#"{"messages":[{"role":"user","content":[{"text":"Hi"}]}]}"#;
+//! let mut transcript = Transcript::with_limit(format, 8 << 20);
+//! let mut splicer = Splicer::passthrough(format);
+//! let mut client: Vec<bytes::Bytes> = Vec::new();
+//! let mut pump = |splicer: &mut Splicer, t: &mut Transcript, upstream: &[u8]| {
+//!     let msg = eventstream::decode(upstream).unwrap();
+//!     for out in splicer.accept(&msg).expect("no divergence") {
+//!         let (wire, sent) = match out {
+//!             Spliced::Unchanged => (bytes::Bytes::copy_from_slice(upstream), msg.clone()),
+//!             Spliced::Rewritten(m) => (eventstream::encode(&m), m),
+//!         };
+//!         client.push(wire);
+//!         t.observe(&sent);
+//!     }
+//! };
+//! // First attempt: a start and one delta, then the connection resets.
+//! pump(&mut splicer, &mut transcript, &eventstream::encode(&event("messageStart", r#"{"role":"assistant"}"#)));
+//! pump(&mut splicer, &mut transcript, &eventstream::encode(&event("contentBlockDelta",
+//!     r#"{"contentBlockIndex":0,"delta":{"text":"Hello "}}"#)));
+//! assert!(!transcript.is_complete());
+//! let failed = transcript.attempt_usage_estimate(); // for failed_attempt_tokens_total
+//! assert_eq!(failed.output, 1);
+//! let caps = ModelCaps { prefill: true, instructed: false, replay: true };
+//! let next = plan(&format, body, &mut transcript, &caps).unwrap();
+//! assert_eq!(next.strategy, Strategy::Prefill); // body ends with assistant "Hello"
+//! splicer = next.splicer;
+//! // Second attempt: its messageStart is swallowed, " world" loses the space the client has.
+//! for (t, p) in [("messageStart", r#"{"role":"assistant"}"#),
+//!                ("contentBlockDelta", r#"{"contentBlockIndex":0,"delta":{"text":" world"}}"#),
+//!                ("contentBlockStop", r#"{"contentBlockIndex":0}"#),
+//!                ("messageStop", r#"{"stopReason":"end_turn"}"#),
+//!                ("metadata", r#"{"usage":{"inputTokens":9,"outputTokens":1,"totalTokens":10}}"#)] {
+//!     pump(&mut splicer, &mut transcript, &eventstream::encode(&event(t, p)));
+//! }
+//! assert!(transcript.is_complete());
+//! assert_eq!(transcript.texts(), vec!["Hello world"]);
+//! assert_eq!(client.len(), 6);
+//! ```
 
 mod event;
 mod plan;

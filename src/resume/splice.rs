@@ -276,7 +276,8 @@ impl Continue {
         let fin = ev.stop.is_some() || ev.terminal;
         let to_cont =
             matches!(&ev.delta, Some((i, Delta::Text(_))) if self.lookup(*i, true) == Map::Cont);
-        if !to_cont {
+        // Held seam text goes out once the stream moves on (not for pings and the like).
+        if !to_cont && (ev.is_content() || fin) {
             self.flush(&mut out.pre);
         }
         if let Some((i, kind)) = &ev.block_start {
