@@ -1,0 +1,477 @@
+//! One vocabulary for every stream format: decoding a Message into an [`Event`] (message
+//! start, block start/delta/stop, stop reason, usage, terminal) and rewriting its JSON
+//! (block index, delta text, usage sums) into a fresh Message with the original headers.
+//!
+//! Converse events carry flat JSON named by `:event-type`; invoke `chunk` events carry the
+//! family's JSON base64-encoded in `bytes` (Nova: Converse-shaped objects under a wrapper
+//! key). Unknown or malformed events decode to an empty [`Event`] and are passed through.
+
+use super::{Family, StreamFormat, Usage};
+use crate::eventstream::{self, Kind};
+use aws_smithy_types::event_stream::Message;
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use bytes::Bytes;
+use serde_json::{json, Map, Value};
+
+/// What kind of content block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum BlockKind {
+    Text,
+    ToolUse {
+        id: String,
+        name: String,
+    },
+    Reasoning,
+    /// Any other start (e.g. Claude `redacted_thinking`), kept as its JSON.
+    Other(String),
+}
+
+impl BlockKind {
+    pub(crate) fn is_text(&self) -> bool {
+        matches!(self, BlockKind::Text)
+    }
+
+    pub(crate) fn is_tool(&self) -> bool {
+        matches!(self, BlockKind::ToolUse { .. })
+    }
+
+    /// Reasoning and unknown blocks can only be reproduced by replay.
+    pub(crate) fn needs_replay(&self) -> bool {
+        matches!(self, BlockKind::Reasoning | BlockKind::Other(_))
+    }
+
+    /// Same block on replay: tool-use ids may differ (Bedrock mints them per call).
+    pub(crate) fn same_as(&self, other: &BlockKind) -> bool {
+        match (self, other) {
+            (BlockKind::ToolUse { name: a, .. }, BlockKind::ToolUse { name: b, .. }) => a == b,
+            (a, b) => a == b,
+        }
+    }
+}
+
+/// One delta's content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Delta {
+    Text(String),
+    ToolInput(String),
+    Reasoning(String),
+    Signature(String),
+    Redacted(String),
+    /// Unknown delta variant, kept as its JSON.
+    Other(String),
+}
+
+impl Delta {
+    /// The appendable text of a delta, if it has one.
+    pub(crate) fn text(&self) -> Option<&str> {
+        match self {
+            Delta::Text(t) | Delta::ToolInput(t) | Delta::Reasoning(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+/// A decoded stream message in format-independent terms.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Event {
+    /// messageStart / message_start.
+    pub start: bool,
+    /// Input tokens announced early (Claude message_start, Llama prompt_token_count, Titan).
+    pub known_input: Option<u64>,
+    pub block_start: Option<(u32, BlockKind)>,
+    pub delta: Option<(u32, Delta)>,
+    pub block_stop: Option<u32>,
+    /// A stop reason (messageStop, Claude message_delta, a single-block final chunk).
+    pub stop: Option<String>,
+    /// Usage numbers carried by this message (input, output), where present.
+    pub usage: Option<(Option<u64>, Option<u64>)>,
+    /// Converse/Nova metadata, Claude message_stop, or an invoke chunk with invocation metrics.
+    pub terminal: bool,
+    /// Invoke streams: the decoded `bytes` of the chunk (byte-exact replay for unknown families).
+    pub raw_chunk: Option<Bytes>,
+}
+
+impl Event {
+    pub(crate) fn is_content(&self) -> bool {
+        self.block_start.is_some() || self.delta.is_some() || self.block_stop.is_some()
+    }
+}
+
+/// A decoded message: the event and the JSON it came from (kept for rewriting).
+#[derive(Debug, Clone)]
+pub(crate) struct Parsed {
+    pub event: Event,
+    /// Converse: the payload. Invoke: the decoded chunk JSON.
+    json: Option<Value>,
+    /// Invoke: the outer payload `{"bytes":..,"p":..}`.
+    outer: Option<Value>,
+}
+
+/// Changes to apply to a message.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Edits {
+    pub index: Option<u32>,
+    pub text: Option<String>,
+    pub add_usage: Option<Usage>,
+}
+
+impl Edits {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.index.is_none() && self.text.is_none() && self.add_usage.is_none()
+    }
+}
+
+/// Decode a message. Exceptions, errors and undecodable events yield an empty event.
+pub(crate) fn parse(format: StreamFormat, msg: &Message) -> Parsed {
+    let mut event = Event::default();
+    let empty = |event| Parsed {
+        event,
+        json: None,
+        outer: None,
+    };
+    let Kind::Event(event_type) = eventstream::kind(msg) else {
+        return empty(event);
+    };
+    let Ok(payload) = serde_json::from_slice::<Value>(msg.payload()) else {
+        return empty(event);
+    };
+    match format {
+        StreamFormat::Converse => {
+            converse(event_type, &payload, &mut event);
+            Parsed {
+                event,
+                json: Some(payload),
+                outer: None,
+            }
+        }
+        StreamFormat::Invoke(family) => {
+            let Some(raw) = payload
+                .get("bytes")
+                .and_then(Value::as_str)
+                .and_then(|b| B64.decode(b).ok())
+            else {
+                return empty(event);
+            };
+            event.raw_chunk = Some(Bytes::from(raw.clone()));
+            let Ok(inner) = serde_json::from_slice::<Value>(&raw) else {
+                return Parsed {
+                    event,
+                    json: None,
+                    outer: None,
+                };
+            };
+            invoke(family, &inner, &mut event);
+            Parsed {
+                event,
+                json: Some(inner),
+                outer: Some(payload),
+            }
+        }
+    }
+}
+
+const NOVA_KEYS: [&str; 6] = [
+    "messageStart",
+    "contentBlockStart",
+    "contentBlockDelta",
+    "contentBlockStop",
+    "messageStop",
+    "metadata",
+];
+const METRICS: &str = "amazon-bedrock-invocationMetrics";
+
+fn idx(v: &Value, key: &str) -> Option<u32> {
+    v.get(key)?.as_u64().and_then(|n| u32::try_from(n).ok())
+}
+
+fn num(v: &Value, key: &str) -> Option<u64> {
+    v.get(key)?.as_u64()
+}
+
+fn string(v: &Value, key: &str) -> Option<String> {
+    v.get(key)?.as_str().map(str::to_owned)
+}
+
+fn converse(event_type: &str, v: &Value, ev: &mut Event) {
+    match event_type {
+        "messageStart" => ev.start = true,
+        "contentBlockStart" => {
+            let start = v.get("start").cloned().unwrap_or(Value::Null);
+            let kind = match start.get("toolUse") {
+                Some(tu) => BlockKind::ToolUse {
+                    id: string(tu, "toolUseId").unwrap_or_default(),
+                    name: string(tu, "name").unwrap_or_default(),
+                },
+                None => BlockKind::Other(start.to_string()),
+            };
+            ev.block_start = idx(v, "contentBlockIndex").map(|i| (i, kind));
+        }
+        "contentBlockDelta" => {
+            let d = v.get("delta").cloned().unwrap_or(Value::Null);
+            let delta = if let Some(t) = d.get("text").and_then(Value::as_str) {
+                Delta::Text(t.to_owned())
+            } else if let Some(t) = d.pointer("/toolUse/input").and_then(Value::as_str) {
+                Delta::ToolInput(t.to_owned())
+            } else if let Some(rc) = d.get("reasoningContent") {
+                if let Some(t) = rc.get("text").and_then(Value::as_str) {
+                    Delta::Reasoning(t.to_owned())
+                } else if let Some(s) = rc.get("signature").and_then(Value::as_str) {
+                    Delta::Signature(s.to_owned())
+                } else {
+                    Delta::Redacted(rc.get("redactedContent").unwrap_or(rc).to_string())
+                }
+            } else {
+                Delta::Other(d.to_string())
+            };
+            ev.delta = idx(v, "contentBlockIndex").map(|i| (i, delta));
+        }
+        "contentBlockStop" => ev.block_stop = idx(v, "contentBlockIndex"),
+        "messageStop" => ev.stop = Some(string(v, "stopReason").unwrap_or_default()),
+        "metadata" => {
+            ev.terminal = true;
+            let u = v.get("usage").cloned().unwrap_or(Value::Null);
+            ev.usage = Some((num(&u, "inputTokens"), num(&u, "outputTokens")));
+        }
+        _ => {}
+    }
+}
+
+fn metrics(inner: &Value, ev: &mut Event) {
+    if let Some(m) = inner.get(METRICS) {
+        ev.terminal = true;
+        if ev.usage.is_none() {
+            ev.usage = Some((num(m, "inputTokenCount"), num(m, "outputTokenCount")));
+        }
+    }
+}
+
+fn invoke(family: Family, v: &Value, ev: &mut Event) {
+    match family {
+        Family::Claude => claude(v, ev),
+        Family::Nova => {
+            if let Some(key) = NOVA_KEYS.iter().find(|k| v.get(**k).is_some()) {
+                converse(key, &v[*key], ev);
+            }
+        }
+        Family::Llama => {
+            ev.known_input = num(v, "prompt_token_count");
+            single(v.get("generation"), v.get("stop_reason"), ev);
+        }
+        Family::Mistral => {
+            let out = v.pointer("/outputs/0");
+            single(
+                out.and_then(|o| o.get("text")),
+                out.and_then(|o| o.get("stop_reason")),
+                ev,
+            );
+        }
+        Family::Titan => {
+            ev.known_input = num(v, "inputTextTokenCount");
+            single(v.get("outputText"), v.get("completionReason"), ev);
+        }
+        Family::Other => {}
+    }
+    metrics(v, ev);
+}
+
+fn single(text: Option<&Value>, stop: Option<&Value>, ev: &mut Event) {
+    if let Some(t) = text.and_then(Value::as_str) {
+        ev.delta = Some((0, Delta::Text(t.to_owned())));
+    }
+    ev.stop = stop.and_then(Value::as_str).map(str::to_owned);
+}
+
+fn claude(v: &Value, ev: &mut Event) {
+    match v.get("type").and_then(Value::as_str).unwrap_or("") {
+        "message_start" => {
+            ev.start = true;
+            ev.known_input = v
+                .pointer("/message/usage/input_tokens")
+                .and_then(Value::as_u64);
+        }
+        "content_block_start" => {
+            let cb = v.get("content_block").cloned().unwrap_or(Value::Null);
+            let kind = match cb.get("type").and_then(Value::as_str).unwrap_or("") {
+                "text" => BlockKind::Text,
+                "thinking" => BlockKind::Reasoning,
+                "tool_use" => BlockKind::ToolUse {
+                    id: string(&cb, "id").unwrap_or_default(),
+                    name: string(&cb, "name").unwrap_or_default(),
+                },
+                _ => BlockKind::Other(cb.to_string()),
+            };
+            ev.block_start = idx(v, "index").map(|i| (i, kind));
+        }
+        "content_block_delta" => {
+            let d = v.get("delta").cloned().unwrap_or(Value::Null);
+            let s = |k| string(&d, k).unwrap_or_default();
+            let delta = match d.get("type").and_then(Value::as_str).unwrap_or("") {
+                "text_delta" => Delta::Text(s("text")),
+                "input_json_delta" => Delta::ToolInput(s("partial_json")),
+                "thinking_delta" => Delta::Reasoning(s("thinking")),
+                "signature_delta" => Delta::Signature(s("signature")),
+                _ => Delta::Other(d.to_string()),
+            };
+            ev.delta = idx(v, "index").map(|i| (i, delta));
+        }
+        "content_block_stop" => ev.block_stop = idx(v, "index"),
+        "message_delta" => {
+            ev.stop = v
+                .pointer("/delta/stop_reason")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            let u = v.get("usage").cloned().unwrap_or(Value::Null);
+            ev.usage = Some((num(&u, "input_tokens"), num(&u, "output_tokens")));
+        }
+        "message_stop" => ev.terminal = true,
+        _ => {}
+    }
+}
+
+fn add(v: &mut Value, key: &str, n: u64) {
+    if let Some(old) = v.get(key).and_then(Value::as_u64) {
+        v[key] = json!(old.saturating_add(n));
+    }
+}
+
+/// Apply `edits` to a parsed message; `None` when the message has no JSON to edit.
+pub(crate) fn rewrite(
+    format: StreamFormat,
+    msg: &Message,
+    parsed: &Parsed,
+    edits: &Edits,
+) -> Option<Message> {
+    let mut json = parsed.json.clone()?;
+    match format {
+        StreamFormat::Converse => edit_converse(&mut json, edits),
+        StreamFormat::Invoke(Family::Nova) => {
+            if let Some(key) = NOVA_KEYS.iter().find(|k| json.get(**k).is_some()) {
+                edit_converse(&mut json[*key], edits);
+            }
+            edit_metrics(&mut json, edits);
+        }
+        StreamFormat::Invoke(Family::Claude) => {
+            edit_claude(&mut json, edits);
+            edit_metrics(&mut json, edits);
+        }
+        StreamFormat::Invoke(family) => {
+            let (path, running) = match family {
+                Family::Llama => ("/generation", "generation_token_count"),
+                Family::Mistral => ("/outputs/0/text", ""),
+                Family::Titan => ("/outputText", "totalOutputTextTokenCount"),
+                _ => return None,
+            };
+            if let (Some(t), Some(slot)) = (&edits.text, json.pointer_mut(path)) {
+                *slot = json!(t);
+            }
+            if let (Some(u), true) = (edits.add_usage, parsed.event.terminal) {
+                add(&mut json, running, u.output);
+            }
+            edit_metrics(&mut json, edits);
+        }
+    }
+    Some(match (format, &parsed.outer) {
+        (StreamFormat::Converse, _) => eventstream::with_payload(msg, json.to_string()),
+        (StreamFormat::Invoke(_), Some(outer)) => {
+            let mut outer = outer.clone();
+            outer["bytes"] = json!(B64.encode(json.to_string()));
+            eventstream::with_payload(msg, outer.to_string())
+        }
+        (StreamFormat::Invoke(_), None) => return None,
+    })
+}
+
+fn edit_converse(v: &mut Value, edits: &Edits) {
+    if let (Some(i), Some(slot)) = (edits.index, v.get_mut("contentBlockIndex")) {
+        *slot = json!(i);
+    }
+    if let Some(t) = &edits.text {
+        for path in [
+            "/delta/text",
+            "/delta/toolUse/input",
+            "/delta/reasoningContent/text",
+        ] {
+            if let Some(slot) = v.pointer_mut(path) {
+                *slot = json!(t);
+                break;
+            }
+        }
+    }
+    if let (Some(u), Some(usage)) = (edits.add_usage, v.get_mut("usage")) {
+        add(usage, "inputTokens", u.input);
+        add(usage, "outputTokens", u.output);
+        add(usage, "totalTokens", u.total());
+    }
+}
+
+fn edit_claude(v: &mut Value, edits: &Edits) {
+    if let (Some(i), Some(slot)) = (edits.index, v.get_mut("index")) {
+        *slot = json!(i);
+    }
+    if let Some(t) = &edits.text {
+        for path in ["/delta/text", "/delta/partial_json", "/delta/thinking"] {
+            if let Some(slot) = v.pointer_mut(path) {
+                *slot = json!(t);
+                break;
+            }
+        }
+    }
+    if let (Some(u), Some(usage)) = (edits.add_usage, v.get_mut("usage")) {
+        add(usage, "input_tokens", u.input);
+        add(usage, "output_tokens", u.output);
+    }
+}
+
+fn edit_metrics(v: &mut Value, edits: &Edits) {
+    if let (Some(u), Some(m)) = (edits.add_usage, v.get_mut(METRICS)) {
+        add(m, "inputTokenCount", u.input);
+        add(m, "outputTokenCount", u.output);
+    }
+}
+
+/// A block-stop event for `index` (used to close a block the continuation never closed).
+pub(crate) fn block_stop(format: StreamFormat, index: u32) -> Option<Message> {
+    let p = |m: &mut Map<String, Value>| {
+        m.insert("p".into(), json!("abcdefgh"));
+    };
+    match format {
+        StreamFormat::Converse => {
+            let mut m = Map::new();
+            m.insert("contentBlockIndex".into(), json!(index));
+            p(&mut m);
+            Some(eventstream::event(
+                "contentBlockStop",
+                Value::Object(m).to_string(),
+            ))
+        }
+        StreamFormat::Invoke(Family::Claude) => {
+            Some(chunk(json!({"type":"content_block_stop","index":index})))
+        }
+        StreamFormat::Invoke(Family::Nova) => Some(chunk(
+            json!({"contentBlockStop":{"contentBlockIndex":index}}),
+        )),
+        StreamFormat::Invoke(_) => None,
+    }
+}
+
+/// An invoke `chunk` event holding `inner`.
+pub(crate) fn chunk(inner: Value) -> Message {
+    let payload = json!({"bytes": B64.encode(inner.to_string()), "p": "abcdefgh"});
+    eventstream::event("chunk", payload.to_string())
+}
+
+/// The final usage a message reports: Converse/Nova `metadata`, or an invoke chunk's
+/// `amazon-bedrock-invocationMetrics` (Claude `message_stop`, the last chunk of the others).
+/// `None` for every other message. After splicing, this is the sum over attempts.
+pub fn usage_of(format: StreamFormat, msg: &Message) -> Option<Usage> {
+    let ev = parse(format, msg).event;
+    if !ev.terminal {
+        return None;
+    }
+    let (input, output) = ev.usage?;
+    Some(Usage {
+        input: input.unwrap_or(0),
+        output: output.unwrap_or(0),
+    })
+}

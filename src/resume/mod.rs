@@ -1,0 +1,202 @@
+//! Resumption of interrupted model streams: what the client has, how to get the rest, and how
+//! to splice it on so the client sees ONE unbroken response.
+//!
+//! Pure logic over decoded EventStream messages and JSON request bodies (no I/O, no tokio).
+//! The stream pump (`crate::proxy`) drives it:
+//!
+//! ```text
+//!   upstream frame ──► Splicer::accept ──► Vec<Spliced> ──► client
+//!                           │ Err(Divergence)                  │
+//!                           ▼                                  ▼
+//!                typed exception, end      Transcript::observe (every message sent)
+//!
+//!   attempt failed ──► plan(format, original_body, &mut transcript, caps)
+//!                        ├─ Ok(Continuation { strategy, body, splicer }): send `body`,
+//!                        │    feed the new attempt's frames through `splicer`
+//!                        └─ Err(CannotResume): typed exception event, end the stream
+//! ```
+//!
+//! Strategies (the ladder of DESIGN.md): [`Strategy::Prefill`] (the delivered text as an
+//! assistant prefill), [`Strategy::Instructed`] (delivered text + a user turn asking to
+//! continue; the echoed overlap is removed), [`Strategy::Replay`] (resend the original request,
+//! swallow what the client has while verifying it exactly, forward the rest; a mismatch is a
+//! [`Divergence`]). When nothing was delivered yet, [`plan`] returns a `Replay` with nothing to
+//! verify: a plain retry, always exact, allowed whatever the caps say.
+//!
+//! Buffers: the [`Transcript`] holds the content the client received, bounded by
+//! [`Transcript::with_limit`] (`max_transcript_bytes`); a replay [`Splicer`] holds a copy of it
+//! for verification; a continuation splicer holds at most ~200 bytes of seam look-ahead.
+//!
+//! ```
+//! use bedrock_relay::eventstream::{self, event};
+//! use bedrock_relay::resume::{plan, ModelCaps, Spliced, Splicer, Strategy, StreamFormat, Transcript};
+//!
+//! let format = StreamFormat::Converse;
+//! let body = br#"{"messages":[{"role":"user","content":[{"text":"Hi"}]}]}"#;
+//! let mut transcript = Transcript::with_limit(format, 8 << 20);
+//! let mut splicer = Splicer::passthrough(format);
+//! let mut client: Vec<bytes::Bytes> = Vec::new();
+//! let mut pump = |splicer: &mut Splicer, t: &mut Transcript, upstream: &[u8]| {
+//!     let msg = eventstream::decode(upstream).unwrap();
+//!     for out in splicer.accept(&msg).expect("no divergence") {
+//!         let (wire, sent) = match out {
+//!             Spliced::Unchanged => (bytes::Bytes::copy_from_slice(upstream), msg.clone()),
+//!             Spliced::Rewritten(m) => (eventstream::encode(&m), m),
+//!         };
+//!         client.push(wire);
+//!         t.observe(&sent);
+//!     }
+//! };
+//! // First attempt: a start and one delta, then the connection resets.
+//! pump(&mut splicer, &mut transcript, &eventstream::encode(&event("messageStart", r#"{"role":"assistant"}"#)));
+//! pump(&mut splicer, &mut transcript, &eventstream::encode(&event("contentBlockDelta",
+//!     r#"{"contentBlockIndex":0,"delta":{"text":"Hello "}}"#)));
+//! assert!(!transcript.is_complete());
+//! let failed = transcript.attempt_usage_estimate(); // for failed_attempt_tokens_total
+//! assert_eq!(failed.output, 1);
+//! let caps = ModelCaps { prefill: true, instructed: false, replay: true };
+//! let next = plan(&format, body, &mut transcript, &caps).unwrap();
+//! assert_eq!(next.strategy, Strategy::Prefill); // body ends with assistant "Hello"
+//! splicer = next.splicer;
+//! // Second attempt: its messageStart is swallowed, " world" loses the space the client has.
+//! for (t, p) in [("messageStart", r#"{"role":"assistant"}"#),
+//!                ("contentBlockDelta", r#"{"contentBlockIndex":0,"delta":{"text":" world"}}"#),
+//!                ("contentBlockStop", r#"{"contentBlockIndex":0}"#),
+//!                ("messageStop", r#"{"stopReason":"end_turn"}"#),
+//!                ("metadata", r#"{"usage":{"inputTokens":9,"outputTokens":1,"totalTokens":10}}"#)] {
+//!     pump(&mut splicer, &mut transcript, &eventstream::encode(&event(t, p)));
+//! }
+//! assert!(transcript.is_complete());
+//! assert_eq!(transcript.texts(), vec!["Hello world"]);
+//! assert_eq!(client.len(), 6);
+//! ```
+
+mod event;
+mod plan;
+mod replay;
+mod request;
+mod seam;
+mod splice;
+mod transcript;
+
+#[cfg(test)]
+mod proptests;
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_invoke;
+#[cfg(test)]
+mod testutil;
+
+pub use event::usage_of;
+pub use plan::{plan, CannotResume, Continuation};
+pub use splice::{Divergence, Spliced, Splicer};
+pub use transcript::{AttemptUsage, Transcript};
+
+use crate::ops::Operation;
+
+/// The text of the user turn added by [`Strategy::Instructed`].
+pub const CONTINUE_INSTRUCTION: &str =
+    "Your previous response was cut off. Continue exactly where it stopped, without repeating anything.";
+
+/// How a resumable stream encodes model output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamFormat {
+    /// ConverseStream: flat JSON events named by `:event-type`.
+    Converse,
+    /// InvokeModelWithResponseStream: `chunk` events whose base64 `bytes` hold the family's JSON.
+    Invoke(Family),
+}
+
+/// Model family of an invoke stream, by model id substring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Claude,
+    Nova,
+    Llama,
+    Mistral,
+    Titan,
+    /// Unknown invoke format: only plain retry, or replay verified chunk by chunk (byte-exact).
+    Other,
+}
+
+impl Family {
+    /// Family of a model id (plain id, inference-profile id such as `us.anthropic...`, or ARN).
+    pub fn of(model_id: &str) -> Family {
+        if model_id.contains("anthropic.") {
+            Family::Claude
+        } else if model_id.contains("amazon.nova") {
+            Family::Nova
+        } else if model_id.contains("meta.llama") {
+            Family::Llama
+        } else if model_id.contains("mistral.") {
+            Family::Mistral
+        } else if model_id.contains("amazon.titan-text") {
+            Family::Titan
+        } else {
+            Family::Other
+        }
+    }
+
+    /// Families whose output is one text stream (no blocks, no message start).
+    pub(crate) fn single_block(self) -> bool {
+        matches!(self, Family::Llama | Family::Mistral | Family::Titan)
+    }
+}
+
+impl StreamFormat {
+    /// The format of an operation's response, `None` when it is not a resumable stream.
+    pub fn detect(op: Operation, model_id: &str) -> Option<StreamFormat> {
+        match op {
+            Operation::ConverseStream => Some(StreamFormat::Converse),
+            Operation::InvokeModelWithResponseStream => {
+                Some(StreamFormat::Invoke(Family::of(model_id)))
+            }
+            _ => None,
+        }
+    }
+
+    pub(crate) fn single_block(self) -> bool {
+        matches!(self, StreamFormat::Invoke(f) if f.single_block())
+    }
+}
+
+/// A resumption strategy (a rung of the ladder).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Strategy {
+    Prefill,
+    Instructed,
+    Replay,
+}
+
+impl Strategy {
+    /// Metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Strategy::Prefill => "prefill",
+            Strategy::Instructed => "instructed",
+            Strategy::Replay => "replay",
+        }
+    }
+}
+
+/// What the model (and configuration) allows; computed by the pump per request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelCaps {
+    pub prefill: bool,
+    pub instructed: bool,
+    pub replay: bool,
+}
+
+/// Token usage (input = prompt tokens, output = generated tokens).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub input: u64,
+    pub output: u64,
+}
+
+impl Usage {
+    pub fn total(&self) -> u64 {
+        self.input + self.output
+    }
+}

@@ -1,0 +1,143 @@
+//! Choosing the rung of the resumption ladder for an interrupted stream and building the
+//! next upstream request plus the [`Splicer`] that turns its frames into the client's next ones.
+//!
+//! Order: nothing delivered → plain retry (a `Replay` with nothing to verify, always allowed);
+//! a single text block delivered, no reasoning → `Prefill` if allowed, else `Instructed` if
+//! allowed; anything else (reasoning, tool use, several blocks, whitespace-only text, stop
+//! already delivered, unknown invoke family) → `Replay` if allowed; otherwise [`CannotResume`].
+//! Several text blocks are not continued by prefill: a prefill is one assistant message, and
+//! the model would not reproduce the block structure the client already has.
+
+use super::request::{self, BodyError, Turn};
+use super::seam::Seam;
+use super::splice::Splicer;
+use super::transcript::Transcript;
+use super::{Family, ModelCaps, Strategy, StreamFormat};
+use bytes::Bytes;
+
+/// The next attempt: what to send upstream and how to splice what comes back.
+#[derive(Debug)]
+pub struct Continuation {
+    pub strategy: Strategy,
+    /// Request body for the next attempt (the original, byte-identical, for `Replay`).
+    pub body: Bytes,
+    pub splicer: Splicer,
+}
+
+/// Why no continuation is possible; the pump sends a typed exception event instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CannotResume {
+    #[error("the response is already complete")]
+    AlreadyComplete,
+    #[error("the original request body cannot be continued: {0}")]
+    BadRequestBody(#[from] BodyError),
+    #[error("an interrupted tool-use block can only be replayed, and replay is disabled")]
+    ToolUseNeedsReplay,
+    #[error("reasoning output can only be replayed, and replay is disabled")]
+    ReasoningNeedsReplay,
+    #[error("the response passed the transcript limit of {limit} bytes: it cannot be resumed")]
+    TranscriptTooLarge { limit: usize },
+    #[error("no resumption strategy applies: {why}")]
+    NoStrategy { why: &'static str },
+}
+
+/// Choose a strategy and build the continuation. On success the transcript starts counting
+/// a new attempt (for usage accounting); the pump must then use the returned splicer.
+pub fn plan(
+    format: &StreamFormat,
+    original_body: &[u8],
+    transcript: &mut Transcript,
+    caps: &ModelCaps,
+) -> Result<Continuation, CannotResume> {
+    let format = *format;
+    if transcript.is_complete() {
+        return Err(CannotResume::AlreadyComplete);
+    }
+    if transcript.overflowed() {
+        return Err(CannotResume::TranscriptTooLarge {
+            limit: transcript.limit(),
+        });
+    }
+    let replay = |t: &mut Transcript| {
+        let splicer = Splicer::replay(format, t);
+        t.begin_attempt(Strategy::Replay);
+        Ok(Continuation {
+            strategy: Strategy::Replay,
+            body: Bytes::copy_from_slice(original_body),
+            splicer,
+        })
+    };
+    let blocks = transcript.blocks();
+    let no_content =
+        blocks.is_empty() && transcript.opaque().is_empty() && transcript.stop().is_none();
+    if no_content {
+        // Plain retry: the client has at most a message start, nothing a new sample contradicts.
+        return replay(transcript);
+    }
+    let why_not = if format == StreamFormat::Invoke(Family::Other) {
+        Some("unknown invoke format: only replay is possible")
+    } else if transcript.saw_message_stop() {
+        Some("only the terminal events are missing: only replay is possible")
+    } else {
+        None
+    };
+    if let Some(why) = why_not {
+        return if caps.replay {
+            replay(transcript)
+        } else {
+            Err(CannotResume::NoStrategy { why })
+        };
+    }
+
+    let body = request::parse(original_body)?;
+    let reasoning = request::wants_reasoning(&body) || blocks.iter().any(|b| b.kind.needs_replay());
+    let open_tool = blocks
+        .last()
+        .is_some_and(|b| b.kind.is_tool() && !b.stopped);
+    let single_text = match blocks {
+        [b] if b.kind.is_text() => Some(b.text.as_str()),
+        _ => None,
+    };
+    let delivered = single_text.map(str::trim_end).filter(|d| !d.is_empty());
+    let turn = match delivered {
+        Some(_) if reasoning || open_tool => None,
+        Some(_) if caps.prefill => Some(Turn::Prefill),
+        Some(_) if caps.instructed => Some(Turn::Instructed),
+        _ => None,
+    };
+    if let (Some(turn), Some(delivered), Some(full)) = (turn, delivered, single_text) {
+        let ws = &full[delivered.len()..];
+        let next = request::build(format, body, delivered, turn)?;
+        let (strategy, seam) = match turn {
+            Turn::Prefill => (Strategy::Prefill, Seam::prefill(ws)),
+            Turn::Instructed => (Strategy::Instructed, Seam::instructed(delivered, ws)),
+        };
+        let splicer = Splicer::continuation(format, transcript, seam);
+        transcript.begin_attempt(strategy);
+        return Ok(Continuation {
+            strategy,
+            body: Bytes::from(next.to_string()),
+            splicer,
+        });
+    }
+    if caps.replay {
+        return replay(transcript);
+    }
+    Err(if reasoning {
+        CannotResume::ReasoningNeedsReplay
+    } else if open_tool {
+        CannotResume::ToolUseNeedsReplay
+    } else if single_text.is_none() {
+        CannotResume::NoStrategy {
+            why: "several content blocks delivered: only replay can continue them",
+        }
+    } else if delivered.is_none() {
+        CannotResume::NoStrategy {
+            why: "the delivered text is only whitespace: only replay is possible",
+        }
+    } else {
+        CannotResume::NoStrategy {
+            why: "the model allows neither prefill nor instructed continuation",
+        }
+    })
+}

@@ -1,0 +1,412 @@
+//! The [`Splicer`]: turns one upstream attempt's messages into what the client must receive
+//! next, so that all attempts together read as ONE response.
+//!
+//! Rules: exactly one message start (a resumed attempt's is swallowed); continued text lands
+//! in the interrupted block (seam repaired, see `seam`), later blocks are renumbered to follow
+//! what the client has; a block the continuation never closes is closed before the stop;
+//! empty text deltas at the seam are dropped; the final usage (Converse/Nova `metadata`,
+//! Claude `message_delta` usage and `amazon-bedrock-invocationMetrics`) is the sum over
+//! attempts, failed attempts estimated (see [`Splicer::carried_usage`]).
+
+use super::event::{self, Delta, Edits, Parsed};
+use super::replay::{Opaque, Replay};
+use super::seam::Seam;
+use super::transcript::{Tally, Transcript};
+use super::{StreamFormat, Usage};
+use aws_smithy_types::event_stream::Message;
+
+/// One message for the client.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Spliced {
+    /// The upstream message as received: forward its original bytes.
+    Unchanged,
+    /// A rewritten or synthesised message: encode it (fresh CRCs).
+    Rewritten(Message),
+}
+
+impl Spliced {
+    /// The message to send, given the upstream message passed to [`Splicer::accept`].
+    pub fn into_message(self, upstream: &Message) -> Message {
+        match self {
+            Spliced::Unchanged => upstream.clone(),
+            Spliced::Rewritten(m) => m,
+        }
+    }
+}
+
+/// A replay produced something other than what the client already has.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("replay diverged from what the client has (block {block:?}): {reason}")]
+pub struct Divergence {
+    /// Client-visible block index, when the difference is inside a block.
+    pub block: Option<u32>,
+    pub reason: String,
+}
+
+impl Divergence {
+    pub(crate) fn new(block: Option<u32>, reason: impl Into<String>) -> Self {
+        Divergence {
+            block,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// What to do with one upstream message.
+#[derive(Debug, Default)]
+pub(crate) struct Out {
+    /// Synthesised messages to send before it.
+    pub pre: Vec<Message>,
+    pub edits: Edits,
+    pub drop: bool,
+}
+
+impl Out {
+    pub(crate) fn drop() -> Out {
+        Out {
+            drop: true,
+            ..Out::default()
+        }
+    }
+}
+
+/// Usage accounting over attempts, kept by the splicer of the current attempt.
+#[derive(Debug, Clone, Default)]
+struct Accounting {
+    failed: Vec<Tally>,
+    /// Extra input of the current attempt's request (the delivered text).
+    extra: u64,
+    known_input: Option<u64>,
+}
+
+impl Accounting {
+    fn from(t: &Transcript, strategy_extra: bool) -> Accounting {
+        let failed: Vec<Tally> = t.tallies().iter().copied().filter(Tally::billed).collect();
+        let delivered: u64 = failed.iter().map(|t| t.deltas).sum();
+        Accounting {
+            failed,
+            extra: if strategy_extra { delivered } else { 0 },
+            known_input: None,
+        }
+    }
+
+    /// What failed attempts add to a usage report whose input count is `reported_input`.
+    fn carry(&self, reported_input: Option<u64>) -> Usage {
+        let base = reported_input
+            .or(self.known_input)
+            .map(|i| i.saturating_sub(self.extra));
+        self.failed.iter().fold(Usage::default(), |acc, t| Usage {
+            input: acc.input
+                + t.known_input
+                    .or(base.map(|b| b + t.extra_input()))
+                    .unwrap_or(0),
+            output: acc.output + t.output(),
+        })
+    }
+}
+
+enum Mode {
+    Passthrough,
+    Continue(Continue),
+    Replay(Replay),
+    Opaque(Opaque),
+}
+
+/// Splices one attempt onto what the client has. Created by [`super::plan`] (or
+/// [`Splicer::passthrough`] for the first attempt).
+pub struct Splicer {
+    format: StreamFormat,
+    mode: Mode,
+    acct: Accounting,
+    carried: Option<Usage>,
+}
+
+impl std::fmt::Debug for Splicer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mode = match self.mode {
+            Mode::Passthrough => "passthrough",
+            Mode::Continue(_) => "continue",
+            Mode::Replay(_) => "replay",
+            Mode::Opaque(_) => "opaque-replay",
+        };
+        f.debug_struct("Splicer")
+            .field("format", &self.format)
+            .field("mode", &mode)
+            .finish()
+    }
+}
+
+impl Splicer {
+    /// First attempt: every message forwarded unchanged.
+    pub fn passthrough(format: StreamFormat) -> Splicer {
+        Splicer {
+            format,
+            mode: Mode::Passthrough,
+            acct: Accounting::default(),
+            carried: None,
+        }
+    }
+
+    pub(crate) fn continuation(format: StreamFormat, t: &Transcript, seam: Seam) -> Splicer {
+        let mode = Mode::Continue(Continue::new(format, t, seam));
+        Splicer {
+            format,
+            mode,
+            acct: Accounting::from(t, true),
+            carried: None,
+        }
+    }
+
+    pub(crate) fn replay(format: StreamFormat, t: &Transcript) -> Splicer {
+        let mode = if format == StreamFormat::Invoke(super::Family::Other) {
+            Mode::Opaque(Opaque::new(t))
+        } else {
+            Mode::Replay(Replay::new(format, t))
+        };
+        Splicer {
+            format,
+            mode,
+            acct: Accounting::from(t, false),
+            carried: None,
+        }
+    }
+
+    /// Usage added to the final usage report for failed attempts (`None` until that report
+    /// passed, or on the first attempt). Input of a failed attempt is what it announced,
+    /// else the final attempt's input minus the delivered text it carried (one token per
+    /// delta) plus what that attempt carried; output is one token per delta it generated.
+    pub fn carried_usage(&self) -> Option<Usage> {
+        self.carried
+    }
+
+    /// The messages to send the client for one upstream message, in order; may be empty.
+    pub fn accept(&mut self, msg: &Message) -> Result<Vec<Spliced>, Divergence> {
+        let parsed = event::parse(self.format, msg);
+        let ev = &parsed.event;
+        if let Some(n) = ev.known_input {
+            self.acct.known_input.get_or_insert(n);
+        }
+        let mut out = match &mut self.mode {
+            Mode::Passthrough => return Ok(vec![Spliced::Unchanged]),
+            Mode::Opaque(o) => {
+                return o.accept(ev).map(|keep| {
+                    if keep {
+                        vec![Spliced::Unchanged]
+                    } else {
+                        vec![]
+                    }
+                })
+            }
+            Mode::Continue(c) => c.accept(msg, &parsed),
+            Mode::Replay(r) => r.accept(ev)?,
+        };
+        if let (Some((input, _)), false) = (ev.usage, out.drop || self.acct.failed.is_empty()) {
+            let carry = self.acct.carry(input);
+            out.edits.add_usage = Some(carry);
+            self.carried = Some(carry);
+        }
+        let mut result: Vec<Spliced> = out.pre.into_iter().map(Spliced::Rewritten).collect();
+        if !out.drop {
+            if out.edits.is_empty() {
+                result.push(Spliced::Unchanged);
+            } else {
+                match event::rewrite(self.format, msg, &parsed, &out.edits) {
+                    Some(m) => result.push(Spliced::Rewritten(m)),
+                    None => result.push(Spliced::Unchanged),
+                }
+            }
+        }
+        Ok(result)
+    }
+}
+
+/// Where a block of the continuation goes on the client side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Map {
+    /// Continues the client's last text block.
+    Cont,
+    Fresh(u32),
+}
+
+/// Prefill / instructed splicing state.
+struct Continue {
+    format: StreamFormat,
+    swallow_start: bool,
+    /// The client's last block when it is text: (index, still open).
+    target: Option<(u32, bool)>,
+    /// Client index given to the continued text when the target was already closed.
+    cont_fresh: Option<u32>,
+    /// Claude's swallowed `content_block_start` of the continued block (re-sent if needed).
+    cont_start: Option<Message>,
+    seam: Seam,
+    /// The message whose text the seam is holding (template for the held text).
+    held: Option<Message>,
+    map: Vec<(u32, Map)>,
+    next_index: u32,
+}
+
+impl Continue {
+    fn new(format: StreamFormat, t: &Transcript, seam: Seam) -> Continue {
+        let target = t
+            .blocks()
+            .last()
+            .filter(|b| b.kind.is_text())
+            .map(|b| (b.index, !b.stopped));
+        let next_index = t.blocks().iter().map(|b| b.index + 1).max().unwrap_or(0);
+        Continue {
+            format,
+            swallow_start: t.started(),
+            target,
+            cont_fresh: None,
+            cont_start: None,
+            seam,
+            held: None,
+            map: Vec::new(),
+            next_index,
+        }
+    }
+
+    fn accept(&mut self, msg: &Message, parsed: &Parsed) -> Out {
+        let ev = &parsed.event;
+        let mut out = Out::default();
+        if ev.start && self.swallow_start && !ev.is_content() {
+            return Out::drop();
+        }
+        let single = self.format.single_block();
+        let fin = ev.stop.is_some() || ev.terminal;
+        let to_cont =
+            matches!(&ev.delta, Some((i, Delta::Text(_))) if self.lookup(*i, true) == Map::Cont);
+        // Held seam text goes out once the stream moves on (not for pings and the like).
+        if !to_cont && (ev.is_content() || fin) {
+            self.flush(&mut out.pre);
+        }
+        if let Some((i, kind)) = &ev.block_start {
+            match self.map_index(*i, kind.is_text(), &mut out.pre) {
+                Map::Cont => {
+                    self.cont_start = Some(msg.clone());
+                    return Out { drop: true, ..out };
+                }
+                Map::Fresh(n) => out.edits.index = (n != *i).then_some(n),
+            }
+        }
+        if let Some((i, delta)) = &ev.delta {
+            match self.map_index(*i, matches!(delta, Delta::Text(_)), &mut out.pre) {
+                Map::Fresh(n) => out.edits.index = (n != *i).then_some(n),
+                Map::Cont => match delta {
+                    Delta::Text(t) => match self.seam.feed(t, fin && single) {
+                        Some(text) if !text.is_empty() => {
+                            self.held = None;
+                            let dest = self.cont_dest(&mut out.pre);
+                            out.edits.index = (dest != *i).then_some(dest);
+                            out.edits.text = (text != *t).then_some(text);
+                        }
+                        pending => {
+                            self.held = pending.is_none().then(|| msg.clone());
+                            if !(single && fin) {
+                                return Out { drop: true, ..out };
+                            }
+                            out.edits.text = (!t.is_empty()).then(String::new);
+                        }
+                    },
+                    _ => {
+                        let dest = self.cont_dest(&mut out.pre);
+                        out.edits.index = (dest != *i).then_some(dest);
+                    }
+                },
+            }
+        }
+        if let Some(i) = ev.block_stop {
+            match self.lookup(i, false) {
+                Map::Fresh(n) => out.edits.index = (n != i).then_some(n),
+                Map::Cont => match (self.target, self.cont_fresh) {
+                    (Some((t, true)), _) => {
+                        self.target = Some((t, false));
+                        out.edits.index = (t != i).then_some(t);
+                    }
+                    (_, Some(n)) => out.edits.index = (n != i).then_some(n),
+                    _ => return Out { drop: true, ..out },
+                },
+            }
+        }
+        if ev.stop.is_some() || ev.terminal {
+            self.close_target(&mut out.pre);
+        }
+        out
+    }
+
+    /// Mapping of a known continuation index (`Cont` for an unknown one if `text` would make it so).
+    fn lookup(&self, i: u32, text: bool) -> Map {
+        match self.map.iter().find(|(k, _)| *k == i) {
+            Some((_, m)) => *m,
+            None if text && self.map.is_empty() && self.target.is_some() => Map::Cont,
+            None => Map::Fresh(i),
+        }
+    }
+
+    fn map_index(&mut self, i: u32, text: bool, pre: &mut Vec<Message>) -> Map {
+        if let Some((_, m)) = self.map.iter().find(|(k, _)| *k == i) {
+            return *m;
+        }
+        let m = if text && self.map.is_empty() && self.target.is_some() {
+            Map::Cont
+        } else {
+            self.close_target(pre);
+            let n = self.next_index;
+            self.next_index += 1;
+            Map::Fresh(n)
+        };
+        self.map.push((i, m));
+        m
+    }
+
+    /// Client index for continued text: the open target, else a fresh block (its start
+    /// re-sent for formats that announce blocks).
+    fn cont_dest(&mut self, pre: &mut Vec<Message>) -> u32 {
+        if let Some((t, true)) = self.target {
+            return t;
+        }
+        if let Some(n) = self.cont_fresh {
+            return n;
+        }
+        let n = self.next_index;
+        self.next_index += 1;
+        self.cont_fresh = Some(n);
+        if let Some(start) = self.cont_start.take() {
+            let parsed = event::parse(self.format, &start);
+            let edits = Edits {
+                index: Some(n),
+                ..Edits::default()
+            };
+            pre.push(event::rewrite(self.format, &start, &parsed, &edits).unwrap_or(start));
+        }
+        n
+    }
+
+    /// Emit held seam text (the block or stream is moving on).
+    fn flush(&mut self, pre: &mut Vec<Message>) {
+        if !self.seam.holding() {
+            return;
+        }
+        let text = self.seam.flush();
+        if let (Some(held), false) = (self.held.take(), text.is_empty()) {
+            let dest = self.cont_dest(pre);
+            let parsed = event::parse(self.format, &held);
+            let edits = Edits {
+                index: Some(dest),
+                text: Some(text),
+                ..Edits::default()
+            };
+            pre.push(event::rewrite(self.format, &held, &parsed, &edits).unwrap_or(held));
+        }
+    }
+
+    /// Close the client's interrupted block if the continuation never did.
+    fn close_target(&mut self, pre: &mut Vec<Message>) {
+        if let Some((t, true)) = self.target {
+            self.target = Some((t, false));
+            if let Some(m) = event::block_stop(self.format, t) {
+                pre.push(m);
+            }
+        }
+    }
+}
