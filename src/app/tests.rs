@@ -81,6 +81,11 @@ async fn start_with_signer_binds_port_zero_and_refuses_loop() {
     assert_ne!(h.admin_addr.port(), 0);
     assert_eq!(raw_get(h.admin_addr, "/healthz").await, 200);
     assert!(h.metrics.render().contains("bedrock_relay_build_info"));
+    assert_eq!(
+        h.metrics.retry_budget_tokens.get(),
+        500,
+        "gauge starts at the full bucket"
+    );
     h.shutdown().await;
 
     // An upstream pointing at the relay's own (fixed) listen address is refused.
