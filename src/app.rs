@@ -70,6 +70,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<RelayHandle> {
 /// [`start`] with a given signer (tests inject static credentials).
 pub async fn start_with_signer(settings: Settings, signer: Signer) -> anyhow::Result<RelayHandle> {
     let metrics = Metrics::new();
+    metrics
+        .retry_budget_tokens
+        .set(i64::from(settings.retry_budget));
     let (listener, admin_listener, settings) = bind(settings).await?;
     let upstream = Upstream::new(&settings).context("setting up the upstream client")?;
     let drain = settings.drain_timeout;

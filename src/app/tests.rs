@@ -5,6 +5,7 @@ use super::*;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::rt::TokioIo;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -81,6 +82,11 @@ async fn start_with_signer_binds_port_zero_and_refuses_loop() {
     assert_ne!(h.admin_addr.port(), 0);
     assert_eq!(raw_get(h.admin_addr, "/healthz").await, 200);
     assert!(h.metrics.render().contains("bedrock_relay_build_info"));
+    assert_eq!(
+        h.metrics.retry_budget_tokens.get(),
+        500,
+        "gauge starts at the full bucket"
+    );
     h.shutdown().await;
 
     // An upstream pointing at the relay's own (fixed) listen address is refused.
@@ -97,11 +103,21 @@ async fn start_with_signer_binds_port_zero_and_refuses_loop() {
 
 #[tokio::test]
 async fn shutdown_turns_readiness_503_finishes_in_flight_and_refuses_new() {
-    let handler = |req: Request<Incoming>| async move {
-        if req.uri().path() == "/slow" {
-            tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The slow request announces its arrival and waits for `release`: no guessed delays.
+    let (arrived_tx, mut arrived) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let handler = {
+        let release = release.clone();
+        move |req: Request<Incoming>| {
+            let (arrived_tx, release) = (arrived_tx.clone(), release.clone());
+            async move {
+                if req.uri().path() == "/slow" {
+                    let _ = arrived_tx.send(());
+                    release.notified().await;
+                }
+                Response::new(Full::new(Bytes::from_static(b"done")))
+            }
         }
-        Response::new(Full::new(Bytes::from_static(b"done")))
     };
     let h = start_with_handler(test_settings(), handler).await.unwrap();
     let (addr, admin) = (h.addr, h.admin_addr);
@@ -122,23 +138,34 @@ async fn shutdown_turns_readiness_503_finishes_in_flight_and_refuses_new() {
         let body = resp.into_body().collect().await?.to_bytes();
         Ok::<_, hyper::Error>((status, body))
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    arrived.recv().await.unwrap();
 
     let draining = tokio::spawn(h.shutdown());
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(
-        raw_get(admin, "/readyz").await,
-        503,
-        "readiness turns 503 while draining"
-    );
-    assert!(
-        TcpStream::connect(addr).await.is_err(),
-        "new connections refused while draining"
-    );
+    let mut readyz = 0;
+    for _ in 0..60 {
+        readyz = raw_get(admin, "/readyz").await;
+        if readyz == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(readyz, 503, "readiness turns 503 while draining");
+    let mut refused = false;
+    for _ in 0..60 {
+        if TcpStream::connect(addr).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(refused, "new connections refused while draining");
+    tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(
         !draining.is_finished(),
         "drain waits for the in-flight request"
     );
+    assert!(!in_flight.is_finished());
+    release.notify_one();
 
     let (status, body) = tokio::time::timeout(Duration::from_secs(5), in_flight)
         .await

@@ -33,7 +33,7 @@ pub struct ServeArgs {
     #[arg(long, env = "BEDROCK_RELAY_AGENT_UPSTREAM", value_name = "URL")]
     pub agent_upstream: Option<String>,
 
-    /// Use the FIPS endpoints.
+    /// Use the FIPS endpoints (can only switch FIPS on; `fips = true` in the file stays on).
     #[arg(long, env = "BEDROCK_RELAY_FIPS")]
     pub fips: bool,
 
@@ -89,7 +89,7 @@ pub struct ServeArgs {
     #[arg(long, env = "BEDROCK_RELAY_LOG_LEVEL", value_name = "FILTER")]
     pub log_level: Option<String>,
 
-    /// Forward requests signed for other AWS services instead of rejecting them.
+    /// Forward requests signed for other AWS services instead of rejecting them (on only).
     #[arg(long, env = "BEDROCK_RELAY_FORWARD_OTHER_SERVICES")]
     pub forward_other_services: bool,
 

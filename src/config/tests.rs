@@ -2,6 +2,7 @@
 
 use super::*;
 use std::io::Write;
+use std::time::Duration;
 
 fn write_toml(text: &str) -> tempfile::NamedTempFile {
     let mut f = tempfile::NamedTempFile::new().expect("tempfile");

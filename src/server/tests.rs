@@ -6,19 +6,42 @@ use http_body_util::{BodyExt, Empty, Full};
 use std::time::Duration;
 use tokio::net::TcpStream;
 
-async fn slow_handler(req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let ms: u64 = req
-        .uri()
-        .query()
-        .and_then(|q| q.strip_prefix("sleep="))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    tokio::time::sleep(Duration::from_millis(ms)).await;
-    Response::new(Full::new(Bytes::from(format!(
-        "{} {}",
-        req.version() == http::Version::HTTP_2,
-        req.uri().path()
-    ))))
+/// Answers "<is h2> <path>" after sleeping `?sleep=MS`; reports each request's arrival on
+/// `arrived` so tests wait for the server to hold a request instead of guessing a delay.
+type BoxedResponse = std::pin::Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send>>;
+
+fn slow_handler(
+    arrived: tokio::sync::mpsc::UnboundedSender<String>,
+) -> impl Fn(Request<Incoming>) -> BoxedResponse + Clone + Send + Sync + 'static {
+    move |req: Request<Incoming>| {
+        let arrived = arrived.clone();
+        Box::pin(async move {
+            let _ = arrived.send(req.uri().path().to_string());
+            let ms: u64 = req
+                .uri()
+                .query()
+                .and_then(|q| q.strip_prefix("sleep="))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Response::new(Full::new(Bytes::from(format!(
+                "{} {}",
+                req.version() == http::Version::HTTP_2,
+                req.uri().path()
+            ))))
+        })
+    }
+}
+
+/// Poll until connecting to `addr` is refused (the listener is closed), at most 3 s.
+async fn wait_refused(addr: std::net::SocketAddr) -> bool {
+    for _ in 0..60 {
+        if TcpStream::connect(addr).await.is_err() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
 }
 
 async fn h1_get(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
@@ -34,23 +57,35 @@ async fn h1_get(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<(u16, 
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
-async fn start(
-    drain: Duration,
-) -> (
-    std::net::SocketAddr,
-    Shutdown,
-    tokio::task::JoinHandle<DrainReport>,
-) {
+struct Running {
+    addr: std::net::SocketAddr,
+    shutdown: Shutdown,
+    task: tokio::task::JoinHandle<DrainReport>,
+    arrived: tokio::sync::mpsc::UnboundedReceiver<String>,
+}
+
+async fn start(drain: Duration) -> Running {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = Shutdown::new();
-    let task = tokio::spawn(serve(listener, slow_handler, shutdown.clone(), drain));
-    (addr, shutdown, task)
+    let (tx, arrived) = tokio::sync::mpsc::unbounded_channel();
+    let task = tokio::spawn(serve(listener, slow_handler(tx), shutdown.clone(), drain));
+    Running {
+        addr,
+        shutdown,
+        task,
+        arrived,
+    }
 }
 
 #[tokio::test]
 async fn http1_and_h2c_on_one_port() {
-    let (addr, shutdown, task) = start(Duration::from_secs(1)).await;
+    let Running {
+        addr,
+        shutdown,
+        task,
+        ..
+    } = start(Duration::from_secs(1)).await;
     assert_eq!(h1_get(addr, "/a").await.unwrap(), (200, "false /a".into()));
 
     let stream = TcpStream::connect(addr).await.unwrap();
@@ -76,14 +111,22 @@ async fn http1_and_h2c_on_one_port() {
 
 #[tokio::test]
 async fn drain_finishes_in_flight_and_refuses_new() {
-    let (addr, shutdown, task) = start(Duration::from_secs(10)).await;
+    let Running {
+        addr,
+        shutdown,
+        task,
+        mut arrived,
+    } = start(Duration::from_secs(10)).await;
     let in_flight = tokio::spawn(h1_get(addr, "/slow?sleep=800"));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(arrived.recv().await.as_deref(), Some("/slow"));
     shutdown.trigger();
-    tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(
-        TcpStream::connect(addr).await.is_err(),
+        wait_refused(addr).await,
         "new connections are refused while draining"
+    );
+    assert!(
+        !in_flight.is_finished(),
+        "still in flight while the listener is closed"
     );
     let (status, body) = tokio::time::timeout(Duration::from_secs(5), in_flight)
         .await
@@ -100,9 +143,14 @@ async fn drain_finishes_in_flight_and_refuses_new() {
 
 #[tokio::test]
 async fn drain_timeout_closes_stragglers() {
-    let (addr, shutdown, task) = start(Duration::from_millis(200)).await;
+    let Running {
+        addr,
+        shutdown,
+        task,
+        mut arrived,
+    } = start(Duration::from_millis(200)).await;
     let in_flight = tokio::spawn(h1_get(addr, "/stuck?sleep=30000"));
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(arrived.recv().await.as_deref(), Some("/stuck"));
     let started = std::time::Instant::now();
     shutdown.trigger();
     let report = tokio::time::timeout(Duration::from_secs(5), task)
@@ -123,7 +171,12 @@ async fn drain_timeout_closes_stragglers() {
 
 #[tokio::test]
 async fn many_sequential_connections_are_reaped() {
-    let (addr, shutdown, task) = start(Duration::from_secs(1)).await;
+    let Running {
+        addr,
+        shutdown,
+        task,
+        ..
+    } = start(Duration::from_secs(1)).await;
     for i in 0..20 {
         assert_eq!(
             h1_get(addr, &format!("/{i}")).await.unwrap(),

@@ -169,6 +169,15 @@ impl Signer {
         service: &str,
     ) -> Result<(), SigningError> {
         set_host(req)?;
+        // Never sign over (or next to) stale auth headers, whoever left them.
+        for name in [
+            "authorization",
+            "x-amz-date",
+            "x-amz-content-sha256",
+            "x-amz-security-token",
+        ] {
+            req.headers_mut().remove(name);
+        }
         match &self.inner.mode {
             Mode::Bearer(v) => {
                 req.headers_mut().insert(AUTHORIZATION, v.clone());

@@ -164,6 +164,20 @@ async fn fresh_timestamp_each_call() {
     signer.sign(&mut req).await.unwrap();
     assert_eq!(req.headers().get_all("authorization").iter().count(), 1);
     assert_eq!(req.headers().get_all("x-amz-date").iter().count(), 1);
+    let (want, got) = expected_signature(&req, SK, "us-east-1", "bedrock");
+    assert_eq!(want, got, "a re-signed request still verifies");
+
+    // Stale client auth headers are replaced, not signed over.
+    let mut req = bedrock_request("/model/m/converse");
+    req.headers_mut()
+        .insert("x-amz-date", "20000101T000000Z".parse().unwrap());
+    req.headers_mut()
+        .insert("x-amz-security-token", "CLIENT-TOKEN".parse().unwrap());
+    signer.sign(&mut req).await.unwrap();
+    assert!(req.headers().get("x-amz-security-token").is_none());
+    assert_ne!(req.headers()["x-amz-date"], "20000101T000000Z");
+    let (want, got) = expected_signature(&req, SK, "us-east-1", "bedrock");
+    assert_eq!(want, got);
 }
 
 #[tokio::test]

@@ -1,0 +1,175 @@
+//! The typed settings the rest of the relay reads ([`Settings`], [`ResumeSettings`]) and
+//! their built-in defaults. Produced only by `config::load` (or `Default` in tests).
+
+use regex::Regex;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+const MIB: usize = 1024 * 1024;
+
+/// Every problem found in the configuration. `Display` lists one per line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// How broken streams may be resumed (see DESIGN.md, "Continuing a model's output").
+#[derive(Debug, Clone)]
+pub struct ResumeSettings {
+    /// Resumptions allowed per streaming response (default 3).
+    pub max_resumes: u32,
+    /// Models that accept an assistant prefill.
+    pub prefill_models: Vec<Regex>,
+    /// Models that reject prefill; overrides `prefill_models`.
+    pub no_prefill_models: Vec<Regex>,
+    /// Models where instructed continuation may be used (default none).
+    pub instructed_models: Vec<Regex>,
+    /// Whether replay-with-verification may be used (default true).
+    pub replay: bool,
+    /// Cap on the bytes of delivered output kept per stream for resumption (default 8 MiB).
+    pub max_transcript_bytes: usize,
+}
+
+impl ResumeSettings {
+    /// True when `model_id` accepts prefill: matches `prefill_models`, not `no_prefill_models`.
+    pub fn prefill_allowed(&self, model_id: &str) -> bool {
+        !self.no_prefill_models.iter().any(|r| r.is_match(model_id))
+            && self.prefill_models.iter().any(|r| r.is_match(model_id))
+    }
+
+    /// True when instructed continuation may be used for `model_id`.
+    pub fn instructed_allowed(&self, model_id: &str) -> bool {
+        self.instructed_models.iter().any(|r| r.is_match(model_id))
+    }
+}
+
+fn default_regexes(patterns: &[&str]) -> Vec<Regex> {
+    patterns.iter().filter_map(|p| Regex::new(p).ok()).collect()
+}
+
+pub(crate) const DEFAULT_PREFILL: &[&str] = &[
+    r"anthropic\.",
+    r"amazon\.nova",
+    r"meta\.llama",
+    r"mistral\.",
+    r"amazon\.titan-text",
+];
+pub(crate) const DEFAULT_NO_PREFILL: &[&str] = &[
+    r"claude-(opus|sonnet|haiku)-4-[6-9]",
+    r"claude-(opus|sonnet|haiku)-[5-9]",
+];
+
+impl Default for ResumeSettings {
+    fn default() -> Self {
+        ResumeSettings {
+            max_resumes: 3,
+            prefill_models: default_regexes(DEFAULT_PREFILL),
+            no_prefill_models: default_regexes(DEFAULT_NO_PREFILL),
+            instructed_models: Vec::new(),
+            replay: true,
+            max_transcript_bytes: 8 * MIB,
+        }
+    }
+}
+
+/// Typed, validated settings. `Default` holds the built-in defaults with region `us-east-1`
+/// (handy for tests; `load` never invents a region).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub region: String,
+    /// Endpoint override for bedrock-runtime (tests: the simulator over http).
+    pub upstream: Option<http::Uri>,
+    /// Endpoint override for bedrock-agent-runtime.
+    pub agent_upstream: Option<http::Uri>,
+    pub fips: bool,
+    /// Longest silence inside a response body before it counts as stalled. Also the
+    /// whole-response limit of non-streaming calls (non-stream Converse may take minutes,
+    /// so `first_byte_timeout` does not apply to them).
+    pub stall_timeout: Duration,
+    /// Per-model overrides of `stall_timeout`: first matching regex wins.
+    pub stall_timeouts: Vec<(Regex, Duration)>,
+    /// Attempts per request, first included.
+    pub max_attempts: u32,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// Retry token-bucket capacity.
+    pub retry_budget: u32,
+    /// Overall per request, resumes included.
+    pub request_deadline: Duration,
+    pub connect_timeout: Duration,
+    /// Per attempt of a streaming call, until response headers.
+    pub first_byte_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub max_request_body: usize,
+    /// Non-streaming responses are buffered whole, up to this size.
+    pub max_response_body: usize,
+    pub drain_timeout: Duration,
+    pub log_format: LogFormat,
+    /// tracing filter directive; `RUST_LOG` wins when set.
+    pub log_level: String,
+    pub forward_other_services: bool,
+    pub resume: ResumeSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8790)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 8791)),
+            region: "us-east-1".into(),
+            upstream: None,
+            agent_upstream: None,
+            fips: false,
+            stall_timeout: Duration::from_secs(300),
+            stall_timeouts: Vec::new(),
+            max_attempts: 4,
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(20),
+            retry_budget: 500,
+            request_deadline: Duration::from_secs(15 * 60),
+            connect_timeout: Duration::from_secs(3),
+            first_byte_timeout: Duration::from_secs(60),
+            pool_idle_timeout: Duration::from_secs(60),
+            max_request_body: 20 * MIB,
+            max_response_body: 64 * MIB,
+            drain_timeout: Duration::from_secs(30),
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+            forward_other_services: false,
+            resume: ResumeSettings::default(),
+        }
+    }
+}
+
+impl Settings {
+    /// The stall timeout for `model_id`: the first matching per-model override, else the default.
+    pub fn stall_timeout_for(&self, model_id: &str) -> Duration {
+        self.stall_timeouts
+            .iter()
+            .find(|(r, _)| r.is_match(model_id))
+            .map(|(_, d)| *d)
+            .unwrap_or(self.stall_timeout)
+    }
+}
