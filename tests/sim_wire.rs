@@ -687,5 +687,36 @@ async fn random_faults_are_reproducible() {
         a.iter().any(Option::is_some) && a.iter().any(Option::is_none),
         "{a:?}"
     );
-    let _ = Fault::ResetBeforeHeaders;
+}
+
+#[tokio::test]
+async fn shutdown_stops_listening() {
+    let sim = start().await;
+    let addr = sim.addr;
+    sim.add_rule(FaultRule {
+        operation: None,
+        tag: None,
+        attempts: None,
+        fault: Fault::Stall {
+            events: 1,
+            duration: Duration::from_secs(30),
+        },
+    });
+    let stalled = tokio::spawn(async move {
+        send(
+            addr,
+            "POST",
+            &format!("/model/{CLAUDE}/converse-stream"),
+            &[],
+            &converse_body(&[("user", "s")]),
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::timeout(Duration::from_secs(2), sim.shutdown())
+        .await
+        .expect("shutdown does not wait for stalled streams");
+    let torn = stalled.await.unwrap();
+    assert_ne!(torn.end, End::Complete);
+    assert!(TcpStream::connect(addr).await.is_err());
 }
