@@ -508,6 +508,19 @@ async fn prefill_and_instructed_continuation() {
         "overlap {overlap}"
     );
     assert!(sim.log().last().unwrap().continuation);
+    // Prefilled and continued requests are later attempts of the same conversation.
+    let claude: Vec<_> = sim
+        .log()
+        .into_iter()
+        .filter(|e| e.model_id.as_deref() == Some(CLAUDE))
+        .collect();
+    assert!(claude
+        .windows(2)
+        .all(|w| w[0].conversation == w[1].conversation));
+    assert_eq!(
+        claude.iter().map(|e| e.attempt).collect::<Vec<_>>(),
+        (1..=claude.len() as u32).collect::<Vec<_>>()
+    );
     sim.shutdown().await;
 }
 
