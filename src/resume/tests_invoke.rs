@@ -365,3 +365,18 @@ fn mistral_and_titan_continue_their_prompt_text() {
         8
     );
 }
+
+#[test]
+fn claude_missing_message_stop_is_replayed_with_one_message_delta() {
+    let claude = StreamFormat::Invoke(Family::Claude);
+    let full = claude_stream(&[&["Done", "."]], 4);
+    let mut c = Client::new(claude);
+    c.feed(&full[..6]).unwrap(); // through message_delta
+    assert!(c.transcript.saw_message_stop());
+    assert_eq!(c.resume(&claude_body(), ALL).unwrap().0, Strategy::Replay);
+    c.feed(&full).unwrap();
+    let seen = check_claude(&c.received).unwrap();
+    assert_eq!(seen.blocks, vec![("text".to_string(), "Done.".to_string())]);
+    // Failed attempt: 4 announced in, 2 deltas out.
+    assert_eq!(seen.usage, (8, 4, 12));
+}
