@@ -9,6 +9,7 @@ use super::{ModelCaps, Strategy as Rung};
 use aws_smithy_types::event_stream::Message;
 use proptest::prelude::*;
 use proptest::strategy::Strategy;
+use proptest::test_runner::FileFailurePersistence;
 use serde_json::Value;
 
 /// Deterministic choices for the model, from a proptest seed.
@@ -288,7 +289,13 @@ fn run(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, max_shrink_iters: 2000, ..ProptestConfig::default() })]
+    // Failures are saved beside this file (src/resume/proptests.proptest-regressions).
+    #![proptest_config(ProptestConfig {
+        cases: 256,
+        max_shrink_iters: 2000,
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn resumed_stream_equals_the_reference(
