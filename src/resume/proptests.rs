@@ -149,18 +149,16 @@ fn piece() -> impl Strategy<Value = (u8, u8)> {
     (0u8..4, 0u8..6)
 }
 
-fn block() -> impl Strategy<Value = (bool, Vec<(u8, u8)>)> {
-    (
-        prop::bool::weighted(0.7),
-        prop::collection::vec(piece(), 1..7),
-    )
+/// (kind: 0-5 text, 6-8 tool use, 9 reasoning; pieces).
+fn block() -> impl Strategy<Value = (u8, Vec<(u8, u8)>)> {
+    (0u8..10, prop::collection::vec(piece(), 1..7))
 }
 
 /// Unique words (so an echo is the only possible overlap), varied whitespace around them.
-fn build_reference(spec: &[(bool, Vec<(u8, u8)>)]) -> Vec<RefBlock> {
+fn build_reference(spec: &[(u8, Vec<(u8, u8)>)]) -> Vec<RefBlock> {
     let mut n = 0;
     spec.iter()
-        .map(|(is_text, pieces)| {
+        .map(|(kind, pieces)| {
             let texts: Vec<String> = pieces
                 .iter()
                 .map(|(lead, trail)| {
@@ -174,8 +172,13 @@ fn build_reference(spec: &[(bool, Vec<(u8, u8)>)]) -> Vec<RefBlock> {
                     }
                 })
                 .collect();
-            if *is_text {
+            if *kind < 6 {
                 RefBlock::Text(texts)
+            } else if *kind == 9 {
+                RefBlock::Reasoning {
+                    pieces: texts,
+                    signature: format!("sig{n}"),
+                }
             } else {
                 let pieces = texts.iter().map(|t| t.replace('\n', "\\n")).collect();
                 RefBlock::Tool {
@@ -193,7 +196,8 @@ fn expected(reference: &[RefBlock]) -> Vec<(String, String)> {
         .iter()
         .map(|b| match b {
             RefBlock::Text(_) => ("text".to_owned(), b.text()),
-            _ => ("tool:tool".to_owned(), b.text()),
+            RefBlock::Reasoning { .. } => ("reasoning".to_owned(), b.text()),
+            RefBlock::Tool { .. } => ("tool:tool".to_owned(), b.text()),
         })
         .collect()
 }
@@ -221,7 +225,7 @@ enum ModelKind {
 
 fn run(
     wire: Wire,
-    spec: &[(bool, Vec<(u8, u8)>)],
+    spec: &[(u8, Vec<(u8, u8)>)],
     kind: ModelKind,
     cut: usize,
     cut2: usize,
@@ -320,12 +324,15 @@ proptest! {
         let reference = build_reference(&spec);
         let full = wire.stream(&reference, stop_of(&reference), 7);
         let cut = 1 + cut % (full.len() - 1);
-        // Content deltas the client received, as (block, piece) in stream order.
+        // Content deltas the client received, as (block, piece or signature) in stream order.
         let mut delivered = Vec::new();
         let mut seen = 0;
         for (bi, b) in reference.iter().enumerate() {
             for pi in 0..b.pieces().len() {
                 delivered.push((bi, pi));
+            }
+            if let RefBlock::Reasoning { .. } = b {
+                delivered.push((bi, usize::MAX)); // the signature delta
             }
         }
         for m in &full[..cut] {
@@ -339,6 +346,7 @@ proptest! {
         let (bi, pi) = delivered[which.index(seen)];
         let mut changed = reference.clone();
         match &mut changed[bi] {
+            RefBlock::Reasoning { signature, .. } if pi == usize::MAX => *signature = format!("Z{signature}"),
             RefBlock::Text(p) | RefBlock::Tool { pieces: p, .. } | RefBlock::Reasoning { pieces: p, .. } => {
                 p[pi] = format!("Z{}", p[pi]);
             }
