@@ -87,6 +87,8 @@ mod tests;
 mod tests_invoke;
 #[cfg(test)]
 mod testutil;
+#[cfg(test)]
+mod testwire;
 
 pub use event::usage_of;
 pub use plan::{plan, CannotResume, Continuation};

@@ -5,6 +5,7 @@
 //! well-formed stream; a replay that differs from the delivered content must be a Divergence.
 
 use super::testutil::*;
+use super::testwire::Wire;
 use super::{ModelCaps, Strategy as Rung};
 use aws_smithy_types::event_stream::Message;
 use proptest::prelude::*;
@@ -103,7 +104,8 @@ fn continue_events(
             rest = format!("{}{rest}", &prefill[at..]);
         }
     }
-    let mut out = vec![wire.start()];
+    let mut out = Vec::new();
+    wire.start(&mut out);
     let mut index = 0u32;
     if !rest.is_empty() {
         wire.block(&RefBlock::Text(rechunk(&rest, rng)), 0, &mut out);
@@ -133,16 +135,6 @@ fn stop_of(reference: &[RefBlock]) -> &'static str {
     } else {
         "end_turn"
     }
-}
-
-fn assistant_text(body: &Value) -> String {
-    let msgs = body["messages"].as_array().expect("messages");
-    let a = msgs
-        .iter()
-        .rev()
-        .find(|m| m["role"] == "assistant")
-        .expect("assistant turn");
-    a["content"][0]["text"].as_str().expect("text").to_owned()
 }
 
 fn piece() -> impl Strategy<Value = (u8, u8)> {
@@ -231,7 +223,7 @@ fn run(
     cut2: usize,
     seed: u64,
 ) -> Result<(), TestCaseError> {
-    let reference = build_reference(spec);
+    let reference = wire.reference(build_reference(spec));
     let full = wire.stream(&reference, stop_of(&reference), 7);
     let cut = cut % full.len();
     let caps = match kind {
@@ -256,7 +248,7 @@ fn run(
             Rung::Prefill => continue_events(
                 wire,
                 &reference,
-                &assistant_text(&body),
+                &wire.assistant_text(&body),
                 false,
                 &mut rng,
                 attempt,
@@ -266,7 +258,7 @@ fn run(
                 continue_events(
                     wire,
                     &reference,
-                    &assistant_text(&body),
+                    &wire.assistant_text(&body),
                     echo,
                     &mut rng,
                     attempt,
@@ -308,7 +300,7 @@ proptest! {
         cut in 0usize..64,
         cut2 in prop_oneof![Just(0usize), 1usize..64],
         seed in any::<u64>(),
-        wire in prop_oneof![Just(Wire::Converse), Just(Wire::Claude)],
+        wire in prop_oneof![Just(Wire::Converse), Just(Wire::Claude), Just(Wire::Llama)],
     ) {
         run(wire, &spec, kind, cut, cut2, seed)?;
     }
@@ -319,9 +311,9 @@ proptest! {
         cut in 1usize..64,
         which in any::<prop::sample::Index>(),
         seed in any::<u64>(),
-        wire in prop_oneof![Just(Wire::Converse), Just(Wire::Claude)],
+        wire in prop_oneof![Just(Wire::Converse), Just(Wire::Claude), Just(Wire::Llama)],
     ) {
-        let reference = build_reference(&spec);
+        let reference = wire.reference(build_reference(&spec));
         let full = wire.stream(&reference, stop_of(&reference), 7);
         let cut = 1 + cut % (full.len() - 1);
         // Content deltas the client received, as (block, piece or signature) in stream order.
@@ -363,7 +355,7 @@ proptest! {
         let new = &c.received[before..];
         let text: String = match wire {
             Wire::Converse => new.iter().map(|m| String::from_utf8_lossy(m.payload()).into_owned()).collect(),
-            Wire::Claude => inner(new).iter().map(Value::to_string).collect(),
+            Wire::Claude | Wire::Llama => inner(new).iter().map(Value::to_string).collect(),
         };
         prop_assert!(!text.contains('Z'));
     }

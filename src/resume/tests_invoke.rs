@@ -1,6 +1,7 @@
 //! Rule tests for invoke streams (Claude, Nova, Llama, Mistral, Titan, unknown families).
 
 use super::testutil::*;
+use super::testwire::check_claude;
 use super::*;
 use serde_json::{json, Value};
 
