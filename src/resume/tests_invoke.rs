@@ -381,3 +381,25 @@ fn claude_missing_message_stop_is_replayed_with_one_message_delta() {
     // Failed attempt: 4 announced in, 2 deltas out.
     assert_eq!(seen.usage, (8, 4, 12));
 }
+
+#[test]
+fn llama_final_chunk_that_only_repeats_the_whitespace_keeps_its_stop() {
+    let llama = StreamFormat::Invoke(Family::Llama);
+    let mut c = Client::new(llama);
+    c.feed(&llama_stream(&["Hi", " ", "there"], 3)[..2])
+        .unwrap(); // "Hi "
+    let body = json!({"prompt":"<s>","max_gen_len":9});
+    assert_eq!(
+        c.resume(body.to_string().as_bytes(), ALL).unwrap().0,
+        Strategy::Prefill
+    );
+    c.feed(&llama_stream(&[" "], 5)).unwrap(); // one chunk: the space, stop, metrics
+    let ev = inner(&c.received);
+    let text: String = ev
+        .iter()
+        .map(|v| v["generation"].as_str().unwrap())
+        .collect();
+    assert_eq!(text, "Hi ");
+    assert_eq!(ev.last().unwrap()["stop_reason"], "stop");
+    assert!(c.transcript.is_complete());
+}
