@@ -43,6 +43,9 @@ pub enum CannotResume {
 
 /// Choose a strategy and build the continuation. On success the transcript starts counting
 /// a new attempt (for usage accounting); the pump must then use the returned splicer.
+/// Calling `plan` again when the continuation request itself was refused before streaming
+/// (e.g. 400 because the model turned out not to accept prefill) is fine: pass the updated
+/// caps; the refused attempt counts no tokens.
 pub fn plan(
     format: &StreamFormat,
     original_body: &[u8],
