@@ -480,3 +480,40 @@ fn replanning_after_a_refused_continuation_uses_the_new_caps() {
     // Only the first attempt is carried: 10 - 2 delivered = 8 in, 2 out.
     assert_eq!(seen.usage, (18, 3, 21));
 }
+
+#[test]
+fn a_body_that_cannot_be_extended_falls_back_to_replay() {
+    let full = converse_stream(&[texts(&["Some", " text"])], "end_turn", 4);
+    let mut c = Client::new(CONVERSE);
+    c.feed(&full[..3]).unwrap();
+    let e = plan(
+        &CONVERSE,
+        b"not json",
+        &mut c.transcript.clone(),
+        &ModelCaps {
+            replay: false,
+            ..ALL
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(e, CannotResume::BadRequestBody(_)), "{e}");
+    let e = plan(
+        &CONVERSE,
+        b"{}",
+        &mut c.transcript.clone(),
+        &ModelCaps {
+            replay: false,
+            ..ALL
+        },
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "the original request body cannot be continued: request body has no `messages`"
+    );
+    let next = plan(&CONVERSE, b"{}", &mut c.transcript, &ALL).unwrap();
+    assert_eq!(
+        (next.strategy, &next.body[..]),
+        (Strategy::Replay, &b"{}"[..])
+    );
+}
