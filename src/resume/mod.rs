@@ -163,6 +163,19 @@ impl StreamFormat {
     }
 }
 
+/// The last rung: the in-stream exception the pump sends when it gives up (a
+/// [`CannotResume`] or a [`Divergence`]), then it ends the stream. A modelled
+/// `modelStreamErrorException` (HTTP 424 semantics), so SDKs surface a typed error instead of
+/// a reset or a silently short stream.
+pub fn give_up_event(reason: &str) -> aws_smithy_types::event_stream::Message {
+    let body = serde_json::json!({
+        "message": format!("The stream was interrupted and bedrock-relay could not resume it: {reason}"),
+        "originalStatusCode": 500,
+        "originalMessage": reason,
+    });
+    crate::eventstream::exception_with_body("modelStreamErrorException", body.to_string())
+}
+
 /// A resumption strategy (a rung of the ladder).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Strategy {

@@ -517,3 +517,13 @@ fn a_body_that_cannot_be_extended_falls_back_to_replay() {
         (Strategy::Replay, &b"{}"[..])
     );
 }
+
+#[test]
+fn giving_up_is_a_modelled_stream_exception() {
+    use crate::eventstream::{kind, Kind};
+    let m = give_up_event(&CannotResume::ToolUseNeedsReplay.to_string());
+    assert_eq!(kind(&m), Kind::Exception("modelStreamErrorException"));
+    let v: Value = serde_json::from_slice(m.payload()).unwrap();
+    assert!(v["message"].as_str().unwrap().contains("tool-use"));
+    assert_eq!(v["originalStatusCode"], 500);
+}
