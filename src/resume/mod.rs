@@ -82,6 +82,8 @@ mod transcript;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
+mod sdk_check;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_invoke;
