@@ -94,6 +94,7 @@ mod testwire;
 
 pub use event::usage_of;
 pub use plan::{plan, CannotResume, Continuation};
+pub use request::BodyError;
 pub use splice::{Divergence, Spliced, Splicer};
 pub use transcript::{AttemptUsage, Transcript};
 
