@@ -447,3 +447,37 @@ async fn tool_use_and_reasoning_blocks_parse_in_the_sdk() {
     assert_eq!(stop, Some(StopReason::ToolUse));
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn invoke_stream_exceptions_are_modelled_too() {
+    let (sim, c) = sim_with(SimConfig::default()).await;
+    sim.add_rule(rule(
+        "mto",
+        None,
+        Fault::Exception {
+            events: 2,
+            exception_type: "modelTimeoutException".into(),
+        },
+    ));
+    let body = serde_json::json!({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 100,
+        "messages": [{"role": "user", "content": "sim:tag=mto hi"}]});
+    let mut out = c
+        .invoke_model_with_response_stream()
+        .model_id(MODEL)
+        .content_type("application/json")
+        .body(Blob::new(body.to_string()))
+        .send()
+        .await
+        .unwrap();
+    let mut chunks = 0;
+    let err = loop {
+        match out.body.recv().await {
+            Ok(Some(_)) => chunks += 1,
+            Ok(None) => panic!("stream ended without the exception"),
+            Err(e) => break e.into_service_error(),
+        }
+    };
+    assert_eq!(chunks, 2);
+    assert!(err.is_model_timeout_exception(), "{err:?}");
+    sim.shutdown().await;
+}

@@ -82,14 +82,19 @@ mod transcript;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
+mod sdk_check;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_invoke;
 #[cfg(test)]
 mod testutil;
+#[cfg(test)]
+mod testwire;
 
 pub use event::usage_of;
 pub use plan::{plan, CannotResume, Continuation};
+pub use request::BodyError;
 pub use splice::{Divergence, Spliced, Splicer};
 pub use transcript::{AttemptUsage, Transcript};
 
@@ -159,6 +164,19 @@ impl StreamFormat {
     pub(crate) fn single_block(self) -> bool {
         matches!(self, StreamFormat::Invoke(f) if f.single_block())
     }
+}
+
+/// The last rung: the in-stream exception the pump sends when it gives up (a
+/// [`CannotResume`] or a [`Divergence`]), then it ends the stream. A modelled
+/// `modelStreamErrorException` (HTTP 424 semantics), so SDKs surface a typed error instead of
+/// a reset or a silently short stream.
+pub fn give_up_event(reason: &str) -> aws_smithy_types::event_stream::Message {
+    let body = serde_json::json!({
+        "message": format!("The stream was interrupted and bedrock-relay could not resume it: {reason}"),
+        "originalStatusCode": 500,
+        "originalMessage": reason,
+    });
+    crate::eventstream::exception_with_body("modelStreamErrorException", body.to_string())
 }
 
 /// A resumption strategy (a rung of the ladder).

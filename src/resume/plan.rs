@@ -43,6 +43,9 @@ pub enum CannotResume {
 
 /// Choose a strategy and build the continuation. On success the transcript starts counting
 /// a new attempt (for usage accounting); the pump must then use the returned splicer.
+/// Calling `plan` again when the continuation request itself was refused before streaming
+/// (e.g. 400 because the model turned out not to accept prefill) is fine: pass the updated
+/// caps; the refused attempt counts no tokens.
 pub fn plan(
     format: &StreamFormat,
     original_body: &[u8],
@@ -89,8 +92,9 @@ pub fn plan(
         };
     }
 
-    let body = request::parse(original_body)?;
-    let reasoning = request::wants_reasoning(&body) || blocks.iter().any(|b| b.kind.needs_replay());
+    let body = request::parse(original_body);
+    let reasoning = body.as_ref().is_ok_and(request::wants_reasoning)
+        || blocks.iter().any(|b| b.kind.needs_replay());
     let open_tool = blocks
         .last()
         .is_some_and(|b| b.kind.is_tool() && !b.stopped);
@@ -107,7 +111,12 @@ pub fn plan(
     };
     if let (Some(turn), Some(delivered), Some(full)) = (turn, delivered, single_text) {
         let ws = &full[delivered.len()..];
-        let next = request::build(format, body, delivered, turn)?;
+        // A body we cannot extend can still be replayed unchanged.
+        let next = match body.and_then(|b| request::build(format, b, delivered, turn)) {
+            Ok(next) => next,
+            Err(_) if caps.replay => return replay(transcript),
+            Err(e) => return Err(e.into()),
+        };
         let (strategy, seam) = match turn {
             Turn::Prefill => (Strategy::Prefill, Seam::prefill(ws)),
             Turn::Instructed => (Strategy::Instructed, Seam::instructed(delivered, ws)),

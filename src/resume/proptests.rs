@@ -5,11 +5,13 @@
 //! well-formed stream; a replay that differs from the delivered content must be a Divergence.
 
 use super::testutil::*;
-use super::{ModelCaps, Strategy as Rung, StreamFormat};
+use super::testwire::Wire;
+use super::{ModelCaps, Strategy as Rung};
 use aws_smithy_types::event_stream::Message;
 use proptest::prelude::*;
 use proptest::strategy::Strategy;
-use serde_json::{json, Value};
+use proptest::test_runner::FileFailurePersistence;
+use serde_json::Value;
 
 /// Deterministic choices for the model, from a proptest seed.
 struct Rng(u64);
@@ -61,16 +63,22 @@ fn rebuilt(b: &RefBlock, text: &str, rng: &mut Rng, attempt: usize) -> RefBlock 
 }
 
 /// The model replaying the original request: same content, new chunking, new tool ids.
-fn replay_events(reference: &[RefBlock], rng: &mut Rng, attempt: usize) -> Vec<Message> {
+fn replay_events(
+    wire: Wire,
+    reference: &[RefBlock],
+    rng: &mut Rng,
+    attempt: usize,
+) -> Vec<Message> {
     let blocks: Vec<RefBlock> = reference
         .iter()
         .map(|b| rebuilt(b, &b.text(), rng, attempt))
         .collect();
-    converse_stream(&blocks, stop_of(reference), 7)
+    wire.stream(&blocks, stop_of(reference), 7)
 }
 
 /// The model continuing after the assistant text `prefill`, maybe echoing its last words.
 fn continue_events(
+    wire: Wire,
     reference: &[RefBlock],
     prefill: &str,
     echo: bool,
@@ -96,27 +104,23 @@ fn continue_events(
             rest = format!("{}{rest}", &prefill[at..]);
         }
     }
-    let mut out = vec![conv("messageStart", json!({"role":"assistant"}), 3)];
+    let mut out = Vec::new();
+    wire.start(&mut out);
     let mut index = 0u32;
     if !rest.is_empty() {
-        converse_block(&RefBlock::Text(rechunk(&rest, rng)), 0, &mut out);
+        wire.block(&RefBlock::Text(rechunk(&rest, rng)), 0, &mut out);
         index = 1;
     } else if rng.next(2) == 0 || matches!(reference.get(1), Some(RefBlock::Text(_))) {
         // With a prefill, the response's first text block IS the continued block: a model
         // only skips it when the next block is not text.
-        out.push(conv(
-            "contentBlockDelta",
-            json!({"contentBlockIndex":0,"delta":{"text":""}}),
-            1,
-        ));
-        out.push(conv("contentBlockStop", json!({"contentBlockIndex":0}), 1));
+        wire.block(&RefBlock::Text(vec![String::new()]), 0, &mut out);
         index = 1;
     }
     for b in &reference[1..] {
-        converse_block(&rebuilt(b, &b.text(), rng, attempt), index, &mut out);
+        wire.block(&rebuilt(b, &b.text(), rng, attempt), index, &mut out);
         index += 1;
     }
-    converse_tail(
+    wire.tail(
         stop_of(reference),
         7 + prefill.len() as u64 / 3,
         5,
@@ -133,32 +137,20 @@ fn stop_of(reference: &[RefBlock]) -> &'static str {
     }
 }
 
-fn assistant_text(body: &Value) -> String {
-    let msgs = body["messages"].as_array().expect("messages");
-    let a = msgs
-        .iter()
-        .rev()
-        .find(|m| m["role"] == "assistant")
-        .expect("assistant turn");
-    a["content"][0]["text"].as_str().expect("text").to_owned()
-}
-
 fn piece() -> impl Strategy<Value = (u8, u8)> {
     (0u8..4, 0u8..6)
 }
 
-fn block() -> impl Strategy<Value = (bool, Vec<(u8, u8)>)> {
-    (
-        prop::bool::weighted(0.7),
-        prop::collection::vec(piece(), 1..7),
-    )
+/// (kind: 0-5 text, 6-8 tool use, 9 reasoning; pieces).
+fn block() -> impl Strategy<Value = (u8, Vec<(u8, u8)>)> {
+    (0u8..10, prop::collection::vec(piece(), 1..7))
 }
 
 /// Unique words (so an echo is the only possible overlap), varied whitespace around them.
-fn build_reference(spec: &[(bool, Vec<(u8, u8)>)]) -> Vec<RefBlock> {
+fn build_reference(spec: &[(u8, Vec<(u8, u8)>)]) -> Vec<RefBlock> {
     let mut n = 0;
     spec.iter()
-        .map(|(is_text, pieces)| {
+        .map(|(kind, pieces)| {
             let texts: Vec<String> = pieces
                 .iter()
                 .map(|(lead, trail)| {
@@ -172,8 +164,13 @@ fn build_reference(spec: &[(bool, Vec<(u8, u8)>)]) -> Vec<RefBlock> {
                     }
                 })
                 .collect();
-            if *is_text {
+            if *kind < 6 {
                 RefBlock::Text(texts)
+            } else if *kind == 9 {
+                RefBlock::Reasoning {
+                    pieces: texts,
+                    signature: format!("sig{n}"),
+                }
             } else {
                 let pieces = texts.iter().map(|t| t.replace('\n', "\\n")).collect();
                 RefBlock::Tool {
@@ -191,7 +188,8 @@ fn expected(reference: &[RefBlock]) -> Vec<(String, String)> {
         .iter()
         .map(|b| match b {
             RefBlock::Text(_) => ("text".to_owned(), b.text()),
-            _ => ("tool:tool".to_owned(), b.text()),
+            RefBlock::Reasoning { .. } => ("reasoning".to_owned(), b.text()),
+            RefBlock::Tool { .. } => ("tool:tool".to_owned(), b.text()),
         })
         .collect()
 }
@@ -218,14 +216,15 @@ enum ModelKind {
 }
 
 fn run(
-    spec: &[(bool, Vec<(u8, u8)>)],
+    wire: Wire,
+    spec: &[(u8, Vec<(u8, u8)>)],
     kind: ModelKind,
     cut: usize,
     cut2: usize,
     seed: u64,
 ) -> Result<(), TestCaseError> {
-    let reference = build_reference(spec);
-    let full = converse_stream(&reference, stop_of(&reference), 7);
+    let reference = wire.reference(build_reference(spec));
+    let full = wire.stream(&reference, stop_of(&reference), 7);
     let cut = cut % full.len();
     let caps = match kind {
         ModelKind::Prefill => ModelCaps {
@@ -237,21 +236,33 @@ fn run(
         ModelKind::Replay => REPLAY_ONLY,
     };
     let mut rng = Rng(seed);
-    let mut c = Client::new(StreamFormat::Converse);
+    let mut c = Client::new(wire.format());
     c.feed(&full[..cut])
         .map_err(|e| TestCaseError::fail(e.to_string()))?;
     for attempt in 1..=3 {
         let (strategy, body) = c
-            .resume(&user_body(), caps)
+            .resume(&wire.body(), caps)
             .map_err(|e| TestCaseError::fail(format!("plan: {e}")))?;
         let events = match strategy {
-            Rung::Replay => replay_events(&reference, &mut rng, attempt),
-            Rung::Prefill => {
-                continue_events(&reference, &assistant_text(&body), false, &mut rng, attempt)
-            }
+            Rung::Replay => replay_events(wire, &reference, &mut rng, attempt),
+            Rung::Prefill => continue_events(
+                wire,
+                &reference,
+                &wire.assistant_text(&body),
+                false,
+                &mut rng,
+                attempt,
+            ),
             Rung::Instructed => {
                 let echo = rng.next(2) == 0;
-                continue_events(&reference, &assistant_text(&body), echo, &mut rng, attempt)
+                continue_events(
+                    wire,
+                    &reference,
+                    &wire.assistant_text(&body),
+                    echo,
+                    &mut rng,
+                    attempt,
+                )
             }
         };
         let k = if attempt == 1 && cut2 > 0 {
@@ -265,7 +276,7 @@ fn run(
             break;
         }
     }
-    let seen = check_converse(&c.received).map_err(TestCaseError::fail)?;
+    let seen = wire.check(&c.received).map_err(TestCaseError::fail)?;
     prop_assert_eq!(strip_ids(seen.blocks), expected(&reference));
     prop_assert_eq!(seen.stop.as_str(), stop_of(&reference));
     prop_assert!(seen.usage.0 >= 7 && seen.usage.2 == seen.usage.0 + seen.usage.1);
@@ -274,7 +285,13 @@ fn run(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, max_shrink_iters: 2000, ..ProptestConfig::default() })]
+    // Failures are saved beside this file (src/resume/proptests.proptest-regressions).
+    #![proptest_config(ProptestConfig {
+        cases: 256,
+        max_shrink_iters: 2000,
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn resumed_stream_equals_the_reference(
@@ -283,8 +300,9 @@ proptest! {
         cut in 0usize..64,
         cut2 in prop_oneof![Just(0usize), 1usize..64],
         seed in any::<u64>(),
+        wire in prop_oneof![Just(Wire::Converse), Just(Wire::Claude), Just(Wire::Llama)],
     ) {
-        run(&spec, kind, cut, cut2, seed)?;
+        run(wire, &spec, kind, cut, cut2, seed)?;
     }
 
     #[test]
@@ -293,21 +311,24 @@ proptest! {
         cut in 1usize..64,
         which in any::<prop::sample::Index>(),
         seed in any::<u64>(),
+        wire in prop_oneof![Just(Wire::Converse), Just(Wire::Claude), Just(Wire::Llama)],
     ) {
-        let reference = build_reference(&spec);
-        let full = converse_stream(&reference, stop_of(&reference), 7);
+        let reference = wire.reference(build_reference(&spec));
+        let full = wire.stream(&reference, stop_of(&reference), 7);
         let cut = 1 + cut % (full.len() - 1);
-        // Content deltas the client received, as (block, piece) in stream order.
+        // Content deltas the client received, as (block, piece or signature) in stream order.
         let mut delivered = Vec::new();
         let mut seen = 0;
         for (bi, b) in reference.iter().enumerate() {
             for pi in 0..b.pieces().len() {
                 delivered.push((bi, pi));
             }
+            if let RefBlock::Reasoning { .. } = b {
+                delivered.push((bi, usize::MAX)); // the signature delta
+            }
         }
         for m in &full[..cut] {
-            let v: Value = serde_json::from_slice(m.payload()).unwrap();
-            if v.get("delta").is_some() {
+            if wire.is_delta(m) {
                 seen += 1;
             }
         }
@@ -317,24 +338,25 @@ proptest! {
         let (bi, pi) = delivered[which.index(seen)];
         let mut changed = reference.clone();
         match &mut changed[bi] {
+            RefBlock::Reasoning { signature, .. } if pi == usize::MAX => *signature = format!("Z{signature}"),
             RefBlock::Text(p) | RefBlock::Tool { pieces: p, .. } | RefBlock::Reasoning { pieces: p, .. } => {
                 p[pi] = format!("Z{}", p[pi]);
             }
         }
-        let mut c = Client::new(StreamFormat::Converse);
+        let mut c = Client::new(wire.format());
         c.feed(&full[..cut]).unwrap();
-        let (strategy, _) = c.resume(&user_body(), REPLAY_ONLY).unwrap();
+        let (strategy, _) = c.resume(&wire.body(), REPLAY_ONLY).unwrap();
         prop_assert_eq!(strategy, Rung::Replay);
         let mut rng = Rng(seed);
         let before = c.received.len();
-        let res = c.feed(&replay_events(&changed, &mut rng, 1));
+        let res = c.feed(&replay_events(wire, &changed, &mut rng, 1));
         prop_assert!(res.is_err(), "a replay differing in delivered content must diverge");
         // Nothing after the difference reached the client: what it has is still a prefix.
-        let text: String = c.received[before..]
-            .iter()
-            .filter_map(|m| serde_json::from_slice::<Value>(m.payload()).ok())
-            .filter_map(|v| v.pointer("/delta/text").and_then(Value::as_str).map(str::to_owned))
-            .collect();
+        let new = &c.received[before..];
+        let text: String = match wire {
+            Wire::Converse => new.iter().map(|m| String::from_utf8_lossy(m.payload()).into_owned()).collect(),
+            Wire::Claude | Wire::Llama => inner(new).iter().map(Value::to_string).collect(),
+        };
         prop_assert!(!text.contains('Z'));
     }
 }

@@ -87,7 +87,7 @@ impl Replay {
     pub(crate) fn accept(&mut self, ev: &Event) -> Result<Out, Divergence> {
         let mut out = Out::default();
         // Each part of the message either is swallowed (verified) or must be forwarded.
-        let mut forward = ev.terminal || ev.usage.is_some();
+        let mut forward = ev.terminal;
         let mut swallowed_any = false;
         let mut delta_swallowed = false;
         if ev.start {

@@ -181,6 +181,9 @@ impl Splicer {
 
     /// The messages to send the client for one upstream message, in order; may be empty.
     pub fn accept(&mut self, msg: &Message) -> Result<Vec<Spliced>, Divergence> {
+        if let Mode::Passthrough = self.mode {
+            return Ok(vec![Spliced::Unchanged]);
+        }
         let parsed = event::parse(self.format, msg);
         let ev = &parsed.event;
         if let Some(n) = ev.known_input {

@@ -443,3 +443,87 @@ fn transcript_past_its_limit_drops_content_and_refuses_to_resume() {
     }
     assert!(t.is_complete());
 }
+
+#[test]
+fn pump_types_can_move_between_tasks() {
+    fn send<T: Send + 'static>() {}
+    send::<Transcript>();
+    send::<Splicer>();
+    send::<Continuation>();
+    send::<CannotResume>();
+    send::<Divergence>();
+}
+
+#[test]
+fn replanning_after_a_refused_continuation_uses_the_new_caps() {
+    let full = converse_stream(&[texts(&["Some", " text"])], "end_turn", 4);
+    let mut c = Client::new(CONVERSE);
+    c.feed(&full[..3]).unwrap();
+    assert_eq!(c.resume(&user_body(), ALL).unwrap().0, Strategy::Prefill);
+    // Bedrock answered 400 (no prefill for this model): plan again without prefill.
+    let (s, _) = c
+        .resume(
+            &user_body(),
+            ModelCaps {
+                prefill: false,
+                ..ALL
+            },
+        )
+        .unwrap();
+    assert_eq!(s, Strategy::Instructed);
+    let mut cont = vec![conv("messageStart", json!({"role":"assistant"}), 2)];
+    converse_block(&texts(&[" more."]), 0, &mut cont);
+    converse_tail("end_turn", 10, 1, &mut cont);
+    c.feed(&cont).unwrap();
+    let seen = check_converse(&c.received).unwrap();
+    assert_eq!(seen.blocks[0].1, "Some text more.");
+    // Only the first attempt is carried: 10 - 2 delivered = 8 in, 2 out.
+    assert_eq!(seen.usage, (18, 3, 21));
+}
+
+#[test]
+fn a_body_that_cannot_be_extended_falls_back_to_replay() {
+    let full = converse_stream(&[texts(&["Some", " text"])], "end_turn", 4);
+    let mut c = Client::new(CONVERSE);
+    c.feed(&full[..3]).unwrap();
+    let e = plan(
+        &CONVERSE,
+        b"not json",
+        &mut c.transcript.clone(),
+        &ModelCaps {
+            replay: false,
+            ..ALL
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(e, CannotResume::BadRequestBody(_)), "{e}");
+    let e = plan(
+        &CONVERSE,
+        b"{}",
+        &mut c.transcript.clone(),
+        &ModelCaps {
+            replay: false,
+            ..ALL
+        },
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "the original request body cannot be continued: request body has no `messages`"
+    );
+    let next = plan(&CONVERSE, b"{}", &mut c.transcript, &ALL).unwrap();
+    assert_eq!(
+        (next.strategy, &next.body[..]),
+        (Strategy::Replay, &b"{}"[..])
+    );
+}
+
+#[test]
+fn giving_up_is_a_modelled_stream_exception() {
+    use crate::eventstream::{kind, Kind};
+    let m = give_up_event(&CannotResume::ToolUseNeedsReplay.to_string());
+    assert_eq!(kind(&m), Kind::Exception("modelStreamErrorException"));
+    let v: Value = serde_json::from_slice(m.payload()).unwrap();
+    assert!(v["message"].as_str().unwrap().contains("tool-use"));
+    assert_eq!(v["originalStatusCode"], 500);
+}

@@ -1,6 +1,7 @@
 //! Rule tests for invoke streams (Claude, Nova, Llama, Mistral, Titan, unknown families).
 
 use super::testutil::*;
+use super::testwire::check_claude;
 use super::*;
 use serde_json::{json, Value};
 
@@ -364,4 +365,41 @@ fn mistral_and_titan_continue_their_prompt_text() {
         ev[1]["amazon-bedrock-invocationMetrics"]["inputTokenCount"],
         8
     );
+}
+
+#[test]
+fn claude_missing_message_stop_is_replayed_with_one_message_delta() {
+    let claude = StreamFormat::Invoke(Family::Claude);
+    let full = claude_stream(&[&["Done", "."]], 4);
+    let mut c = Client::new(claude);
+    c.feed(&full[..6]).unwrap(); // through message_delta
+    assert!(c.transcript.saw_message_stop());
+    assert_eq!(c.resume(&claude_body(), ALL).unwrap().0, Strategy::Replay);
+    c.feed(&full).unwrap();
+    let seen = check_claude(&c.received).unwrap();
+    assert_eq!(seen.blocks, vec![("text".to_string(), "Done.".to_string())]);
+    // Failed attempt: 4 announced in, 2 deltas out.
+    assert_eq!(seen.usage, (8, 4, 12));
+}
+
+#[test]
+fn llama_final_chunk_that_only_repeats_the_whitespace_keeps_its_stop() {
+    let llama = StreamFormat::Invoke(Family::Llama);
+    let mut c = Client::new(llama);
+    c.feed(&llama_stream(&["Hi", " ", "there"], 3)[..2])
+        .unwrap(); // "Hi "
+    let body = json!({"prompt":"<s>","max_gen_len":9});
+    assert_eq!(
+        c.resume(body.to_string().as_bytes(), ALL).unwrap().0,
+        Strategy::Prefill
+    );
+    c.feed(&llama_stream(&[" "], 5)).unwrap(); // one chunk: the space, stop, metrics
+    let ev = inner(&c.received);
+    let text: String = ev
+        .iter()
+        .map(|v| v["generation"].as_str().unwrap())
+        .collect();
+    assert_eq!(text, "Hi ");
+    assert_eq!(ev.last().unwrap()["stop_reason"], "stop");
+    assert!(c.transcript.is_complete());
 }

@@ -41,10 +41,13 @@ pub(crate) struct Tally {
 }
 
 impl Tally {
-    /// Estimated output tokens: one per delta (replay also regenerated what was delivered).
+    /// Estimated output tokens: one per delta forwarded; a replay that got as far as
+    /// forwarding something also regenerated what was delivered before it. (A replay that
+    /// failed while still verifying counts 0: it may as well have been refused before
+    /// streaming, which is not billed.)
     pub fn output(&self) -> u64 {
         let regenerated = match self.strategy {
-            Some(Strategy::Replay) => self.delivered_before,
+            Some(Strategy::Replay) if self.deltas > 0 => self.delivered_before,
             _ => 0,
         };
         self.deltas + regenerated

@@ -265,6 +265,26 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        #[test]
+        fn continuation_holds_for_any_seed_length_and_trimmed_cut(seed: u64, n in 1usize..300, frac in 0.0f64..1.0) {
+            let reference = pieces(seed, n);
+            let text = reference.concat();
+            let mut cut = (text.len() as f64 * frac) as usize;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let prefix = text[..cut].trim_end();
+            let rest = continuation(&reference, prefix).expect("prefix of reference");
+            proptest::prop_assert_eq!(format!("{prefix}{}", rest.concat()), text);
+            // Everything after the first emitted piece keeps the reference boundaries.
+            if rest.len() > 1 {
+                proptest::prop_assert_eq!(&rest[1..], &reference[reference.len() + 1 - rest.len()..]);
+            }
+        }
+    }
+
     #[test]
     fn continuation_on_a_piece_boundary_keeps_the_boundaries() {
         let reference = pieces(77, 50);

@@ -385,5 +385,22 @@ mod tests {
             err.contains("pairs") && err.contains("bogus") && err.contains("fault-rate"),
             "{err}"
         );
+        let dir = tempfile::tempdir().unwrap();
+        let json = dir.path().join("faults.json");
+        std::fs::write(&json, r#"[{"kind":"truncate","events":2,"tag":"j"}]"#).unwrap();
+        let toml = dir.path().join("faults.toml");
+        std::fs::write(
+            &toml,
+            "[[fault]]\nkind = \"reset_mid_body\"\noperation = \"Converse\"\n",
+        )
+        .unwrap();
+        for (file, kind) in [(&json, "truncate"), (&toml, "reset_mid_body")] {
+            let cli = Cli::parse_from(["sim", "--faults-file", file.to_str().unwrap()]);
+            let c = SimConfig::from_args(&cli.sim).unwrap();
+            assert_eq!(
+                c.rules.iter().map(|r| r.fault.kind()).collect::<Vec<_>>(),
+                [kind]
+            );
+        }
     }
 }

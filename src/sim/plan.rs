@@ -131,11 +131,12 @@ pub fn plan(
             stop = Stop::MaxTokens;
         }
     }
+    // The tool call ends every answer to a conversation with tools, including prefilled and
+    // continued ones (the model finishes its text, then calls again with a fresh id), except
+    // when the last user turn already carries a tool result.
     let wants_tool = prompt.tool.is_some()
         && stop == Stop::EndTurn
-        && !prompt.turns.last().is_some_and(|t| t.tool_result)
-        && prefill.is_none()
-        && !continuation;
+        && !prompt.turns.last().is_some_and(|t| t.tool_result);
     let tool = match (&prompt.tool, wants_tool) {
         (Some(t), true) => {
             stop = Stop::ToolUse;
@@ -343,11 +344,30 @@ mod tests {
         });
         let a = plan(M, &p, 1, 1, &re()).unwrap();
         let b = plan(M, &p, 2, 2, &re()).unwrap();
-        let (ta, tb) = (a.tool.unwrap(), b.tool.unwrap());
+        let (ta, tb) = (a.tool.clone().unwrap(), b.tool.unwrap());
         assert_eq!(a.stop, Stop::ToolUse);
         assert_ne!(ta.id, tb.id);
         assert_eq!(ta.input, tb.input);
         assert_eq!(ta.input_pieces.concat(), ta.input);
         assert!(serde_json::from_str::<serde_json::Value>(&ta.input).is_ok());
+        let text = a.text();
+        p.turns.push(Turn {
+            role: "assistant".into(),
+            text: text[..text.len() / 2].trim_end().into(),
+            tool_result: false,
+        });
+        let resumed = plan(M, &p, 3, 3, &re()).unwrap();
+        assert_eq!(
+            resumed.stop,
+            Stop::ToolUse,
+            "a prefilled answer still ends in the call"
+        );
+        assert_eq!(resumed.tool.unwrap().input, ta.input);
+        p.turns.push(Turn {
+            role: "user".into(),
+            text: String::new(),
+            tool_result: true,
+        });
+        assert!(plan(M, &p, 4, 4, &re()).unwrap().tool.is_none());
     }
 }

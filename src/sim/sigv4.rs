@@ -160,7 +160,7 @@ pub fn expected_signature(
     let amz_date = header_values(req.headers, "x-amz-date").first().copied()?;
     let body_hash = hex::encode(Sha256::digest(req.body));
     let payload_hash = match header_values(req.headers, "x-amz-content-sha256").first() {
-        Some(h) if *h == "UNSIGNED-PAYLOAD" || *h == body_hash => h.to_string(),
+        Some(h) if *h == body_hash => h.to_string(),
         Some(_) => return None,
         None => body_hash,
     };
@@ -254,7 +254,9 @@ mod tests {
     }
 
     fn sign_with_aws_sigv4(path: &str, body: &[u8], token: Option<&str>) -> Vec<(String, String)> {
-        use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
+        use aws_sigv4::http_request::{
+            sign, PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings,
+        };
         use aws_sigv4::sign::v4;
         let creds = aws_credential_types::Credentials::new(
             "AKIDSIM",
@@ -269,7 +271,14 @@ mod tests {
             .region("us-west-2")
             .name("bedrock")
             .time(std::time::SystemTime::now())
-            .settings(SigningSettings::default())
+            .settings({
+                // With a session token, also send x-amz-content-sha256 (as S3-style clients do).
+                let mut settings = SigningSettings::default();
+                if token.is_some() {
+                    settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+                }
+                settings
+            })
             .build()
             .unwrap()
             .into();
@@ -304,6 +313,17 @@ mod tests {
                 body,
             };
             assert_eq!(verify(&req, &keys, &[]), Verdict::Valid, "token {token:?}");
+            let mut claimed = headers.clone();
+            claimed.push(("x-amz-content-sha256".into(), "UNSIGNED-PAYLOAD".into()));
+            let unsigned = SignedRequest {
+                headers: &claimed,
+                ..req
+            };
+            assert_eq!(
+                verify(&unsigned, &keys, &[]),
+                Verdict::Invalid,
+                "hash header must match"
+            );
             let tampered = SignedRequest { body: b"{}", ..req };
             assert_eq!(verify(&tampered, &keys, &[]), Verdict::Invalid);
             let wrong = vec![("AKIDSIM".to_string(), "other".to_string())];

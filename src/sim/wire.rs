@@ -41,9 +41,9 @@ pub(super) async fn send_error(
     let body = json!({ "message": err.to_string() }).to_string();
     let headers = [
         ("content-type", "application/json".to_string()),
-        ("x-amzn-requestid", request_id.to_string()),
+        ("x-amzn-RequestId", request_id.to_string()),
         (
-            "x-amzn-errortype",
+            "x-amzn-ErrorType",
             format!("{ty}:http://internal.amazon.com/coral/com.amazon.bedrock/"),
         ),
     ];
@@ -59,7 +59,7 @@ pub(super) async fn send_json(
 ) -> std::io::Result<()> {
     let mut headers = vec![
         ("content-type", "application/json".to_string()),
-        ("x-amzn-requestid", rid.to_string()),
+        ("x-amzn-RequestId", rid.to_string()),
     ];
     headers.extend(extra);
     conn.respond(status, &headers, body.to_string().as_bytes())
@@ -111,7 +111,7 @@ async fn send_body(
 ) -> Option<Conn> {
     let mut headers = vec![
         ("content-type", "application/json".to_string()),
-        ("x-amzn-requestid", rid.to_string()),
+        ("x-amzn-RequestId", rid.to_string()),
     ];
     headers.extend(extra);
     // The head announces the whole body; only the first half follows.
@@ -178,7 +178,7 @@ async fn send_stream(
             "content-type",
             "application/vnd.amazon.eventstream".to_string(),
         ),
-        ("x-amzn-requestid", rid.to_string()),
+        ("x-amzn-RequestId", rid.to_string()),
     ];
     if invoke {
         headers.push((
