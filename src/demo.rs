@@ -41,14 +41,29 @@ struct Scenario {
 
 fn scenarios() -> Vec<Scenario> {
     vec![
-        Scenario { title: "connection reset mid-answer", topic: "lighthouses", fault: Fault::ResetAfterEvents { events: 14 } },
+        Scenario {
+            title: "connection reset mid-answer",
+            topic: "lighthouses",
+            fault: Fault::ResetAfterEvents { events: 14 },
+        },
         Scenario {
             title: "modelStreamErrorException mid-answer",
             topic: "tide pools",
-            fault: Fault::Exception { events: 22, exception_type: "modelStreamErrorException".into() },
+            fault: Fault::Exception {
+                events: 22,
+                exception_type: "modelStreamErrorException".into(),
+            },
         },
-        Scenario { title: "reset in the middle of a frame", topic: "glaciers", fault: Fault::ResetMidFrame { events: 9 } },
-        Scenario { title: "stream ends cleanly without its last events", topic: "volcanoes", fault: Fault::Truncate { events: 30 } },
+        Scenario {
+            title: "reset in the middle of a frame",
+            topic: "glaciers",
+            fault: Fault::ResetMidFrame { events: 9 },
+        },
+        Scenario {
+            title: "stream ends cleanly without its last events",
+            topic: "volcanoes",
+            fault: Fault::Truncate { events: 30 },
+        },
     ]
 }
 
@@ -67,19 +82,35 @@ pub async fn run(args: DemoArgs) -> i32 {
 struct Paint(bool);
 impl Paint {
     fn dim(&self, s: &str) -> String {
-        if self.0 { format!("\x1b[2m{s}\x1b[0m") } else { s.to_owned() }
+        if self.0 {
+            format!("\x1b[2m{s}\x1b[0m")
+        } else {
+            s.to_owned()
+        }
     }
     fn bold(&self, s: &str) -> String {
-        if self.0 { format!("\x1b[1m{s}\x1b[0m") } else { s.to_owned() }
+        if self.0 {
+            format!("\x1b[1m{s}\x1b[0m")
+        } else {
+            s.to_owned()
+        }
     }
     fn mark(&self, s: &str) -> String {
-        if self.0 { format!("\x1b[33m{s}\x1b[0m") } else { s.to_owned() }
+        if self.0 {
+            format!("\x1b[33m{s}\x1b[0m")
+        } else {
+            s.to_owned()
+        }
     }
 }
 
 async fn demo(args: DemoArgs) -> anyhow::Result<bool> {
     let paint = Paint(!args.no_color);
-    let (ttft, gap) = if args.fast { (Duration::ZERO, Duration::ZERO) } else { (Duration::from_millis(400), Duration::from_millis(25)) };
+    let (ttft, gap) = if args.fast {
+        (Duration::ZERO, Duration::ZERO)
+    } else {
+        (Duration::from_millis(400), Duration::from_millis(25))
+    };
     let faulty = sim::start(SimConfig {
         credentials: vec![(RELAY_KEY.into(), RELAY_SECRET.into())],
         ttft,
@@ -98,11 +129,18 @@ async fn demo(args: DemoArgs) -> anyhow::Result<bool> {
         ..Default::default()
     })
     .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let relay = crate::app::start_with_signer(settings, Signer::for_tests(RELAY_KEY, RELAY_SECRET, None, "us-east-1")).await?;
+    let relay = crate::app::start_with_signer(
+        settings,
+        Signer::for_tests(RELAY_KEY, RELAY_SECRET, None, "us-east-1"),
+    )
+    .await?;
     let relay_url = format!("http://{}", relay.addr);
     println!("{}", paint.bold("bedrock-relay demo"));
     println!("  simulator (Bedrock stand-in, faults on) {}", faulty.url());
-    println!("  relay                                   {relay_url}   metrics: http://{}/metrics\n", relay.admin_addr);
+    println!(
+        "  relay                                   {relay_url}   metrics: http://{}/metrics\n",
+        relay.admin_addr
+    );
 
     let client = DemoClient::new();
     let mut matched = 0;
@@ -111,39 +149,85 @@ async fn demo(args: DemoArgs) -> anyhow::Result<bool> {
     for (i, s) in list.iter().enumerate() {
         let tag = format!("demo-{i}");
         let prompt = format!("Tell me about {} sim:len=60 sim:tag={tag}", s.topic);
-        faulty.add_rule(FaultRule { operation: None, tag: Some(tag.clone()), attempts: Some(vec![1]), fault: s.fault.clone() });
-        println!("{} {}", paint.bold(&format!("[{}/{}]", i + 1, list.len())), paint.dim(&format!("first attempt upstream: {}", s.title)));
+        faulty.add_rule(FaultRule {
+            operation: None,
+            tag: Some(tag.clone()),
+            attempts: Some(vec![1]),
+            fault: s.fault.clone(),
+        });
+        println!(
+            "{} {}",
+            paint.bold(&format!("[{}/{}]", i + 1, list.len())),
+            paint.dim(&format!("first attempt upstream: {}", s.title))
+        );
         let before = interruptions(&relay);
         let started = Instant::now();
         let got = client
-            .stream(&relay_url, &prompt, |text| {
-                print!("{text}");
-                let _ = std::io::stdout().flush();
-            }, || {
-                let now = interruptions(&relay);
-                (now > before).then(|| paint.mark(" ⟲ relay healed the stream here "))
-            })
+            .stream(
+                &relay_url,
+                &prompt,
+                |text| {
+                    print!("{text}");
+                    let _ = std::io::stdout().flush();
+                },
+                || {
+                    let now = interruptions(&relay);
+                    (now > before).then(|| paint.mark(" ⟲ relay healed the stream here "))
+                },
+            )
             .await?;
         let took = started.elapsed();
-        let reference = client.stream(&clean.url(), &prompt, |_| {}, || None).await?;
+        let reference = client
+            .stream(&clean.url(), &prompt, |_| {}, || None)
+            .await?;
         let same = got.text == reference.text && got.complete;
         matched += usize::from(same);
         let expected = ttft + gap * reference.deltas as u32;
         total_extra += took.saturating_sub(expected);
-        let verdict = if same { "identical to the uninterrupted answer" } else { "DIFFERS from the uninterrupted answer" };
-        println!("\n  {} {verdict} ({} chars, {} ms)\n", if same { "✓" } else { "✗" }, got.text.len(), took.as_millis());
+        let verdict = if same {
+            "identical to the uninterrupted answer"
+        } else {
+            "DIFFERS from the uninterrupted answer"
+        };
+        println!(
+            "\n  {} {verdict} ({} chars, {} ms)\n",
+            if same { "✓" } else { "✗" },
+            got.text.len(),
+            took.as_millis()
+        );
     }
     let m = &relay.metrics;
-    let interrupted = m.stream_interruptions_total.with_label_values(&["reset"]).get()
-        + m.stream_interruptions_total.with_label_values(&["exception"]).get()
-        + m.stream_interruptions_total.with_label_values(&["corrupt_frame"]).get()
-        + m.stream_interruptions_total.with_label_values(&["truncated"]).get()
-        + m.stream_interruptions_total.with_label_values(&["eof"]).get();
+    let interrupted = m
+        .stream_interruptions_total
+        .with_label_values(&["reset"])
+        .get()
+        + m.stream_interruptions_total
+            .with_label_values(&["exception"])
+            .get()
+        + m.stream_interruptions_total
+            .with_label_values(&["corrupt_frame"])
+            .get()
+        + m.stream_interruptions_total
+            .with_label_values(&["truncated"])
+            .get()
+        + m.stream_interruptions_total
+            .with_label_values(&["eof"])
+            .get();
     println!("{}", paint.bold("summary"));
     println!("  conversations                 {}", list.len());
     println!("  upstream interruptions        {interrupted}");
-    println!("  resumed streams               {}", relay.metrics.stream_resumes_total.with_label_values(&["prefill", "success"]).get());
-    println!("  added latency (all streams)   {} ms", total_extra.as_millis());
+    println!(
+        "  resumed streams               {}",
+        relay
+            .metrics
+            .stream_resumes_total
+            .with_label_values(&["prefill", "success"])
+            .get()
+    );
+    println!(
+        "  added latency (all streams)   {} ms",
+        total_extra.as_millis()
+    );
     println!("  answers identical to reference {matched}/{}", list.len());
     relay.shutdown().await;
     faulty.shutdown().await;
@@ -152,10 +236,23 @@ async fn demo(args: DemoArgs) -> anyhow::Result<bool> {
 }
 
 fn interruptions(relay: &crate::app::RelayHandle) -> u64 {
-    ["reset", "exception", "corrupt_frame", "truncated", "eof", "stall"]
-        .iter()
-        .map(|r| relay.metrics.stream_interruptions_total.with_label_values(&[r]).get())
-        .sum()
+    [
+        "reset",
+        "exception",
+        "corrupt_frame",
+        "truncated",
+        "eof",
+        "stall",
+    ]
+    .iter()
+    .map(|r| {
+        relay
+            .metrics
+            .stream_interruptions_total
+            .with_label_values(&[r])
+            .get()
+    })
+    .sum()
 }
 
 /// What a demo stream delivered.
@@ -176,7 +273,12 @@ impl DemoClient {
     fn new() -> Self {
         DemoClient {
             http: Client::builder(TokioExecutor::new()).build_http(),
-            signer: Signer::for_tests("AKIDDEMOAPPLICATION", "the-application-secret", None, "us-east-1"),
+            signer: Signer::for_tests(
+                "AKIDDEMOAPPLICATION",
+                "the-application-secret",
+                None,
+                "us-east-1",
+            ),
         }
     }
 
@@ -187,17 +289,26 @@ impl DemoClient {
         mut on_text: impl FnMut(&str),
         mut on_event: impl FnMut() -> Option<String>,
     ) -> anyhow::Result<Streamed> {
-        let body = serde_json::json!({"messages": [{"role": "user", "content": [{"text": prompt}]}]}).to_string();
+        let body =
+            serde_json::json!({"messages": [{"role": "user", "content": [{"text": prompt}]}]})
+                .to_string();
         let mut req = http::Request::post(format!("{base}/model/{MODEL}/converse-stream"))
             .header("content-type", "application/json")
             .body(Bytes::from(body))?;
         self.signer.sign(&mut req).await.context("signing")?;
         let (parts, body) = req.into_parts();
-        let resp = self.http.request(http::Request::from_parts(parts, Full::new(body))).await?;
+        let resp = self
+            .http
+            .request(http::Request::from_parts(parts, Full::new(body)))
+            .await?;
         anyhow::ensure!(resp.status().is_success(), "status {}", resp.status());
         let mut body = resp.into_body();
         let mut splitter = FrameSplitter::new();
-        let mut out = Streamed { text: String::new(), deltas: 0, complete: false };
+        let mut out = Streamed {
+            text: String::new(),
+            deltas: 0,
+            complete: false,
+        };
         let mut healed_shown = false;
         while let Some(frame) = body.frame().await {
             if let Ok(data) = frame?.into_data() {

@@ -21,13 +21,33 @@ fn bad_config_exits_64_listing_every_error_before_binding() {
     let out = relay()
         .args(["serve", "--config"])
         .arg(&file)
-        .args(["--listen", "not-an-address", "--stall-timeout", "soon", "--max-attempts", "0"])
-        .args(["--backoff-base", "5s", "--backoff-max", "1s", "--region", "us-east-1"])
+        .args([
+            "--listen",
+            "not-an-address",
+            "--stall-timeout",
+            "soon",
+            "--max-attempts",
+            "0",
+        ])
+        .args([
+            "--backoff-base",
+            "5s",
+            "--backoff-max",
+            "1s",
+            "--region",
+            "us-east-1",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(64), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    for needle in ["bogus_key", "not-an-address", "soon", "max_attempts", "backoff"] {
+    for needle in [
+        "bogus_key",
+        "not-an-address",
+        "soon",
+        "max_attempts",
+        "backoff",
+    ] {
         assert!(stderr.contains(needle), "stderr names {needle}: {stderr}");
     }
 }
@@ -36,22 +56,54 @@ fn bad_config_exits_64_listing_every_error_before_binding() {
 fn check_validates_the_shipped_example_config_and_exits_0() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/bedrock-relay.toml");
     let out = relay()
-        .args(["serve", "--check", "--region", "us-east-1", "--config", example])
+        .args([
+            "serve",
+            "--check",
+            "--region",
+            "us-east-1",
+            "--config",
+            example,
+        ])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
 fn every_subcommand_documents_its_flags() {
     let out = relay().args(["sim", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--listen", "--access-key-id", "--secret-access-key", "--fault", "--faults-file", "--fault-rate", "--seed", "--ttft", "--inter-token"] {
+    for flag in [
+        "--listen",
+        "--access-key-id",
+        "--secret-access-key",
+        "--fault",
+        "--faults-file",
+        "--fault-rate",
+        "--seed",
+        "--ttft",
+        "--inter-token",
+    ] {
         assert!(help.contains(flag), "sim --help documents {flag}");
     }
     let out = relay().args(["serve", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--config", "--listen", "--admin-listen", "--region", "--upstream", "--stall-timeout", "--max-attempts", "--backoff-base", "--backoff-max"] {
+    for flag in [
+        "--config",
+        "--listen",
+        "--admin-listen",
+        "--region",
+        "--upstream",
+        "--stall-timeout",
+        "--max-attempts",
+        "--backoff-base",
+        "--backoff-max",
+    ] {
         assert!(help.contains(flag), "serve --help documents {flag}");
     }
 }

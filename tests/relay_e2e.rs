@@ -17,8 +17,12 @@ async fn four_main_operations_pass_through_with_plain_and_arn_model_ids() {
     for model in [MODEL, ARN] {
         let prompt = format!("Describe rivers sim:len=30 sim:tag=ops-{}", model.len());
         // Converse: same text through the relay as straight from the simulator.
-        let via = canon::converse_text(&h.client, model, &prompt).await.expect("converse via relay");
-        let direct = canon::converse_text(&h.reference, model, &prompt).await.expect("converse direct");
+        let via = canon::converse_text(&h.client, model, &prompt)
+            .await
+            .expect("converse via relay");
+        let direct = canon::converse_text(&h.reference, model, &prompt)
+            .await
+            .expect("converse direct");
         assert_eq!(via, direct);
         assert!(!via.is_empty());
         // ConverseStream: every event, in order, identical; and the same text as Converse.
@@ -49,8 +53,15 @@ async fn four_main_operations_pass_through_with_plain_and_arn_model_ids() {
     // Every attempt the simulator saw was signed by the relay, and verified.
     let log = h.sim.log();
     assert!(log.len() >= 8, "{} attempts logged", log.len());
-    assert!(log.iter().all(|e| e.signature == "valid"), "{:?}", log.iter().map(|e| &e.signature).collect::<Vec<_>>());
-    assert!(log.iter().any(|e| e.model_id == ARN), "ARN model id reached the simulator decoded intact");
+    assert!(
+        log.iter().all(|e| e.signature == "valid"),
+        "{:?}",
+        log.iter().map(|e| &e.signature).collect::<Vec<_>>()
+    );
+    assert!(
+        log.iter().any(|e| e.model_id.as_deref() == Some(ARN)),
+        "ARN model id reached the simulator decoded intact"
+    );
 }
 
 #[tokio::test]
@@ -66,18 +77,28 @@ async fn failures_before_the_response_are_retried_invisibly() {
         h.fault(tag, Some(vec![1]), fault.clone());
         let prompt = format!("Explain tides sim:tag={tag}");
         let text = canon::converse_text(&h.client, MODEL, &prompt).await;
-        assert_eq!(text, canon::converse_text(&h.reference, MODEL, &prompt).await, "{tag}");
+        assert_eq!(
+            text,
+            canon::converse_text(&h.reference, MODEL, &prompt).await,
+            "{tag}"
+        );
         // Streams too: the first attempt fails before headers, the client never knows.
         let stream_tag = format!("{tag}-s");
         h.fault(&stream_tag, Some(vec![1]), fault);
         let req = ConverseReq::new(MODEL, format!("Explain tides sim:tag={stream_tag}"));
         let got = canon::converse_stream(&h.client, &req).await;
         assert_eq!(got.error, None, "{stream_tag}");
-        assert_eq!(got.events, canon::converse_stream(&h.reference, &req).await.events);
+        assert_eq!(
+            got.events,
+            canon::converse_stream(&h.reference, &req).await.events
+        );
         for t in [tag, stream_tag.as_str()] {
             let attempts = h.attempts_for(t);
             assert_eq!(attempts.len(), 2, "{t}: one failed attempt, one retry");
-            assert!(attempts.iter().all(|e| e.signature == "valid"), "{t}: each attempt signed afresh");
+            assert!(
+                attempts.iter().all(|e| e.signature == "valid"),
+                "{t}: each attempt signed afresh"
+            );
         }
     }
     assert!(h.metric("bedrock_relay_retries_total", &[]).await >= 8.0);
@@ -88,8 +109,13 @@ async fn a_reset_mid_body_of_a_non_streaming_answer_is_retried() {
     let h = Harness::start().await;
     h.fault("midbody", Some(vec![1]), Fault::ResetMidBody);
     let prompt = "Explain glaciers sim:len=80 sim:tag=midbody";
-    let text = canon::converse_text(&h.client, MODEL, prompt).await.expect("healed");
-    assert_eq!(Ok(text), canon::converse_text(&h.reference, MODEL, prompt).await);
+    let text = canon::converse_text(&h.client, MODEL, prompt)
+        .await
+        .expect("healed");
+    assert_eq!(
+        Ok(text),
+        canon::converse_text(&h.reference, MODEL, prompt).await
+    );
     assert_eq!(h.attempts_for("midbody").len(), 2);
 }
 
@@ -97,13 +123,20 @@ async fn a_reset_mid_body_of_a_non_streaming_answer_is_retried() {
 async fn exhausted_retries_surface_as_the_right_sdk_errors() {
     let h = Harness::start_with(|a| a.max_attempts = Some("3".into())).await;
     h.fault("always503", None, Fault::Status { code: 503 });
-    let err = canon::converse_text(&h.client, MODEL, "x sim:tag=always503").await.unwrap_err();
+    let err = canon::converse_text(&h.client, MODEL, "x sim:tag=always503")
+        .await
+        .unwrap_err();
     assert!(err.starts_with("ServiceUnavailableException"), "{err}");
     assert_eq!(h.attempts_for("always503").len(), 3, "--max-attempts 3");
 
     h.fault("always429", None, Fault::Status { code: 429 });
-    let err = canon::converse_text(&h.client, MODEL, "x sim:tag=always429").await.unwrap_err();
-    assert!(err.starts_with("ThrottlingException"), "the last upstream error, unchanged: {err}");
+    let err = canon::converse_text(&h.client, MODEL, "x sim:tag=always429")
+        .await
+        .unwrap_err();
+    assert!(
+        err.starts_with("ThrottlingException"),
+        "the last upstream error, unchanged: {err}"
+    );
 
     h.fault("alwaysrst", None, Fault::ResetBeforeHeaders);
     let req = ConverseReq::new(MODEL, "x sim:tag=alwaysrst");
@@ -118,7 +151,9 @@ async fn exhausted_retries_surface_as_the_right_sdk_errors() {
         a.max_attempts = Some("2".into());
     })
     .await;
-    let err = canon::converse_text(&dead.client, MODEL, "x").await.unwrap_err();
+    let err = canon::converse_text(&dead.client, MODEL, "x")
+        .await
+        .unwrap_err();
     assert!(err.starts_with("ServiceUnavailableException"), "{err}");
     assert!(err.contains("could not connect"), "{err}");
 }
@@ -152,14 +187,29 @@ async fn oversized_bodies_get_413_in_bedrocks_error_shape() {
 async fn metrics_count_requests_attempts_and_streams() {
     let h = Harness::start().await;
     h.fault("m1", Some(vec![1]), Fault::Status { code: 503 });
-    canon::converse_text(&h.client, MODEL, "count me sim:tag=m1").await.unwrap();
+    canon::converse_text(&h.client, MODEL, "count me sim:tag=m1")
+        .await
+        .unwrap();
     let m = h.metrics().await;
     let get = |name, labels: &[(&str, &str)]| support::sum_metric(&m, name, labels);
-    assert_eq!(get("bedrock_relay_requests_total", &[("operation", "Converse"), ("status", "200")]), 1.0);
-    assert_eq!(get("bedrock_relay_upstream_attempts_total", &[("operation", "Converse")]), 2.0);
+    assert_eq!(
+        get(
+            "bedrock_relay_requests_total",
+            &[("operation", "Converse"), ("status", "200")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        get(
+            "bedrock_relay_upstream_attempts_total",
+            &[("operation", "Converse")]
+        ),
+        2.0
+    );
     assert_eq!(get("bedrock_relay_retries_total", &[]), 1.0);
     assert!(m.contains("bedrock_relay_request_duration_seconds_bucket"));
     assert_eq!(get("bedrock_relay_active_streams", &[]), 0.0);
-    let (status, _) = support::http_get_status(&format!("http://{}/readyz", h.relay.admin_addr)).await;
+    let (status, _) =
+        support::http_get_status(&format!("http://{}/readyz", h.relay.admin_addr)).await;
     assert_eq!(status, 200);
 }

@@ -28,8 +28,17 @@ fn kinds(events: usize) -> Vec<Fault> {
         Fault::Truncate { events },
         Fault::CorruptCrc { events },
     ];
-    for t in ["internalServerException", "modelStreamErrorException", "throttlingException", "serviceUnavailableException", "modelTimeoutException"] {
-        v.push(Fault::Exception { events, exception_type: t.into() });
+    for t in [
+        "internalServerException",
+        "modelStreamErrorException",
+        "throttlingException",
+        "serviceUnavailableException",
+        "modelTimeoutException",
+    ] {
+        v.push(Fault::Exception {
+            events,
+            exception_type: t.into(),
+        });
     }
     v
 }
@@ -38,7 +47,10 @@ fn kinds(events: usize) -> Vec<Fault> {
 #[derive(Clone)]
 enum Call {
     Converse(ConverseReq),
-    Invoke { model: String, body: serde_json::Value },
+    Invoke {
+        model: String,
+        body: serde_json::Value,
+    },
 }
 
 impl Call {
@@ -51,15 +63,28 @@ impl Call {
 }
 
 fn converse(model: &str, prompt: &str, tools: bool, reasoning: bool) -> Call {
-    Call::Converse(ConverseReq { tools, reasoning, ..ConverseReq::new(model, prompt) })
+    Call::Converse(ConverseReq {
+        tools,
+        reasoning,
+        ..ConverseReq::new(model, prompt)
+    })
 }
 
 fn invoke(model: &str, prompt: &str) -> Call {
-    Call::Invoke { model: model.into(), body: canon::invoke_body(model, prompt) }
+    Call::Invoke {
+        model: model.into(),
+        body: canon::invoke_body(model, prompt),
+    }
 }
 
 /// Run one faulted case; `None` if the client got exactly the reference.
-async fn check(h: &Harness, name: &str, make: impl Fn(&str) -> Call, position: impl Fn(&Received) -> usize, fault: impl Fn(usize) -> Fault) -> Option<String> {
+async fn check(
+    h: &Harness,
+    name: &str,
+    make: impl Fn(&str) -> Call,
+    position: impl Fn(&Received) -> usize,
+    fault: impl Fn(usize) -> Fault,
+) -> Option<String> {
     let call = make(&format!("sim:len=40 sim:tag={name}"));
     let reference = call.run(&h.reference).await;
     assert_eq!(reference.error, None, "{name}: the reference run is clean");
@@ -76,13 +101,20 @@ async fn check(h: &Harness, name: &str, make: impl Fn(&str) -> Call, position: i
         ));
     }
     if got.output_tokens < reference.output_tokens {
-        return Some(format!("{name}: usage {:?} is not the sum over attempts (reference {:?})", got.output_tokens, reference.output_tokens));
+        return Some(format!(
+            "{name}: usage {:?} is not the sum over attempts (reference {:?})",
+            got.output_tokens, reference.output_tokens
+        ));
     }
     None
 }
 
 fn position_of(r: &Received, what: &str) -> usize {
-    r.events.iter().position(|e| e.contains(what)).map(|i| i + 2).unwrap_or_else(|| panic!("reference has no {what}: {:?}", r.events))
+    r.events
+        .iter()
+        .position(|e| e.contains(what))
+        .map(|i| i + 2)
+        .unwrap_or_else(|| panic!("reference has no {what}: {:?}", r.events))
 }
 
 #[tokio::test]
@@ -95,11 +127,34 @@ async fn every_fault_at_every_position_heals_byte_exactly() {
         ("before-terminal", |r| r.events.len() - 2),
     ];
     let mut families: Vec<(String, Box<dyn Fn(&str) -> Call>)> = vec![
-        ("cs-prefill".into(), Box::new(|p: &str| converse(PREFILL_MODEL, &format!("Write about harbours {p}"), false, false))),
-        ("cs-replay".into(), Box::new(|p: &str| converse(NO_PREFILL_MODEL, &format!("Write about harbours {p}"), false, false))),
+        (
+            "cs-prefill".into(),
+            Box::new(|p: &str| {
+                converse(
+                    PREFILL_MODEL,
+                    &format!("Write about harbours {p}"),
+                    false,
+                    false,
+                )
+            }),
+        ),
+        (
+            "cs-replay".into(),
+            Box::new(|p: &str| {
+                converse(
+                    NO_PREFILL_MODEL,
+                    &format!("Write about harbours {p}"),
+                    false,
+                    false,
+                )
+            }),
+        ),
     ];
     for m in INVOKE_MODELS {
-        families.push((format!("inv-{}", &m[..m.find('-').unwrap_or(m.len())]), Box::new(move |p: &str| invoke(m, &format!("Write about lighthouses {p}")))));
+        families.push((
+            format!("inv-{}", &m[..m.find('-').unwrap_or(m.len())]),
+            Box::new(move |p: &str| invoke(m, &format!("Write about lighthouses {p}"))),
+        ));
     }
     let mut cases = 0;
     for (fam, make) in &families {
@@ -117,41 +172,98 @@ async fn every_fault_at_every_position_heals_byte_exactly() {
     for model in [PREFILL_MODEL, NO_PREFILL_MODEL] {
         for (k, _) in kinds(0).iter().enumerate() {
             let name = format!("tool-{}-{k}", model.len());
-            let f = check(&h, &name, |p| converse(model, &format!("Weather in Oslo? {p}"), true, false), |r| position_of(r, "input="), |at| kinds(at)[k].clone()).await;
+            let f = check(
+                &h,
+                &name,
+                |p| converse(model, &format!("Weather in Oslo? {p}"), true, false),
+                |r| position_of(r, "input="),
+                |at| kinds(at)[k].clone(),
+            )
+            .await;
             failures.extend(f);
             let name = format!("reason-{}-{k}", model.len());
-            let f = check(&h, &name, |p| converse(model, &format!("Think about primes {p}"), false, true), |r| position_of(r, "reasoning="), |at| kinds(at)[k].clone()).await;
+            let f = check(
+                &h,
+                &name,
+                |p| converse(model, &format!("Think about primes {p}"), false, true),
+                |r| position_of(r, "reasoning="),
+                |at| kinds(at)[k].clone(),
+            )
+            .await;
             failures.extend(f);
             cases += 2;
         }
     }
-    assert!(failures.is_empty(), "{} of {cases} cases differ from the reference:\n{}", failures.len(), failures.join("\n"));
-    let interruptions = h.metric("bedrock_relay_stream_interruptions_total", &[]).await;
+    assert!(
+        failures.is_empty(),
+        "{} of {cases} cases differ from the reference:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    let interruptions = h
+        .metric("bedrock_relay_stream_interruptions_total", &[])
+        .await;
     assert_eq!(interruptions as usize, cases, "every interruption counted");
-    let resumed = h.metric("bedrock_relay_stream_resumes_total", &[("outcome", "success")]).await;
-    assert_eq!(resumed as usize, cases, "every healed stream counted as a successful resume");
+    let resumed = h
+        .metric(
+            "bedrock_relay_stream_resumes_total",
+            &[("outcome", "success")],
+        )
+        .await;
+    assert_eq!(
+        resumed as usize, cases,
+        "every healed stream counted as a successful resume"
+    );
 }
 
 #[tokio::test]
 async fn double_faults_heal_and_stalls_are_detected() {
     let h = Harness::start_with(|a| a.stall_timeout = Some("300ms".into())).await;
     // First attempt breaks after 6 events, the first resume after 3 more: still exact.
-    let call = converse(PREFILL_MODEL, "Write about canals sim:len=50 sim:tag=double", false, false);
+    let call = converse(
+        PREFILL_MODEL,
+        "Write about canals sim:len=50 sim:tag=double",
+        false,
+        false,
+    );
     let reference = call.run(&h.reference).await;
-    h.fault("double", Some(vec![1]), Fault::ResetAfterEvents { events: 6 });
+    h.fault(
+        "double",
+        Some(vec![1]),
+        Fault::ResetAfterEvents { events: 6 },
+    );
     h.fault("double", Some(vec![2]), Fault::ResetMidFrame { events: 3 });
     let got = call.run(&h.client).await;
     assert_eq!(got.error, None);
     assert_eq!(got.events, reference.events);
     assert_eq!(h.attempts_for("double").len(), 3);
     // A stall longer than --stall-timeout is an interruption too.
-    let call = converse(PREFILL_MODEL, "Write about bridges sim:len=30 sim:tag=stall", false, false);
+    let call = converse(
+        PREFILL_MODEL,
+        "Write about bridges sim:len=30 sim:tag=stall",
+        false,
+        false,
+    );
     let reference = call.run(&h.reference).await;
-    h.fault("stall", Some(vec![1]), Fault::Stall { events: 5, duration: Duration::from_secs(3) });
+    h.fault(
+        "stall",
+        Some(vec![1]),
+        Fault::Stall {
+            events: 5,
+            duration: Duration::from_secs(3),
+        },
+    );
     let got = call.run(&h.client).await;
     assert_eq!(got.error, None);
     assert_eq!(got.events, reference.events);
-    assert_eq!(h.metric("bedrock_relay_stream_interruptions_total", &[("reason", "stall")]).await, 1.0);
+    assert_eq!(
+        h.metric(
+            "bedrock_relay_stream_interruptions_total",
+            &[("reason", "stall")]
+        )
+        .await,
+        1.0
+    );
 }
 
 #[tokio::test]
@@ -162,23 +274,67 @@ async fn persistent_faults_end_in_a_modelled_exception_within_the_deadline() {
     })
     .await;
     for (tag, call) in [
-        ("persist-cs", converse(PREFILL_MODEL, "Write about dunes sim:len=40 sim:tag=persist-cs", false, false)),
-        ("persist-inv", invoke(INVOKE_MODELS[0], "Write about dunes sim:len=40 sim:tag=persist-inv")),
+        (
+            "persist-cs",
+            converse(
+                PREFILL_MODEL,
+                "Write about dunes sim:len=40 sim:tag=persist-cs",
+                false,
+                false,
+            ),
+        ),
+        (
+            "persist-inv",
+            invoke(
+                INVOKE_MODELS[0],
+                "Write about dunes sim:len=40 sim:tag=persist-inv",
+            ),
+        ),
     ] {
         h.fault(tag, None, Fault::ResetAfterEvents { events: 4 });
         let started = Instant::now();
         let got = call.run(&h.client).await;
         let err = got.error.expect("a persistent fault cannot be healed");
-        assert!(got.modelled_error, "{tag}: the SDK raises a modelled exception, not a transport error: {err}");
+        assert!(
+            got.modelled_error,
+            "{tag}: the SDK raises a modelled exception, not a transport error: {err}"
+        );
         assert!(err.contains("ModelStreamError"), "{tag}: {err}");
-        assert!(err.contains("resumes: 2"), "{tag}: the message says how many resumes were tried: {err}");
-        assert!(started.elapsed() < Duration::from_secs(10), "{tag}: within the deadline");
-        assert_eq!(h.attempts_for(tag).len(), 3, "{tag}: first attempt + max_resumes");
+        assert!(
+            err.contains("resumes: 2"),
+            "{tag}: the message says how many resumes were tried: {err}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{tag}: within the deadline"
+        );
+        assert_eq!(
+            h.attempts_for(tag).len(),
+            3,
+            "{tag}: first attempt + max_resumes"
+        );
     }
     // What the client received before the error is still a prefix of the reference.
-    let reference = converse(PREFILL_MODEL, "Write about dunes sim:len=40 sim:tag=persist-cs", false, false).run(&h.reference).await;
-    let partial = converse(PREFILL_MODEL, "Write about dunes sim:len=40 sim:tag=persist-cs", false, false).run(&h.client).await;
-    assert!(reference.text().starts_with(&partial.text()), "no garbled text before the error");
+    let reference = converse(
+        PREFILL_MODEL,
+        "Write about dunes sim:len=40 sim:tag=persist-cs",
+        false,
+        false,
+    )
+    .run(&h.reference)
+    .await;
+    let partial = converse(
+        PREFILL_MODEL,
+        "Write about dunes sim:len=40 sim:tag=persist-cs",
+        false,
+        false,
+    )
+    .run(&h.client)
+    .await;
+    assert!(
+        reference.text().starts_with(&partial.text()),
+        "no garbled text before the error"
+    );
 }
 
 #[tokio::test]
@@ -186,20 +342,48 @@ async fn a_replay_that_diverges_ends_in_a_typed_error_not_a_different_answer() {
     let h = Harness::start().await;
     // temperature > 0: the simulator answers differently on every attempt, so replay of a
     // model without prefill cannot verify what the client already has.
-    let req = ConverseReq { temperature: Some(0.9), ..ConverseReq::new(NO_PREFILL_MODEL, "Write about moss sim:len=40 sim:tag=diverge") };
-    h.fault("diverge", Some(vec![1]), Fault::ResetAfterEvents { events: 10 });
+    let req = ConverseReq {
+        temperature: Some(0.9),
+        ..ConverseReq::new(
+            NO_PREFILL_MODEL,
+            "Write about moss sim:len=40 sim:tag=diverge",
+        )
+    };
+    h.fault(
+        "diverge",
+        Some(vec![1]),
+        Fault::ResetAfterEvents { events: 10 },
+    );
     let got = canon::converse_stream(&h.client, &req).await;
     let err = got.error.expect("divergence is reported");
     assert!(got.modelled_error, "{err}");
     assert!(err.contains("diverged"), "{err}");
-    assert_eq!(h.metric("bedrock_relay_stream_resumes_total", &[("strategy", "replay"), ("outcome", "diverged")]).await, 1.0);
+    assert_eq!(
+        h.metric(
+            "bedrock_relay_stream_resumes_total",
+            &[("strategy", "replay"), ("outcome", "diverged")]
+        )
+        .await,
+        1.0
+    );
 }
 
 #[tokio::test]
 async fn non_retryable_in_stream_errors_pass_through_unchanged() {
     let h = Harness::start().await;
-    h.fault("valid", Some(vec![1]), Fault::Exception { events: 5, exception_type: "validationException".into() });
-    let got = canon::converse_stream(&h.client, &ConverseReq::new(PREFILL_MODEL, "x sim:tag=valid")).await;
+    h.fault(
+        "valid",
+        Some(vec![1]),
+        Fault::Exception {
+            events: 5,
+            exception_type: "validationException".into(),
+        },
+    );
+    let got = canon::converse_stream(
+        &h.client,
+        &ConverseReq::new(PREFILL_MODEL, "x sim:tag=valid"),
+    )
+    .await;
     let err = got.error.expect("passes through");
     assert!(err.contains("ValidationException"), "{err}");
     assert_eq!(h.attempts_for("valid").len(), 1, "not retried");
@@ -209,7 +393,14 @@ async fn non_retryable_in_stream_errors_pass_through_unchanged() {
 async fn a_client_that_goes_away_cancels_the_upstream_request() {
     let h = Harness::start_with(|a| a.stall_timeout = Some("30s".into())).await;
     // A slow stream; the client reads one event and drops it.
-    h.fault("gone", None, Fault::Stall { events: 3, duration: Duration::from_secs(20) });
+    h.fault(
+        "gone",
+        None,
+        Fault::Stall {
+            events: 3,
+            duration: Duration::from_secs(20),
+        },
+    );
     let out = h
         .client
         .converse_stream()
@@ -217,7 +408,9 @@ async fn a_client_that_goes_away_cancels_the_upstream_request() {
         .messages(
             aws_sdk_bedrockruntime::types::Message::builder()
                 .role(aws_sdk_bedrockruntime::types::ConversationRole::User)
-                .content(aws_sdk_bedrockruntime::types::ContentBlock::Text("x sim:tag=gone".into()))
+                .content(aws_sdk_bedrockruntime::types::ContentBlock::Text(
+                    "x sim:tag=gone".into(),
+                ))
                 .build()
                 .unwrap(),
         )
@@ -229,8 +422,15 @@ async fn a_client_that_goes_away_cancels_the_upstream_request() {
     drop(stream);
     let deadline = Instant::now() + Duration::from_secs(5);
     while h.metric("bedrock_relay_active_streams", &[]).await != 0.0 {
-        assert!(Instant::now() < deadline, "the relay still holds the stream");
+        assert!(
+            Instant::now() < deadline,
+            "the relay still holds the stream"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(h.metric("bedrock_relay_client_disconnects_total", &[]).await, 1.0);
+    assert_eq!(
+        h.metric("bedrock_relay_client_disconnects_total", &[])
+            .await,
+        1.0
+    );
 }

@@ -24,7 +24,10 @@ pub enum Failure {
     /// No usable HTTP response: connect error, reset, timeout, torn body.
     Transport { reason: RetryReason, detail: String },
     /// Bedrock answered with an error status (body buffered, forwarded unchanged if final).
-    Status { response: Response<Bytes>, retry: Option<RetryReason> },
+    Status {
+        response: Response<Bytes>,
+        retry: Option<RetryReason>,
+    },
     /// Not retryable and not Bedrock's answer.
     Fatal(RelayError),
 }
@@ -46,7 +49,9 @@ impl Failure {
             Failure::Fatal(e) => Err(e),
             Failure::Transport { reason, detail } => Err(match reason {
                 RetryReason::Connect => RelayError::Connect { attempts, detail },
-                RetryReason::Timeout | RetryReason::Stall => RelayError::Timeout { attempts, detail },
+                RetryReason::Timeout | RetryReason::Stall => {
+                    RelayError::Timeout { attempts, detail }
+                }
                 _ => RelayError::Reset { attempts, detail },
             }),
         }
@@ -64,7 +69,12 @@ pub struct Attempts {
 impl Attempts {
     pub fn new(relay: Arc<Relay>, operation: Operation) -> Self {
         let deadline = Instant::now() + relay.settings.request_deadline;
-        Attempts { relay, operation, made: 0, deadline }
+        Attempts {
+            relay,
+            operation,
+            made: 0,
+            deadline,
+        }
     }
 
     /// Attempts made so far.
@@ -79,7 +89,11 @@ impl Attempts {
 
     /// Sign and send one attempt; wait for the response head at most `head_timeout` (and
     /// never past the deadline). Error statuses come back as [`Failure::Status`].
-    pub async fn send(&mut self, mut req: Request<Bytes>, head_timeout: Duration) -> Result<Response<Incoming>, Failure> {
+    pub async fn send(
+        &mut self,
+        mut req: Request<Bytes>,
+        head_timeout: Duration,
+    ) -> Result<Response<Incoming>, Failure> {
         self.made += 1;
         let relay = self.relay.clone();
         relay
@@ -91,9 +105,18 @@ impl Attempts {
         let result = match timeout(wait, relay.upstream.send(req)).await {
             Err(_) => Err(Failure::Transport {
                 reason: RetryReason::Timeout,
-                detail: format!("no response headers within {}", humantime::format_duration(wait)),
+                detail: format!(
+                    "no response headers within {}",
+                    humantime::format_duration(wait)
+                ),
             }),
-            Ok(Err(e)) => Err(Failure::Transport { reason: e.retry_reason(), detail: e.to_string() }),
+            Ok(Err(e)) => Err(match e.retry_reason() {
+                Some(reason) => Failure::Transport {
+                    reason,
+                    detail: e.to_string(),
+                },
+                None => Failure::Fatal(RelayError::Upstream(e.to_string())),
+            }),
             Ok(Ok(resp)) if resp.status().is_success() => Ok(resp),
             Ok(Ok(resp)) => Err(self.error_status(resp).await),
         };
@@ -104,9 +127,16 @@ impl Attempts {
     async fn error_status(&self, resp: Response<Incoming>) -> Failure {
         let retry = classify_status(resp.status(), resp.headers());
         let (parts, body) = resp.into_parts();
-        let read = timeout(self.remaining(), Limited::new(body, MAX_ERROR_BODY).collect()).await;
+        let read = timeout(
+            self.remaining(),
+            Limited::new(body, MAX_ERROR_BODY).collect(),
+        )
+        .await;
         match read {
-            Ok(Ok(collected)) => Failure::Status { response: Response::from_parts(parts, collected.to_bytes()), retry },
+            Ok(Ok(collected)) => Failure::Status {
+                response: Response::from_parts(parts, collected.to_bytes()),
+                retry,
+            },
             _ => Failure::Transport {
                 reason: RetryReason::Reset,
                 detail: format!("error response {} ended early", parts.status),
@@ -157,9 +187,21 @@ impl Attempts {
             relay.metrics.retry_budget_exhausted_total.inc();
             return false;
         }
-        relay.metrics.retry_budget_tokens.set(relay.budget.available() as i64);
-        relay.metrics.retries_total.with_label_values(&[reason.label()]).inc();
-        tracing::debug!(reason = reason.label(), attempt = self.made, delay_ms = delay.as_millis() as u64, "retrying");
+        relay
+            .metrics
+            .retry_budget_tokens
+            .set(relay.budget.available() as i64);
+        relay
+            .metrics
+            .retries_total
+            .with_label_values(&[reason.label()])
+            .inc();
+        tracing::debug!(
+            reason = reason.label(),
+            attempt = self.made,
+            delay_ms = delay.as_millis() as u64,
+            "retrying"
+        );
         tokio::time::sleep(delay).await;
         true
     }
@@ -167,16 +209,27 @@ impl Attempts {
     /// The request succeeded: refund the budget.
     pub fn succeeded(&self) {
         self.relay.budget.on_success();
-        self.relay.metrics.retry_budget_tokens.set(self.relay.budget.available() as i64);
+        self.relay
+            .metrics
+            .retry_budget_tokens
+            .set(self.relay.budget.available() as i64);
     }
 }
 
 /// Read a whole non-streaming response body within `limit` bytes and the time left.
 pub async fn read_whole(body: Incoming, limit: usize, within: Duration) -> Result<Bytes, Failure> {
     match timeout(within, Limited::new(body, limit).collect()).await {
-        Err(_) => Err(Failure::Transport { reason: RetryReason::Timeout, detail: "response body did not finish in time".into() }),
+        Err(_) => Err(Failure::Transport {
+            reason: RetryReason::Timeout,
+            detail: "response body did not finish in time".into(),
+        }),
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(Failure::Fatal(RelayError::ResponseTooLarge { limit })),
-        Ok(Err(e)) => Err(Failure::Transport { reason: RetryReason::Reset, detail: format!("response body torn: {e}") }),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(Failure::Fatal(RelayError::ResponseTooLarge { limit }))
+        }
+        Ok(Err(e)) => Err(Failure::Transport {
+            reason: RetryReason::Reset,
+            detail: format!("response body torn: {e}"),
+        }),
     }
 }

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 pub const DEPTH: usize = 32;
 
 /// The pump's end.
+#[derive(Clone)]
 pub struct FrameSender(mpsc::Sender<Bytes>);
 
 /// The client's end, a `http_body::Body`.
@@ -40,8 +41,13 @@ impl Body for ChannelBody {
     type Data = Bytes;
     type Error = std::io::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        self.0.poll_recv(cx).map(|opt| opt.map(|b| Ok(Frame::data(b))))
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|opt| opt.map(|b| Ok(Frame::data(b))))
     }
 
     fn size_hint(&self) -> SizeHint {

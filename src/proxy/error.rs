@@ -14,7 +14,10 @@ use http_body_util::{BodyExt, Full};
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
     #[error("this relay serves Amazon Bedrock Runtime only, but the request was signed for the `{service}` service. A global AWS_ENDPOINT_URL sends every AWS service to the relay: set AWS_ENDPOINT_URL_BEDROCK_RUNTIME to the relay's URL instead (and unset AWS_ENDPOINT_URL)")]
-    WrongService { service: String, query_protocol: bool },
+    WrongService {
+        service: String,
+        query_protocol: bool,
+    },
     #[error("request body exceeds the relay's limit of {limit} bytes (max_request_body)")]
     BodyTooLarge { limit: usize },
     #[error("could not read the request body: {0}")]
@@ -27,6 +30,8 @@ pub enum RelayError {
     Reset { attempts: u32, detail: String },
     #[error("Bedrock did not answer in time after {attempts} attempt(s): {detail}")]
     Timeout { attempts: u32, detail: String },
+    #[error("bedrock-relay cannot send the request upstream: {0}")]
+    Upstream(String),
     #[error("upstream response exceeds the relay's limit of {limit} bytes (max_response_body)")]
     ResponseTooLarge { limit: usize },
 }
@@ -35,13 +40,23 @@ impl RelayError {
     fn status_and_type(&self) -> (StatusCode, &'static str) {
         match self {
             RelayError::WrongService { .. } => (StatusCode::BAD_REQUEST, "WrongServiceForRelay"),
-            RelayError::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "ValidationException"),
+            RelayError::BodyTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "ValidationException")
+            }
             RelayError::BadRequestBody(_) => (StatusCode::BAD_REQUEST, "ValidationException"),
-            RelayError::Signing(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalServerException"),
-            RelayError::Connect { .. } => (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailableException"),
+            RelayError::Signing(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "InternalServerException")
+            }
+            RelayError::Connect { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailableException",
+            ),
             RelayError::Reset { .. } => (StatusCode::BAD_GATEWAY, "InternalServerException"),
             RelayError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "ModelTimeoutException"),
-            RelayError::ResponseTooLarge { .. } => (StatusCode::BAD_GATEWAY, "InternalServerException"),
+            RelayError::ResponseTooLarge { .. } => {
+                (StatusCode::BAD_GATEWAY, "InternalServerException")
+            }
+            RelayError::Upstream(_) => (StatusCode::BAD_GATEWAY, "InternalServerException"),
         }
     }
 
@@ -55,7 +70,10 @@ impl RelayError {
         let (status, error_type) = self.status_and_type();
         let message = self.to_string();
         match &self {
-            RelayError::WrongService { service, query_protocol: true } => {
+            RelayError::WrongService {
+                service,
+                query_protocol: true,
+            } => {
                 let xml = format!(
                     "<ErrorResponse><Error><Type>Sender</Type><Code>{error_type}</Code><Message>{}</Message></Error><RequestId>bedrock-relay</RequestId></ErrorResponse>",
                     xml_escape(&message)
@@ -82,7 +100,12 @@ pub fn json_error(status: StatusCode, error_type: &str, message: &str) -> Respon
     respond(status, "application/json", Some(type_header), body)
 }
 
-fn respond(status: StatusCode, content_type: &'static str, error_type: Option<String>, body: String) -> Response<Body> {
+fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    error_type: Option<String>,
+    body: String,
+) -> Response<Body> {
     let mut resp = Response::new(full(Bytes::from(body)));
     *resp.status_mut() = status;
     let headers = resp.headers_mut();
@@ -99,7 +122,9 @@ pub fn full(bytes: Bytes) -> Body {
 }
 
 fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 #[cfg(test)]
@@ -115,7 +140,10 @@ mod tests {
     async fn json_errors_carry_the_type_header_sdks_parse() {
         let resp = RelayError::BodyTooLarge { limit: 10 }.into_response();
         assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
-        let t = resp.headers()["x-amzn-errortype"].to_str().unwrap().to_owned();
+        let t = resp.headers()["x-amzn-errortype"]
+            .to_str()
+            .unwrap()
+            .to_owned();
         assert!(t.starts_with("ValidationException:"), "{t}");
         let body: serde_json::Value = serde_json::from_str(&body_string(resp).await).unwrap();
         assert!(body["message"].as_str().unwrap().contains("10 bytes"));
@@ -123,7 +151,11 @@ mod tests {
 
     #[tokio::test]
     async fn wrong_service_speaks_the_query_protocol_for_sts() {
-        let resp = RelayError::WrongService { service: "sts".into(), query_protocol: true }.into_response();
+        let resp = RelayError::WrongService {
+            service: "sts".into(),
+            query_protocol: true,
+        }
+        .into_response();
         assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
         let body = body_string(resp).await;
         assert!(body.contains("<Code>WrongServiceForRelay</Code>"), "{body}");

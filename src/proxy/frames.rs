@@ -32,7 +32,10 @@ pub enum Fault {
     /// Nothing arrived within the stall timeout.
     Stall(Duration),
     /// A retryable in-stream exception; the frame is kept to forward if resumption fails.
-    Exception { exception_type: String, frame: Frame },
+    Exception {
+        exception_type: String,
+        frame: Frame,
+    },
 }
 
 impl Fault {
@@ -65,8 +68,13 @@ impl Fault {
             Fault::Eof(e) => format!("connection to Bedrock closed mid-stream ({e})"),
             Fault::Truncated => "Bedrock's stream ended before its terminal events".into(),
             Fault::Corrupt(e) => format!("corrupt EventStream frame from Bedrock ({e})"),
-            Fault::Stall(d) => format!("no event from Bedrock for {}", humantime::format_duration(*d)),
-            Fault::Exception { exception_type, .. } => format!("Bedrock sent {exception_type} mid-stream"),
+            Fault::Stall(d) => format!(
+                "no event from Bedrock for {}",
+                humantime::format_duration(*d)
+            ),
+            Fault::Exception { exception_type, .. } => {
+                format!("Bedrock sent {exception_type} mid-stream")
+            }
         }
     }
 }
@@ -84,7 +92,9 @@ pub enum Classified {
 pub fn classify(frame: &Frame) -> Classified {
     match eventstream::kind(&frame.message) {
         eventstream::Kind::Event(_) => Classified::Event,
-        eventstream::Kind::Exception(t) if RETRYABLE_EXCEPTIONS.contains(&t) => Classified::Retryable(t.to_owned()),
+        eventstream::Kind::Exception(t) if RETRYABLE_EXCEPTIONS.contains(&t) => {
+            Classified::Retryable(t.to_owned())
+        }
         _ => Classified::Final,
     }
 }
@@ -98,23 +108,36 @@ pub struct UpstreamFrames {
 
 impl UpstreamFrames {
     pub fn new(body: Incoming, stall: Duration) -> Self {
-        UpstreamFrames { body, splitter: FrameSplitter::new(), stall }
+        UpstreamFrames {
+            body,
+            splitter: FrameSplitter::new(),
+            stall,
+        }
     }
 
     /// The next whole frame; `Ok(None)` at a clean end of the body.
     pub async fn next(&mut self) -> Result<Option<Frame>, Fault> {
         loop {
-            if let Some(frame) = self.splitter.next_frame().map_err(|e| Fault::Corrupt(e.to_string()))? {
+            if let Some(frame) = self
+                .splitter
+                .next_frame()
+                .map_err(|e| Fault::Corrupt(e.to_string()))?
+            {
                 return Ok(Some(frame));
             }
             let read = tokio::time::timeout(self.stall, self.body.frame()).await;
             match read {
                 Err(_) => return Err(Fault::Stall(self.stall)),
                 Ok(None) if self.splitter.pending() > 0 => {
-                    return Err(Fault::Corrupt(format!("body ended inside a frame ({} bytes)", self.splitter.pending())))
+                    return Err(Fault::Corrupt(format!(
+                        "body ended inside a frame ({} bytes)",
+                        self.splitter.pending()
+                    )))
                 }
                 Ok(None) => return Ok(None),
-                Ok(Some(Err(e))) if e.is_incomplete_message() => return Err(Fault::Eof(e.to_string())),
+                Ok(Some(Err(e))) if e.is_incomplete_message() => {
+                    return Err(Fault::Eof(e.to_string()))
+                }
                 Ok(Some(Err(e))) => return Err(Fault::Reset(e.to_string())),
                 Ok(Some(Ok(frame))) => {
                     if let Ok(data) = frame.into_data() {

@@ -7,6 +7,7 @@
 mod attempt;
 mod body;
 pub mod error;
+mod frames;
 mod request;
 mod stream;
 
@@ -16,7 +17,7 @@ use crate::ops::{self, Classified};
 use crate::retry::{Backoff, RetryBudget};
 use crate::signing::Signer;
 use crate::upstream::Upstream;
-use attempt::{read_whole, Attempts, Failure};
+use attempt::{read_whole, Attempts};
 use bytes::Bytes;
 use error::{full, RelayError};
 use http::{Request, Response};
@@ -33,17 +34,30 @@ pub struct Relay {
     pub settings: Arc<Settings>,
     pub signer: Signer,
     pub upstream: Upstream,
-    pub metrics: Arc<Metrics>,
+    pub metrics: Metrics,
     pub budget: RetryBudget,
     pub backoff: Backoff,
     pub models: stream::ModelMemory,
 }
 
 impl Relay {
-    pub fn new(settings: Arc<Settings>, signer: Signer, upstream: Upstream, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        settings: Arc<Settings>,
+        signer: Signer,
+        upstream: Upstream,
+        metrics: Metrics,
+    ) -> Self {
         let budget = RetryBudget::new(settings.retry_budget);
         let backoff = Backoff::new(settings.backoff_base, settings.backoff_max);
-        Relay { settings, signer, upstream, metrics, budget, backoff, models: Default::default() }
+        Relay {
+            settings,
+            signer,
+            upstream,
+            metrics,
+            budget,
+            backoff,
+            models: Default::default(),
+        }
     }
 }
 
@@ -64,8 +78,16 @@ impl Record {
     pub fn finish(self, relay: &Relay, status: u16) {
         let op = self.operation.name();
         let secs = self.started.elapsed().as_secs_f64();
-        relay.metrics.requests_total.with_label_values(&[op, &status.to_string()]).inc();
-        relay.metrics.request_duration_seconds.with_label_values(&[op]).observe(secs);
+        relay
+            .metrics
+            .requests_total
+            .with_label_values(&[op, &status.to_string()])
+            .inc();
+        relay
+            .metrics
+            .request_duration_seconds
+            .with_label_values(&[op])
+            .observe(secs);
         tracing::info!(
             target: "bedrock_relay::access",
             operation = op,
@@ -84,8 +106,18 @@ impl Record {
 pub async fn handle(relay: Arc<Relay>, req: Request<Incoming>) -> Response<Body> {
     let (parts, body) = req.into_parts();
     // 1. classify: which operation and model; refuse other AWS services.
-    let Classified { operation, model_id } = ops::classify(&parts.method, parts.uri.path());
-    let mut record = Record { operation, model: model_id, started: Instant::now(), attempts: 0, resumes: 0, bytes_out: 0 };
+    let Classified {
+        operation,
+        model_id,
+    } = ops::classify(&parts.method, parts.uri.path());
+    let mut record = Record {
+        operation,
+        model: model_id,
+        started: Instant::now(),
+        attempts: 0,
+        resumes: 0,
+        bytes_out: 0,
+    };
     let prepared = async {
         request::check_service(&parts.headers)?;
         // 2. limits: the body is buffered (signing and replay need it), within its cap.
@@ -103,12 +135,15 @@ pub async fn handle(relay: Arc<Relay>, req: Request<Incoming>) -> Response<Body>
         return stream::open(relay, outbound, record).await;
     }
     let mut attempts = Attempts::new(relay.clone(), operation);
-    let head_timeout = relay.settings.stall_timeout_for(record.model.as_deref().unwrap_or(""));
+    let head_timeout = relay
+        .settings
+        .stall_timeout_for(record.model.as_deref().unwrap_or(""));
     let result = loop {
         let failure = match attempts.send(outbound.request(), head_timeout).await {
             Ok(resp) => {
                 let (parts, body) = resp.into_parts();
-                match read_whole(body, relay.settings.max_response_body, attempts.remaining()).await {
+                match read_whole(body, relay.settings.max_response_body, attempts.remaining()).await
+                {
                     Ok(bytes) => break Ok(Response::from_parts(parts, bytes)),
                     Err(f) => f,
                 }
@@ -117,7 +152,10 @@ pub async fn handle(relay: Arc<Relay>, req: Request<Incoming>) -> Response<Body>
         };
         let retry = failure.retry_reason();
         if let Some(reason) = retry {
-            if attempts.may_retry(reason, relay.settings.max_attempts).await {
+            if attempts
+                .may_retry(reason, relay.settings.max_attempts)
+                .await
+            {
                 continue;
             }
         }
@@ -146,4 +184,3 @@ fn finish_error(relay: &Relay, record: Record, error: RelayError) -> Response<Bo
     record.finish(relay, error.status().as_u16());
     error.into_response()
 }
-

@@ -14,7 +14,9 @@ use hyper::body::Incoming;
 pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, RelayError> {
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(RelayError::BodyTooLarge { limit }),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(RelayError::BodyTooLarge { limit })
+        }
         Err(e) => Err(RelayError::BadRequestBody(e.to_string())),
     }
 }
@@ -22,7 +24,10 @@ pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, RelayError
 /// Refuse a request signed for another AWS service (a global `AWS_ENDPOINT_URL` sends every
 /// client to the relay). Unsigned and bearer requests pass: they can only be meant for Bedrock.
 pub fn check_service(headers: &HeaderMap) -> Result<(), RelayError> {
-    let Some(auth) = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+    let Some(auth) = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
         return Ok(());
     };
     match crate::ops::signed_service(auth) {
@@ -50,14 +55,23 @@ pub struct Outbound {
 impl Outbound {
     /// Cut the template from the client's request. Client auth and hop-by-hop headers go.
     pub fn new(parts: &Parts, base: &Uri, body: Bytes) -> Result<Self, RelayError> {
-        let path_and_query = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
         let base_str = base.to_string();
         let uri: Uri = format!("{}{}", base_str.trim_end_matches('/'), path_and_query)
             .parse()
             .map_err(|e| RelayError::BadRequestBody(format!("bad request path: {e}")))?;
         let mut headers = parts.headers.clone();
         crate::signing::strip_client_headers(&mut headers);
-        Ok(Outbound { method: parts.method.clone(), uri, headers, body })
+        Ok(Outbound {
+            method: parts.method.clone(),
+            uri,
+            headers,
+            body,
+        })
     }
 
     /// A fresh, unsigned request with the original body.
@@ -88,7 +102,9 @@ mod tests {
             .body(())
             .unwrap();
         let (parts, ()) = req.into_parts();
-        let base: Uri = "https://bedrock-runtime.us-east-1.amazonaws.com".parse().unwrap();
+        let base: Uri = "https://bedrock-runtime.us-east-1.amazonaws.com"
+            .parse()
+            .unwrap();
         let out = Outbound::new(&parts, &base, Bytes::from_static(b"{}")).unwrap();
         let up = out.request();
         assert_eq!(
@@ -104,8 +120,15 @@ mod tests {
     fn other_services_are_recognised_from_the_credential_scope() {
         let mut h = HeaderMap::new();
         h.insert("authorization", "AWS4-HMAC-SHA256 Credential=AKID/20250101/us-east-1/sts/aws4_request, SignedHeaders=host, Signature=00".parse().unwrap());
-        h.insert("content-type", "application/x-www-form-urlencoded; charset=utf-8".parse().unwrap());
-        assert!(matches!(check_service(&h), Err(RelayError::WrongService { ref service, query_protocol: true }) if service == "sts"));
+        h.insert(
+            "content-type",
+            "application/x-www-form-urlencoded; charset=utf-8"
+                .parse()
+                .unwrap(),
+        );
+        assert!(
+            matches!(check_service(&h), Err(RelayError::WrongService { ref service, query_protocol: true }) if service == "sts")
+        );
         h.insert("authorization", "AWS4-HMAC-SHA256 Credential=AKID/20250101/us-east-1/bedrock/aws4_request, SignedHeaders=host, Signature=00".parse().unwrap());
         assert!(check_service(&h).is_ok());
         h.insert("authorization", "Bearer abc".parse().unwrap());

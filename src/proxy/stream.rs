@@ -11,12 +11,12 @@
 
 use super::attempt::{read_whole, Attempts, Failure};
 use super::body::{self, FrameSender};
-use super::error::{full, RelayError};
+use super::error::full;
 use super::frames::{classify, Classified, Fault, UpstreamFrames};
 use super::request::Outbound;
 use super::{Body, Record, Relay};
 use crate::eventstream::{self, Frame};
-use crate::resume::{plan, ModelCaps, Spliced, Splicer, StreamFormat, Transcript};
+use crate::resume::{plan, Divergence, ModelCaps, Spliced, Splicer, StreamFormat, Transcript};
 use bytes::Bytes;
 use http::response::Parts;
 use http::Response;
@@ -43,7 +43,10 @@ impl ModelMemory {
     }
 
     fn prefill_forbidden(&self, model: &str) -> bool {
-        self.no_prefill.lock().unwrap_or_else(|p| p.into_inner()).contains(model)
+        self.no_prefill
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(model)
     }
 }
 
@@ -53,7 +56,9 @@ impl Relay {
         let r = &self.settings.resume;
         let matches = |set: &[regex::Regex]| set.iter().any(|re| re.is_match(model));
         ModelCaps {
-            prefill: matches(&r.prefill_models) && !matches(&r.no_prefill_models) && !self.models.prefill_forbidden(model),
+            prefill: matches(&r.prefill_models)
+                && !matches(&r.no_prefill_models)
+                && !self.models.prefill_forbidden(model),
             instructed: matches(&r.instructed_models),
             replay: r.replay,
         }
@@ -66,12 +71,23 @@ pub async fn open(relay: Arc<Relay>, outbound: Outbound, mut record: Record) -> 
     let stall = relay.settings.stall_timeout_for(&model);
     let mut attempts = Attempts::new(relay.clone(), record.operation);
     let (parts, frames, first) = loop {
-        let failure = match attempts.send(outbound.request(), relay.settings.first_byte_timeout).await {
+        let failure = match attempts
+            .send(outbound.request(), relay.settings.first_byte_timeout)
+            .await
+        {
             Ok(resp) if !is_eventstream(resp.headers()) => {
                 // Not a stream after all (some agent operations answer JSON): read it whole.
                 let (parts, body) = resp.into_parts();
-                match read_whole(body, relay.settings.max_response_body, attempts.remaining()).await {
-                    Ok(bytes) => return finish_plain(&relay, record, &attempts, Response::from_parts(parts, bytes)),
+                match read_whole(body, relay.settings.max_response_body, attempts.remaining()).await
+                {
+                    Ok(bytes) => {
+                        return finish_plain(
+                            &relay,
+                            record,
+                            &attempts,
+                            Response::from_parts(parts, bytes),
+                        )
+                    }
                     Err(f) => f,
                 }
             }
@@ -80,7 +96,13 @@ pub async fn open(relay: Arc<Relay>, outbound: Outbound, mut record: Record) -> 
                 let mut frames = UpstreamFrames::new(body, stall);
                 match frames.next().await {
                     Ok(Some(frame)) => match classify(&frame) {
-                        Classified::Retryable(t) => fault_failure(&relay, Fault::Exception { exception_type: t, frame }),
+                        Classified::Retryable(t) => fault_failure(
+                            &relay,
+                            Fault::Exception {
+                                exception_type: t,
+                                frame,
+                            },
+                        ),
                         _ => break (parts, frames, frame),
                     },
                     Ok(None) => fault_failure(&relay, Fault::Truncated),
@@ -90,7 +112,10 @@ pub async fn open(relay: Arc<Relay>, outbound: Outbound, mut record: Record) -> 
             Err(f) => f,
         };
         if let Some(reason) = failure.retry_reason() {
-            if attempts.may_retry(reason, relay.settings.max_attempts).await {
+            if attempts
+                .may_retry(reason, relay.settings.max_attempts)
+                .await
+            {
                 continue;
             }
         }
@@ -102,12 +127,26 @@ pub async fn open(relay: Arc<Relay>, outbound: Outbound, mut record: Record) -> 
     };
     let (tx, rx) = body::channel();
     let mut parts: Parts = parts;
-    for h in [http::header::CONTENT_LENGTH, http::header::TRANSFER_ENCODING, http::header::CONNECTION] {
+    for h in [
+        http::header::CONTENT_LENGTH,
+        http::header::TRANSFER_ENCODING,
+        http::header::CONNECTION,
+    ] {
         parts.headers.remove(h);
     }
     relay.metrics.active_streams.inc();
     let format = StreamFormat::detect(record.operation, &model);
-    let pump = Pump { relay, outbound, record, attempts, format, model, tx, resumes: 0, last_strategy: None };
+    let pump = Pump {
+        relay,
+        outbound,
+        record,
+        attempts,
+        format,
+        model,
+        tx,
+        resumes: 0,
+        last_strategy: None,
+    };
     tokio::spawn(pump.run(frames, first));
     Response::from_parts(parts, rx.boxed())
 }
@@ -121,11 +160,23 @@ fn is_eventstream(headers: &http::HeaderMap) -> bool {
 
 /// A fault before anything reached the client: counted, then retried like any failure.
 fn fault_failure(relay: &Relay, fault: Fault) -> Failure {
-    relay.metrics.stream_interruptions_total.with_label_values(&[fault.label()]).inc();
-    Failure::Transport { reason: fault.retry_reason(), detail: fault.describe() }
+    relay
+        .metrics
+        .stream_interruptions_total
+        .with_label_values(&[fault.label()])
+        .inc();
+    Failure::Transport {
+        reason: fault.retry_reason(),
+        detail: fault.describe(),
+    }
 }
 
-fn finish_plain(relay: &Relay, mut record: Record, attempts: &Attempts, resp: Response<Bytes>) -> Response<Body> {
+fn finish_plain(
+    relay: &Relay,
+    mut record: Record,
+    attempts: &Attempts,
+    resp: Response<Bytes>,
+) -> Response<Body> {
     if resp.status().is_success() {
         attempts.succeeded();
     }
@@ -159,8 +210,9 @@ enum End {
 
 impl Pump {
     async fn run(mut self, mut frames: UpstreamFrames, first: Frame) {
-        let mut transcript = self.format.clone().map(Transcript::new);
-        let mut splicer: Option<Splicer> = None;
+        let limit = self.relay.settings.resume.max_transcript_bytes;
+        let mut transcript = self.format.map(|f| Transcript::with_limit(f, limit));
+        let mut splicer = self.format.map(Splicer::passthrough);
         let mut pending = Some(first);
         let mut fault_at: Option<Instant> = None;
         let end = loop {
@@ -173,42 +225,57 @@ impl Pump {
             };
             let fault = match next {
                 Ok(Some(frame)) => match classify(&frame) {
-                    Classified::Retryable(t) => Fault::Exception { exception_type: t, frame },
+                    Classified::Retryable(t) => Fault::Exception {
+                        exception_type: t,
+                        frame,
+                    },
                     Classified::Final => {
                         // Not retryable (e.g. validationException): the client gets it unchanged.
                         self.send(frame.raw).await;
                         break End::Failed;
                     }
-                    Classified::Event => match self.forward(frame, splicer.as_mut(), &mut transcript).await {
-                        Ok(true) => {
-                            if let Some(at) = fault_at.take() {
-                                self.relay.metrics.resume_gap_seconds.observe(at.elapsed().as_secs_f64());
+                    Classified::Event => {
+                        match self.forward(frame, splicer.as_mut(), &mut transcript).await {
+                            Ok(true) => {
+                                if let Some(at) = fault_at.take() {
+                                    self.relay
+                                        .metrics
+                                        .resume_gap_seconds
+                                        .observe(at.elapsed().as_secs_f64());
+                                }
+                                continue;
                             }
-                            continue;
+                            Ok(false) => break End::ClientGone,
+                            Err(divergence) => {
+                                self.count_resume("diverged");
+                                self.fail(None, &format!("the replayed answer diverged from what was already sent ({divergence})")).await;
+                                break End::Failed;
+                            }
                         }
-                        Ok(false) => break End::ClientGone,
-                        Err(divergence) => {
-                            self.count_resume("diverged");
-                            self.fail(None, &format!("the replayed answer diverged from what was already sent ({divergence})")).await;
-                            break End::Failed;
-                        }
-                    },
+                    }
                 },
-                Ok(None) if transcript.as_ref().is_none_or(|t| t.is_complete()) => break End::Complete,
+                Ok(None) if transcript.as_ref().is_none_or(|t| t.is_complete()) => {
+                    break End::Complete
+                }
                 Ok(None) => Fault::Truncated,
                 Err(fault) => fault,
             };
             // A fault mid-stream: count it, then climb the ladder.
             tracing::info!(operation = self.record.operation.name(), model = %self.model, fault = %fault.describe(), "stream interrupted");
-            self.relay.metrics.stream_interruptions_total.with_label_values(&[fault.label()]).inc();
+            self.relay
+                .metrics
+                .stream_interruptions_total
+                .with_label_values(&[fault.label()])
+                .inc();
             self.attempts.record_late_failure(fault.retry_reason());
             fault_at = Some(Instant::now());
             if let Some(t) = &transcript {
                 self.count_failed_attempt_tokens(t);
             }
+            let client = self.tx.clone();
             let resumed = tokio::select! {
-                r = self.resume(&fault, transcript.as_ref()) => r,
-                _ = self.tx.closed() => break End::ClientGone,
+                r = self.resume(&fault, transcript.as_mut()) => r,
+                _ = client.closed() => break End::ClientGone,
             };
             match resumed {
                 Ok((next_frames, next_splicer)) => {
@@ -231,7 +298,7 @@ impl Pump {
         frame: Frame,
         splicer: Option<&mut Splicer>,
         transcript: &mut Option<Transcript>,
-    ) -> Result<bool, crate::resume::Divergence> {
+    ) -> Result<bool, Divergence> {
         let items = match splicer {
             None => vec![Spliced::Unchanged],
             Some(s) => s.accept(&frame.message)?,
@@ -243,10 +310,6 @@ impl Pump {
             };
             if let Some(t) = transcript.as_mut() {
                 t.observe(&message);
-                if t.bytes() > self.relay.settings.resume.max_transcript_bytes {
-                    tracing::warn!(model = %self.model, "transcript over max_transcript_bytes: this stream can no longer be resumed");
-                    *transcript = None;
-                }
             }
             if !self.send(bytes).await {
                 return Ok(false);
@@ -261,32 +324,52 @@ impl Pump {
     }
 
     /// Climb the ladder until a new upstream stream is open, or say why it cannot be.
-    async fn resume(&mut self, fault: &Fault, transcript: Option<&Transcript>) -> Result<(UpstreamFrames, Splicer), String> {
-        let Some((format, transcript)) = self.format.as_ref().zip(transcript) else {
-            return Err("this stream cannot be resumed (unknown format, or transcript over its size cap)".into());
+    async fn resume(
+        &mut self,
+        fault: &Fault,
+        transcript: Option<&mut Transcript>,
+    ) -> Result<(UpstreamFrames, Splicer), String> {
+        let Some((format, transcript)) = self.format.zip(transcript) else {
+            return Err("this stream's format cannot be resumed".into());
         };
         let relay = self.relay.clone();
         let mut reason = fault.retry_reason();
         loop {
             if self.resumes >= relay.settings.resume.max_resumes {
-                return Err(format!("gave up after {} resume(s) (max_resumes)", self.resumes));
+                return Err(format!(
+                    "gave up after {} resume(s) (max_resumes)",
+                    self.resumes
+                ));
             }
             if !self.attempts.may_retry(reason, u32::MAX).await {
                 return Err("the retry budget or the request deadline is exhausted".into());
             }
             self.resumes += 1;
             let caps = relay.caps(&self.model);
-            let continuation = plan(format, &self.outbound.body, transcript, &caps).map_err(|e| e.to_string())?;
+            let continuation =
+                plan(&format, &self.outbound.body, transcript, &caps).map_err(|e| e.to_string())?;
             let strategy = continuation.strategy.label();
             self.last_strategy = Some(strategy);
             let req = self.outbound.request_with_body(continuation.body);
             let stall = relay.settings.stall_timeout_for(&self.model);
-            match self.attempts.send(req, relay.settings.first_byte_timeout).await {
+            match self
+                .attempts
+                .send(req, relay.settings.first_byte_timeout)
+                .await
+            {
                 Ok(resp) if is_eventstream(resp.headers()) => {
                     tracing::info!(model = %self.model, strategy, resume = self.resumes, "stream resumed");
-                    return Ok((UpstreamFrames::new(resp.into_body(), stall), continuation.splicer));
+                    return Ok((
+                        UpstreamFrames::new(resp.into_body(), stall),
+                        continuation.splicer,
+                    ));
                 }
-                Ok(resp) => return Err(format!("resume request answered {} without a stream", resp.status())),
+                Ok(resp) => {
+                    return Err(format!(
+                        "resume request answered {} without a stream",
+                        resp.status()
+                    ))
+                }
                 Err(Failure::Status { response, .. }) if rejects_prefill(&response) => {
                     // Learned: this model takes no prefill. Plan again without it.
                     relay.models.forbid_prefill(&self.model);
@@ -297,7 +380,9 @@ impl Pump {
                     Some(r) => reason = r,
                     None => {
                         let detail = match failure.into_result(self.attempts.made()) {
-                            Ok(resp) => format!("resume request refused with status {}", resp.status()),
+                            Ok(resp) => {
+                                format!("resume request refused with status {}", resp.status())
+                            }
                             Err(e) => e.to_string(),
                         };
                         return Err(detail);
@@ -310,7 +395,10 @@ impl Pump {
     /// End the stream with a typed exception the SDKs raise: the upstream's own retryable
     /// exception when that is what broke it, else `modelStreamErrorException`.
     async fn fail(&mut self, fault: Option<Fault>, why: &str) {
-        let what = fault.as_ref().map(Fault::describe).unwrap_or_else(|| "stream could not be continued".into());
+        let what = fault
+            .as_ref()
+            .map(Fault::describe)
+            .unwrap_or_else(|| "stream could not be continued".into());
         tracing::warn!(model = %self.model, attempts = self.attempts.made(), resumes = self.resumes, %what, %why, "stream failed");
         let bytes = match fault {
             Some(Fault::Exception { frame, .. }) => frame.raw,
@@ -325,7 +413,10 @@ impl Pump {
                     "originalStatusCode": 502,
                     "originalMessage": what,
                 });
-                eventstream::encode(&eventstream::exception_with_body("modelStreamErrorException", body.to_string()))
+                eventstream::encode(&eventstream::exception_with_body(
+                    "modelStreamErrorException",
+                    body.to_string(),
+                ))
             }
         };
         self.send(bytes).await;
@@ -333,14 +424,19 @@ impl Pump {
 
     fn count_resume(&self, outcome: &str) {
         let strategy = self.last_strategy.unwrap_or("none");
-        self.relay.metrics.stream_resumes_total.with_label_values(&[strategy, outcome]).inc();
+        self.relay
+            .metrics
+            .stream_resumes_total
+            .with_label_values(&[strategy, outcome])
+            .inc();
     }
 
     fn count_failed_attempt_tokens(&self, transcript: &Transcript) {
-        let (input, output) = transcript.attempt_usage_estimate();
+        let usage = transcript.attempt_usage_estimate();
         let m = &self.relay.metrics.failed_attempt_tokens_total;
-        m.with_label_values(&["input"]).inc_by(input);
-        m.with_label_values(&["output"]).inc_by(output);
+        m.with_label_values(&["input"])
+            .inc_by(usage.input.unwrap_or(0));
+        m.with_label_values(&["output"]).inc_by(usage.output);
     }
 
     fn finish(mut self, end: End) {
@@ -368,8 +464,6 @@ impl Pump {
 /// Bedrock's answer to a prefill for a model that takes none.
 fn rejects_prefill(resp: &Response<Bytes>) -> bool {
     resp.status() == http::StatusCode::BAD_REQUEST
-        && std::str::from_utf8(resp.body()).is_ok_and(|b| b.contains("does not support assistant message prefill"))
+        && std::str::from_utf8(resp.body())
+            .is_ok_and(|b| b.contains("does not support assistant message prefill"))
 }
-
-#[allow(dead_code)]
-fn _assert_error_type(_: RelayError) {}

@@ -10,9 +10,9 @@ use aws_sdk_bedrockruntime::operation::invoke_model_with_response_stream::Invoke
 use aws_sdk_bedrockruntime::primitives::Blob;
 use aws_sdk_bedrockruntime::types::error::{ConverseStreamOutputError, ResponseStreamError};
 use aws_sdk_bedrockruntime::types::{
-    ContentBlock, ContentBlockDelta, ContentBlockStart, ConversationRole, ConverseStreamOutput, Message,
-    ReasoningContentBlockDelta, ResponseStream, SystemContentBlock, Tool, ToolConfiguration, ToolInputSchema,
-    ToolSpecification,
+    ContentBlock, ContentBlockDelta, ContentBlockStart, ConversationRole, ConverseStreamOutput,
+    Message, ReasoningContentBlockDelta, ResponseStream, SystemContentBlock, Tool,
+    ToolConfiguration, ToolInputSchema, ToolSpecification,
 };
 use aws_sdk_bedrockruntime::Client;
 use aws_smithy_types::Document;
@@ -50,7 +50,11 @@ pub struct ConverseReq {
 
 impl ConverseReq {
     pub fn new(model: &str, prompt: impl Into<String>) -> Self {
-        ConverseReq { model: model.into(), prompt: prompt.into(), ..Default::default() }
+        ConverseReq {
+            model: model.into(),
+            prompt: prompt.into(),
+            ..Default::default()
+        }
     }
 }
 
@@ -69,22 +73,29 @@ pub async fn converse_stream(client: &Client, req: &ConverseReq) -> Received {
         call = call.tool_config(tool_config());
     }
     if let Some(t) = req.temperature {
-        call = call.inference_config(aws_sdk_bedrockruntime::types::InferenceConfiguration::builder().temperature(t).build());
+        call = call.inference_config(
+            aws_sdk_bedrockruntime::types::InferenceConfiguration::builder()
+                .temperature(t)
+                .build(),
+        );
     }
     if req.reasoning {
-        call = call.additional_model_request_fields(Document::from(std::collections::HashMap::from([(
-            "thinking".to_string(),
-            Document::from(std::collections::HashMap::from([
-                ("type".to_string(), Document::from("enabled")),
-                ("budget_tokens".to_string(), Document::from(1024u64)),
-            ])),
-        )])));
+        call = call.additional_model_request_fields(Document::from(
+            std::collections::HashMap::from([(
+                "thinking".to_string(),
+                Document::from(std::collections::HashMap::from([
+                    ("type".to_string(), Document::from("enabled")),
+                    ("budget_tokens".to_string(), Document::from(1024u64)),
+                ])),
+            )]),
+        ));
     }
     let mut out = Received::default();
     let mut stream = match call.send().await {
         Ok(o) => o.stream,
         Err(e) => {
-            out.modelled_error = matches!(&e, aws_sdk_bedrockruntime::error::SdkError::ServiceError(_));
+            out.modelled_error =
+                matches!(&e, aws_sdk_bedrockruntime::error::SdkError::ServiceError(_));
             out.error = Some(format!("{:?}", e.into_service_error()));
             return out;
         }
@@ -104,6 +115,7 @@ pub async fn converse_stream(client: &Client, req: &ConverseReq) -> Received {
     out
 }
 
+#[allow(deprecated)] // `Unhandled` is exactly what we need to tell apart here.
 fn converse_modelled(e: &ConverseStreamOutputError) -> bool {
     !matches!(e, ConverseStreamOutputError::Unhandled(_))
 }
@@ -126,14 +138,18 @@ fn converse_event(out: &mut Received, ev: ConverseStreamOutput) {
                 Some(ContentBlockDelta::ReasoningContent(ReasoningContentBlockDelta::Text(t))) => {
                     format!("delta idx={idx} reasoning={t}")
                 }
-                Some(ContentBlockDelta::ReasoningContent(ReasoningContentBlockDelta::Signature(s))) => {
+                Some(ContentBlockDelta::ReasoningContent(
+                    ReasoningContentBlockDelta::Signature(s),
+                )) => {
                     format!("delta idx={idx} signature={s}")
                 }
                 other => format!("delta idx={idx} {other:?}"),
             }
         }
         ConverseStreamOutput::ContentBlockStop(s) => format!("stop idx={}", s.content_block_index),
-        ConverseStreamOutput::MessageStop(s) => format!("messageStop reason={}", s.stop_reason.as_str()),
+        ConverseStreamOutput::MessageStop(s) => {
+            format!("messageStop reason={}", s.stop_reason.as_str())
+        }
         ConverseStreamOutput::Metadata(m) => {
             out.output_tokens = m.usage.map(|u| u.output_tokens as i64);
             "metadata".to_string()
@@ -162,6 +178,7 @@ pub fn tool_config() -> ToolConfiguration {
 }
 
 /// InvokeModelWithResponseStream: each chunk's model JSON, canonicalised.
+#[allow(deprecated)] // `Unhandled` is exactly what we need to tell apart here.
 pub async fn invoke_stream(client: &Client, model: &str, body: &serde_json::Value) -> Received {
     let call = client
         .invoke_model_with_response_stream()
@@ -172,7 +189,10 @@ pub async fn invoke_stream(client: &Client, model: &str, body: &serde_json::Valu
     let mut stream = match call.send().await {
         Ok(o) => o.body,
         Err(e) => {
-            out.modelled_error = !matches!(e.as_service_error(), Some(InvokeModelWithResponseStreamError::Unhandled(_)) | None);
+            out.modelled_error = !matches!(
+                e.as_service_error(),
+                Some(InvokeModelWithResponseStreamError::Unhandled(_)) | None
+            );
             out.error = Some(format!("{:?}", e.into_service_error()));
             return out;
         }
@@ -181,7 +201,8 @@ pub async fn invoke_stream(client: &Client, model: &str, body: &serde_json::Valu
         match stream.recv().await {
             Ok(Some(ResponseStream::Chunk(part))) => {
                 let bytes = part.bytes.map(|b| b.into_inner()).unwrap_or_default();
-                let mut v: serde_json::Value = serde_json::from_slice(&bytes).expect("chunk bytes are JSON");
+                let mut v: serde_json::Value =
+                    serde_json::from_slice(&bytes).expect("chunk bytes are JSON");
                 if let Some(n) = invocation_output_tokens(&v) {
                     out.output_tokens = Some(n);
                 }
@@ -203,7 +224,9 @@ pub async fn invoke_stream(client: &Client, model: &str, body: &serde_json::Valu
 }
 
 fn invocation_output_tokens(v: &serde_json::Value) -> Option<i64> {
-    v.get("amazon-bedrock-invocationMetrics")?.get("outputTokenCount")?.as_i64()
+    v.get("amazon-bedrock-invocationMetrics")?
+        .get("outputTokenCount")?
+        .as_i64()
 }
 
 /// Drop what legitimately differs between a resumed and an uninterrupted run.
@@ -253,12 +276,25 @@ pub async fn converse_text(client: &Client, model: &str, prompt: &str) -> Result
     let out = client
         .converse()
         .model_id(model)
-        .messages(Message::builder().role(ConversationRole::User).content(ContentBlock::Text(prompt.into())).build().unwrap())
+        .messages(
+            Message::builder()
+                .role(ConversationRole::User)
+                .content(ContentBlock::Text(prompt.into()))
+                .build()
+                .unwrap(),
+        )
         .send()
         .await
         .map_err(|e| format!("{:?}", e.into_service_error()))?;
-    let msg = out.output.and_then(|o| o.as_message().ok().cloned()).expect("a message");
-    Ok(msg.content.iter().filter_map(|c| c.as_text().ok().cloned()).collect())
+    let msg = out
+        .output
+        .and_then(|o| o.as_message().ok().cloned())
+        .expect("a message");
+    Ok(msg
+        .content
+        .iter()
+        .filter_map(|c| c.as_text().ok().cloned())
+        .collect())
 }
 
 #[allow(unused)]

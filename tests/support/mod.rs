@@ -57,19 +57,34 @@ impl Harness {
         })
         .await
         .expect("simulator starts");
-        let clean = sim::start(SimConfig::default()).await.expect("clean simulator starts");
+        let clean = sim::start(SimConfig::default())
+            .await
+            .expect("clean simulator starts");
         let mut a = args(&sim.url());
         tweak(&mut a);
         let settings = config::load(&a).expect("test settings are valid");
         let signer = Signer::for_tests(RELAY_KEY, RELAY_SECRET, None, "us-east-1");
-        let relay = app::start_with_signer(settings, signer).await.expect("relay starts");
+        let relay = app::start_with_signer(settings, signer)
+            .await
+            .expect("relay starts");
         let client = sdk_client(&format!("http://{}", relay.addr), CLIENT_KEY, CLIENT_SECRET);
         let reference = sdk_client(&clean.url(), CLIENT_KEY, CLIENT_SECRET);
-        Harness { sim, clean, relay, client, reference }
+        Harness {
+            sim,
+            clean,
+            relay,
+            client,
+            reference,
+        }
     }
 
     pub fn fault(&self, tag: &str, attempts: Option<Vec<u32>>, fault: sim::Fault) {
-        self.sim.add_rule(FaultRule { operation: None, tag: Some(tag.into()), attempts, fault });
+        self.sim.add_rule(FaultRule {
+            operation: None,
+            tag: Some(tag.into()),
+            attempts,
+            fault,
+        });
     }
 
     /// The relay's Prometheus text.
@@ -84,7 +99,11 @@ impl Harness {
 
     /// Simulator log entries for a tag.
     pub fn attempts_for(&self, tag: &str) -> Vec<sim::LogEntry> {
-        self.sim.log().into_iter().filter(|e| e.tag.as_deref() == Some(tag)).collect()
+        self.sim
+            .log()
+            .into_iter()
+            .filter(|e| e.tag.as_deref() == Some(tag))
+            .collect()
     }
 }
 
@@ -104,7 +123,11 @@ pub fn sum_metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
@@ -119,15 +142,27 @@ pub async fn http_get(url: &str) -> String {
 pub async fn http_get_status(url: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rest = url.strip_prefix("http://").expect("http url");
-    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    let (host, path) = rest
+        .split_once('/')
+        .map(|(h, p)| (h, format!("/{p}")))
+        .unwrap_or((rest, "/".into()));
     let mut s = tokio::net::TcpStream::connect(host).await.expect("connect");
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await.unwrap();
     let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     (status, body)
 }
