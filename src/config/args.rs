@@ -53,6 +53,11 @@ pub struct ServeArgs {
     #[arg(long, env = "BEDROCK_RELAY_BACKOFF_MAX", value_name = "DURATION")]
     pub backoff_max: Option<String>,
 
+    /// Retry token bucket shared by all requests: a retry costs 5, one after a timeout 10,
+    /// a success refunds 1 [default: 500].
+    #[arg(long, env = "BEDROCK_RELAY_RETRY_BUDGET", value_name = "TOKENS")]
+    pub retry_budget: Option<String>,
+
     /// Resumptions allowed per streaming response [default: 3].
     #[arg(long, env = "BEDROCK_RELAY_MAX_RESUMES", value_name = "N")]
     pub max_resumes: Option<String>,

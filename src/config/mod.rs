@@ -71,6 +71,7 @@ fn cli_values(a: &ServeArgs) -> HashMap<&'static str, Raw> {
     put("backoff_base", "backoff-base", &a.backoff_base);
     put("backoff_max", "backoff-max", &a.backoff_max);
     put("max_resumes", "max-resumes", &a.max_resumes);
+    put("retry_budget", "retry-budget", &a.retry_budget);
     put("request_deadline", "request-deadline", &a.request_deadline);
     put("connect_timeout", "connect-timeout", &a.connect_timeout);
     put(

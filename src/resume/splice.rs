@@ -319,7 +319,9 @@ impl Continue {
             }
         }
         if let Some(i) = ev.block_stop {
-            match self.lookup(i, false) {
+            // A stop for the new stream's first block, before anything mapped it, closes the
+            // continued block (some streams send a bare stop when nothing was left to say).
+            match self.lookup(i, true) {
                 Map::Fresh(n) => out.edits.index = (n != i).then_some(n),
                 Map::Cont => match (self.target, self.cont_fresh) {
                     (Some((t, true)), _) => {
