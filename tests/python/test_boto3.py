@@ -71,7 +71,7 @@ def test_an_unmodified_application_reaches_the_relay_through_endpoint_variables(
 
 def test_a_global_endpoint_sends_sts_to_the_relay_which_says_what_to_do(relay):
     env = clean_env(AWS_ACCESS_KEY_ID=CLIENT_KEY, AWS_SECRET_ACCESS_KEY=CLIENT_SECRET, AWS_ENDPOINT_URL=relay.url,
-                    AWS_REGION="us-east-1")
+                    AWS_DEFAULT_REGION="us-east-1")
     script = "import boto3; boto3.client('sts').get_caller_identity()"
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode != 0
