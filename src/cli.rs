@@ -15,9 +15,9 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the relay (point AWS_ENDPOINT_URL_BEDROCK_RUNTIME at its --listen address).
-    Serve(crate::config::ServeArgs),
+    Serve(Box<crate::config::ServeArgs>),
     /// Run the Bedrock Runtime simulator with fault injection (no AWS account needed).
-    Sim(crate::sim::SimArgs),
+    Sim(Box<crate::sim::SimArgs>),
     /// Start the simulator with faults and the relay in front of it, stream a few
     /// conversations through it and show each interruption being healed.
     Demo(crate::demo::DemoArgs),

@@ -19,8 +19,8 @@ fn main() -> ExitCode {
     };
     let code = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => bedrock_relay::app::serve_main(args).await,
-            Command::Sim(args) => report(bedrock_relay::sim::run(args).await),
+            Command::Serve(args) => bedrock_relay::app::serve_main(*args).await,
+            Command::Sim(args) => report(bedrock_relay::sim::run(*args).await),
             Command::Demo(args) => bedrock_relay::demo::run(args).await,
         }
     });

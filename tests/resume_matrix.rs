@@ -109,6 +109,11 @@ async fn check(
     None
 }
 
+/// Where a case puts its fault, given the reference run.
+type Position = fn(&Received) -> usize;
+/// Builds a case's call from the prompt suffix (length and tag directives).
+type MakeCall = Box<dyn Fn(&str) -> Call>;
+
 fn position_of(r: &Received, what: &str) -> usize {
     r.events
         .iter()
@@ -122,12 +127,12 @@ async fn every_fault_at_every_position_heals_byte_exactly() {
     // 250 faulted streams in a row would (rightly) drain the default retry budget.
     let h = Harness::start_with(|a| a.retry_budget = Some("100000".into())).await;
     let mut failures = Vec::new();
-    let positions: [(&str, fn(&Received) -> usize); 3] = [
+    let positions: [(&str, Position); 3] = [
         ("first", |_| 1),
         ("mid", |r| r.events.len() / 2),
         ("before-terminal", |r| r.events.len() - 2),
     ];
-    let mut families: Vec<(String, Box<dyn Fn(&str) -> Call>)> = vec![
+    let mut families: Vec<(String, MakeCall)> = vec![
         (
             "cs-prefill".into(),
             Box::new(|p: &str| {
