@@ -31,6 +31,8 @@ pub struct DemoArgs {
 
 const RELAY_KEY: &str = "AKIDDEMORELAY";
 const RELAY_SECRET: &str = "demo-relay-secret";
+/// The marker printed where the relay spliced the continuation in.
+const HEALED: &str = " ⟲ relay healed the stream here ";
 const MODEL: &str = "anthropic.claude-3-5-sonnet-20240620-v1:0";
 
 struct Scenario {
@@ -162,21 +164,44 @@ async fn demo(args: DemoArgs) -> anyhow::Result<bool> {
         );
         let before = interruptions(&relay);
         let started = Instant::now();
+        let live = !args.fast;
         let got = client
             .stream(
                 &relay_url,
                 &prompt,
                 |text| {
-                    print!("{text}");
-                    let _ = std::io::stdout().flush();
+                    if live {
+                        print!("{text}");
+                        let _ = std::io::stdout().flush();
+                    }
                 },
                 || {
                     let now = interruptions(&relay);
-                    (now > before).then(|| paint.mark(" ⟲ relay healed the stream here "))
+                    (live && now > before).then(|| paint.mark(HEALED))
                 },
             )
             .await?;
         let took = started.elapsed();
+        if !live {
+            // Too fast to watch: print the answer with the seam where the simulator saw the
+            // relay's continuation request pick up (its prefill is what the client had).
+            let log = faulty.log();
+            let seam = log
+                .iter()
+                .filter(|e| e.tag.as_deref() == Some(tag.as_str()))
+                .find_map(|e| e.prefill.as_ref().map(String::len));
+            match seam {
+                Some(at) if got.text.is_char_boundary(at) => {
+                    print!(
+                        "{}{}{}",
+                        &got.text[..at],
+                        paint.mark(HEALED),
+                        &got.text[at..]
+                    )
+                }
+                _ => print!("{}", got.text),
+            }
+        }
         let reference = client
             .stream(&clean.url(), &prompt, |_| {}, || None)
             .await?;
