@@ -54,12 +54,9 @@ impl Relay {
     /// Which rungs of the ladder a model allows: configuration, then what was learned.
     fn caps(&self, model: &str) -> ModelCaps {
         let r = &self.settings.resume;
-        let matches = |set: &[regex::Regex]| set.iter().any(|re| re.is_match(model));
         ModelCaps {
-            prefill: matches(&r.prefill_models)
-                && !matches(&r.no_prefill_models)
-                && !self.models.prefill_forbidden(model),
-            instructed: matches(&r.instructed_models),
+            prefill: r.prefill_allowed(model) && !self.models.prefill_forbidden(model),
+            instructed: r.instructed_allowed(model),
             replay: r.replay,
         }
     }
@@ -243,6 +240,11 @@ impl Pump {
                                         .resume_gap_seconds
                                         .observe(at.elapsed().as_secs_f64());
                                 }
+                                // Terminal events delivered: the answer is whole, whatever
+                                // the upstream connection does next.
+                                if transcript.as_ref().is_some_and(|t| t.is_complete()) {
+                                    break End::Complete;
+                                }
                                 continue;
                             }
                             Ok(false) => break End::ClientGone,
@@ -401,7 +403,16 @@ impl Pump {
             .unwrap_or_else(|| "stream could not be continued".into());
         tracing::warn!(model = %self.model, attempts = self.attempts.made(), resumes = self.resumes, %what, %why, "stream failed");
         let bytes = match fault {
-            Some(Fault::Exception { frame, .. }) => frame.raw,
+            // The upstream's own exception, when the client's SDK models it for this
+            // operation (ConverseStream has no modelTimeoutException).
+            Some(Fault::Exception {
+                frame,
+                exception_type,
+            }) if self.record.operation != crate::ops::Operation::ConverseStream
+                || exception_type != "modelTimeoutException" =>
+            {
+                frame.raw
+            }
             _ => {
                 let message = format!(
                     "bedrock-relay: {what}; {why}. Attempts: {}, resumes: {}.",

@@ -8,7 +8,7 @@ pub mod canon;
 use aws_sdk_bedrockruntime::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_bedrockruntime::Client;
 use bedrock_relay::app::{self, RelayHandle};
-use bedrock_relay::config::{self, ServeArgs};
+use bedrock_relay::config::{self, ServeArgs, Settings};
 use bedrock_relay::signing::Signer;
 use bedrock_relay::sim::{self, FaultRule, SimConfig, SimHandle};
 
@@ -49,8 +49,16 @@ impl Harness {
         Self::start_with(|_| {}).await
     }
 
-    /// Start with extra relay settings.
+    /// Start with extra relay flags.
     pub async fn start_with(tweak: impl FnOnce(&mut ServeArgs)) -> Harness {
+        Self::start_full(tweak, |_| {}).await
+    }
+
+    /// Start with extra relay flags, then settings that only the config file can set.
+    pub async fn start_full(
+        tweak: impl FnOnce(&mut ServeArgs),
+        settings_tweak: impl FnOnce(&mut Settings),
+    ) -> Harness {
         let sim = sim::start(SimConfig {
             credentials: vec![(RELAY_KEY.into(), RELAY_SECRET.into())],
             ..SimConfig::default()
@@ -62,7 +70,8 @@ impl Harness {
             .expect("clean simulator starts");
         let mut a = args(&sim.url());
         tweak(&mut a);
-        let settings = config::load(&a).expect("test settings are valid");
+        let mut settings = config::load(&a).expect("test settings are valid");
+        settings_tweak(&mut settings);
         let signer = Signer::for_tests(RELAY_KEY, RELAY_SECRET, None, "us-east-1");
         let relay = app::start_with_signer(settings, signer)
             .await
