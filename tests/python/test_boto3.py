@@ -115,3 +115,57 @@ def test_without_the_relay_boto3_breaks_or_silently_truncates(sim, clean_sim):
     got, error = converse_events(c, MODEL, "Write sim:tag=py-direct-trunc")
     reference, _ = converse_events(client(clean_sim.url), MODEL, "Write sim:tag=py-direct-trunc")
     assert error is None and len(got) < len(reference), "boto3 accepts a truncated stream silently"
+
+
+VOLATILE = {"usage", "amazon-bedrock-invocationMetrics", "prompt_token_count", "generation_token_count",
+            "totalOutputTextTokenCount", "inputTextTokenCount", "metrics", "p", "id"}
+
+
+def scrub(v):
+    """Drop what legitimately differs after a resume (usage is summed; ids are per attempt)."""
+    if isinstance(v, dict):
+        return {k: scrub(x) for k, x in v.items() if k not in VOLATILE}
+    if isinstance(v, list):
+        return [scrub(x) for x in v]
+    return v
+
+
+def invoke_body(model, prompt):
+    if "anthropic." in model:
+        return {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 4096, "messages": [{"role": "user", "content": prompt}]}
+    if "amazon.nova" in model:
+        return {"messages": [{"role": "user", "content": [{"text": prompt}]}], "inferenceConfig": {"maxTokens": 4096}}
+    if "meta.llama" in model:
+        return {"prompt": f"<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n{prompt}<|eot_id|>"
+                          "<|start_header_id|>assistant<|end_header_id|>\n\n", "max_gen_len": 4096}
+    if "mistral." in model:
+        return {"prompt": f"<s>[INST] {prompt} [/INST]", "max_tokens": 4096}
+    return {"inputText": f"User: {prompt}\nBot:", "textGenerationConfig": {"maxTokenCount": 4096}}
+
+
+def invoke_chunks(c, model, prompt):
+    out = c.invoke_model_with_response_stream(modelId=model, body=json.dumps(invoke_body(model, prompt)))
+    return [scrub(json.loads(ev["chunk"]["bytes"])) for ev in out["body"]]
+
+
+@pytest.mark.parametrize("model", ["anthropic.claude-3-5-sonnet-20240620-v1:0", "amazon.nova-pro-v1:0",
+                                   "meta.llama3-1-70b-instruct-v1:0", "mistral.mistral-large-2407-v1:0",
+                                   "amazon.titan-text-premier-v1:0", "anthropic.claude-opus-4-6-v1"])
+@pytest.mark.parametrize("fault", FAULTS[:4], ids=lambda f: f"{f['kind']}-{f['events']}")
+def test_boto3_invoke_streams_heal_in_every_model_format(relay, sim, clean_sim, model, fault):
+    tag = f"pyinv-{fault['kind']}-{model.split('.')[1][:10]}"
+    prompt = f"sim:len=40 sim:tag={tag} Write about deltas"
+    add_faults(sim.url, [{"tag": tag, "attempts": [1], **fault}])
+    got = invoke_chunks(client(relay.url), model, prompt)
+    assert got == invoke_chunks(client(clean_sim.url), model, prompt)
+    assert len([e for e in sim_log(sim.url) if e.get("tag") == tag]) == 2
+
+
+def test_boto3_gets_a_modelled_error_when_a_fault_persists(relay, sim, clean_sim):
+    add_faults(sim.url, [{"tag": "py-persist", "kind": "reset_after_events", "events": 6}])
+    got, error = converse_events(client(relay.url), MODEL, "sim:len=40 sim:tag=py-persist Write")
+    assert error is not None
+    assert error.response["Error"]["Code"] == "modelStreamErrorException"
+    assert "resumes:" in error.response["Error"]["Message"]
+    reference, _ = converse_events(client(clean_sim.url), MODEL, "sim:len=40 sim:tag=py-persist Write")
+    assert got == reference[:len(got)], "what arrived before the error is the reference's beginning"
