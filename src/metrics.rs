@@ -139,7 +139,7 @@ impl Metrics {
         let resume_gap_seconds = Histogram::with_opts(
             HistogramOpts::from(opts(
                 "resume_gap_seconds",
-                "Time from a stream interruption until the resumed stream's first byte.",
+                "Time from a stream interruption until the first resumed event reached the client.",
             ))
             .buckets(GAP_BUCKETS.to_vec()),
         )

@@ -64,6 +64,8 @@ pub struct Attempts {
     operation: Operation,
     made: u32,
     deadline: Instant,
+    /// Signing name when the request is forwarded to another AWS service.
+    service: Option<String>,
 }
 
 impl Attempts {
@@ -74,7 +76,14 @@ impl Attempts {
             operation,
             made: 0,
             deadline,
+            service: None,
         }
+    }
+
+    /// Sign for another AWS service (forwarded requests) instead of `bedrock`.
+    pub fn signing_for(mut self, service: Option<String>) -> Self {
+        self.service = service;
+        self
     }
 
     /// Attempts made so far.
@@ -96,24 +105,29 @@ impl Attempts {
     ) -> Result<Response<Incoming>, Failure> {
         self.made += 1;
         let relay = self.relay.clone();
-        relay
-            .signer
-            .sign(&mut req)
-            .await
-            .map_err(|e| Failure::Fatal(RelayError::Signing(e.to_string())))?;
+        let signed = match &self.service {
+            None => relay.signer.sign(&mut req).await,
+            Some(service) => relay.signer.sign_as(&mut req, service).await,
+        };
+        signed.map_err(|e| Failure::Fatal(RelayError::Signing(e.to_string())))?;
+        let host = req
+            .uri()
+            .authority()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
         let wait = head_timeout.min(self.remaining());
         let result = match timeout(wait, relay.upstream.send(req)).await {
             Err(_) => Err(Failure::Transport {
                 reason: RetryReason::Timeout,
                 detail: format!(
-                    "no response headers within {}",
+                    "{host}: no response headers within {}",
                     humantime::format_duration(wait)
                 ),
             }),
             Ok(Err(e)) => Err(match e.retry_reason() {
                 Some(reason) => Failure::Transport {
                     reason,
-                    detail: e.to_string(),
+                    detail: format!("{host}: {e}"),
                 },
                 None => Failure::Fatal(RelayError::Upstream(e.to_string())),
             }),

@@ -24,9 +24,9 @@ pub enum RelayError {
     BadRequestBody(String),
     #[error("bedrock-relay could not sign the request: {0}")]
     Signing(String),
-    #[error("bedrock-relay could not connect to Bedrock after {attempts} attempt(s): {detail}")]
+    #[error("bedrock-relay could not connect upstream after {attempts} attempt(s): {detail}")]
     Connect { attempts: u32, detail: String },
-    #[error("bedrock-relay lost the connection to Bedrock after {attempts} attempt(s): {detail}")]
+    #[error("bedrock-relay lost the connection upstream after {attempts} attempt(s): {detail}")]
     Reset { attempts: u32, detail: String },
     #[error("Bedrock did not answer in time after {attempts} attempt(s): {detail}")]
     Timeout { attempts: u32, detail: String },

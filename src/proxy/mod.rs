@@ -119,22 +119,38 @@ pub async fn handle(relay: Arc<Relay>, req: Request<Incoming>) -> Response<Body>
         bytes_out: 0,
     };
     let prepared = async {
-        request::check_service(&parts.headers)?;
+        // A request signed for another AWS service is refused, or forwarded re-signed
+        // for that service when the operator enabled it.
+        let other = request::other_service(&parts.headers);
+        let base = match &other {
+            None => relay.upstream.base(operation.route()).clone(),
+            Some(service) if relay.settings.forward_other_services => {
+                request::service_endpoint(service, relay.signer.region())?
+            }
+            Some(service) => return Err(request::wrong_service(&parts.headers, service.clone())),
+        };
         // 2. limits: the body is buffered (signing and replay need it), within its cap.
         let body = request::read_body(body, relay.settings.max_request_body).await?;
-        request::Outbound::new(&parts, relay.upstream.base(operation.route()), body)
+        let path = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let uri = join(&base, path)?;
+        Ok((request::Outbound::new(&parts, uri, body), other))
     }
     .await;
-    let outbound = match prepared {
+    let (outbound, other_service) = match prepared {
         Ok(o) => o,
         Err(e) => return finish_error(&relay, record, e),
     };
     // 3. retry/resume → 4. sign → 5. send: streams go to the pump, which owns their
     // attempts from here on; everything else is read whole so a torn body is retried too.
-    if operation.is_resumable_stream() || operation == ops::Operation::AgentRuntime {
+    let streams = operation.is_resumable_stream() || operation == ops::Operation::AgentRuntime;
+    if streams && other_service.is_none() {
         return stream::open(relay, outbound, record).await;
     }
-    let mut attempts = Attempts::new(relay.clone(), operation);
+    let mut attempts = Attempts::new(relay.clone(), operation).signing_for(other_service);
     let head_timeout = relay
         .settings
         .stall_timeout_for(record.model.as_deref().unwrap_or(""));
@@ -177,6 +193,20 @@ pub async fn handle(relay: Arc<Relay>, req: Request<Incoming>) -> Response<Body>
         }
         Err(e) => finish_error(&relay, record, e),
     }
+}
+
+/// The upstream base plus the client's path and query, byte-exact (a path prefix in the
+/// base, as in `http://host:1/prefix`, is kept).
+fn join(base: &http::Uri, path_and_query: &str) -> Result<http::Uri, RelayError> {
+    let prefix = base.path().trim_end_matches('/');
+    let mut parts = base.clone().into_parts();
+    parts.path_and_query = Some(
+        format!("{prefix}{path_and_query}")
+            .parse()
+            .map_err(|e| RelayError::BadRequestBody(format!("bad request path: {e}")))?,
+    );
+    http::Uri::from_parts(parts)
+        .map_err(|e| RelayError::BadRequestBody(format!("bad request path: {e}")))
 }
 
 fn finish_error(relay: &Relay, record: Record, error: RelayError) -> Response<Body> {

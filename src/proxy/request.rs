@@ -21,24 +21,40 @@ pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, RelayError
     }
 }
 
-/// Refuse a request signed for another AWS service (a global `AWS_ENDPOINT_URL` sends every
-/// client to the relay). Unsigned and bearer requests pass: they can only be meant for Bedrock.
-pub fn check_service(headers: &HeaderMap) -> Result<(), RelayError> {
-    let Some(auth) = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return Ok(());
-    };
+/// The AWS service a request was signed for when it is not Bedrock (a global
+/// `AWS_ENDPOINT_URL` sends every client to the relay). Unsigned and bearer requests can
+/// only be meant for Bedrock.
+pub fn other_service(headers: &HeaderMap) -> Option<String> {
+    let auth = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
     match crate::ops::signed_service(auth) {
-        None | Some("bedrock") => Ok(()),
-        Some(other) => Err(RelayError::WrongService {
-            service: other.to_owned(),
-            query_protocol: headers
-                .get(http::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded")),
-        }),
+        None | Some("bedrock") => None,
+        Some(other) => Some(other.to_owned()),
+    }
+}
+
+/// The error for a request meant for another service, in that service's protocol.
+pub fn wrong_service(headers: &HeaderMap, service: String) -> RelayError {
+    RelayError::WrongService {
+        service,
+        query_protocol: headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded")),
+    }
+}
+
+/// Where a request for another AWS service goes when forwarding is enabled.
+pub fn service_endpoint(service: &str, region: &str) -> Result<Uri, RelayError> {
+    let valid = !service.is_empty()
+        && service
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-');
+    let uri = format!("https://{service}.{region}.amazonaws.com");
+    match uri.parse() {
+        Ok(u) if valid => Ok(u),
+        _ => Err(RelayError::BadRequestBody(format!(
+            "cannot forward to service {service:?}"
+        ))),
     }
 }
 
@@ -53,25 +69,17 @@ pub struct Outbound {
 }
 
 impl Outbound {
-    /// Cut the template from the client's request. Client auth and hop-by-hop headers go.
-    pub fn new(parts: &Parts, base: &Uri, body: Bytes) -> Result<Self, RelayError> {
-        let path_and_query = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
-        let base_str = base.to_string();
-        let uri: Uri = format!("{}{}", base_str.trim_end_matches('/'), path_and_query)
-            .parse()
-            .map_err(|e| RelayError::BadRequestBody(format!("bad request path: {e}")))?;
+    /// Cut the template from the client's request, aimed at `uri` (the upstream base plus
+    /// the client's path and query, byte-exact). Client auth and hop-by-hop headers go.
+    pub fn new(parts: &Parts, uri: Uri, body: Bytes) -> Self {
         let mut headers = parts.headers.clone();
         crate::signing::strip_client_headers(&mut headers);
-        Ok(Outbound {
+        Outbound {
             method: parts.method.clone(),
             uri,
             headers,
             body,
-        })
+        }
     }
 
     /// A fresh, unsigned request with the original body.
@@ -94,23 +102,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn outbound_keeps_path_byte_exact_and_drops_client_auth() {
-        let req = Request::post("/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A1%3Ainference-profile%2Fx/converse?a=b%2F")
+    fn outbound_drops_client_auth_and_keeps_bedrock_headers() {
+        let req = Request::post("/model/m/converse")
             .header("authorization", "AWS4-HMAC-SHA256 Credential=AKID/20250101/us-east-1/bedrock/aws4_request, SignedHeaders=host, Signature=00")
             .header("x-amz-date", "20250101T000000Z")
             .header("x-amzn-bedrock-trace", "ENABLED")
             .body(())
             .unwrap();
         let (parts, ()) = req.into_parts();
-        let base: Uri = "https://bedrock-runtime.us-east-1.amazonaws.com"
+        let uri: Uri = "https://bedrock-runtime.us-east-1.amazonaws.com/model/m/converse"
             .parse()
             .unwrap();
-        let out = Outbound::new(&parts, &base, Bytes::from_static(b"{}")).unwrap();
-        let up = out.request();
-        assert_eq!(
-            up.uri().to_string(),
-            "https://bedrock-runtime.us-east-1.amazonaws.com/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A1%3Ainference-profile%2Fx/converse?a=b%2F"
-        );
+        let up = Outbound::new(&parts, uri.clone(), Bytes::from_static(b"{}")).request();
+        assert_eq!(up.uri(), &uri);
         assert!(up.headers().get("authorization").is_none());
         assert!(up.headers().get("x-amz-date").is_none());
         assert_eq!(up.headers()["x-amzn-bedrock-trace"], "ENABLED");
@@ -126,12 +130,26 @@ mod tests {
                 .parse()
                 .unwrap(),
         );
-        assert!(
-            matches!(check_service(&h), Err(RelayError::WrongService { ref service, query_protocol: true }) if service == "sts")
-        );
+        assert_eq!(other_service(&h).as_deref(), Some("sts"));
+        assert!(matches!(
+            wrong_service(&h, "sts".into()),
+            RelayError::WrongService {
+                query_protocol: true,
+                ..
+            }
+        ));
         h.insert("authorization", "AWS4-HMAC-SHA256 Credential=AKID/20250101/us-east-1/bedrock/aws4_request, SignedHeaders=host, Signature=00".parse().unwrap());
-        assert!(check_service(&h).is_ok());
+        assert_eq!(other_service(&h), None);
         h.insert("authorization", "Bearer abc".parse().unwrap());
-        assert!(check_service(&h).is_ok());
+        assert_eq!(other_service(&h), None);
+    }
+
+    #[test]
+    fn forwarded_services_go_to_their_regional_endpoint() {
+        assert_eq!(
+            service_endpoint("sts", "eu-west-1").unwrap().to_string(),
+            "https://sts.eu-west-1.amazonaws.com/"
+        );
+        assert!(service_endpoint("evil.com/x", "us-east-1").is_err());
     }
 }

@@ -93,17 +93,14 @@ pub async fn open(relay: Arc<Relay>, outbound: Outbound, mut record: Record) -> 
                 let mut frames = UpstreamFrames::new(body, stall);
                 match frames.next().await {
                     Ok(Some(frame)) => match classify(&frame) {
-                        Classified::Retryable(t) => fault_failure(
-                            &relay,
-                            Fault::Exception {
-                                exception_type: t,
-                                frame,
-                            },
-                        ),
+                        Classified::Retryable(t) => fault_failure(Fault::Exception {
+                            exception_type: t,
+                            frame,
+                        }),
                         _ => break (parts, frames, frame),
                     },
-                    Ok(None) => fault_failure(&relay, Fault::Truncated),
-                    Err(fault) => fault_failure(&relay, fault),
+                    Ok(None) => fault_failure(Fault::Truncated),
+                    Err(fault) => fault_failure(fault),
                 }
             }
             Err(f) => f,
@@ -155,13 +152,9 @@ fn is_eventstream(headers: &http::HeaderMap) -> bool {
         .is_some_and(|ct| ct.starts_with("application/vnd.amazon.eventstream"))
 }
 
-/// A fault before anything reached the client: counted, then retried like any failure.
-fn fault_failure(relay: &Relay, fault: Fault) -> Failure {
-    relay
-        .metrics
-        .stream_interruptions_total
-        .with_label_values(&[fault.label()])
-        .inc();
+/// A fault before anything reached the client: retried like any failure (it is counted by
+/// `upstream_attempts_total` and `retries_total`, not as a stream interruption).
+fn fault_failure(fault: Fault) -> Failure {
     Failure::Transport {
         reason: fault.retry_reason(),
         detail: fault.describe(),

@@ -169,3 +169,26 @@ def test_boto3_gets_a_modelled_error_when_a_fault_persists(relay, sim, clean_sim
     assert "resumes:" in error.response["Error"]["Message"]
     reference, _ = converse_events(client(clean_sim.url), MODEL, "sim:len=40 sim:tag=py-persist Write")
     assert got == reference[:len(got)], "what arrived before the error is the reference's beginning"
+
+
+def test_forwarding_other_services_is_opt_in_and_goes_to_their_own_endpoint(sim):
+    """With --forward-other-services the relay re-signs an STS call for STS's regional host
+    (unreachable here: no internet), instead of refusing it."""
+    from conftest import Proc, free_port, wait_for
+    port, admin = free_port(), free_port()
+    env = clean_env(AWS_ACCESS_KEY_ID=RELAY_KEY, AWS_SECRET_ACCESS_KEY=RELAY_SECRET, AWS_REGION="us-east-1")
+    proc = Proc(["serve", "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}",
+                 "--upstream", sim.url, "--forward-other-services", "--max-attempts", "1",
+                 "--connect-timeout", "1s"], env, f"http://127.0.0.1:{port}")
+    try:
+        wait_for(f"http://127.0.0.1:{admin}/healthz")
+        script = ("import boto3\nfrom botocore.config import Config\n"
+                  "boto3.client('sts', config=Config(retries={'total_max_attempts': 1})).get_caller_identity()")
+        env = clean_env(AWS_ACCESS_KEY_ID=CLIENT_KEY, AWS_SECRET_ACCESS_KEY=CLIENT_SECRET,
+                        AWS_ENDPOINT_URL=proc.url, AWS_DEFAULT_REGION="us-east-1")
+        out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+        assert out.returncode != 0
+        assert "WrongServiceForRelay" not in out.stderr
+        assert "sts.us-east-1.amazonaws.com" in out.stderr, out.stderr
+    finally:
+        proc.stop()
