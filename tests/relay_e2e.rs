@@ -213,3 +213,78 @@ async fn metrics_count_requests_attempts_and_streams() {
         support::http_get_status(&format!("http://{}/readyz", h.relay.admin_addr)).await;
     assert_eq!(status, 200);
 }
+
+/// A one-shot upstream that records the raw request it receives and answers `{}`.
+async fn recording_upstream() -> (String, tokio::task::JoinHandle<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !String::from_utf8_lossy(&buf).contains("\r\n\r\n{}") {
+            let n = s.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "request ended early");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        s.write_all(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}",
+        )
+        .await
+        .unwrap();
+        String::from_utf8_lossy(&buf).into_owned()
+    });
+    (url, task)
+}
+
+#[tokio::test]
+async fn agent_runtime_requests_go_to_their_own_host_signed_by_the_relay() {
+    let (agent_url, seen) = recording_upstream().await;
+    let h = Harness::start_with(|a| a.agent_upstream = Some(agent_url.clone())).await;
+    let path = "/agents/AGENT1/agentAliases/ALIAS%2F1/sessions/s-1/text?x=a%3Ab";
+    let mut req = http::Request::post(format!("http://{}{path}", h.relay.addr))
+        .header("content-type", "application/json")
+        .body(bytes::Bytes::from_static(b"{}"))
+        .unwrap();
+    bedrock_relay::signing::Signer::for_tests(
+        support::CLIENT_KEY,
+        support::CLIENT_SECRET,
+        None,
+        "us-east-1",
+    )
+    .sign(&mut req)
+    .await
+    .unwrap();
+    let (parts, body) = req.into_parts();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    let resp = client
+        .request(http::Request::from_parts(
+            parts,
+            http_body_util::Full::new(body),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let raw = seen.await.unwrap();
+    let first = raw.lines().next().unwrap();
+    assert_eq!(
+        first,
+        format!("POST {path} HTTP/1.1"),
+        "path and query forwarded byte-exact"
+    );
+    let auth = raw
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("authorization:"))
+        .unwrap();
+    assert!(
+        auth.contains(&format!("Credential={}/", support::RELAY_KEY)),
+        "re-signed by the relay: {auth}"
+    );
+    assert!(auth.contains("/us-east-1/bedrock/aws4_request"), "{auth}");
+    assert!(
+        h.sim.log().is_empty(),
+        "nothing went to the runtime upstream"
+    );
+}
