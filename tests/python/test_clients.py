@@ -133,25 +133,32 @@ def test_langchain_chat_bedrock_converse_stream_is_healed(relay, sim, clean_sim)
 # --- LiteLLM as a client ---------------------------------------------------------------------
 
 
-def litellm_stream(endpoint, model, text):
+def litellm_stream(endpoint, model, text, use_env=False):
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no fetch at import
     import litellm
 
-    resp = litellm.completion(model=model, messages=[{"role": "user", "content": text}],
-                              aws_bedrock_runtime_endpoint=endpoint, aws_region_name=REGION,
-                              aws_access_key_id=CLIENT_KEY, aws_secret_access_key=CLIENT_SECRET,
-                              max_tokens=1024, stream=True, num_retries=0)
-    parts = [c.choices[0].delta.content or "" for c in resp]
+    kw = dict(aws_region_name=REGION, aws_access_key_id=CLIENT_KEY, aws_secret_access_key=CLIENT_SECRET,
+              max_tokens=1024, stream=True, num_retries=0)
+    if use_env:
+        os.environ["AWS_BEDROCK_RUNTIME_ENDPOINT"] = endpoint
+    else:
+        kw["aws_bedrock_runtime_endpoint"] = endpoint
+    try:
+        resp = litellm.completion(model=model, messages=[{"role": "user", "content": text}], **kw)
+        parts = [c.choices[0].delta.content or "" for c in resp]
+    finally:
+        os.environ.pop("AWS_BEDROCK_RUNTIME_ENDPOINT", None)
     assert len(parts) > 5, "a stream, not one message"
     return "".join(parts)
 
 
-@pytest.mark.parametrize("model", [f"bedrock/converse/{CLAUDE}", f"bedrock/invoke/{CLAUDE}"],
-                         ids=["converse", "invoke"])
-def test_litellm_bedrock_stream_is_healed(relay, sim, clean_sim, model):
-    tag = f"litellm-{model.split('/')[1]}"
+@pytest.mark.parametrize("model,use_env", [(f"bedrock/converse/{CLAUDE}", False), (f"bedrock/invoke/{CLAUDE}", False),
+                                           (f"bedrock/converse/{CLAUDE}", True)],
+                         ids=["converse", "invoke", "converse-AWS_BEDROCK_RUNTIME_ENDPOINT"])
+def test_litellm_bedrock_stream_is_healed(relay, sim, clean_sim, model, use_env):
+    tag = f"litellm-{model.split('/')[1]}-{use_env}"
     break_first_attempt(sim, tag, {"kind": "reset_mid_frame", "events": 10})
-    got = litellm_stream(relay.url, model, prompt(tag))
+    got = litellm_stream(relay.url, model, prompt(tag), use_env=use_env)
     reference = litellm_stream(clean_sim.url, model, prompt(tag))
     assert len(reference) > 100
     assert got == reference

@@ -200,7 +200,7 @@ def test_dockerfile_runs_non_root_with_a_health_check_the_binary_has():
             assert os.path.exists(os.path.join(ROOT, path)), path
 
 
-def test_health_subcommand_follows_the_admin_endpoint(relay):
+def test_health_subcommand_follows_the_admin_endpoint(relay, clean_sim):
     ok = subprocess.run([BIN, "health", "--url", relay.admin + "/readyz"], env=clean_env(),
                         capture_output=True, text=True, timeout=30)
     assert ok.returncode == 0, ok.stderr
@@ -210,6 +210,10 @@ def test_health_subcommand_follows_the_admin_endpoint(relay):
     closed = subprocess.run([BIN, "health", "--url", f"http://127.0.0.1:{free_port()}/readyz"],
                             env=clean_env(), capture_output=True, text=True, timeout=30)
     assert closed.returncode == 1, closed.stderr
+    # The compose example probes the simulator this way.
+    sim = subprocess.run([BIN, "health", "--url", clean_sim.url + "/_sim/faults"], env=clean_env(),
+                         capture_output=True, text=True, timeout=30)
+    assert sim.returncode == 0, sim.stderr
 
 
 @pytest.mark.parametrize("path", ["deploy/grafana/bedrock-relay-dashboard.json"])
