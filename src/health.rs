@@ -1,6 +1,7 @@
 //! `bedrock-relay health`: a health probe for container runtimes whose image has no shell
 //! and no curl (the distroless image). GETs an admin URL (by default the relay's `/readyz`
-//! on loopback) and exits 0 on `200`, 1 on anything else: Docker `HEALTHCHECK`, ECS
+//! on loopback, at the port of `BEDROCK_RELAY_ADMIN_LISTEN` when that is set, as it is in
+//! the same container) and exits 0 on `200`, 1 on anything else: Docker `HEALTHCHECK`, ECS
 //! `healthCheck`, compose `healthcheck`.
 
 use std::time::Duration;
@@ -13,9 +14,10 @@ pub const DEFAULT_URL: &str = "http://127.0.0.1:8791/readyz";
 /// Flags of `bedrock-relay health`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct HealthArgs {
-    /// URL to GET; healthy when it answers 200 (http only, e.g. an admin /healthz or /readyz).
-    #[arg(long, env = "BEDROCK_RELAY_HEALTH_URL", default_value = DEFAULT_URL)]
-    pub url: String,
+    /// URL to GET; healthy when it answers 200 (http only, e.g. an admin /healthz or /readyz)
+    /// [default: /readyz on 127.0.0.1 at the port of BEDROCK_RELAY_ADMIN_LISTEN, else 8791].
+    #[arg(long, env = "BEDROCK_RELAY_HEALTH_URL")]
+    pub url: Option<String>,
 
     /// Give up after this long.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
@@ -35,6 +37,15 @@ pub enum ProbeError {
     NotHttp,
     #[error("answered {0}")]
     Status(u16),
+}
+
+/// The default probe URL for a relay whose admin listener is `admin_listen` (the value of
+/// `BEDROCK_RELAY_ADMIN_LISTEN`, if any): its port on loopback, whatever address it binds.
+pub fn default_url(admin_listen: Option<&str>) -> String {
+    admin_listen
+        .and_then(|a| a.trim().parse::<std::net::SocketAddr>().ok())
+        .map(|a| format!("http://127.0.0.1:{}/readyz", a.port()))
+        .unwrap_or_else(|| DEFAULT_URL.to_owned())
 }
 
 /// Split `http://host:port/path` into (`host:port`, `/path`).
@@ -89,10 +100,13 @@ pub async fn probe(url: &str, timeout: Duration) -> Result<(), ProbeError> {
 
 /// `bedrock-relay health`: the process exit code (0 healthy, 1 not).
 pub async fn run(args: HealthArgs) -> i32 {
-    match probe(&args.url, args.timeout).await {
+    let url = args.url.unwrap_or_else(|| {
+        default_url(std::env::var("BEDROCK_RELAY_ADMIN_LISTEN").ok().as_deref())
+    });
+    match probe(&url, args.timeout).await {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("bedrock-relay health: {}: {e}", args.url);
+            eprintln!("bedrock-relay health: {url}: {e}");
             1
         }
     }
@@ -105,6 +119,20 @@ mod tests {
     use crate::metrics::Metrics;
     use crate::server::Shutdown;
     use std::sync::Arc;
+
+    #[test]
+    fn the_default_url_follows_the_admin_listen_port() {
+        assert_eq!(default_url(None), DEFAULT_URL);
+        assert_eq!(
+            default_url(Some("0.0.0.0:9100")),
+            "http://127.0.0.1:9100/readyz"
+        );
+        assert_eq!(
+            default_url(Some("[::]:9200")),
+            "http://127.0.0.1:9200/readyz"
+        );
+        assert_eq!(default_url(Some("not an address")), DEFAULT_URL);
+    }
 
     #[test]
     fn urls_are_split_or_refused() {

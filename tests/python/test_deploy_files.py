@@ -210,6 +210,11 @@ def test_health_subcommand_follows_the_admin_endpoint(relay, clean_sim):
     closed = subprocess.run([BIN, "health", "--url", f"http://127.0.0.1:{free_port()}/readyz"],
                             env=clean_env(), capture_output=True, text=True, timeout=30)
     assert closed.returncode == 1, closed.stderr
+    # Without --url: the port of BEDROCK_RELAY_ADMIN_LISTEN (as in the relay's own container).
+    port = relay.admin.rsplit(":", 1)[1]
+    env = subprocess.run([BIN, "health"], env=clean_env(BEDROCK_RELAY_ADMIN_LISTEN=f"0.0.0.0:{port}"),
+                         capture_output=True, text=True, timeout=30)
+    assert env.returncode == 0, env.stderr
     # The compose example probes the simulator this way.
     sim = subprocess.run([BIN, "health", "--url", clean_sim.url + "/_sim/faults"], env=clean_env(),
                          capture_output=True, text=True, timeout=30)
