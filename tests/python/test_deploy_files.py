@@ -48,6 +48,22 @@ def test_every_yaml_and_json_file_in_deploy_parses():
             assert isinstance(json.load(f), dict), path
 
 
+K8S_VERSION = "1.33.0"  # native sidecars are on by default from 1.29, GA in 1.33
+
+
+@pytest.mark.parametrize("rel", ["kubernetes/relay-sidecar.yaml", "kubernetes/servicemonitor.yaml"])
+def test_kubernetes_core_objects_validate_against_the_api_schema(rel):
+    from kubernetes_validate import validate
+
+    checked = 0
+    for doc in load_yaml(rel):
+        if doc["apiVersion"].startswith("monitoring.coreos.com/"):
+            continue  # a CRD: no schema bundled; its fields are checked below
+        validate(doc, K8S_VERSION, strict=True)
+        checked += 1
+    assert checked >= 1
+
+
 def kinds(rel):
     return {d["kind"]: d for d in load_yaml(rel)}
 
@@ -72,7 +88,7 @@ def test_kubernetes_relay_is_a_native_sidecar_probed_on_the_admin_port():
     assert not re.search(r"RSS_[A-Z_]+", open(os.path.join(DEPLOY, "kubernetes/relay-sidecar.yaml")).read()), \
         "resource comment carries measured numbers"
     sc = relay["securityContext"]
-    assert sc["runAsUser"] == 65532 and sc["readOnlyRootFilesystem"] and sc["capabilities"]["drop"] == ["ALL"]
+    assert sc["runAsNonRoot"] and sc["runAsUser"] == 65532 and sc["readOnlyRootFilesystem"] and sc["capabilities"]["drop"] == ["ALL"]
     (app,) = pod["spec"]["containers"]
     app_env = {e["name"]: e["value"] for e in app["env"]}
     assert app_env["AWS_ENDPOINT_URL_BEDROCK_RUNTIME"] == f"http://{env['BEDROCK_RELAY_LISTEN']}"
