@@ -7,6 +7,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import tomllib
 
 import pytest
@@ -134,6 +135,13 @@ def test_alert_rules_are_complete_and_identical_in_both_forms():
         assert r["labels"]["severity"] in {"critical", "warning", "info"}, r
         assert r["annotations"]["summary"], r
         assert r["expr"].count("(") == r["expr"].count(")"), r["expr"]
+
+
+def test_compose_file_validates_against_the_compose_spec():
+    out = subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec",
+                          os.path.join(DEPLOY, "compose/docker-compose.yml")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_compose_wires_app_relay_prometheus_and_grafana():
