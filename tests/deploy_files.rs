@@ -144,6 +144,34 @@ async fn dashboard_alerts_and_catalogue_use_only_exported_metric_names() {
     }
 }
 
+/// Labels stay bounded: only these label names exist, and none carries a model id, a
+/// request id or other request-derived text (the traffic above used a model id and tags).
+#[tokio::test]
+async fn labels_are_bounded() {
+    let text = scrape_after_traffic().await;
+    let re = regex::Regex::new(r#"([a-z_]+)="([^"]*)""#).unwrap();
+    let allowed = [
+        "operation",
+        "status",
+        "outcome",
+        "reason",
+        "strategy",
+        "kind",
+        "version",
+        "le",
+    ];
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        for c in re.captures_iter(line) {
+            let (key, value) = (&c[1], &c[2]);
+            assert!(allowed.contains(&key), "unexpected label {key}: {line}");
+            assert!(
+                !value.contains("claude") && !value.contains("metrics-") && value.len() <= 40,
+                "request-derived label value: {line}"
+            );
+        }
+    }
+}
+
 #[test]
 fn names_are_found_in_promql_and_exposition_text() {
     let used = names_in(
