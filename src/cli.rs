@@ -1,4 +1,4 @@
-//! Command line: `bedrock-relay serve | sim | demo`.
+//! Command line: `bedrock-relay serve | sim | demo | health`.
 
 use clap::{Parser, Subcommand};
 
@@ -21,4 +21,7 @@ pub enum Command {
     /// Start the simulator with faults and the relay in front of it, stream a few
     /// conversations through it and show each interruption being healed.
     Demo(crate::demo::DemoArgs),
+    /// Probe a running relay's admin endpoint (default /readyz on 127.0.0.1:8791); exit 0
+    /// when it answers 200. For container health checks in images without curl.
+    Health(crate::health::HealthArgs),
 }

@@ -22,6 +22,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => bedrock_relay::app::serve_main(*args).await,
             Command::Sim(args) => report(bedrock_relay::sim::run(*args).await),
             Command::Demo(args) => bedrock_relay::demo::run(args).await,
+            Command::Health(args) => bedrock_relay::health::run(args).await,
         }
     });
     ExitCode::from(u8::try_from(code).unwrap_or(1))
