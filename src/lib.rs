@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod eventstream;
+pub mod inbound;
 pub mod metrics;
 pub mod ops;
 pub mod proxy;

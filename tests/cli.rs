@@ -110,10 +110,28 @@ fn every_subcommand_documents_its_flags() {
 
 #[test]
 fn the_demo_heals_every_broken_stream_and_exits_0() {
-    let out = relay().args(["demo", "--fast", "--no-color"]).output().unwrap();
+    let out = relay()
+        .args(["demo", "--fast", "--no-color"])
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("answers identical to reference 4/4"), "{stdout}");
-    assert_eq!(stdout.matches("relay healed the stream here").count(), 4, "{stdout}");
-    assert!(stdout.contains("upstream interruptions        4"), "{stdout}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("answers identical to reference 4/4"),
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout.matches("relay healed the stream here").count(),
+        4,
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("upstream interruptions        4"),
+        "{stdout}"
+    );
 }
