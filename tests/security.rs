@@ -310,3 +310,82 @@ fn serve_refuses_a_non_loopback_address_without_auth() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Forward every connection accepted on `listener` to `to` (the upstream comes back).
+async fn forward(listener: tokio::net::TcpListener, to: std::net::SocketAddr) {
+    loop {
+        let Ok((mut inbound, _)) = listener.accept().await else {
+            return;
+        };
+        tokio::spawn(async move {
+            if let Ok(mut out) = TcpStream::connect(to).await {
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+            }
+        });
+    }
+}
+
+#[tokio::test]
+async fn an_upstream_refusing_connections_causes_no_retry_storm() {
+    let sim = bedrock_relay::sim::start(Default::default()).await.unwrap();
+    let sim_addr: std::net::SocketAddr = sim.url().trim_start_matches("http://").parse().unwrap();
+    // A port nothing listens on (yet): every connect is refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut args = support::args(&format!("http://127.0.0.1:{port}"));
+    args.retry_budget = Some("50".into());
+    args.max_attempts = Some("4".into());
+    let settings = bedrock_relay::config::load(&args).unwrap();
+    let signer = bedrock_relay::signing::Signer::for_tests("AKID", "secret", None, "us-east-1");
+    let relay = bedrock_relay::app::start_with_signer(settings, signer)
+        .await
+        .unwrap();
+    let client = sdk_client(&format!("http://{}", relay.addr), CLIENT_KEY, CLIENT_SECRET);
+    let attempts = || async {
+        let text = support::http_get(&format!("http://{}/metrics", relay.admin_addr)).await;
+        support::sum_metric(&text, "bedrock_relay_upstream_attempts_total", &[])
+    };
+
+    const CALLS: usize = 80;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..CALLS {
+        let c = client.clone();
+        tasks.spawn(async move { converse_code(&c, MODEL).await });
+    }
+    while let Some(code) = tasks.join_next().await {
+        assert_eq!(
+            code.unwrap().as_deref(),
+            Some("ServiceUnavailableException"),
+            "a typed error during the outage"
+        );
+    }
+    let during = attempts().await;
+    // 80 first attempts plus at most 50 / 5 = 10 retries; without the budget, 4 x 80.
+    assert!(
+        during >= CALLS as f64 && during <= (CALLS + 10) as f64,
+        "{during} upstream attempts for {CALLS} calls"
+    );
+    let exhausted = support::sum_metric(
+        &support::http_get(&format!("http://{}/metrics", relay.admin_addr)).await,
+        "bedrock_relay_retry_budget_exhausted_total",
+        &[],
+    );
+    assert!(exhausted > 0.0);
+
+    // The upstream comes back on the same port: requests succeed at once.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let proxy = tokio::spawn(forward(listener, sim_addr));
+    for _ in 0..10 {
+        assert_eq!(
+            converse_code(&client, MODEL).await,
+            None,
+            "served after recovery"
+        );
+    }
+    proxy.abort();
+}
