@@ -101,11 +101,8 @@ proptest! {
         let at = cut.index(bytes.len() + 1);
         for chunk in [&bytes[..at], &bytes[at..]] {
             s.push(chunk);
-            loop {
-                match s.next_frame() {
-                    Ok(Some(f)) => prop_assert_eq!(eventstream::decode(&f.raw).ok(), Some(f.message)),
-                    Ok(None) | Err(_) => break,
-                }
+            while let Ok(Some(f)) = s.next_frame() {
+                prop_assert_eq!(eventstream::decode(&f.raw).ok(), Some(f.message));
             }
         }
         prop_assert!(s.pending() <= bytes.len());
