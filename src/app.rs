@@ -76,7 +76,8 @@ pub async fn start_with_signer(settings: Settings, signer: Signer) -> anyhow::Re
     let (listener, admin_listener, settings) = bind(settings).await?;
     let upstream = Upstream::new(&settings).context("setting up the upstream client")?;
     let drain = settings.drain_timeout;
-    let limits = server::Limits::from_settings(&settings.inbound);
+    let limits =
+        server::Limits::from_settings(&settings.inbound).context("loading the TLS certificate")?;
     let relay = Arc::new(proxy::Relay::new(
         Arc::new(settings),
         signer,
@@ -125,7 +126,8 @@ where
         admin_listener,
         (
             settings.drain_timeout,
-            server::Limits::from_settings(&settings.inbound),
+            server::Limits::from_settings(&settings.inbound)
+                .context("loading the TLS certificate")?,
         ),
         Arc::new(Metrics::new()),
         handler,

@@ -8,6 +8,7 @@ mod support;
 use aws_sdk_bedrockruntime::error::ProvideErrorMetadata;
 use bedrock_relay::sim::Fault;
 use std::io::Write;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::canon::{self, ConverseReq};
 use support::{sdk_client, Harness, CLIENT_KEY, CLIENT_SECRET};
@@ -388,4 +389,82 @@ async fn an_upstream_refusing_connections_causes_no_retry_storm() {
         );
     }
     proxy.abort();
+}
+
+/// One HTTP/1.1 request over TLS; returns the status line and the server's leaf certificate.
+async fn tls_get(addr: std::net::SocketAddr) -> (String, Vec<u8>) {
+    use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    for name in ["cert-a.pem", "cert-b.pem"] {
+        let pem = std::fs::read(fixture(name)).unwrap();
+        roots
+            .add(CertificateDer::from_pem_slice(&pem).unwrap())
+            .unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let mut tls = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("TLS handshake with a trusted certificate");
+    let leaf = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+    tls.write_all(b"GET /_relay/nothing HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = tls.read_to_end(&mut buf).await;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    (text.lines().next().unwrap_or("").to_string(), leaf)
+}
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/tls")
+        .join(name)
+}
+
+fn der(name: &str) -> Vec<u8> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    CertificateDer::from_pem_slice(&std::fs::read(fixture(name)).unwrap())
+        .unwrap()
+        .to_vec()
+}
+
+#[tokio::test]
+async fn tls_listener_serves_and_follows_certificate_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::copy(fixture("cert-a.pem"), &cert).unwrap();
+    std::fs::copy(fixture("key-a.pem"), &key).unwrap();
+    let (h, _f) = harness(&format!(
+        "tls_cert_file = \"{}\"\ntls_key_file = \"{}\"",
+        cert.display(),
+        key.display()
+    ))
+    .await;
+    let (status, leaf) = tls_get(h.relay.addr).await;
+    assert!(status.starts_with("HTTP/1.1 "), "{status:?}");
+    assert_eq!(leaf, der("cert-a.pem"));
+    // Plain HTTP to the TLS port gets no HTTP answer.
+    let (status, _, _) = raw(h.relay.addr, "GET / HTTP/1.1\r\n", "").await;
+    assert_eq!(status, 0);
+    // Replace the pair: new connections get the new certificate.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    std::fs::copy(fixture("key-b.pem"), &key).unwrap();
+    std::fs::copy(fixture("cert-b.pem"), &cert).unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (_, leaf) = tls_get(h.relay.addr).await;
+    assert_eq!(leaf, der("cert-b.pem"), "the changed certificate is served");
+    // A broken replacement is ignored: the last good pair stays.
+    std::fs::write(&cert, b"not a certificate").unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (_, leaf) = tls_get(h.relay.addr).await;
+    assert_eq!(leaf, der("cert-b.pem"));
 }

@@ -76,6 +76,8 @@ pub struct InboundSettings {
     pub max_header_bytes: usize,
     /// Listen on a non-loopback address without inbound authentication.
     pub allow_unauthenticated_non_loopback: bool,
+    /// Serve TLS with these certificate and key files (reloaded when they change).
+    pub tls: Option<crate::server::tls::TlsFiles>,
 }
 
 impl Default for InboundSettings {
@@ -92,6 +94,7 @@ impl Default for InboundSettings {
             header_read_timeout: Duration::from_secs(10),
             max_header_bytes: 64 * 1024,
             allow_unauthenticated_non_loopback: false,
+            tls: None,
         }
     }
 }
@@ -142,6 +145,8 @@ pub(crate) struct InboundFile {
     pub header_read_timeout: Option<String>,
     pub max_header_bytes: Option<super::file::SizeValue>,
     pub allow_unauthenticated_non_loopback: Option<bool>,
+    pub tls_cert_file: Option<String>,
+    pub tls_key_file: Option<String>,
 }
 
 /// Read one secret; the problem text names the source, never the value.
@@ -297,6 +302,23 @@ pub(crate) fn resolve(
     }
     if let Some(v) = &f.deny_operations {
         s.deny_operations = operations(&key("deny_operations"), v, p);
+    }
+    match (&f.tls_cert_file, &f.tls_key_file) {
+        (None, None) => {}
+        (Some(cert), Some(key_file)) => {
+            let files = crate::server::tls::TlsFiles {
+                cert: cert.into(),
+                key: key_file.into(),
+            };
+            match crate::server::tls::load_pair(&files) {
+                Ok(_) => s.tls = Some(files),
+                Err(e) => p.push(format!("{}: {e}", key("tls_cert_file"))),
+            }
+        }
+        _ => p.push(format!(
+            "{}: tls_cert_file and tls_key_file go together",
+            key("tls_cert_file")
+        )),
     }
     s
 }

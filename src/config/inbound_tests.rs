@@ -112,3 +112,25 @@ fn unknown_inbound_key_is_rejected() {
     let e = load_toml("[inbound]\nbearer_token = [\"t\"]\n", ServeArgs::default()).unwrap_err();
     assert!(e[0].contains("bearer_token"), "{e:?}");
 }
+
+#[test]
+fn tls_files_are_checked_at_load() {
+    let fx = |n: &str| format!("{}/tests/fixtures/tls/{n}", env!("CARGO_MANIFEST_DIR"));
+    let toml =
+        |c: &str, k: &str| format!("[inbound]\ntls_cert_file = \"{c}\"\ntls_key_file = \"{k}\"\n");
+    let s = load_toml(
+        &toml(&fx("cert-a.pem"), &fx("key-a.pem")),
+        ServeArgs::default(),
+    )
+    .expect("valid pair");
+    assert!(s.inbound.tls.is_some());
+    let e = load_toml(
+        &toml(&fx("cert-a.pem"), &fx("key-b.pem")),
+        ServeArgs::default(),
+    )
+    .unwrap_err();
+    assert!(e[0].contains("tls_cert_file"), "{e:?}");
+    let only = format!("[inbound]\ntls_cert_file = \"{}\"\n", fx("cert-a.pem"));
+    let e = load_toml(&only, ServeArgs::default()).unwrap_err();
+    assert!(e[0].contains("go together"), "{e:?}");
+}

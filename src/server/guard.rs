@@ -12,13 +12,25 @@ use tokio::net::TcpStream;
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Limits of one listener.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Limits (and optional TLS) of one listener.
+#[derive(Clone)]
 pub struct Limits {
-    /// First bytes, then each request head, must arrive within this time.
+    /// First bytes (or the TLS handshake), then each request head, within this time.
     pub header_read_timeout: Duration,
     /// Largest request head in bytes (at least 8 KiB: hyper's minimum buffer).
     pub max_header_bytes: usize,
+    /// Serve TLS with this acceptor (certificate files followed for changes).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl std::fmt::Debug for Limits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limits")
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("max_header_bytes", &self.max_header_bytes)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
 }
 
 impl Default for Limits {
@@ -27,17 +39,19 @@ impl Default for Limits {
         Limits {
             header_read_timeout: Duration::from_secs(30),
             max_header_bytes: 400 * 1024,
+            tls: None,
         }
     }
 }
 
 impl Limits {
-    /// The relay listener's limits from `[inbound]`.
-    pub fn from_settings(s: &crate::config::InboundSettings) -> Self {
-        Limits {
+    /// The relay listener's limits from `[inbound]`; loads the TLS pair if configured.
+    pub fn from_settings(s: &crate::config::InboundSettings) -> Result<Self, super::tls::TlsError> {
+        Ok(Limits {
             header_read_timeout: s.header_read_timeout,
             max_header_bytes: s.max_header_bytes,
-        }
+            tls: s.tls.as_ref().map(super::tls::acceptor).transpose()?,
+        })
     }
 }
 

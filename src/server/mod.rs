@@ -7,12 +7,14 @@
 //! within the header read timeout (slowloris; the same timer bounds idle keep-alive
 //! connections), and a request head may not exceed the header size limit (HTTP/1.1 answers
 //! 431; HTTP/2's header list is capped the same). Each request carries the connection's
-//! [`PeerAddr`](crate::inbound::PeerAddr) for per-client limits.
+//! [`PeerAddr`](crate::inbound::PeerAddr) for per-client limits. With [`Limits::tls`] the
+//! listener speaks TLS (`tls`), the protocol chosen by ALPN.
 //!
 //! Generic over the request handler so that tests and the admin listener use it too.
 
 mod guard;
 mod shutdown;
+pub mod tls;
 
 pub use guard::Limits;
 pub use shutdown::Shutdown;
@@ -115,7 +117,25 @@ where
                 let watcher = graceful.watcher();
                 let stop = shutdown.clone();
                 let first_bytes = limits.header_read_timeout;
+                let tls = limits.tls.clone();
                 conns.spawn(async move {
+                    if let Some(acceptor) = tls {
+                        let handshake = tokio::select! {
+                            r = tokio::time::timeout(first_bytes, acceptor.accept(stream)) => r,
+                            _ = stop.triggered() => return,
+                        };
+                        let Ok(Ok(stream)) = handshake else {
+                            tracing::debug!(%peer, "TLS handshake failed or timed out; closing");
+                            return;
+                        };
+                        let h2 = stream.get_ref().1.alpn_protocol() == Some(&b"h2"[..]);
+                        let builder = if h2 { builder.http2_only() } else { builder.http1_only() };
+                        let conn = builder.serve_connection(TokioIo::new(stream), service);
+                        if let Err(e) = watcher.watch(conn.into_owned()).await {
+                            tracing::debug!(%peer, error = %e, "TLS connection ended with error");
+                        }
+                        return;
+                    }
                     // hyper-util sniffs the protocol before hyper's own header timer runs,
                     // with no deadline: a client that connects and sends nothing (or a
                     // few bytes) is closed here after the header read timeout.
