@@ -76,6 +76,8 @@ pub async fn start_with_signer(settings: Settings, signer: Signer) -> anyhow::Re
     let (listener, admin_listener, settings) = bind(settings).await?;
     let upstream = Upstream::new(&settings).context("setting up the upstream client")?;
     let drain = settings.drain_timeout;
+    let limits =
+        server::Limits::from_settings(&settings.inbound).context("loading the TLS certificate")?;
     let relay = Arc::new(proxy::Relay::new(
         Arc::new(settings),
         signer,
@@ -86,7 +88,7 @@ pub async fn start_with_signer(settings: Settings, signer: Signer) -> anyhow::Re
     Ok(spawn(
         listener,
         admin_listener,
-        drain,
+        (drain, limits),
         Arc::new(metrics),
         handler,
     ))
@@ -122,7 +124,11 @@ where
     Ok(spawn(
         listener,
         admin_listener,
-        settings.drain_timeout,
+        (
+            settings.drain_timeout,
+            server::Limits::from_settings(&settings.inbound)
+                .context("loading the TLS certificate")?,
+        ),
         Arc::new(Metrics::new()),
         handler,
     ))
@@ -131,7 +137,7 @@ where
 fn spawn<F, Fut, B>(
     listener: TcpListener,
     admin_listener: TcpListener,
-    drain: std::time::Duration,
+    (drain, limits): (std::time::Duration, server::Limits),
     metrics: Arc<Metrics>,
     handler: F,
 ) -> RelayHandle
@@ -152,7 +158,13 @@ where
     let readiness = Readiness::new();
     let shutdown = Shutdown::new();
     let admin_shutdown = Shutdown::new();
-    let main = tokio::spawn(server::serve(listener, handler, shutdown.clone(), drain));
+    let main = tokio::spawn(server::serve_with(
+        listener,
+        handler,
+        shutdown.clone(),
+        drain,
+        limits,
+    ));
     let admin = tokio::spawn(admin::serve_admin(
         admin_listener,
         metrics.clone(),

@@ -11,6 +11,7 @@ pub mod config;
 pub mod demo;
 pub mod eventstream;
 pub mod health;
+pub mod inbound;
 pub mod metrics;
 pub mod ops;
 pub mod proxy;

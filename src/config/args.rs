@@ -98,6 +98,11 @@ pub struct ServeArgs {
     #[arg(long, env = "BEDROCK_RELAY_FORWARD_OTHER_SERVICES")]
     pub forward_other_services: bool,
 
+    /// Serve a non-loopback address without inbound authentication (anyone who reaches the
+    /// port spends your AWS credentials). Without it such a configuration exits with 64.
+    #[arg(long, env = "BEDROCK_RELAY_ALLOW_UNAUTHENTICATED_NON_LOOPBACK")]
+    pub allow_unauthenticated_non_loopback: bool,
+
     /// Validate the configuration, print the result and exit.
     #[arg(long)]
     pub check: bool,

@@ -17,7 +17,7 @@ pub(crate) enum SizeValue {
 }
 
 impl SizeValue {
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         match self {
             SizeValue::Bytes(n) => n.to_string(),
             SizeValue::Text(s) => s.clone(),
@@ -71,6 +71,7 @@ pub(crate) struct FileConfig {
     pub log_level: Option<String>,
     pub forward_other_services: Option<bool>,
     pub resume: Option<ResumeFile>,
+    pub inbound: Option<super::inbound::InboundFile>,
 }
 
 /// Read and parse the file; problems (unreadable, bad TOML, unknown key) are recorded and

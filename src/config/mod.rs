@@ -7,10 +7,12 @@
 
 mod args;
 mod file;
+mod inbound;
 mod parse;
 mod settings;
 
 pub use args::ServeArgs;
+pub use inbound::{ClientKey, InboundSettings, Secret, OPERATION_NAMES};
 pub use settings::{ConfigErrors, LogFormat, ResumeSettings, Settings};
 
 use parse::{Problems, Raw};
@@ -140,6 +142,12 @@ pub(crate) fn load_with(
     if let Some(b) = r.replay {
         s.resume.replay = b;
     }
+    s.inbound = inbound::resolve(
+        file.inbound.as_ref(),
+        &origin,
+        args.allow_unauthenticated_non_loopback,
+        &mut p,
+    );
 
     match raw.get("region") {
         Some(r) if !r.text.trim().is_empty() => s.region = r.text.trim().to_string(),
@@ -152,6 +160,7 @@ pub(crate) fn load_with(
         },
     }
     cross_checks(&s, &mut p);
+    inbound::check_exposure(s.listen, &s.inbound, &mut p);
     if p.0.is_empty() {
         Ok(s)
     } else {
@@ -273,6 +282,7 @@ fn build(raw: &HashMap<&'static str, Raw>, p: &mut Problems) -> Settings {
         log_level: p.parse("log_level", g("log_level"), d.log_level.clone(), log_level),
         forward_other_services: false,
         resume,
+        inbound: Default::default(),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The typed settings the rest of the relay reads ([`Settings`], [`ResumeSettings`]) and
 //! their built-in defaults. Produced only by `config::load` (or `Default` in tests).
 
+use super::inbound::InboundSettings;
 use regex::Regex;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -131,6 +132,8 @@ pub struct Settings {
     pub log_level: String,
     pub forward_other_services: bool,
     pub resume: ResumeSettings,
+    /// Inbound authentication, policy and listener limits (`[inbound]`).
+    pub inbound: InboundSettings,
 }
 
 impl Default for Settings {
@@ -159,6 +162,7 @@ impl Default for Settings {
             log_level: "info".into(),
             forward_other_services: false,
             resume: ResumeSettings::default(),
+            inbound: InboundSettings::default(),
         }
     }
 }

@@ -32,6 +32,8 @@ pub enum RelayError {
     Timeout { attempts: u32, detail: String },
     #[error("bedrock-relay cannot send the request upstream: {0}")]
     Upstream(String),
+    #[error(transparent)]
+    Inbound(#[from] crate::inbound::Denied),
     #[error("upstream response exceeds the relay's limit of {limit} bytes (max_response_body)")]
     ResponseTooLarge { limit: usize },
 }
@@ -57,6 +59,7 @@ impl RelayError {
                 (StatusCode::BAD_GATEWAY, "InternalServerException")
             }
             RelayError::Upstream(_) => (StatusCode::BAD_GATEWAY, "InternalServerException"),
+            RelayError::Inbound(d) => d.status_and_type(),
         }
     }
 

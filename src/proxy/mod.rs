@@ -38,6 +38,8 @@ pub struct Relay {
     pub budget: RetryBudget,
     pub backoff: Backoff,
     pub models: stream::ModelMemory,
+    /// Inbound authentication, policy and per-client limits (step 1).
+    pub inbound: crate::inbound::Inbound,
 }
 
 impl Relay {
@@ -47,6 +49,7 @@ impl Relay {
         upstream: Upstream,
         metrics: Metrics,
     ) -> Self {
+        let inbound = crate::inbound::Inbound::new(&settings.inbound);
         let budget = RetryBudget::new(settings.retry_budget);
         let backoff = Backoff::new(settings.backoff_base, settings.backoff_max);
         Relay {
@@ -57,6 +60,7 @@ impl Relay {
             budget,
             backoff,
             models: Default::default(),
+            inbound,
         }
     }
 }
@@ -118,6 +122,14 @@ pub async fn handle(relay: Arc<Relay>, req: Request<Incoming>) -> Response<Body>
         resumes: 0,
         bytes_out: 0,
     };
+    // 1b. inbound: the client's own auth, policy, its concurrency slot (held to the end).
+    let admission = match relay
+        .inbound
+        .admit(&parts, operation, record.model.as_deref())
+    {
+        Ok(a) => a,
+        Err(e) => return finish_error(&relay, record, e.into()),
+    };
     let prepared = async {
         // A request signed for another AWS service is refused, or forwarded re-signed
         // for that service when the operator enabled it.
@@ -131,6 +143,7 @@ pub async fn handle(relay: Arc<Relay>, req: Request<Incoming>) -> Response<Body>
         };
         // 2. limits: the body is buffered (signing and replay need it), within its cap.
         let body = request::read_body(body, relay.settings.max_request_body).await?;
+        admission.verify_body(&relay.inbound, &parts, &body)?;
         let path = parts
             .uri
             .path_and_query()
@@ -142,13 +155,13 @@ pub async fn handle(relay: Arc<Relay>, req: Request<Incoming>) -> Response<Body>
     .await;
     let (outbound, other_service) = match prepared {
         Ok(o) => o,
-        Err(e) => return finish_error(&relay, record, e),
+        Err(e) => return admission.hold(finish_error(&relay, record, e)),
     };
     // 3. retry/resume → 4. sign → 5. send: streams go to the pump, which owns their
     // attempts from here on; everything else is read whole so a torn body is retried too.
     let streams = operation.is_resumable_stream() || operation == ops::Operation::AgentRuntime;
     if streams && other_service.is_none() {
-        return stream::open(relay, outbound, record).await;
+        return admission.hold(stream::open(relay, outbound, record).await);
     }
     let mut attempts = Attempts::new(relay.clone(), operation).signing_for(other_service);
     let head_timeout = relay
@@ -189,9 +202,9 @@ pub async fn handle(relay: Arc<Relay>, req: Request<Incoming>) -> Response<Body>
             parts.headers.remove(http::header::TRANSFER_ENCODING);
             parts.headers.remove(http::header::CONNECTION);
             record.finish(&relay, status);
-            Response::from_parts(parts, full(bytes))
+            admission.hold(Response::from_parts(parts, full(bytes)))
         }
-        Err(e) => finish_error(&relay, record, e),
+        Err(e) => admission.hold(finish_error(&relay, record, e)),
     }
 }
 
