@@ -3,6 +3,7 @@
 #
 #   docker build -t bedrock-relay .
 #   docker run --rm -p 127.0.0.1:8790:8790 -p 127.0.0.1:8791:8791 \
+#     -e BEDROCK_RELAY_LISTEN=0.0.0.0:8790 -e BEDROCK_RELAY_ALLOW_UNAUTHENTICATED_NON_LOOPBACK=true \
 #     -e AWS_REGION=us-east-1 -e AWS_ACCESS_KEY_ID -e AWS_SECRET_ACCESS_KEY -e AWS_SESSION_TOKEN \
 #     bedrock-relay
 #   docker run --rm bedrock-relay sim --listen 0.0.0.0:8799    # the simulator, same image
@@ -33,10 +34,14 @@ COPY config/bedrock-relay.toml /etc/bedrock-relay/bedrock-relay.toml
 # Numeric, so that Kubernetes can verify runAsNonRoot (65532 = distroless "nonroot").
 USER 65532:65532
 EXPOSE 8790 8791
-# Inside a container the relay must listen beyond loopback to be reachable from other
-# containers: publish the port on the host's loopback only (as above), or run the relay as a
-# sidecar and set BEDROCK_RELAY_LISTEN=127.0.0.1:8790 (deploy/kubernetes, deploy/ecs).
-ENV BEDROCK_RELAY_LISTEN=0.0.0.0:8790 \
+# Safe by default: the relay listens on the container's loopback, which is what a sidecar
+# needs (Kubernetes pods and ECS awsvpc tasks share one network namespace; deploy/). To reach
+# it through a published port instead, listen on all interfaces AND either configure inbound
+# auth ([inbound] in the config file) or opt in loudly — the relay refuses to start otherwise:
+#   docker run -p 127.0.0.1:8790:8790 -e BEDROCK_RELAY_LISTEN=0.0.0.0:8790 \
+#     -e BEDROCK_RELAY_ALLOW_UNAUTHENTICATED_NON_LOOPBACK=true ... bedrock-relay
+# The admin listener (/metrics, /healthz, /readyz; no secrets, no forwarding) is open for probes.
+ENV BEDROCK_RELAY_LISTEN=127.0.0.1:8790 \
     BEDROCK_RELAY_ADMIN_LISTEN=0.0.0.0:8791 \
     BEDROCK_RELAY_LOG_FORMAT=json
 # No curl in distroless: the binary probes its own /readyz (200, or 503 while draining).
