@@ -122,7 +122,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     rest.push(r);
 
     let nginx_bin = match args.nginx.as_deref() {
-        Some("none") => Err("skipped (--nginx none)"),
+        Some("none") => Err("--nginx none"),
         Some(p) => Ok(PathBuf::from(p)),
         None => procs::find_nginx().ok_or("not installed (apt-get install nginx-light)"),
     };
