@@ -282,6 +282,14 @@ mod tests {
     }
 
     #[test]
+    fn open_stream_memory_extrapolates_to_10k() {
+        let mib = 1024 * 1024;
+        assert_eq!(at_10k(5_000, 30 * mib, 10 * mib), 50 * mib);
+        assert_eq!(at_10k(10_000, 30 * mib, 10 * mib), 30 * mib);
+        assert_eq!(at_10k(0, 30 * mib, 10 * mib), 30 * mib);
+    }
+
+    #[test]
     fn table_shows_overheads_and_verdicts() {
         let ms = |v: &[u64]| {
             v.iter()
@@ -300,7 +308,7 @@ mod tests {
         };
         let t = table(&direct, &[relay]);
         assert!(
-            t.contains("| Converse c=1 added p50 (µs) | – | 50.00 | <= 30 | NO |"),
+            t.contains("| Converse c=1 added p50 (µs) | – | 50 | <= 30 | NO |"),
             "{t}"
         );
         assert!(
