@@ -3,7 +3,6 @@
 //! completion and the presence of numbers are asserted, never timings.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 /// The cells of the table row whose label is `label`, as text.
 fn row<'a>(table: &'a str, label: &str) -> Vec<&'a str> {
@@ -22,7 +21,6 @@ fn number(cell: &str) -> f64 {
 #[test]
 fn smoke_run_completes_and_prints_numbers() {
     let out_dir = tempfile::tempdir().expect("temp dir");
-    let start = Instant::now();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_bench"));
     cmd.args(["--smoke", "--nginx", "none", "--open-streams", "20"])
         .arg("--relay-bin")
@@ -38,10 +36,6 @@ fn smoke_run_completes_and_prints_numbers() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "bench failed:\n{stdout}\n{stderr}");
-    assert!(
-        start.elapsed() < Duration::from_secs(120),
-        "smoke run too slow"
-    );
 
     let header = row(&stdout, "metric");
     assert_eq!(&header[1..5], ["direct", "relay", "nginx", "litellm"]);
