@@ -149,7 +149,8 @@ pub async fn handle(relay: Arc<Relay>, req: Request<Incoming>) -> Response<Body>
             .path_and_query()
             .map(|p| p.as_str())
             .unwrap_or("/");
-        let uri = join(&base, path)?;
+        let uri = crate::upstream::join(&base, path)
+            .map_err(|e| RelayError::BadRequestBody(format!("bad request path: {e}")))?;
         Ok((request::Outbound::new(&parts, uri, body), other))
     }
     .await;
@@ -190,36 +191,34 @@ pub async fn handle(relay: Arc<Relay>, req: Request<Incoming>) -> Response<Body>
         }
         break failure.into_result(attempts.made());
     };
-    record.attempts = attempts.made();
     match result {
-        Ok(resp) => {
-            if resp.status().is_success() {
-                attempts.succeeded();
-            }
-            let status = resp.status().as_u16();
-            record.bytes_out = resp.body().len() as u64;
-            let (mut parts, bytes) = resp.into_parts();
-            parts.headers.remove(http::header::TRANSFER_ENCODING);
-            parts.headers.remove(http::header::CONNECTION);
-            record.finish(&relay, status);
-            admission.hold(Response::from_parts(parts, full(bytes)))
+        Ok(resp) => admission.hold(finish_plain(&relay, record, &attempts, resp)),
+        Err(e) => {
+            record.attempts = attempts.made();
+            admission.hold(finish_error(&relay, record, e))
         }
-        Err(e) => admission.hold(finish_error(&relay, record, e)),
     }
 }
 
-/// The upstream base plus the client's path and query, byte-exact (a path prefix in the
-/// base, as in `http://host:1/prefix`, is kept).
-fn join(base: &http::Uri, path_and_query: &str) -> Result<http::Uri, RelayError> {
-    let prefix = base.path().trim_end_matches('/');
-    let mut parts = base.clone().into_parts();
-    parts.path_and_query = Some(
-        format!("{prefix}{path_and_query}")
-            .parse()
-            .map_err(|e| RelayError::BadRequestBody(format!("bad request path: {e}")))?,
-    );
-    http::Uri::from_parts(parts)
-        .map_err(|e| RelayError::BadRequestBody(format!("bad request path: {e}")))
+/// A complete upstream answer (success or Bedrock's own error) to the client: counted,
+/// logged, hop-by-hop framing headers dropped (the body is sent whole).
+fn finish_plain(
+    relay: &Relay,
+    mut record: Record,
+    attempts: &Attempts,
+    resp: Response<Bytes>,
+) -> Response<Body> {
+    if resp.status().is_success() {
+        attempts.succeeded();
+    }
+    record.attempts = attempts.made();
+    record.bytes_out = resp.body().len() as u64;
+    let status = resp.status().as_u16();
+    record.finish(relay, status);
+    let (mut parts, bytes) = resp.into_parts();
+    parts.headers.remove(http::header::TRANSFER_ENCODING);
+    parts.headers.remove(http::header::CONNECTION);
+    Response::from_parts(parts, full(bytes))
 }
 
 fn finish_error(relay: &Relay, record: Record, error: RelayError) -> Response<Body> {

@@ -105,6 +105,19 @@ fn connector(
     Ok(ConnectTimeout::new(https, settings.connect_timeout))
 }
 
+/// `base` plus `path_and_query` (as the client sent it, byte-exact). A path prefix in the
+/// base (an override like `http://h:1/prefix`) is kept.
+pub fn join(base: &Uri, path_and_query: &str) -> Result<Uri, UpstreamError> {
+    let prefix = base.path().trim_end_matches('/');
+    let mut parts = base.clone().into_parts();
+    let pq = format!("{prefix}{path_and_query}");
+    parts.path_and_query = Some(
+        pq.parse()
+            .map_err(|e| UpstreamError::Endpoint(format!("path {path_and_query:?}: {e}")))?,
+    );
+    Uri::from_parts(parts).map_err(|e| UpstreamError::Endpoint(e.to_string()))
+}
+
 impl Upstream {
     /// Build the client. Refuses an endpoint override that points at the relay's own
     /// `listen` address (pass the bound address when listening on port 0).
@@ -143,17 +156,8 @@ impl Upstream {
     }
 
     /// Absolute URI for `path_and_query` (as the client sent it, byte-exact) on `route`.
-    /// A path prefix in the base (an override like `http://h:1/prefix`) is kept.
     pub fn uri_for(&self, route: Route, path_and_query: &str) -> Result<Uri, UpstreamError> {
-        let base = self.base(route);
-        let prefix = base.path().trim_end_matches('/');
-        let mut parts = base.clone().into_parts();
-        let pq = format!("{prefix}{path_and_query}");
-        parts.path_and_query = Some(
-            pq.parse()
-                .map_err(|e| UpstreamError::Endpoint(format!("path {path_and_query:?}: {e}")))?,
-        );
-        Uri::from_parts(parts).map_err(|e| UpstreamError::Endpoint(e.to_string()))
+        join(self.base(route), path_and_query)
     }
 
     /// Send one request (absolute URI, already signed). Returns once response headers

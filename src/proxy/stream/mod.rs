@@ -13,10 +13,9 @@ mod pump;
 
 use super::attempt::{read_whole, Attempts, Failure};
 use super::body;
-use super::error::full;
 use super::frames::{classify, Classified, Fault, UpstreamFrames};
 use super::request::Outbound;
-use super::{Body, Record, Relay};
+use super::{finish_plain, Body, Record, Relay};
 use crate::resume::{ModelCaps, StreamFormat};
 use bytes::Bytes;
 use http::response::Parts;
@@ -150,23 +149,6 @@ fn fault_failure(fault: Fault) -> Failure {
         reason: fault.retry_reason(),
         detail: fault.describe(),
     }
-}
-
-fn finish_plain(
-    relay: &Relay,
-    mut record: Record,
-    attempts: &Attempts,
-    resp: Response<Bytes>,
-) -> Response<Body> {
-    if resp.status().is_success() {
-        attempts.succeeded();
-    }
-    record.attempts = attempts.made();
-    record.bytes_out = resp.body().len() as u64;
-    let status = resp.status().as_u16();
-    record.finish(relay, status);
-    let (parts, bytes) = resp.into_parts();
-    Response::from_parts(parts, full(bytes))
 }
 
 /// Bedrock's answer to a prefill for a model that takes none.
