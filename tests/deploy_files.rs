@@ -4,7 +4,7 @@
 //! `/metrics` is scraped and compared with every `bedrock_relay_*` name in those files.
 //! (Parsing of every deploy/ file and its structure: tests/python/test_deploy_files.py.)
 
-mod support;
+use crate::support;
 
 use bedrock_relay::sim::Fault;
 use std::collections::BTreeSet;

@@ -1,7 +1,7 @@
 //! Relay core, end to end: aws-sdk-bedrockruntime → relay → simulator that verifies the
 //! relay's own SigV4 signatures (the client signs with other, dummy keys).
 
-mod support;
+use crate::support;
 
 use aws_sdk_bedrockruntime::primitives::Blob;
 use bedrock_relay::sim::Fault;

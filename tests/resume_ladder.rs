@@ -1,7 +1,7 @@
 //! The rungs of the resumption ladder, end to end: which strategy the relay chose (seen in
 //! what the simulator received), and that each one yields the uninterrupted answer.
 
-mod support;
+use crate::support;
 
 use bedrock_relay::sim::Fault;
 use regex::Regex;

@@ -2,7 +2,7 @@
 //! both streaming operations and every model family, compared byte-exactly (text, tool
 //! input, reasoning, event order) with an uninterrupted run of the same request.
 
-mod support;
+use crate::support;
 
 use bedrock_relay::sim::Fault;
 use std::time::{Duration, Instant};

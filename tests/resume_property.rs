@@ -2,7 +2,7 @@
 //! differs from the uninterrupted reference without an error. Either the client gets the
 //! reference exactly, or it gets a prefix of it followed by a modelled exception.
 
-mod support;
+use crate::support;
 
 use bedrock_relay::sim::Fault;
 use proptest::prelude::*;

@@ -3,7 +3,7 @@
 //! oversized request heads, and the refusal to serve a non-loopback address unprotected.
 //! Each test fails if its protection is removed.
 
-mod support;
+use crate::support;
 
 use aws_sdk_bedrockruntime::error::ProvideErrorMetadata;
 use bedrock_relay::sim::Fault;

@@ -1,7 +1,7 @@
 //! Model behaviour over raw HTTP: prefill and instructed continuation with Bedrock's
 //! errors, and the native request/stream shapes of every InvokeModel family.
 
-mod sim_support;
+use crate::sim_support;
 
 use base64::Engine as _;
 use bedrock_relay::sim;

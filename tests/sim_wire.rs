@@ -1,7 +1,7 @@
 //! The simulator seen through a raw HTTP/1.1 client: exact bytes of torn streams, control
 //! and log endpoints, Bedrock errors, keep-alive, random faults, shutdown.
 
-mod sim_support;
+use crate::sim_support;
 
 use bedrock_relay::eventstream::FrameSplitter;
 use bedrock_relay::sim::{self, Fault, FaultRule, SimConfig};

@@ -8,7 +8,7 @@
 //! every upstream attempt was validly signed; the credentials were refreshed many times;
 //! file descriptors and resident memory return near the warm baseline afterwards.
 
-mod support;
+use crate::support;
 
 use aws_credential_types::provider::{future, ProvideCredentials, SharedCredentialsProvider};
 use aws_credential_types::Credentials;
