@@ -5,6 +5,8 @@
 
 use crate::eventstream::{self, Frame, FrameSplitter};
 use crate::retry::RetryReason;
+use bytes::Bytes;
+use futures_util::FutureExt;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::time::Duration;
@@ -118,32 +120,63 @@ impl UpstreamFrames {
     /// The next whole frame; `Ok(None)` at a clean end of the body.
     pub async fn next(&mut self) -> Result<Option<Frame>, Fault> {
         loop {
-            if let Some(frame) = self
-                .splitter
-                .next_frame()
-                .map_err(|e| Fault::Corrupt(e.to_string()))?
-            {
+            if let Some(frame) = self.buffered()? {
                 return Ok(Some(frame));
             }
             let read = tokio::time::timeout(self.stall, self.body.frame()).await;
             match read {
                 Err(_) => return Err(Fault::Stall(self.stall)),
-                Ok(None) if self.splitter.pending() > 0 => {
-                    return Err(Fault::Corrupt(format!(
-                        "body ended inside a frame ({} bytes)",
-                        self.splitter.pending()
-                    )))
-                }
-                Ok(None) => return Ok(None),
-                Ok(Some(Err(e))) if e.is_incomplete_message() => {
-                    return Err(Fault::Eof(e.to_string()))
-                }
-                Ok(Some(Err(e))) => return Err(Fault::Reset(e.to_string())),
-                Ok(Some(Ok(frame))) => {
-                    if let Ok(data) = frame.into_data() {
-                        self.splitter.push(&data);
+                Ok(read) => {
+                    if let Some(end) = self.take(read) {
+                        return end;
                     }
                 }
+            }
+        }
+    }
+
+    /// The next whole frame if one is here without waiting (already buffered, or in body
+    /// data the connection has already read); `None` if getting it would mean waiting.
+    /// Lets the pump forward everything that is here as one write.
+    pub fn ready(&mut self) -> Option<Result<Option<Frame>, Fault>> {
+        loop {
+            match self.buffered() {
+                Ok(Some(frame)) => return Some(Ok(Some(frame))),
+                Ok(None) => {}
+                Err(fault) => return Some(Err(fault)),
+            }
+            let read = self.body.frame().now_or_never()?;
+            if let Some(end) = self.take(read) {
+                return Some(end);
+            }
+        }
+    }
+
+    fn buffered(&mut self) -> Result<Option<Frame>, Fault> {
+        self.splitter
+            .next_frame()
+            .map_err(|e| Fault::Corrupt(e.to_string()))
+    }
+
+    /// Take one read of the body: data goes to the splitter (`None`: read on); the body's
+    /// end or error ends the stream.
+    fn take(
+        &mut self,
+        read: Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>,
+    ) -> Option<Result<Option<Frame>, Fault>> {
+        match read {
+            None if self.splitter.pending() > 0 => Some(Err(Fault::Corrupt(format!(
+                "body ended inside a frame ({} bytes)",
+                self.splitter.pending()
+            )))),
+            None => Some(Ok(None)),
+            Some(Err(e)) if e.is_incomplete_message() => Some(Err(Fault::Eof(e.to_string()))),
+            Some(Err(e)) => Some(Err(Fault::Reset(e.to_string()))),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    self.splitter.push(&data);
+                }
+                None
             }
         }
     }

@@ -73,7 +73,7 @@ impl Delta {
 }
 
 /// A decoded stream message in format-independent terms.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Event {
     /// messageStart / message_start.
     pub start: bool,
@@ -119,6 +119,97 @@ pub(crate) struct Edits {
 impl Edits {
     pub(crate) fn is_empty(&self) -> bool {
         self.index.is_none() && self.text.is_none() && self.add_usage.is_none()
+    }
+}
+
+/// The event of a message, for the transcript: what [`parse`] gives, but the most common
+/// message of a stream, a text delta (Converse `contentBlockDelta`, Claude
+/// `content_block_delta`), is read with a typed parse that borrows from the payload instead
+/// of building a JSON tree. Anything else, or anything unexpected in a text delta (another
+/// field, another type), goes through [`parse`].
+pub(crate) fn observe(format: StreamFormat, msg: &Message) -> Event {
+    let fast = match (format, eventstream::kind(msg)) {
+        (StreamFormat::Converse, Kind::Event("contentBlockDelta")) => {
+            text_delta::converse(msg.payload())
+        }
+        (StreamFormat::Invoke(Family::Claude), Kind::Event("chunk")) => {
+            text_delta::claude(msg.payload())
+        }
+        _ => None,
+    };
+    fast.unwrap_or_else(|| parse(format, msg).event)
+}
+
+/// Typed, borrowing readers of the text delta shapes; `None` for any other shape.
+mod text_delta {
+    use super::{Delta, Event, B64};
+    use base64::Engine;
+    use bytes::Bytes;
+    use serde::Deserialize;
+    use std::borrow::Cow;
+
+    #[derive(Deserialize)]
+    struct Converse<'a> {
+        #[serde(rename = "contentBlockIndex")]
+        index: u32,
+        #[serde(borrow)]
+        delta: ConverseText<'a>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct ConverseText<'a> {
+        #[serde(borrow)]
+        text: Cow<'a, str>,
+    }
+
+    #[derive(Deserialize)]
+    struct Chunk<'a> {
+        #[serde(borrow)]
+        bytes: Cow<'a, str>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Claude<'a> {
+        #[serde(rename = "type")]
+        kind: Cow<'a, str>,
+        index: u32,
+        #[serde(borrow)]
+        delta: ClaudeText<'a>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct ClaudeText<'a> {
+        #[serde(rename = "type")]
+        kind: Cow<'a, str>,
+        #[serde(borrow)]
+        text: Cow<'a, str>,
+    }
+
+    fn text(index: u32, text: Cow<'_, str>) -> Event {
+        Event {
+            delta: Some((index, Delta::Text(text.into_owned()))),
+            ..Event::default()
+        }
+    }
+
+    pub(super) fn converse(payload: &[u8]) -> Option<Event> {
+        let p: Converse = serde_json::from_slice(payload).ok()?;
+        Some(text(p.index, p.delta.text))
+    }
+
+    pub(super) fn claude(payload: &[u8]) -> Option<Event> {
+        let chunk: Chunk = serde_json::from_slice(payload).ok()?;
+        let raw = B64.decode(chunk.bytes.as_bytes()).ok()?;
+        let p: Claude = serde_json::from_slice(&raw).ok()?;
+        if p.kind != "content_block_delta" || p.delta.kind != "text_delta" {
+            return None;
+        }
+        let mut ev = text(p.index, p.delta.text);
+        ev.raw_chunk = Some(Bytes::from(raw));
+        Some(ev)
     }
 }
 
@@ -474,4 +565,101 @@ pub fn usage_of(format: StreamFormat, msg: &Message) -> Option<Usage> {
         input: input.unwrap_or(0),
         output: output.unwrap_or(0),
     })
+}
+
+#[cfg(test)]
+mod observe_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// JSON values for a field: the right shape and several wrong ones.
+    fn index() -> impl Strategy<Value = Option<Value>> {
+        prop_oneof![
+            (0u32..5).prop_map(|i| Some(json!(i))),
+            Just(Some(json!(1u64 << 33))),
+            Just(Some(json!(-1))),
+            Just(Some(json!(1.0))),
+            Just(Some(json!("0"))),
+            Just(Some(Value::Null)),
+            Just(None),
+        ]
+    }
+
+    fn object(fields: Vec<(&str, Option<Value>)>) -> Value {
+        Value::Object(
+            fields
+                .into_iter()
+                .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v)))
+                .collect(),
+        )
+    }
+
+    fn converse_delta() -> impl Strategy<Value = Value> {
+        let text = any::<String>();
+        prop_oneof![
+            4 => text.prop_map(|t| json!({ "text": t })),
+            1 => text.prop_map(|t| json!({ "text": t, "extra": 1 })),
+            1 => text.prop_map(|t| json!({ "toolUse": { "input": t } })),
+            1 => Just(json!({ "text": null })),
+            1 => Just(json!("text")),
+        ]
+    }
+
+    fn claude_delta() -> impl Strategy<Value = Value> {
+        let text = any::<String>();
+        prop_oneof![
+            4 => text.prop_map(|t| json!({ "type": "text_delta", "text": t })),
+            1 => text.prop_map(|t| json!({ "type": "input_json_delta", "partial_json": t })),
+            1 => text.prop_map(|t| json!({ "type": "thinking_delta", "text": t })),
+            1 => text.prop_map(|t| json!({ "type": "text_delta", "text": t, "x": 1 })),
+            1 => Just(json!({ "text": "no type" })),
+        ]
+    }
+
+    fn padding() -> impl Strategy<Value = Option<Value>> {
+        prop::option::of("[a-z]{0,12}".prop_map(Value::from))
+    }
+
+    proptest! {
+        #[test]
+        fn observe_agrees_with_parse_on_converse_deltas(
+            i in index(), delta in converse_delta(), p in padding(),
+            event_type in prop_oneof![4 => Just("contentBlockDelta"), 1 => Just("contentBlockStart")],
+        ) {
+            let payload = object(vec![("contentBlockIndex", i), ("delta", Some(delta)), ("p", p)]);
+            let msg = eventstream::event(event_type, payload.to_string());
+            prop_assert_eq!(observe(StreamFormat::Converse, &msg), parse(StreamFormat::Converse, &msg).event);
+        }
+
+        #[test]
+        fn observe_agrees_with_parse_on_claude_chunks(
+            kind in prop_oneof![4 => Just("content_block_delta"), 1 => Just("content_block_start")],
+            i in index(), delta in claude_delta(), p in padding(), metrics in any::<bool>(),
+        ) {
+            let metrics = metrics.then(|| json!({ "inputTokenCount": 3, "outputTokenCount": 4 }));
+            let inner = object(vec![
+                ("type", Some(json!(kind))),
+                ("index", i),
+                ("delta", Some(delta)),
+                (METRICS, metrics),
+            ]);
+            let outer = object(vec![("bytes", Some(json!(B64.encode(inner.to_string())))), ("p", p)]);
+            let msg = eventstream::event("chunk", outer.to_string());
+            let format = StreamFormat::Invoke(Family::Claude);
+            prop_assert_eq!(observe(format, &msg), parse(format, &msg).event);
+        }
+    }
+
+    #[test]
+    fn plain_text_deltas_take_the_typed_path() {
+        let converse =
+            json!({ "contentBlockIndex": 2, "delta": { "text": "a \"quoted\" é" }, "p": "abc" });
+        let ev = text_delta::converse(converse.to_string().as_bytes()).expect("typed path");
+        assert_eq!(ev.delta, Some((2, Delta::Text("a \"quoted\" é".into()))));
+        let inner = json!({ "type": "content_block_delta", "index": 0, "delta": { "type": "text_delta", "text": "hi" } });
+        let outer = json!({ "bytes": B64.encode(inner.to_string()), "p": "xyz" });
+        let ev = text_delta::claude(outer.to_string().as_bytes()).expect("typed path");
+        assert_eq!(ev.delta, Some((0, Delta::Text("hi".into()))));
+        assert_eq!(ev.raw_chunk.as_deref(), Some(inner.to_string().as_bytes()));
+    }
 }

@@ -179,6 +179,11 @@ impl Splicer {
         self.carried
     }
 
+    /// Every message is forwarded unchanged (the first attempt).
+    pub fn is_passthrough(&self) -> bool {
+        matches!(self.mode, Mode::Passthrough)
+    }
+
     /// The messages to send the client for one upstream message, in order; may be empty.
     pub fn accept(&mut self, msg: &Message) -> Result<Vec<Spliced>, Divergence> {
         if let Mode::Passthrough = self.mode {

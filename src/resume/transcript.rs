@@ -123,7 +123,7 @@ impl Transcript {
 
     /// Record a message the client received.
     pub fn observe(&mut self, msg: &Message) {
-        let ev = event::parse(self.format, msg).event;
+        let ev = event::observe(self.format, msg);
         self.forwarded += 1;
         if self.format == StreamFormat::Invoke(Family::Other) {
             if let Some(raw) = ev.raw_chunk.clone() {

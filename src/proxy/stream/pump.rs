@@ -5,7 +5,7 @@
 use super::{is_eventstream, rejects_prefill};
 use crate::eventstream::{self, Frame};
 use crate::proxy::attempt::{Attempts, Failure};
-use crate::proxy::body::FrameSender;
+use crate::proxy::body::{Batch, FrameSender, BATCH_BYTES};
 use crate::proxy::frames::{classify, Classified, Fault, UpstreamFrames};
 use crate::proxy::request::Outbound;
 use crate::proxy::{Record, Relay};
@@ -23,6 +23,8 @@ pub(super) struct Pump {
     format: Option<StreamFormat>,
     model: String,
     tx: FrameSender,
+    /// Frames for the client's next write (see [`Batch`]).
+    out: Batch,
     resumes: u32,
     last_strategy: Option<&'static str>,
 }
@@ -52,6 +54,7 @@ impl Pump {
             format,
             model,
             tx,
+            out: Batch::default(),
             resumes: 0,
             last_strategy: None,
         }
@@ -66,9 +69,18 @@ impl Pump {
         let end = loop {
             let next = match pending.take() {
                 Some(frame) => Ok(Some(frame)),
-                None => tokio::select! {
-                    r = frames.next() => r,
-                    _ = self.tx.closed() => break End::ClientGone,
+                None => match frames.ready() {
+                    Some(next) => next,
+                    None => {
+                        // Nothing more without waiting: what is gathered goes out now.
+                        if !self.flush().await {
+                            break End::ClientGone;
+                        }
+                        tokio::select! {
+                            r = frames.next() => r,
+                            _ = self.tx.closed() => break End::ClientGone,
+                        }
+                    }
                 },
             };
             let fault = match next {
@@ -113,7 +125,11 @@ impl Pump {
                 Ok(None) => Fault::Truncated,
                 Err(fault) => fault,
             };
-            // A fault mid-stream: count it, then climb the ladder.
+            // A fault mid-stream: the client gets what it is owed, the fault is counted,
+            // then the ladder is climbed.
+            if !self.flush().await {
+                break End::ClientGone;
+            }
             tracing::info!(operation = self.record.operation.name(), model = %self.model, fault = %fault.describe(), "stream interrupted");
             self.relay
                 .metrics
@@ -142,6 +158,9 @@ impl Pump {
                 }
             }
         };
+        if !matches!(end, End::ClientGone) {
+            self.flush().await;
+        }
         self.finish(end);
     }
 
@@ -152,18 +171,28 @@ impl Pump {
         splicer: Option<&mut Splicer>,
         transcript: &mut Option<Transcript>,
     ) -> Result<bool, Divergence> {
-        let items = match splicer {
-            None => vec![Spliced::Unchanged],
-            Some(s) => s.accept(&frame.message)?,
-        };
-        for item in items {
-            let (bytes, message) = match item {
-                Spliced::Unchanged => (frame.raw.clone(), frame.message.clone()),
-                Spliced::Rewritten(m) => (eventstream::encode(&m), m),
-            };
+        let Some(splicer) = splicer.filter(|s| !s.is_passthrough()) else {
+            // The common case: the frame goes out as it came.
             if let Some(t) = transcript.as_mut() {
-                t.observe(&message);
+                t.observe(&frame.message);
             }
+            return Ok(self.send(frame.raw).await);
+        };
+        for item in splicer.accept(&frame.message)? {
+            let bytes = match item {
+                Spliced::Unchanged => {
+                    if let Some(t) = transcript.as_mut() {
+                        t.observe(&frame.message);
+                    }
+                    frame.raw.clone()
+                }
+                Spliced::Rewritten(m) => {
+                    if let Some(t) = transcript.as_mut() {
+                        t.observe(&m);
+                    }
+                    eventstream::encode(&m)
+                }
+            };
             if !self.send(bytes).await {
                 return Ok(false);
             }
@@ -171,9 +200,20 @@ impl Pump {
         Ok(true)
     }
 
+    /// Queue bytes for the client; written at the next [`Pump::flush`], or now if the batch
+    /// is full. `false`: the client has gone.
     async fn send(&mut self, bytes: Bytes) -> bool {
         self.record.bytes_out += bytes.len() as u64;
-        self.tx.send(bytes).await
+        self.out.push(bytes);
+        self.out.len() < BATCH_BYTES || self.flush().await
+    }
+
+    /// Write what is queued. `false`: the client has gone.
+    async fn flush(&mut self) -> bool {
+        match self.out.take() {
+            Some(bytes) => self.tx.send(bytes).await,
+            None => true,
+        }
     }
 
     /// Climb the ladder until a new upstream stream is open, or say why it cannot be.
