@@ -71,6 +71,11 @@ impl FrameSender {
         self.0.send(bytes).await.is_ok()
     }
 
+    /// Queue bytes without waiting; `false` if the channel is full or the client has gone.
+    pub fn try_send(&self, bytes: Bytes) -> bool {
+        self.0.try_send(bytes).is_ok()
+    }
+
     /// Resolves when the client has gone.
     pub async fn closed(&self) {
         self.0.closed().await

@@ -129,9 +129,15 @@ pub async fn open(relay: Arc<Relay>, outbound: Outbound, mut record: Record) -> 
         parts.headers.remove(h);
     }
     relay.metrics.active_streams.inc();
+    // The first event is in the body before the head leaves, so the client's connection
+    // writes both at once instead of waiting for the pump's first turn.
+    let primed = matches!(classify(&first), Classified::Event) && tx.try_send(first.raw.clone());
+    if primed {
+        record.bytes_out += first.raw.len() as u64;
+    }
     let format = StreamFormat::detect(record.operation, &model);
     let pump = Pump::new(relay, outbound, record, attempts, format, model, tx);
-    tokio::spawn(pump.run(frames, first));
+    tokio::spawn(pump.run(frames, first, primed));
     Response::from_parts(parts, rx.boxed())
 }
 

@@ -60,11 +60,18 @@ impl Pump {
         }
     }
 
-    pub(super) async fn run(mut self, mut frames: UpstreamFrames, first: Frame) {
+    /// Run the stream from its first frame; `primed`: that frame, an event, is already in
+    /// the client's body (see [`super::open`]) and only needs recording.
+    pub(super) async fn run(mut self, mut frames: UpstreamFrames, first: Frame, primed: bool) {
         let limit = self.relay.settings.resume.max_transcript_bytes;
         let mut transcript = self.format.map(|f| Transcript::with_limit(f, limit));
         let mut splicer = self.format.map(Splicer::passthrough);
-        let mut pending = Some(first);
+        let mut pending = None;
+        if !primed {
+            pending = Some(first);
+        } else if let Some(t) = transcript.as_mut() {
+            t.observe(&first.message);
+        }
         let mut fault_at: Option<Instant> = None;
         let end = loop {
             let next = match pending.take() {
