@@ -69,7 +69,7 @@ fn frames(c: &mut Criterion) {
             s.push(&wire);
             let mut n = 0;
             while let Some(f) = s.next_frame().unwrap() {
-                n += eventstream::encode(&f.message).len();
+                n += eventstream::encode(&f.message()).len();
             }
             n
         })

@@ -8,7 +8,7 @@
 //! answer was identical to its reference.
 
 use crate::config::{self, ServeArgs};
-use crate::eventstream::{self, FrameSplitter, Kind};
+use crate::eventstream::{FrameSplitter, Kind};
 use crate::signing::Signer;
 use crate::sim::{self, Fault, FaultRule, SimConfig};
 use anyhow::Context;
@@ -340,9 +340,9 @@ impl DemoClient {
                 splitter.push(&data);
             }
             while let Some(f) = splitter.next_frame()? {
-                match eventstream::kind(&f.message) {
+                match f.kind() {
                     Kind::Event("contentBlockDelta") => {
-                        let v: serde_json::Value = serde_json::from_slice(f.message.payload())?;
+                        let v: serde_json::Value = serde_json::from_slice(f.payload())?;
                         if let Some(t) = v["delta"]["text"].as_str() {
                             if !healed_shown {
                                 if let Some(mark) = on_event() {

@@ -1,11 +1,12 @@
 //! AWS EventStream framing for the relay and the simulator.
 //!
-//! Owns three things: splitting a byte stream into whole frames (both CRCs checked by
-//! `aws-smithy-eventstream`), classifying a decoded frame (event, modelled exception,
-//! unmodelled error), and building/encoding the frames the relay or simulator emits.
+//! Owns three things: splitting a byte stream into whole, checked frames ([`Frame`]: both
+//! CRCs and the header structure verified as `aws-smithy-eventstream`'s decoder does),
+//! classifying a frame (event, modelled exception, unmodelled error), and building/encoding
+//! the frames the relay or simulator emits (with `aws-smithy-eventstream`).
 //!
-//! The splitter keeps the original bytes of every frame next to its decoded form, so a
-//! frame that needs no change is forwarded byte-for-byte without re-encoding.
+//! A [`Frame`] keeps the original bytes and where its type headers and payload are, so a
+//! frame that needs no change is forwarded byte-for-byte, never decoded or re-encoded.
 
 use aws_smithy_eventstream::frame::{read_message_from, write_message_to};
 use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
@@ -16,12 +17,9 @@ pub const MAX_FRAME_LEN: usize = 24 * 1024 * 1024;
 const PRELUDE_LEN: usize = 12;
 const MIN_FRAME_LEN: usize = 16;
 
-/// A whole, CRC-checked frame: the original bytes and their decoded form.
-#[derive(Debug, Clone)]
-pub struct Frame {
-    pub raw: Bytes,
-    pub message: Message,
-}
+mod frame;
+
+pub use frame::Frame;
 
 /// Why a byte stream could not be split into frames.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -74,9 +72,7 @@ impl FrameSplitter {
         if self.buf.len() < total {
             return Ok(None);
         }
-        let raw = self.buf.split_to(total).freeze();
-        let message = decode(&raw)?;
-        Ok(Some(Frame { raw, message }))
+        Frame::check(self.buf.split_to(total).freeze()).map(Some)
     }
 }
 
@@ -196,15 +192,13 @@ mod tests {
             }
         }
         assert_eq!(got.len(), 2);
-        assert_eq!(got[0].message, a);
-        assert_eq!(got[1].message, b);
+        assert_eq!(got[0].message(), a);
+        assert_eq!(got[1].message(), b);
         assert_eq!([got[0].raw.as_ref(), got[1].raw.as_ref()].concat(), wire);
         assert_eq!(s.pending(), 0);
-        assert_eq!(kind(&got[0].message), Kind::Event("messageStart"));
-        assert_eq!(
-            kind(&got[1].message),
-            Kind::Exception("throttlingException")
-        );
+        assert_eq!(got[0].kind(), Kind::Event("messageStart"));
+        assert_eq!(got[1].kind(), Kind::Exception("throttlingException"));
+        assert_eq!(got[0].payload(), br#"{"role":"assistant"}"#);
     }
 
     #[test]

@@ -92,7 +92,7 @@ pub enum Classified {
 }
 
 pub fn classify(frame: &Frame) -> Classified {
-    match eventstream::kind(&frame.message) {
+    match frame.kind() {
         eventstream::Kind::Event(_) => Classified::Event,
         eventstream::Kind::Exception(t) if RETRYABLE_EXCEPTIONS.contains(&t) => {
             Classified::Retryable(t.to_owned())

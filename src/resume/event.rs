@@ -128,16 +128,22 @@ impl Edits {
 /// of building a JSON tree. Anything else, or anything unexpected in a text delta (another
 /// field, another type), goes through [`parse`].
 pub(crate) fn observe(format: StreamFormat, msg: &Message) -> Event {
-    let fast = match (format, eventstream::kind(msg)) {
-        (StreamFormat::Converse, Kind::Event("contentBlockDelta")) => {
-            text_delta::converse(msg.payload())
-        }
-        (StreamFormat::Invoke(Family::Claude), Kind::Event("chunk")) => {
-            text_delta::claude(msg.payload())
-        }
+    fast(format, &eventstream::kind(msg), msg.payload()).unwrap_or_else(|| parse(format, msg).event)
+}
+
+/// [`observe`] for a frame as received: decoded into a `Message` only when the typed path
+/// does not apply.
+pub(crate) fn observe_frame(format: StreamFormat, frame: &eventstream::Frame) -> Event {
+    fast(format, &frame.kind(), frame.payload())
+        .unwrap_or_else(|| parse(format, &frame.message()).event)
+}
+
+fn fast(format: StreamFormat, kind: &Kind<'_>, payload: &[u8]) -> Option<Event> {
+    match (format, kind) {
+        (StreamFormat::Converse, Kind::Event("contentBlockDelta")) => text_delta::converse(payload),
+        (StreamFormat::Invoke(Family::Claude), Kind::Event("chunk")) => text_delta::claude(payload),
         _ => None,
-    };
-    fast.unwrap_or_else(|| parse(format, msg).event)
+    }
 }
 
 /// Typed, borrowing readers of the text delta shapes; `None` for any other shape.

@@ -123,7 +123,15 @@ impl Transcript {
 
     /// Record a message the client received.
     pub fn observe(&mut self, msg: &Message) {
-        let ev = event::observe(self.format, msg);
+        self.record(event::observe(self.format, msg));
+    }
+
+    /// Record a frame the client received as it came from upstream.
+    pub fn observe_frame(&mut self, frame: &crate::eventstream::Frame) {
+        self.record(event::observe_frame(self.format, frame));
+    }
+
+    fn record(&mut self, ev: event::Event) {
         self.forwarded += 1;
         if self.format == StreamFormat::Invoke(Family::Other) {
             if let Some(raw) = ev.raw_chunk.clone() {

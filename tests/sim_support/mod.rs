@@ -47,13 +47,14 @@ impl Resp {
         s.push(&self.body);
         let mut out = Vec::new();
         while let Ok(Some(f)) = s.next_frame() {
-            let ty = header_str(&f.message, ":event-type")
-                .or(header_str(&f.message, ":exception-type"))
+            let message = f.message();
+            let ty = header_str(&message, ":event-type")
+                .or(header_str(&message, ":exception-type"))
                 .unwrap_or("")
                 .to_owned();
             out.push((
                 ty,
-                serde_json::from_slice(f.message.payload()).unwrap_or(Value::Null),
+                serde_json::from_slice(message.payload()).unwrap_or(Value::Null),
             ));
         }
         out

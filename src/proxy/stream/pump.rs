@@ -70,7 +70,7 @@ impl Pump {
         if !primed {
             pending = Some(first);
         } else if let Some(t) = transcript.as_mut() {
-            t.observe(&first.message);
+            t.observe_frame(&first);
         }
         let mut fault_at: Option<Instant> = None;
         let end = loop {
@@ -181,15 +181,16 @@ impl Pump {
         let Some(splicer) = splicer.filter(|s| !s.is_passthrough()) else {
             // The common case: the frame goes out as it came.
             if let Some(t) = transcript.as_mut() {
-                t.observe(&frame.message);
+                t.observe_frame(&frame);
             }
             return Ok(self.send(frame.raw).await);
         };
-        for item in splicer.accept(&frame.message)? {
+        let message = frame.message();
+        for item in splicer.accept(&message)? {
             let bytes = match item {
                 Spliced::Unchanged => {
                     if let Some(t) = transcript.as_mut() {
-                        t.observe(&frame.message);
+                        t.observe(&message);
                     }
                     frame.raw.clone()
                 }
