@@ -197,6 +197,14 @@ fn scrub_endpoint_env() {
     }
 }
 
+/// The `worker_threads` setting, for building the runtime before [`serve_main`] runs;
+/// `None`: the runtime's default (one per available CPU), also when the configuration is
+/// invalid (`serve_main` reports that).
+pub fn worker_threads(args: &ServeArgs) -> Option<usize> {
+    let n = config::load(args).ok()?.worker_threads;
+    (n > 0).then_some(n as usize)
+}
+
 /// `bedrock-relay serve`: returns the process exit code.
 pub async fn serve_main(args: ServeArgs) -> i32 {
     let settings = match config::load(&args) {

@@ -86,6 +86,11 @@ pub struct ServeArgs {
     #[arg(long, env = "BEDROCK_RELAY_DRAIN_TIMEOUT", value_name = "DURATION")]
     pub drain_timeout: Option<String>,
 
+    /// Threads serving requests; 0 = one per CPU the process may use (cgroup limits
+    /// count) [default: 0].
+    #[arg(long, env = "BEDROCK_RELAY_WORKER_THREADS", value_name = "N")]
+    pub worker_threads: Option<String>,
+
     /// Log format: text or json [default: text].
     #[arg(long, env = "BEDROCK_RELAY_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<String>,

@@ -67,6 +67,7 @@ pub(crate) struct FileConfig {
     pub max_request_body: Option<SizeValue>,
     pub max_response_body: Option<SizeValue>,
     pub drain_timeout: Option<String>,
+    pub worker_threads: Option<u64>,
     pub log_format: Option<String>,
     pub log_level: Option<String>,
     pub forward_other_services: Option<bool>,
@@ -137,6 +138,7 @@ impl FileConfig {
             self.max_response_body.as_ref().map(SizeValue::text),
         );
         put("drain_timeout", self.drain_timeout.clone());
+        put("worker_threads", self.worker_threads.map(|n| n.to_string()));
         put("log_format", self.log_format.clone());
         put("log_level", self.log_level.clone());
         let r = self.resume.clone().unwrap_or_default();

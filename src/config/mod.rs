@@ -83,6 +83,7 @@ fn cli_values(a: &ServeArgs) -> HashMap<&'static str, Raw> {
     );
     put("max_request_body", "max-request-body", &a.max_request_body);
     put("drain_timeout", "drain-timeout", &a.drain_timeout);
+    put("worker_threads", "worker-threads", &a.worker_threads);
     put("log_format", "log-format", &a.log_format);
     put("log_level", "log-level", &a.log_level);
     m
@@ -277,6 +278,12 @@ fn build(raw: &HashMap<&'static str, Raw>, p: &mut Problems) -> Settings {
             g("drain_timeout"),
             d.drain_timeout,
             parse::duration,
+        ),
+        worker_threads: p.parse(
+            "worker_threads",
+            g("worker_threads"),
+            d.worker_threads,
+            parse::u32_at_least(0),
         ),
         log_format: p.parse("log_format", g("log_format"), d.log_format, log_format),
         log_level: p.parse("log_level", g("log_level"), d.log_level.clone(), log_level),

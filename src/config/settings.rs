@@ -127,6 +127,8 @@ pub struct Settings {
     /// Non-streaming responses are buffered whole, up to this size.
     pub max_response_body: usize,
     pub drain_timeout: Duration,
+    /// Runtime worker threads; 0: one per CPU available to the process.
+    pub worker_threads: u32,
     pub log_format: LogFormat,
     /// tracing filter directive; `RUST_LOG` wins when set.
     pub log_level: String,
@@ -158,6 +160,7 @@ impl Default for Settings {
             max_request_body: 20 * MIB,
             max_response_body: 64 * MIB,
             drain_timeout: Duration::from_secs(30),
+            worker_threads: 0,
             log_format: LogFormat::Text,
             log_level: "info".into(),
             forward_other_services: false,

@@ -30,12 +30,13 @@ fn defaults_with_region_only() {
     assert_eq!(s.resume.max_resumes, 3);
     assert!(s.resume.replay);
     assert!(s.upstream.is_none());
+    assert_eq!(s.worker_threads, 0, "one per CPU by default");
 }
 
 #[test]
 fn file_then_cli_precedence() {
     let f = write_toml(
-        "listen = \"127.0.0.1:7000\"\nregion = \"us-west-2\"\nmax_attempts = 2\nstall_timeout = \"10s\"\n",
+        "listen = \"127.0.0.1:7000\"\nregion = \"us-west-2\"\nmax_attempts = 2\nstall_timeout = \"10s\"\nworker_threads = 1\n",
     );
     let args = ServeArgs {
         config: Some(f.path().to_path_buf()),
@@ -47,6 +48,7 @@ fn file_then_cli_precedence() {
     assert_eq!(s.region, "us-west-2", "file beats region fallback");
     assert_eq!(s.max_attempts, 7, "CLI beats file");
     assert_eq!(s.stall_timeout, Duration::from_secs(10));
+    assert_eq!(s.worker_threads, 1);
 }
 
 #[test]
@@ -75,6 +77,7 @@ fn every_problem_reported_at_once() {
         backoff_max: Some("1s".into()),
         max_request_body: Some("lots".into()),
         log_format: Some("xml".into()),
+        worker_threads: Some("two".into()),
         ..Default::default()
     };
     let e = load_with(&args, no_region).unwrap_err();
@@ -88,6 +91,7 @@ fn every_problem_reported_at_once() {
         "backoff_base",
         "max_request_body:",
         "log_format:",
+        "worker_threads:",
         "region:",
     ] {
         assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
