@@ -128,22 +128,21 @@ impl Edits {
 /// of building a JSON tree. Anything else, or anything unexpected in a text delta (another
 /// field, another type), goes through [`parse`].
 pub(crate) fn observe(format: StreamFormat, msg: &Message) -> Event {
-    fast(format, &eventstream::kind(msg), msg.payload()).unwrap_or_else(|| parse(format, msg).event)
+    event_of(format, eventstream::kind(msg), msg.payload())
 }
 
-/// [`observe`] for a frame as received: decoded into a `Message` only when the typed path
-/// does not apply.
+/// [`observe`] for a frame as received, read in place (never decoded into a `Message`).
 pub(crate) fn observe_frame(format: StreamFormat, frame: &eventstream::Frame) -> Event {
-    fast(format, &frame.kind(), frame.payload())
-        .unwrap_or_else(|| parse(format, &frame.message()).event)
+    event_of(format, frame.kind(), frame.payload())
 }
 
-fn fast(format: StreamFormat, kind: &Kind<'_>, payload: &[u8]) -> Option<Event> {
-    match (format, kind) {
+fn event_of(format: StreamFormat, kind: Kind<'_>, payload: &[u8]) -> Event {
+    let fast = match (format, &kind) {
         (StreamFormat::Converse, Kind::Event("contentBlockDelta")) => text_delta::converse(payload),
         (StreamFormat::Invoke(Family::Claude), Kind::Event("chunk")) => text_delta::claude(payload),
         _ => None,
-    }
+    };
+    fast.unwrap_or_else(|| parse_parts(format, kind, payload).event)
 }
 
 /// Typed, borrowing readers of the text delta shapes; `None` for any other shape.
@@ -221,16 +220,21 @@ mod text_delta {
 
 /// Decode a message. Exceptions, errors and undecodable events yield an empty event.
 pub(crate) fn parse(format: StreamFormat, msg: &Message) -> Parsed {
+    parse_parts(format, eventstream::kind(msg), msg.payload())
+}
+
+/// [`parse`] from a message's kind and payload, the only parts it reads.
+fn parse_parts(format: StreamFormat, kind: Kind<'_>, payload: &[u8]) -> Parsed {
     let mut event = Event::default();
     let empty = |event| Parsed {
         event,
         json: None,
         outer: None,
     };
-    let Kind::Event(event_type) = eventstream::kind(msg) else {
+    let Kind::Event(event_type) = kind else {
         return empty(event);
     };
-    let Ok(payload) = serde_json::from_slice::<Value>(msg.payload()) else {
+    let Ok(payload) = serde_json::from_slice::<Value>(payload) else {
         return empty(event);
     };
     match format {
