@@ -129,14 +129,9 @@ pub async fn open(relay: Arc<Relay>, outbound: Outbound, mut record: Record) -> 
         parts.headers.remove(h);
     }
     relay.metrics.active_streams.inc();
-    // The first event is in the body before the head leaves, so the client's connection
-    // writes both at once instead of waiting for the pump's first turn.
-    let primed = matches!(classify(&first), Classified::Event) && tx.try_send(first.raw.clone());
-    if primed {
-        record.bytes_out += first.raw.len() as u64;
-    }
     let format = StreamFormat::detect(record.operation, &model);
-    let pump = Pump::new(relay, outbound, record, attempts, format, model, tx);
+    let mut pump = Pump::new(relay, outbound, record, attempts, format, model, tx);
+    let primed = pump.prime(&first);
     tokio::spawn(pump.run(frames, first, primed));
     Response::from_parts(parts, rx.boxed())
 }

@@ -60,8 +60,20 @@ impl Pump {
         }
     }
 
-    /// Run the stream from its first frame; `primed`: that frame, an event, is already in
-    /// the client's body (see [`super::open`]) and only needs recording.
+    /// Before the response head is returned: put the first frame, if it is an event, into
+    /// the client's body, so the client's connection writes head and first event at once
+    /// instead of waiting for this task's first turn. `true`: it is there.
+    pub(super) fn prime(&mut self, first: &Frame) -> bool {
+        let primed =
+            matches!(classify(first), Classified::Event) && self.tx.try_send(first.raw.clone());
+        if primed {
+            self.record.bytes_out += first.raw.len() as u64;
+        }
+        primed
+    }
+
+    /// Run the stream from its first frame; `primed`: [`Pump::prime`] already sent it, it
+    /// only needs recording.
     pub(super) async fn run(mut self, mut frames: UpstreamFrames, first: Frame, primed: bool) {
         let limit = self.relay.settings.resume.max_transcript_bytes;
         let mut transcript = self.format.map(|f| Transcript::with_limit(f, limit));
