@@ -197,24 +197,53 @@ fn scrub_endpoint_env() {
     }
 }
 
-/// The `worker_threads` setting, for building the runtime before [`serve_main`] runs;
-/// `None`: the runtime's default (one per available CPU), also when the configuration is
-/// invalid (`serve_main` reports that).
-pub fn worker_threads(args: &ServeArgs) -> Option<usize> {
-    let n = config::load(args).ok()?.worker_threads;
-    (n > 0).then_some(n as usize)
+/// The multi-thread runtime every subcommand runs on; `worker_threads` 0: one thread per
+/// CPU the process may use. `None` (after saying why on stderr): it could not be built.
+pub fn runtime(worker_threads: u32) -> Option<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if worker_threads > 0 {
+        builder.worker_threads(worker_threads as usize);
+    }
+    match builder.enable_all().build() {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("bedrock-relay: cannot start the async runtime: {e}");
+            None
+        }
+    }
 }
 
-/// `bedrock-relay serve`: returns the process exit code.
+/// `bedrock-relay serve` from the command line: the configuration is loaded once, then the
+/// runtime is built with its `worker_threads`. Returns the process exit code.
+pub fn serve_blocking(args: ServeArgs) -> i32 {
+    match settings_to_serve(&args) {
+        Ok(settings) => match runtime(settings.worker_threads) {
+            Some(rt) => rt.block_on(serve_settings(settings)),
+            None => EXIT_START,
+        },
+        Err(code) => code,
+    }
+}
+
+/// `bedrock-relay serve` on the caller's runtime: returns the process exit code.
 pub async fn serve_main(args: ServeArgs) -> i32 {
-    let settings = match config::load(&args) {
+    match settings_to_serve(&args) {
+        Ok(settings) => serve_settings(settings).await,
+        Err(code) => code,
+    }
+}
+
+/// The validated settings, or the exit code when there is nothing to serve: invalid
+/// configuration (reported, 64) or `--check` (reported, 0).
+fn settings_to_serve(args: &ServeArgs) -> Result<Settings, i32> {
+    let settings = match config::load(args) {
         Ok(s) => s,
         Err(e) => {
             eprintln!(
                 "bedrock-relay: invalid configuration ({} problems):\n{e}",
                 e.0.len()
             );
-            return EXIT_CONFIG;
+            return Err(EXIT_CONFIG);
         }
     };
     if args.check {
@@ -229,8 +258,13 @@ pub async fn serve_main(args: ServeArgs) -> i32 {
                 .map(|u| u.to_string())
                 .unwrap_or_else(|| "regional endpoint".into()),
         );
-        return 0;
+        return Err(0);
     }
+    Ok(settings)
+}
+
+/// Serve until SIGTERM/SIGINT, then drain: returns the process exit code.
+async fn serve_settings(settings: Settings) -> i32 {
     crate::telemetry::init(settings.log_format, &settings.log_level);
     scrub_endpoint_env();
     let handle = match start(settings).await {

@@ -2,33 +2,24 @@
 #![forbid(unsafe_code)]
 
 use bedrock_relay::cli::{Cli, Command};
+use bedrock_relay::{app, demo, health, sim};
 use clap::Parser;
+use std::future::Future;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Command::Serve(args) = &cli.command {
-        if let Some(n) = bedrock_relay::app::worker_threads(args) {
-            builder.worker_threads(n);
-        }
-    }
-    let runtime = match builder.enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("bedrock-relay: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let code = match Cli::parse().command {
+        // Its runtime is sized by its configuration (`worker_threads`).
+        Command::Serve(args) => app::serve_blocking(*args),
+        Command::Sim(args) => on_runtime(async { report(sim::run(*args).await) }),
+        Command::Demo(args) => on_runtime(demo::run(args)),
+        Command::Health(args) => on_runtime(health::run(args)),
     };
-    let code = runtime.block_on(async {
-        match cli.command {
-            Command::Serve(args) => bedrock_relay::app::serve_main(*args).await,
-            Command::Sim(args) => report(bedrock_relay::sim::run(*args).await),
-            Command::Demo(args) => bedrock_relay::demo::run(args).await,
-            Command::Health(args) => bedrock_relay::health::run(args).await,
-        }
-    });
     ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+fn on_runtime(subcommand: impl Future<Output = i32>) -> i32 {
+    app::runtime(0).map_or(1, |rt| rt.block_on(subcommand))
 }
 
 fn report(result: anyhow::Result<()>) -> i32 {

@@ -135,3 +135,46 @@ fn the_demo_heals_every_broken_stream_and_exits_0() {
         "{stdout}"
     );
 }
+
+/// `worker_threads` sizes the runtime `serve` runs on (Linux: its threads are counted in /proc).
+#[cfg(target_os = "linux")]
+#[test]
+fn worker_threads_sizes_the_serve_runtime() {
+    for (flag, expected) in [("1", 1), ("3", 3)] {
+        let mut child = relay()
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--region", "us-east-1", "--worker-threads", flag])
+            .env("AWS_ACCESS_KEY_ID", "AKIDCLITEST")
+            .env("AWS_SECRET_ACCESS_KEY", "cli-test-secret")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let tasks = format!("/proc/{}/task", child.id());
+        let workers = || {
+            std::fs::read_dir(&tasks)
+                .map(|dir| {
+                    dir.filter_map(Result::ok)
+                        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+                        .filter(|comm| comm.trim() == "tokio-rt-worker")
+                        .count()
+                })
+                .unwrap_or(0)
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while workers() < expected && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let seen = workers();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(seen, expected, "--worker-threads {flag}");
+    }
+}
