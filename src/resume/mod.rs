@@ -101,8 +101,11 @@ pub use transcript::{AttemptUsage, Transcript};
 use crate::ops::Operation;
 
 /// The text of the user turn added by [`Strategy::Instructed`].
+/// It asks for exactly the missing text: no repetition, no introduction, a cut word finished.
 pub const CONTINUE_INSTRUCTION: &str =
-    "Your previous response was cut off. Continue exactly where it stopped, without repeating anything.";
+    "Your previous response was cut off. Continue exactly where it stopped: \
+do not repeat anything already written, do not add any introduction or comment, and if it \
+stopped in the middle of a word, finish that word.";
 
 /// How a resumable stream encodes model output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
