@@ -53,12 +53,8 @@ impl ModelMemory {
 impl Relay {
     /// Which rungs of the ladder a model allows: configuration, then what was learned.
     fn caps(&self, model: &str) -> ModelCaps {
-        let r = &self.settings.resume;
-        ModelCaps {
-            prefill: r.prefill_allowed(model) && !self.models.prefill_forbidden(model),
-            instructed: r.instructed_allowed(model),
-            replay: r.replay,
-        }
+        let learned = self.models.prefill_forbidden(model);
+        self.settings.resume.caps(model, learned)
     }
 }
 
