@@ -76,6 +76,7 @@ mod plan;
 mod replay;
 mod request;
 mod seam;
+mod seam_rules;
 mod splice;
 mod transcript;
 
