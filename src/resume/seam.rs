@@ -23,8 +23,8 @@
 //!    [`MAX_OVERLAP_WORDS`] words and [`MAX_OVERLAP_BYTES`] bytes and begins the continuation
 //!    is removed (the last words, the last sentence, the list item). When the echo goes on
 //!    into a longer word ("bro" → "brown") it re-typed a cut word and the join keeps the
-//!    rest ("wn"); after a single space a one-word match is a new word instead ("an" →
-//!    "answer").
+//!    rest ("wn"); after a single space or a preamble a one-word match is a new word instead
+//!    ("an" → "answer").
 //! 5. `whitespace`: whitespace extending the client's trailing whitespace is kept, other
 //!    leading whitespace is dropped (the client's wins), except the indentation of a new line;
 //!    after a removed preamble a space separates words.
@@ -87,6 +87,8 @@ enum Phase {
         pos: usize,
     },
     Done,
+    /// Refused: nothing more is emitted.
+    Failed,
 }
 
 enum Step {
@@ -160,6 +162,7 @@ impl Seam {
     pub fn feed(&mut self, text: &str, fin: bool) -> Option<String> {
         match self.phase {
             Phase::Done => Some(text.to_owned()),
+            Phase::Failed => Some(String::new()),
             Phase::Restart { pos } => {
                 let Some(inst) = self.inst.as_ref() else {
                     self.phase = Phase::Done;
@@ -182,7 +185,7 @@ impl Seam {
                         pos + common,
                         inst.delivered.len()
                     ));
-                    self.phase = Phase::Done;
+                    self.phase = Phase::Failed;
                     return Some(String::new());
                 }
                 self.phase = Phase::Restart { pos: pos + common };
@@ -271,6 +274,13 @@ fn decide(inst: &Instructed, w: &str, buf: &str, fin: bool, after_restart: bool)
         }
     }
     if !after_restart && r.echo {
+        // After a preamble the model starts afresh: a one-word match going on into a longer
+        // word is a new word ("a" → "atlas"), as after a space.
+        let lead = if preamble && lead.is_empty() {
+            " "
+        } else {
+            lead
+        };
         match echo(inst, lead, body, fin) {
             Err(()) => return Step::NeedMore,
             Ok(Some(n)) => {

@@ -214,3 +214,63 @@ fn candidates_respect_the_word_and_byte_limits() {
     );
     assert!(overlap_candidates(&"x".repeat(MAX_OVERLAP_BYTES + 1)).is_empty());
 }
+
+#[test]
+fn every_simulated_model_behaviour_heals_at_every_cut() {
+    use crate::sim::{gen, sampled};
+    // The simulator's Claude 4.6+ streams: sampled answers in sub-word pieces, cut at every
+    // fifth piece, continued in each way a model continues.
+    let behaviours = [
+        sampled::Behaviour::Clean,
+        sampled::Behaviour::Echo(1),
+        sampled::Behaviour::Echo(3),
+        sampled::Behaviour::Sentence,
+        sampled::Behaviour::Preamble,
+        sampled::Behaviour::PreambleEcho,
+        sampled::Behaviour::Whitespace,
+        sampled::Behaviour::Ellipsis,
+        sampled::Behaviour::Restart,
+    ];
+    let mut checked = 0;
+    for seed in 0..12u64 {
+        let pieces = sampled::subwords(sampled::answer(seed * 7919, 120));
+        let reference = |_: u32| sampled::answer(seed * 7919, 120);
+        for k in (1..pieces.len()).step_by(5) {
+            let client = pieces[..k].concat();
+            let d = client.trim_end();
+            for (i, b) in behaviours.iter().enumerate() {
+                let c = sampled::continue_after(d, 2, &reference, *b, seed + i as u64)
+                    .expect("a prefix of the sample");
+                let mut seam = Seam::instructed(d, &client[d.len()..]);
+                let mut got = client.clone();
+                for p in &c.pieces {
+                    got.push_str(&seam.feed(p, false).unwrap_or_default());
+                }
+                got.push_str(&seam.flush());
+                assert!(seam.take_failure().is_none(), "{b:?} at {k}");
+                assert_eq!(
+                    got, c.intended,
+                    "{b:?} after {d:?}\n  streamed {:?}",
+                    c.pieces
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 2000, "{checked}");
+    // A restart that is sampled differently never reaches the client: the seam refuses.
+    let pieces = gen::pieces(5, 200);
+    let client = pieces[..150].concat();
+    let d = client.trim_end();
+    let diverging = sampled::Behaviour::RestartDiverging;
+    let c = sampled::continue_after(d, 2, &|_| gen::pieces(5, 200), diverging, 1).unwrap();
+    let mut seam = Seam::instructed(d, &client[d.len()..]);
+    let sent: String = c
+        .pieces
+        .iter()
+        .filter_map(|p| seam.feed(p, false))
+        .collect();
+    let sent = sent + &seam.flush();
+    assert!(seam.take_failure().is_some(), "refused");
+    assert_eq!(sent, "", "nothing of the duplicate was emitted");
+}

@@ -24,6 +24,8 @@ pub struct LogEntry {
     pub prefill: Option<String>,
     /// The request was an instructed continuation.
     pub continuation: bool,
+    /// The whole answer the model meant (see `plan::Plan::intended`).
+    pub intended: Option<String>,
     /// Kind of the injected fault, if any.
     pub fault: Option<String>,
     /// `sim:tag=` value found in the body, if any.
@@ -84,6 +86,7 @@ mod tests {
             signature: "unchecked".into(),
             prefill: None,
             continuation: false,
+            intended: None,
             fault: None,
             tag: None,
             status: 200,

@@ -14,6 +14,7 @@ pub mod log;
 pub mod plan;
 pub mod render;
 pub mod request;
+pub mod sampled;
 mod server;
 pub mod sigv4;
 mod wire;
@@ -29,7 +30,8 @@ use std::time::Duration;
 
 /// Models that reject assistant prefill by default: Claude 4.6 and later (`claude-opus-4-6`,
 /// `claude-sonnet-4-7`, `claude-*-5*`), matched anywhere in the model id (ARNs, profiles).
-pub const DEFAULT_NO_PREFILL: &str = r"anthropic\.claude-[a-z]+-(4-[6-9]|[5-9])";
+pub const DEFAULT_NO_PREFILL: &str =
+    r"(?i)anthropic\.(claude-[a-z]+-(4-(1[0-9]|[6-9])|[5-9]|[1-9][0-9])([^0-9]|$)|(claude-)?fable)";
 
 /// Command-line flags of `bedrock-relay sim`.
 #[derive(clap::Args, Debug, Clone)]

@@ -6,6 +6,7 @@
 
 use super::gen;
 use super::request::Prompt;
+use super::sampled::{self, Behaviour};
 use super::SimError;
 use regex::Regex;
 
@@ -51,6 +52,9 @@ pub struct Plan {
     pub prefill: Option<String>,
     /// The request was an instructed continuation.
     pub continuation: bool,
+    /// The whole answer the model means (prefill or delivered text included), unless capped
+    /// by `maxTokens`: what a correctly spliced stream gives the client.
+    pub intended: Option<String>,
 }
 
 impl Plan {
@@ -95,10 +99,14 @@ pub fn plan(
         turns.pop();
     }
 
-    let seed_of = |turns: &[(&str, &str)]| {
-        gen::seed(model_id, &prompt.system, turns, prompt.temperature, attempt)
-    };
+    // Claude 4.6+ samples at temperature 1 unless told otherwise (see `sampled`).
+    let sampled_model = no_prefill.is_match(model_id);
+    let temperature = sampled::temperature(prompt.temperature, sampled_model);
+    let seed_at =
+        |turns: &[(&str, &str)], a: u32| gen::seed(model_id, &prompt.system, turns, temperature, a);
+    let seed_of = |turns: &[(&str, &str)]| seed_at(turns, attempt);
     let mut continuation = false;
+    let mut intended = None;
     let mut text = match &prefill {
         Some(p) => {
             let reference = gen::pieces(seed_of(&turns), n);
@@ -107,14 +115,26 @@ pub fn plan(
                 gen::fallback_continuation(seed_of(&turns), p, n.saturating_sub(used).max(1))
             })
         }
-        None => instructed(&turns, &seed_of, n, &all_text).map_or_else(
-            || gen::pieces(seed_of(&turns), n),
-            |rest| {
+        None => match instructed(&turns, &seed_at, attempt, n, &all_text, sampled_model) {
+            Some(c) => {
                 continuation = true;
-                rest
-            },
-        ),
+                intended = Some(c.intended);
+                c.pieces
+            }
+            None if sampled_model => sampled::answer(seed_of(&turns), n),
+            None => gen::pieces(seed_of(&turns), n),
+        },
     };
+    if sampled_model {
+        text = sampled::subwords(text);
+    }
+    if intended.is_none() {
+        intended = Some(format!(
+            "{}{}",
+            prefill.as_deref().unwrap_or(""),
+            text.concat()
+        ));
+    }
 
     let reasoning = prompt.reasoning.then(|| {
         let pieces = gen::pieces(seed_of(&turns) ^ 0x5EA5_0111, 12);
@@ -129,6 +149,7 @@ pub fn plan(
         if text.len() > room {
             text.truncate(room);
             stop = Stop::MaxTokens;
+            intended = None;
         }
     }
     // The tool call ends every answer to a conversation with tools, including prefilled and
@@ -155,48 +176,46 @@ pub fn plan(
         output_tokens: u32::try_from(output).unwrap_or(u32::MAX),
         prefill,
         continuation,
+        intended,
     })
 }
 
-/// Seed of the reference for a list of turns.
-type SeedOf<'a> = dyn Fn(&[(&str, &str)]) -> u64 + 'a;
+/// Seed of the reference for a list of turns at an attempt.
+type SeedAt<'a> = dyn Fn(&[(&str, &str)], u32) -> u64 + 'a;
 
 /// Instructed continuation: the conversation ends with [assistant A, user "…continue…"] and A
-/// is a prefix of the reference of the turns before A. Returns the rest, led by a repeat of
-/// A's last 1-3 words on about half of the conversations (or as `sim:overlap=N` says).
+/// is a prefix of the answer of an earlier attempt to the turns before A. Claude 4.6+ (and
+/// any conversation with `sim:cont=`) behave as in [`sampled::Behaviour`]; other models
+/// repeat A's last 1-3 words on about half of the conversations (or as `sim:overlap=N` says).
 fn instructed(
     turns: &[(&str, &str)],
-    seed_of: &SeedOf<'_>,
+    seed_at: &SeedAt<'_>,
+    attempt: u32,
     n: usize,
     all_text: &str,
-) -> Option<Vec<String>> {
+    sampled_model: bool,
+) -> Option<sampled::Continued> {
     let [before @ .., ("assistant", delivered), ("user", ask)] = turns else {
         return None;
     };
     if !ask.to_lowercase().contains("continue") || delivered.is_empty() {
         return None;
     }
-    let base = seed_of(before);
-    let reference = gen::pieces(base, n);
-    let mut rest = gen::continuation(&reference, delivered)?;
-    let overlap = match gen::directive_num(all_text, "overlap") {
-        Some(k) => k as usize,
-        None if base % 2 == 0 => 1 + (base / 2 % 3) as usize,
-        None => 0,
-    };
-    if overlap > 0 {
-        let repeat = gen::last_words(delivered, overlap);
-        // The repeat replaces the whitespace that would otherwise open the rest.
-        if let Some(first) = rest.first_mut() {
-            let trimmed = first.trim_start().to_owned();
-            let sep = &first[..first.len() - trimmed.len()];
-            let sep = if sep.is_empty() { "" } else { sep };
-            *first = format!("{repeat}{sep}{trimmed}");
-        } else {
-            rest.push(repeat.to_owned());
+    let base = seed_at(before, attempt);
+    let behaviour = match gen::directive_num(all_text, "overlap") {
+        Some(0) => Behaviour::Clean,
+        Some(k) => Behaviour::Echo(k as usize),
+        None if sampled_model || gen::directive(all_text, "cont").is_some() => {
+            Behaviour::choose(all_text, base)
         }
-    }
-    Some(rest)
+        None if base % 2 == 0 => Behaviour::Echo(1 + (base / 2 % 3) as usize),
+        None => Behaviour::Clean,
+    };
+    let reference = |a: u32| match sampled_model {
+        true => sampled::answer(seed_at(before, a), n),
+        false => gen::pieces(seed_at(before, a), n),
+    };
+    sampled::continue_after(delivered, attempt, &reference, behaviour, base)
 }
 
 fn tool_call(tool: &super::request::Tool, seed: u64, attempt: u32, nonce: u64) -> ToolCall {

@@ -400,6 +400,7 @@ mod tests {
             output_tokens: 5,
             prefill: None,
             continuation: false,
+            intended: None,
         }
     }
 

@@ -287,6 +287,7 @@ async fn handle(state: &State, mut conn: Conn, req: Request) -> Option<Conn> {
         signature: verdict.as_str().to_owned(),
         prefill: planned.as_ref().and_then(|p| p.prefill.clone()),
         continuation: planned.as_ref().is_some_and(|p| p.continuation),
+        intended: planned.as_ref().and_then(|p| p.intended.clone()),
         fault: outcome.fault.as_ref().map(|f| f.kind().to_owned()),
         tag,
         status,
