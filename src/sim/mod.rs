@@ -180,25 +180,43 @@ fn load_faults_file(path: &std::path::Path) -> anyhow::Result<Vec<FaultRule>> {
     })
 }
 
-/// The uninterrupted greedy answer (no temperature, no `maxTokens` cap, attempt 1) the
-/// simulator gives to a conversation, computed without a request. `turns` are
-/// `(role, text)` pairs ending with a user turn; a Converse message's text is its text blocks
-/// concatenated, Claude/Nova invoke messages likewise, Llama/Mistral/Titan prompts split
-/// into turns as in `request`. The length is `sim:len=N` from any turn or the system text,
-/// else [`gen::DEFAULT_PIECES`]. [`reference_pieces`] gives the same text as streamed deltas.
+/// The uninterrupted answer (no temperature, no `maxTokens` cap, attempt 1) the default
+/// simulator gives to a conversation, computed without a request: greedy, except for the
+/// models that sample by default (Claude 4.6+, see `sampled`), whose first sample it is.
+/// `turns` are `(role, text)` pairs ending with a user turn; a Converse message's text is its
+/// text blocks concatenated, Claude/Nova invoke messages likewise, Llama/Mistral/Titan prompts
+/// split into turns as in `request`. The length is `sim:len=N` from any turn or the system
+/// text, else [`gen::DEFAULT_PIECES`]. [`reference_pieces`] gives the same text as streamed
+/// deltas.
 pub fn reference_text(model_id: &str, system: &str, turns: &[(&str, &str)]) -> String {
     reference_pieces(model_id, system, turns).concat()
 }
 
 /// [`reference_text`] split into its pieces: exactly the text deltas of the stream.
 pub fn reference_pieces(model_id: &str, system: &str, turns: &[(&str, &str)]) -> Vec<String> {
+    reference_pieces_at(model_id, system, turns, None)
+}
+
+/// [`reference_pieces`] of a request that sets `temperature` (`Some(0.0)`: greedy for every
+/// model; above 0, the first sample).
+pub fn reference_pieces_at(
+    model_id: &str,
+    system: &str,
+    turns: &[(&str, &str)],
+    temperature: Option<f64>,
+) -> Vec<String> {
     let all: Vec<&str> = std::iter::once(system)
         .chain(turns.iter().map(|(_, t)| *t))
         .collect();
     let n = gen::directive_num(&all.join("\n"), "len")
         .map(|n| (n as usize).clamp(1, gen::MAX_PIECES))
         .unwrap_or(gen::DEFAULT_PIECES);
-    gen::pieces(gen::seed(model_id, system, turns, None, 1), n)
+    let sampled_model = Regex::new(DEFAULT_NO_PREFILL).is_ok_and(|r| r.is_match(model_id));
+    if sampled_model {
+        let t = sampled::temperature(temperature, true);
+        return sampled::subwords(sampled::answer(gen::seed(model_id, system, turns, t, 1), n));
+    }
+    gen::pieces(gen::seed(model_id, system, turns, temperature, 1), n)
 }
 
 /// Errors the simulator answers with, each mapping to Bedrock's status and error type.
