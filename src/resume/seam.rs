@@ -18,7 +18,8 @@
 //!    delivered text restarted the answer; it must reproduce the delivered text exactly (it
 //!    is swallowed as it streams, nothing held), and what follows is the continuation. If it
 //!    differs, the seam fails: the pump ends the stream with the typed error, so the
-//!    duplicate never reaches the client.
+//!    duplicate never reaches the client. (A delivered text shorter than the probe is too
+//!    short to tell a restart from text: only its exact repetition is removed, by `echo`.)
 //! 4. `echo`: the longest suffix of the delivered text that starts on a word, spans at most
 //!    [`MAX_OVERLAP_WORDS`] words and [`MAX_OVERLAP_BYTES`] bytes and begins the continuation
 //!    is removed (the last words, the last sentence, the list item). When the echo goes on
@@ -262,7 +263,7 @@ fn decide(inst: &Instructed, w: &str, buf: &str, fin: bool, after_restart: bool)
     let lead = &buf[at..at + lead_len];
     let body = &buf[at + lead_len..];
     let mut echoed = after_restart;
-    if !after_restart && r.restart && inst.candidates.first() != Some(&0) {
+    if !after_restart && r.restart && d.len() >= RESTART_PROBE_BYTES {
         let probe = &d[..rules::floor_boundary(d, RESTART_PROBE_BYTES)];
         if body.len() < probe.len() && probe.starts_with(body) && !fin {
             return Step::NeedMore;
