@@ -73,6 +73,8 @@ pub struct Record {
     pub started: Instant,
     pub attempts: u32,
     pub resumes: u32,
+    /// The strategy of the last resume (`prefill`, `instructed`, `replay`), if any.
+    pub strategy: Option<&'static str>,
     pub bytes_out: u64,
 }
 
@@ -99,6 +101,7 @@ impl Record {
             status,
             attempts = self.attempts,
             resumes = self.resumes,
+            strategy = self.strategy.unwrap_or("-"),
             duration_ms = (secs * 1000.0) as u64,
             bytes = self.bytes_out,
             "request"
@@ -120,6 +123,7 @@ pub async fn handle(relay: Arc<Relay>, req: Request<Incoming>) -> Response<Body>
         started: Instant::now(),
         attempts: 0,
         resumes: 0,
+        strategy: None,
         bytes_out: 0,
     };
     // 1b. inbound: the client's own auth, policy, its concurrency slot (held to the end).

@@ -380,6 +380,7 @@ impl Pump {
         }
         self.record.attempts = self.attempts.made();
         self.record.resumes = self.resumes;
+        self.record.strategy = self.last_strategy;
         let relay = self.relay.clone();
         self.record.finish(&relay, 200);
     }
