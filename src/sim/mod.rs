@@ -3,7 +3,8 @@
 //! Owns the simulator's public surface: its CLI flags ([`SimArgs`]), typed configuration
 //! ([`SimConfig`]), starting and stopping it in-process ([`start`], [`SimHandle`]), and the
 //! error kinds it answers with ([`SimError`]). The parts: `gen` (deterministic text),
-//! `request` (body parsing), `plan` (prefill and continuation rules), `render` (wire
+//! `request` (body parsing), `plan` (prefill and continuation rules), `sampled` (Claude 4.6+:
+//! sampled by default, sub-word tokens, how models continue when asked), `render` (wire
 //! shapes), `faults` (rules), `sigv4` (verifier), `http` (byte-exact HTTP/1.1), `server`
 //! (dispatch), `wire` (responses with faults cut in), `log` (per-attempt log). See `docs/simulator.md`.
 
@@ -21,6 +22,7 @@ mod wire;
 
 pub use faults::{Fault, FaultRule};
 pub use log::LogEntry;
+pub use sampled::{reference_pieces, reference_pieces_at, reference_text};
 
 use anyhow::Context as _;
 use regex::Regex;
@@ -178,45 +180,6 @@ fn load_faults_file(path: &std::path::Path) -> anyhow::Result<Vec<FaultRule>> {
     } else {
         FaultRule::parse_json_list(&text)?
     })
-}
-
-/// The uninterrupted answer (no temperature, no `maxTokens` cap, attempt 1) the default
-/// simulator gives to a conversation, computed without a request: greedy, except for the
-/// models that sample by default (Claude 4.6+, see `sampled`), whose first sample it is.
-/// `turns` are `(role, text)` pairs ending with a user turn; a Converse message's text is its
-/// text blocks concatenated, Claude/Nova invoke messages likewise, Llama/Mistral/Titan prompts
-/// split into turns as in `request`. The length is `sim:len=N` from any turn or the system
-/// text, else [`gen::DEFAULT_PIECES`]. [`reference_pieces`] gives the same text as streamed
-/// deltas.
-pub fn reference_text(model_id: &str, system: &str, turns: &[(&str, &str)]) -> String {
-    reference_pieces(model_id, system, turns).concat()
-}
-
-/// [`reference_text`] split into its pieces: exactly the text deltas of the stream.
-pub fn reference_pieces(model_id: &str, system: &str, turns: &[(&str, &str)]) -> Vec<String> {
-    reference_pieces_at(model_id, system, turns, None)
-}
-
-/// [`reference_pieces`] of a request that sets `temperature` (`Some(0.0)`: greedy for every
-/// model; above 0, the first sample).
-pub fn reference_pieces_at(
-    model_id: &str,
-    system: &str,
-    turns: &[(&str, &str)],
-    temperature: Option<f64>,
-) -> Vec<String> {
-    let all: Vec<&str> = std::iter::once(system)
-        .chain(turns.iter().map(|(_, t)| *t))
-        .collect();
-    let n = gen::directive_num(&all.join("\n"), "len")
-        .map(|n| (n as usize).clamp(1, gen::MAX_PIECES))
-        .unwrap_or(gen::DEFAULT_PIECES);
-    let sampled_model = Regex::new(DEFAULT_NO_PREFILL).is_ok_and(|r| r.is_match(model_id));
-    if sampled_model {
-        let t = sampled::temperature(temperature, true);
-        return sampled::subwords(sampled::answer(gen::seed(model_id, system, turns, t, 1), n));
-    }
-    gen::pieces(gen::seed(model_id, system, turns, temperature, 1), n)
 }
 
 /// Errors the simulator answers with, each mapping to Bedrock's status and error type.

@@ -13,6 +13,8 @@
 //!   model then streams that rest, dressed by the behaviour. [`Continued::intended`] is the
 //!   whole answer the model means (delivered text + rest): a relay that splices correctly
 //!   gives the client exactly that.
+//! - [`reference_text`]: the answer the default simulator gives on a conversation's first
+//!   attempt, computed without a request (greedy, or these models' first sample).
 
 use super::gen;
 
@@ -266,6 +268,114 @@ fn dress(delivered: &str, rest: Vec<String>, b: Behaviour, alt_seed: u64) -> Vec
     }
 }
 
+/// The uninterrupted answer (no temperature, no `maxTokens` cap, attempt 1) the default
+/// simulator gives to a conversation, computed without a request: greedy, except for the
+/// models that sample by default (Claude 4.6+, see `sampled`), whose first sample it is.
+/// `turns` are `(role, text)` pairs ending with a user turn; a Converse message's text is its
+/// text blocks concatenated, Claude/Nova invoke messages likewise, Llama/Mistral/Titan prompts
+/// split into turns as in `request`. The length is `sim:len=N` from any turn or the system
+/// text, else [`gen::DEFAULT_PIECES`]. [`reference_pieces`] gives the same text as streamed
+/// deltas.
+pub fn reference_text(model_id: &str, system: &str, turns: &[(&str, &str)]) -> String {
+    reference_pieces(model_id, system, turns).concat()
+}
+
+/// [`reference_text`] split into its pieces: exactly the text deltas of the stream.
+pub fn reference_pieces(model_id: &str, system: &str, turns: &[(&str, &str)]) -> Vec<String> {
+    reference_pieces_at(model_id, system, turns, None)
+}
+
+/// [`reference_pieces`] of a request that sets `temperature` (`Some(0.0)`: greedy for every
+/// model; above 0, the first sample).
+pub fn reference_pieces_at(
+    model_id: &str,
+    system: &str,
+    turns: &[(&str, &str)],
+    requested: Option<f64>,
+) -> Vec<String> {
+    let all: Vec<&str> = std::iter::once(system)
+        .chain(turns.iter().map(|(_, t)| *t))
+        .collect();
+    let n = gen::directive_num(&all.join("\n"), "len")
+        .map(|n| (n as usize).clamp(1, gen::MAX_PIECES))
+        .unwrap_or(gen::DEFAULT_PIECES);
+    let sampled_model =
+        regex::Regex::new(super::DEFAULT_NO_PREFILL).is_ok_and(|r| r.is_match(model_id));
+    if sampled_model {
+        let t = temperature(requested, true);
+        return subwords(answer(gen::seed(model_id, system, turns, t, 1), n));
+    }
+    gen::pieces(gen::seed(model_id, system, turns, requested, 1), n)
+}
+
 #[cfg(test)]
-#[path = "sampled_tests.rs"]
-mod tests;
+mod tests {
+    //! How the behaviours heal through the relay's seam is tested in `resume::seam`'s tests,
+    //! which feed every behaviour at every cut through it.
+    use super::*;
+    #[test]
+    fn unset_temperature_is_one_for_sampled_models_only() {
+        assert_eq!(temperature(None, true), Some(1.0));
+        assert_eq!(temperature(Some(0.0), true), Some(0.0));
+        assert_eq!(temperature(None, false), None);
+    }
+
+    #[test]
+    fn long_words_stream_in_two_pieces_and_the_text_is_unchanged() {
+        let pieces: Vec<String> = ["The", " lantern", " glowed,", " ancient.\n\n", "Copper"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let split = subwords(pieces.clone());
+        assert_eq!(split.concat(), pieces.concat());
+        assert_eq!(split[1..3], [" lant".to_string(), "ern".to_string()]);
+        assert!(split.contains(&" anci".to_string()), "{split:?}");
+        assert_eq!(split.len(), pieces.len() + 2);
+    }
+
+    #[test]
+    fn behaviours_by_name_or_at_random_with_every_one_drawn() {
+        assert_eq!(Behaviour::from_name("echo2"), Some(Behaviour::Echo(2)));
+        assert_eq!(Behaviour::from_name("echo0"), None);
+        assert_eq!(
+            Behaviour::from_name("restart-diverging"),
+            Some(Behaviour::RestartDiverging)
+        );
+        assert_eq!(
+            Behaviour::choose("x sim:cont=preamble y", 1),
+            Behaviour::Preamble
+        );
+        assert_eq!(
+            Behaviour::choose("x", 42),
+            Behaviour::choose("x", 42),
+            "seeded"
+        );
+        let drawn: std::collections::HashSet<String> = (0..2000)
+            .map(|s| format!("{:?}", Behaviour::choose("", s)))
+            .collect();
+        assert_eq!(drawn.len(), RANDOM.len(), "{drawn:?}");
+        assert!(!drawn.contains("RestartDiverging"), "only by directive");
+    }
+
+    #[test]
+    fn a_continuation_continues_the_sample_the_delivered_text_came_from() {
+        let reference = |a: u32| gen::pieces(1000 + u64::from(a), 60);
+        let second = reference(2).concat();
+        let delivered = second[..second.len() / 2].trim_end();
+        let c = continue_after(delivered, 4, &reference, Behaviour::Clean, 7).expect("found");
+        assert_eq!(c.intended, second);
+        assert_eq!(format!("{delivered}{}", c.pieces.concat()), second);
+        assert!(
+            continue_after("Not from any sample", 4, &reference, Behaviour::Clean, 7).is_none()
+        );
+        let echo = continue_after(delivered, 4, &reference, Behaviour::Echo(2), 7).unwrap();
+        assert!(echo
+            .pieces
+            .concat()
+            .starts_with(gen::last_words(delivered, 2)));
+        let pre = continue_after(delivered, 4, &reference, Behaviour::Preamble, 0).unwrap();
+        assert!(pre.pieces[0].starts_with("Continuing from where I left off:"));
+        let restart = continue_after(delivered, 4, &reference, Behaviour::Restart, 0).unwrap();
+        assert_eq!(restart.pieces.concat(), second, "the whole answer again");
+    }
+}
