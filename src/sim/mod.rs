@@ -70,7 +70,8 @@ pub struct SimArgs {
     /// Delay before every content delta, e.g. `20ms`.
     #[arg(long = "inter-token", default_value = "0s", value_parser = humantime::parse_duration)]
     pub inter_token: Duration,
-    /// Regex over the model id of models that reject assistant prefill.
+    /// Regex over the model id of models that reject assistant prefill; they also sample at
+    /// temperature 1 unless the request sets one, and continue as real models do when asked.
     #[arg(long = "no-prefill-models", default_value = DEFAULT_NO_PREFILL)]
     pub no_prefill_models: String,
     /// Number of attempts kept by `GET /_sim/log` (oldest dropped first).
