@@ -18,14 +18,16 @@
 //!
 //! Strategies (the ladder of DESIGN.md): [`Strategy::Prefill`] (the delivered text as an
 //! assistant prefill), [`Strategy::Instructed`] (delivered text + a user turn asking to
-//! continue; the echoed overlap is removed), [`Strategy::Replay`] (resend the original request,
+//! continue; the seam removes what the model repeats or adds, see `seam`), [`Strategy::Replay`] (resend the original request,
 //! swallow what the client has while verifying it exactly, forward the rest; a mismatch is a
 //! [`Divergence`]). When nothing was delivered yet, [`plan`] returns a `Replay` with nothing to
 //! verify: a plain retry, always exact, allowed whatever the caps say.
 //!
 //! Buffers: the [`Transcript`] holds the content the client received, bounded by
 //! [`Transcript::with_limit`] (`max_transcript_bytes`); a replay [`Splicer`] holds a copy of it
-//! for verification; a continuation splicer holds at most ~200 bytes of seam look-ahead.
+//! for verification; a prefill splicer holds only whitespace at the seam; an instructed one
+//! holds a copy of the delivered text (to recognise a restarted answer) and at most 1 KiB of
+//! seam look-ahead, only while a seam rule is undecided.
 //!
 //! ```
 //! use bedrock_relay::eventstream::{self, event};
