@@ -25,7 +25,7 @@
 //!    is removed (the last words, the last sentence, the list item). When the echo goes on
 //!    into a longer word ("bro" → "brown") it re-typed a cut word and the join keeps the
 //!    rest ("wn"); after a single space or a preamble a one-word match is a new word instead
-//!    ("an" → "answer").
+//!    ("an" → "answer"), unless it is the whole delivered text (the answer restarted).
 //! 5. `whitespace`: whitespace extending the client's trailing whitespace is kept, other
 //!    leading whitespace is dropped (the client's wins), except the indentation of a new line;
 //!    after a removed preamble a space separates words.
@@ -340,7 +340,8 @@ fn echo(inst: &Instructed, lead: &str, body: &str, fin: bool) -> Result<Option<u
             return Err(());
         }
         let before_start = d[..start].trim_end().len();
-        if rules::echo_accepted(c, next, lead, &d[before_start..start]) {
+        // The whole delivered text again is a restart, whatever precedes it.
+        if start == 0 || rules::echo_accepted(c, next, lead, &d[before_start..start]) {
             return Ok(Some(c.len()));
         }
     }

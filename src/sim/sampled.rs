@@ -26,9 +26,10 @@ pub fn temperature(requested: Option<f64>, sampled_by_default: bool) -> Option<f
     requested.or(sampled_by_default.then_some(1.0))
 }
 
-/// A sampled answer: the generator's pieces for `seed`, with a word that repeats the word
-/// before it (case and punctuation aside) replaced, as natural text rarely says "meadow
-/// meadow" (a repetition at a cut is indistinguishable from an echo; README, Limits).
+/// A sampled answer: the generator's pieces for `seed`, with a word that completes an
+/// immediate repetition of the last 1-3 words (case and punctuation aside) replaced, as
+/// natural text rarely says "meadow meadow" or "bright tide bright tide" (a repetition at a
+/// cut is indistinguishable from an echo; README, Limits).
 pub fn answer(seed: u64, n: usize) -> Vec<String> {
     let mut pieces = gen::pieces(seed, n);
     let bare = |p: &str| -> String {
@@ -36,22 +37,26 @@ pub fn answer(seed: u64, n: usize) -> Vec<String> {
             .trim_end_matches(|c: char| !c.is_alphanumeric())
             .to_lowercase()
     };
+    let mut words: Vec<String> = pieces.iter().map(|p| bare(p)).collect();
+    let repeats = |w: &[String], i: usize| {
+        (1..=3).any(|k| i + 1 >= 2 * k && w[i + 1 - k..=i] == w[i + 1 - 2 * k..=i - k])
+    };
     for i in 1..pieces.len() {
-        let prev = bare(&pieces[i - 1]);
-        let word = bare(&pieces[i]);
-        if word.is_empty() || word != prev {
+        if words[i].is_empty() || !repeats(&words, i) {
             continue;
         }
-        let alt = if word == "harbor" {
-            "lantern"
-        } else {
-            "harbor"
-        };
+        let word = words[i].clone();
+        for alt in ["harbor", "lantern", "meadow", "willow"] {
+            words[i] = alt.to_owned();
+            if !repeats(&words, i) {
+                break;
+            }
+        }
+        let alt = words[i].as_str();
         let piece = &pieces[i];
         let at = piece.to_lowercase().find(&word).unwrap_or(0);
-        let capital = piece[at..].starts_with(char::is_uppercase);
         let mut replaced = piece[..at].to_owned();
-        if capital {
+        if piece[at..].starts_with(char::is_uppercase) {
             replaced.push_str(&alt[..1].to_uppercase());
             replaced.push_str(&alt[1..]);
         } else {
@@ -217,6 +222,8 @@ fn dress(delivered: &str, rest: Vec<String>, b: Behaviour, alt_seed: u64) -> Vec
                 .unwrap_or(0);
             with_head(&delivered[start..], rest)
         }
+        // Nothing left to say: an ellipsis glued to nothing is no continuation at all.
+        Behaviour::Ellipsis if text.is_empty() => rest,
         Behaviour::Preamble | Behaviour::PreambleEcho | Behaviour::Ellipsis => {
             let head = match b {
                 Behaviour::Ellipsis => "\u{2026}".to_owned(),
@@ -318,6 +325,27 @@ mod tests {
         assert_eq!(temperature(None, true), Some(1.0));
         assert_eq!(temperature(Some(0.0), true), Some(0.0));
         assert_eq!(temperature(None, false), None);
+    }
+
+    #[test]
+    fn sampled_answers_never_repeat_the_last_words_at_once() {
+        for seed in 0..300 {
+            let words: Vec<String> = answer(seed, 200)
+                .iter()
+                .map(|p| p.trim().trim_end_matches(['.', ',', '\n']).to_lowercase())
+                .collect();
+            for i in 1..words.len() {
+                for k in 1..=3 {
+                    if i + 1 >= 2 * k {
+                        assert_ne!(
+                            words[i + 1 - k..=i],
+                            words[i + 1 - 2 * k..=i - k],
+                            "{seed} {i}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]
