@@ -32,13 +32,14 @@
 //! 6. `block`: a continuation opening a markdown block (list item, heading, fence, quote)
 //!    while the client is mid-line in a list or after a colon gets a line break first.
 //!
-//! Limits: a genuine repetition of the last words is indistinguishable from an echo and is
-//! removed; echoes are compared exactly (no case or punctuation folding); a renumbered list
-//! is not renumbered back. Look-ahead: at most [`MAX_BUFFER`] bytes are held, and only while
+//! Echoes and restarts are compared exactly except whitespace: a run of whitespace matches
+//! any run (the client keeps its own). Limits: a genuine repetition of the last words is
+//! indistinguishable from an echo and is removed; no case or punctuation folding; a
+//! renumbered list is not renumbered back. Look-ahead: at most [`MAX_BUFFER`] bytes are held, and only while
 //! a rule is undecided.
 
 pub use super::seam_rules::RESTART_PROBE_BYTES;
-use super::seam_rules::{self as rules, Verdict};
+use super::seam_rules::{self as rules, Advance, Loose, Verdict};
 
 /// At most this many words of the delivered text are considered repeated.
 pub const MAX_OVERLAP_WORDS: usize = 64;
@@ -83,9 +84,11 @@ enum Phase {
     Head {
         after_restart: bool,
     },
-    /// Matching a restarted answer against the delivered text, at this byte.
+    /// Matching a restarted answer against the delivered text, at this byte (`in_ws`: in a
+    /// whitespace run that may go on).
     Restart {
         pos: usize,
+        in_ws: bool,
     },
     Done,
     /// Refused: nothing more is emitted.
@@ -164,33 +167,38 @@ impl Seam {
         match self.phase {
             Phase::Done => Some(text.to_owned()),
             Phase::Failed => Some(String::new()),
-            Phase::Restart { pos } => {
+            Phase::Restart { pos, in_ws } => {
                 let Some(inst) = self.inst.as_ref() else {
                     self.phase = Phase::Done;
                     return Some(text.to_owned());
                 };
-                let left = &inst.delivered[pos..];
-                let common = common_prefix(left, text);
-                if common == left.len() {
-                    // Reproduced whole: what follows is the continuation (a bounded recursion:
-                    // a head after a restart never restarts again).
-                    self.phase = Phase::Head {
-                        after_restart: true,
-                    };
-                    return self.feed(&text[common..], fin);
+                let d = inst.delivered.as_str();
+                match rules::advance(d, pos, in_ws, text) {
+                    Advance::Done(n) => {
+                        // Reproduced whole: what follows is the continuation (a bounded
+                        // recursion: a head after a restart never restarts again).
+                        self.phase = Phase::Head {
+                            after_restart: true,
+                        };
+                        self.feed(&text[n..], fin)
+                    }
+                    Advance::Consumed { pos, in_ws } if !fin => {
+                        self.phase = Phase::Restart { pos, in_ws };
+                        Some(String::new())
+                    }
+                    a @ (Advance::Consumed { pos, .. } | Advance::Mismatch { pos }) => {
+                        let how = match a {
+                            Advance::Mismatch { .. } => "differed from it",
+                            _ => "stopped",
+                        };
+                        self.failure = Some(format!(
+                            "the instructed continuation restarted the answer and {how} after {pos} of the {} delivered bytes",
+                            d.len()
+                        ));
+                        self.phase = Phase::Failed;
+                        Some(String::new())
+                    }
                 }
-                if common < text.len() || fin {
-                    self.failure = Some(format!(
-                        "the instructed continuation restarted the answer and {} after {} of the {} delivered bytes",
-                        if common < text.len() { "differed from it" } else { "stopped" },
-                        pos + common,
-                        inst.delivered.len()
-                    ));
-                    self.phase = Phase::Failed;
-                    return Some(String::new());
-                }
-                self.phase = Phase::Restart { pos: pos + common };
-                Some(String::new())
             }
             Phase::Head { after_restart } => {
                 self.buf.push_str(text);
@@ -209,7 +217,10 @@ impl Seam {
                     Step::Restart { skip } => {
                         let rest = self.buf.split_off(skip);
                         self.buf.clear();
-                        self.phase = Phase::Restart { pos: 0 };
+                        self.phase = Phase::Restart {
+                            pos: 0,
+                            in_ws: false,
+                        };
                         self.feed(&rest, fin)
                     }
                 }
@@ -265,13 +276,14 @@ fn decide(inst: &Instructed, w: &str, buf: &str, fin: bool, after_restart: bool)
     let mut echoed = after_restart;
     if !after_restart && r.restart && d.len() >= RESTART_PROBE_BYTES {
         let probe = &d[..rules::floor_boundary(d, RESTART_PROBE_BYTES)];
-        if body.len() < probe.len() && probe.starts_with(body) && !fin {
-            return Step::NeedMore;
-        }
-        if !probe.is_empty() && body.starts_with(probe) {
-            return Step::Restart {
-                skip: at + lead_len,
-            };
+        match rules::loose_match(probe.trim_end(), body) {
+            Loose::Prefix if !fin => return Step::NeedMore,
+            Loose::Matched(_) => {
+                return Step::Restart {
+                    skip: at + lead_len,
+                }
+            }
+            _ => {}
         }
     }
     if !after_restart && r.echo {
@@ -326,23 +338,19 @@ fn echo(inst: &Instructed, lead: &str, body: &str, fin: bool) -> Result<Option<u
     let d = inst.delivered.as_str();
     for &start in &inst.candidates {
         let c = &d[start..];
-        if c.len() > body.len() {
-            if c.starts_with(body) && !fin {
-                return Err(());
-            }
-            continue;
-        }
-        if !body.starts_with(c) {
-            continue;
-        }
-        let next = body[c.len()..].chars().next();
+        let n = match rules::loose_match(c, body) {
+            Loose::Prefix if !fin => return Err(()),
+            Loose::Matched(n) => n,
+            _ => continue,
+        };
+        let next = body[n..].chars().next();
         if next.is_none() && !fin {
             return Err(());
         }
         let before_start = d[..start].trim_end().len();
         // The whole delivered text again is a restart, whatever precedes it.
         if start == 0 || rules::echo_accepted(c, next, lead, &d[before_start..start]) {
-            return Ok(Some(c.len()));
+            return Ok(Some(n));
         }
     }
     Ok(None)

@@ -259,3 +259,81 @@ pub fn needs_space(delivered: &str, next: &str) -> bool {
     let first = next.chars().next();
     last.is_some_and(|c| is_word(c) || ".,;:!?)".contains(c)) && first.is_some_and(is_word)
 }
+
+/// How a pattern matches the start of a text, whitespace runs matching any whitespace run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loose {
+    /// The whole pattern matched the first `n` bytes of the text.
+    Matched(usize),
+    /// The text ran out first, matching so far.
+    Prefix,
+    No,
+}
+
+/// Match `pattern` against the start of `text`, where a run of whitespace on either side
+/// matches any non-empty run on the other (a model echoing "quick brown\nfox" as "quick
+/// brown fox"); everything else compares exactly.
+pub fn loose_match(pattern: &str, text: &str) -> Loose {
+    let (mut p, mut t) = (0, 0);
+    loop {
+        let Some(pc) = pattern[p..].chars().next() else {
+            return Loose::Matched(t);
+        };
+        let Some(tc) = text[t..].chars().next() else {
+            return Loose::Prefix;
+        };
+        if pc.is_whitespace() {
+            if !tc.is_whitespace() {
+                return Loose::No;
+            }
+            p += ws_run(&pattern[p..]);
+            t += ws_run(&text[t..]);
+        } else if pc == tc {
+            p += pc.len_utf8();
+            t += tc.len_utf8();
+        } else {
+            return Loose::No;
+        }
+    }
+}
+
+/// Streaming [`loose_match`] of the delivered text `d` from byte `pos`: `in_ws` says a
+/// whitespace run of the text matched and may go on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Advance {
+    /// All of the text matched; the delivered text goes on at `pos`.
+    Consumed { pos: usize, in_ws: bool },
+    /// The delivered text was matched whole by the first `n` bytes of the text.
+    Done(usize),
+    /// The text differs after `pos` bytes of the delivered text.
+    Mismatch { pos: usize },
+}
+
+pub fn advance(d: &str, mut pos: usize, mut in_ws: bool, text: &str) -> Advance {
+    for (i, c) in text.char_indices() {
+        if in_ws && c.is_whitespace() {
+            continue;
+        }
+        in_ws = false;
+        let Some(dc) = d[pos..].chars().next() else {
+            return Advance::Done(i);
+        };
+        if dc.is_whitespace() && c.is_whitespace() {
+            pos += ws_run(&d[pos..]);
+            in_ws = true;
+        } else if dc == c {
+            pos += c.len_utf8();
+        } else {
+            return Advance::Mismatch { pos };
+        }
+    }
+    if pos == d.len() && !in_ws {
+        Advance::Done(text.len())
+    } else {
+        Advance::Consumed { pos, in_ws }
+    }
+}
+
+fn ws_run(s: &str) -> usize {
+    s.len() - s.trim_start().len()
+}
