@@ -53,10 +53,10 @@ const PREAMBLE_STARTS: &[&str] = &[
     "\u{2026}",
 ];
 
-/// A preamble names what it does (lowercase match).
+/// A preamble names what it does (lowercase; a word stem, or a phrase ending a word:
+/// "the rest" but not "the restaurant").
+const PREAMBLE_STEMS: &[&str] = &["continu", "resum"];
 const PREAMBLE_WORDS: &[&str] = &[
-    "continu",
-    "resum",
     "pick up",
     "picking up",
     "left off",
@@ -117,7 +117,7 @@ pub fn preamble(head: &str, fin: bool) -> Verdict {
             continue;
         }
         let lower = head[..end].to_lowercase();
-        if PREAMBLE_WORDS.iter().any(|w| lower.contains(w)) {
+        if names_continuing(&lower) {
             let ws = head[end..].len() - head[end..].trim_start().len();
             if end + ws == head.len() && !fin {
                 return Verdict::NeedMore; // the whitespace after it may go on
@@ -131,6 +131,16 @@ pub fn preamble(head: &str, fin: bool) -> Verdict {
     } else {
         Verdict::NeedMore
     }
+}
+
+/// `lower` names continuing: a stem anywhere, or a phrase ending at a word boundary.
+fn names_continuing(lower: &str) -> bool {
+    PREAMBLE_STEMS.iter().any(|w| lower.contains(w))
+        || PREAMBLE_WORDS.iter().any(|w| {
+            lower
+                .match_indices(w)
+                .any(|(i, _)| !lower[i + w.len()..].starts_with(char::is_alphanumeric))
+        })
 }
 
 /// The info string of the code fence still open at the end of `text`, if one is.
