@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod app;
 pub mod bench;
+pub mod body;
 pub mod cli;
 pub mod config;
 pub mod demo;

@@ -35,6 +35,8 @@ pub struct Metrics {
     pub resume_gap_seconds: Histogram,
     /// Clients that went away before their response was complete.
     pub client_disconnects_total: IntCounter,
+    /// Stream pumps that panicked (a bug): their clients' connections were cut.
+    pub stream_panics_total: IntCounter,
     /// Always 1, labelled with the crate `version`.
     pub build_info: IntGaugeVec,
 }
@@ -147,6 +149,10 @@ impl Metrics {
         registry
             .register(Box::new(resume_gap_seconds.clone()))
             .expect("unique metric");
+        let stream_panics_total = counter(
+            "stream_panics_total",
+            "Stream pumps that panicked (a bug); their clients' connections were cut.",
+        );
         let client_disconnects_total = counter(
             "client_disconnects_total",
             "Clients that went away before their response was complete.",
@@ -176,6 +182,7 @@ impl Metrics {
             failed_attempt_tokens_total,
             resume_gap_seconds,
             client_disconnects_total,
+            stream_panics_total,
             build_info,
         }
     }

@@ -222,8 +222,8 @@ impl Admission {
     /// Keep the client's concurrency slot until `resp`'s body is finished or dropped.
     pub fn hold(
         self,
-        resp: http::Response<crate::proxy::Body>,
-    ) -> http::Response<crate::proxy::Body> {
+        resp: http::Response<crate::body::Body>,
+    ) -> http::Response<crate::body::Body> {
         use http_body_util::BodyExt;
         match self.slot {
             None => resp,

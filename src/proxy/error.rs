@@ -5,10 +5,10 @@
 //! shaped for the protocol of the service the client thought it was calling (query XML for
 //! STS and friends, S3 XML, JSON otherwise), so its message reaches the user verbatim.
 
-use super::Body;
+pub use crate::body::full;
+use crate::body::Body;
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
 
 /// Why the relay answers a request itself instead of forwarding Bedrock's answer.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +36,10 @@ pub enum RelayError {
     Inbound(#[from] crate::inbound::Denied),
     #[error("upstream response exceeds the relay's limit of {limit} bytes (max_response_body)")]
     ResponseTooLarge { limit: usize },
+    #[error("the retry budget or the request deadline is exhausted")]
+    Exhausted,
+    #[error("{0}")]
+    CannotResume(String),
 }
 
 impl RelayError {
@@ -58,7 +62,13 @@ impl RelayError {
             RelayError::ResponseTooLarge { .. } => {
                 (StatusCode::BAD_GATEWAY, "InternalServerException")
             }
-            RelayError::Upstream(_) => (StatusCode::BAD_GATEWAY, "InternalServerException"),
+            RelayError::Upstream(_) | RelayError::CannotResume(_) => {
+                (StatusCode::BAD_GATEWAY, "InternalServerException")
+            }
+            RelayError::Exhausted => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailableException",
+            ),
             RelayError::Inbound(d) => d.status_and_type(),
         }
     }
@@ -119,11 +129,6 @@ fn respond(
     resp
 }
 
-/// A complete body.
-pub fn full(bytes: Bytes) -> Body {
-    Full::new(bytes).map_err(|never| match never {}).boxed()
-}
-
 fn xml_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -133,6 +138,7 @@ fn xml_escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::BodyExt;
 
     async fn body_string(resp: Response<Body>) -> String {
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();

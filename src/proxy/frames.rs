@@ -4,21 +4,12 @@
 //! frame (bounded by `eventstream::MAX_FRAME_LEN`); a partial frame is never forwarded.
 
 use crate::eventstream::{self, Frame, FrameSplitter};
-use crate::retry::RetryReason;
+use crate::retry::{classify_exception, RetryReason};
 use bytes::Bytes;
 use futures_util::FutureExt;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::time::Duration;
-
-/// In-stream exceptions after which the rest of the answer can be fetched again.
-pub const RETRYABLE_EXCEPTIONS: [&str; 5] = [
-    "internalServerException",
-    "modelStreamErrorException",
-    "throttlingException",
-    "serviceUnavailableException",
-    "modelTimeoutException",
-];
 
 /// How an upstream stream broke.
 #[derive(Debug)]
@@ -59,7 +50,9 @@ impl Fault {
             Fault::Truncated => RetryReason::Truncated,
             Fault::Corrupt(_) => RetryReason::CorruptFrame,
             Fault::Stall(_) => RetryReason::Stall,
-            Fault::Exception { .. } => RetryReason::InStreamError,
+            Fault::Exception { exception_type, .. } => {
+                classify_exception(exception_type).unwrap_or(RetryReason::InStreamError)
+            }
         }
     }
 
@@ -82,22 +75,22 @@ impl Fault {
 }
 
 /// A frame's meaning for the pump.
-pub enum Classified {
+pub enum FrameClass {
     /// A normal event.
     Event,
-    /// A retryable in-stream exception.
+    /// A retryable in-stream exception (see [`classify_exception`]).
     Retryable(String),
     /// A non-retryable exception or unmodelled error: forwarded unchanged, then the stream ends.
     Final,
 }
 
-pub fn classify(frame: &Frame) -> Classified {
+pub fn frame_class(frame: &Frame) -> FrameClass {
     match frame.kind() {
-        eventstream::Kind::Event(_) => Classified::Event,
-        eventstream::Kind::Exception(t) if RETRYABLE_EXCEPTIONS.contains(&t) => {
-            Classified::Retryable(t.to_owned())
+        eventstream::Kind::Event(_) => FrameClass::Event,
+        eventstream::Kind::Exception(t) if classify_exception(t).is_some() => {
+            FrameClass::Retryable(t.to_owned())
         }
-        _ => Classified::Final,
+        _ => FrameClass::Final,
     }
 }
 
