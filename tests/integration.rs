@@ -19,3 +19,4 @@ mod sim_models;
 mod sim_sdk;
 mod sim_wire;
 mod soak;
+mod stream_seams;

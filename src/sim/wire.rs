@@ -244,11 +244,22 @@ async fn send_stream(
                     conn.chunk(&bad).await.ok()?;
                     continue;
                 }
-                Fault::Status { .. } | Fault::ResetBeforeHeaders | Fault::ResetMidBody => {}
+                Fault::Status { .. }
+                | Fault::ResetBeforeHeaders
+                | Fault::ResetMidBody
+                | Fault::OversizedHeader { .. } => {}
             }
         }
         let Some(frame) = stream.frames.get(i) else {
             break;
+        };
+        let padded;
+        let frame = match &fault {
+            Some(Fault::OversizedHeader { events }) if i >= *events => {
+                padded = with_oversized_header(frame);
+                &padded[..]
+            }
+            _ => &frame[..],
         };
         if stream.delta[i] && !gap.is_zero() {
             conn.chunk(&batch).await.ok()?;
@@ -264,6 +275,31 @@ async fn send_stream(
     conn.chunk(&batch).await.ok()?;
     conn.end_chunked().await.ok()?;
     Some(conn)
+}
+
+/// The frame with an extra `x-sim-padding` string header of 40,000 bytes, CRCs recomputed.
+/// Built by hand: the EventStream encoder refuses header values over 32,767 bytes.
+fn with_oversized_header(frame: &[u8]) -> Vec<u8> {
+    const VALUE_LEN: u16 = 40_000;
+    let name = b"x-sim-padding";
+    let headers_len = u32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]) as usize;
+    let mut header = vec![name.len() as u8];
+    header.extend_from_slice(name);
+    header.push(7); // string
+    header.extend_from_slice(&VALUE_LEN.to_be_bytes());
+    header.extend(std::iter::repeat_n(b'p', VALUE_LEN as usize));
+    let body = &frame[12..frame.len() - 4];
+    let total = 12 + header.len() + body.len() + 4;
+    let mut out = Vec::with_capacity(total);
+    out.extend_from_slice(&(total as u32).to_be_bytes());
+    out.extend_from_slice(&((headers_len + header.len()) as u32).to_be_bytes());
+    let prelude_crc = crc32fast::hash(&out);
+    out.extend_from_slice(&prelude_crc.to_be_bytes());
+    out.extend_from_slice(&header);
+    out.extend_from_slice(body);
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_be_bytes());
+    out
 }
 
 fn exception_frame(exception_type: &str) -> bytes::Bytes {
