@@ -30,17 +30,17 @@ pub fn full(bytes: Bytes) -> Body {
 }
 
 /// Frames buffered between the pump and the client connection.
-pub const DEPTH: usize = 32;
+pub(crate) const DEPTH: usize = 32;
 
 /// A write to the client is sent when nothing more is ready upstream or when this many
 /// bytes are gathered, whichever comes first.
-pub const BATCH_BYTES: usize = 64 * 1024;
+pub(crate) const BATCH_BYTES: usize = 64 * 1024;
 
 /// Frames gathered for the client's next write: frames that arrive together leave together
 /// (one channel send, one HTTP chunk, one socket write). A single frame is passed on as it
 /// came, without a copy.
 #[derive(Debug, Default)]
-pub struct Batch {
+pub(crate) struct Batch {
     one: Option<Bytes>,
     many: BytesMut,
 }

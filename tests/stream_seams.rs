@@ -42,11 +42,17 @@ async fn a_frame_that_cannot_be_reframed_ends_in_a_typed_error_not_a_short_answe
     let err = got
         .error
         .expect("the client must not get a clean end without the answer's end");
-    assert!(got.modelled_error, "a typed exception the SDK raises: {err}");
+    assert!(
+        got.modelled_error,
+        "a typed exception the SDK raises: {err}"
+    );
     assert!(err.contains("ModelStreamError"), "{err}");
     assert!(err.contains("re-framed"), "{err}");
     no_stream_left(&h).await;
-    assert_eq!(h.metric("bedrock_relay_stream_panics_total", &[]).await, 0.0);
+    assert_eq!(
+        h.metric("bedrock_relay_stream_panics_total", &[]).await,
+        0.0
+    );
 }
 
 #[tokio::test]
@@ -141,10 +147,16 @@ async fn a_refused_continuation_request_falls_to_the_next_rung() {
     h.fault(tag, Some(vec![2]), Fault::Status { code: 400 });
     let got = canon::converse_stream(&h.client, &r).await;
     assert_eq!(got.error, None);
-    assert_eq!(got.events, reference.events, "healed by replay, byte for byte");
+    assert_eq!(
+        got.events, reference.events,
+        "healed by replay, byte for byte"
+    );
     let attempts = h.attempts_for(tag);
     assert_eq!(attempts.len(), 3);
-    assert!(attempts[1].prefill.is_some(), "the second attempt was a prefill");
+    assert!(
+        attempts[1].prefill.is_some(),
+        "the second attempt was a prefill"
+    );
     assert_eq!(attempts[2].prefill, None, "the third a replay");
     assert_eq!(
         h.metric(
@@ -192,7 +204,10 @@ async fn refused_continuations_do_not_use_up_max_resumes_or_count_as_resumes() {
     let reference = canon::converse_stream(&h.reference, &r).await;
     h.fault(tag, Some(vec![1]), Fault::ResetAfterEvents { events: 10 });
     let got = canon::converse_stream(&h.client, &r).await;
-    assert_eq!(got.error, None, "the refused prefill did not use up the one resume");
+    assert_eq!(
+        got.error, None,
+        "the refused prefill did not use up the one resume"
+    );
     assert_eq!(got.events, reference.events);
 
     // A stream whose continuation never opens reports that it was never resumed.

@@ -3,27 +3,10 @@
 //!
 //! See `config/bedrock-relay.toml` for a commented example holding every default.
 
-use super::parse::{Problems, Raw};
+use super::parse::{Problems, Raw, SizeValue};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::Path;
-
-/// A size written either as bytes (`20971520`) or with a unit (`"20MiB"`).
-#[derive(Debug, Deserialize, Clone)]
-#[serde(untagged)]
-pub(crate) enum SizeValue {
-    Bytes(u64),
-    Text(String),
-}
-
-impl SizeValue {
-    pub(crate) fn text(&self) -> String {
-        match self {
-            SizeValue::Bytes(n) => n.to_string(),
-            SizeValue::Text(s) => s.clone(),
-        }
-    }
-}
 
 /// One per-model stall timeout: the first entry whose regex matches the model id wins.
 #[derive(Debug, Deserialize, Clone)]

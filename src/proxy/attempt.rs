@@ -31,13 +31,13 @@ pub enum Failure {
     Transport { reason: RetryReason, detail: String },
     /// Bedrock answered with an error status (body buffered, forwarded unchanged if final).
     Status {
-        response: Response<Bytes>,
+        response: Box<Response<Bytes>>,
         retry: Option<RetryReason>,
     },
     /// A stream whose first frame was an exception (HTTP 200): forwarded as Bedrock sent
     /// it (head and frame) if final, so throttling stays throttling.
     Exception {
-        head: http::response::Parts,
+        head: Box<http::response::Parts>,
         frame: Frame,
         retry: Option<RetryReason>,
     },
@@ -58,8 +58,8 @@ impl Failure {
     /// or a Bedrock-shaped error naming what went wrong.
     pub fn into_result(self, attempts: u32) -> Result<Response<Bytes>, RelayError> {
         match self {
-            Failure::Status { response, .. } => Ok(response),
-            Failure::Exception { head, frame, .. } => Ok(Response::from_parts(head, frame.raw)),
+            Failure::Status { response, .. } => Ok(*response),
+            Failure::Exception { head, frame, .. } => Ok(Response::from_parts(*head, frame.raw)),
             Failure::Fatal(e) => Err(e),
             Failure::Transport { reason, detail } => Err(match reason {
                 RetryReason::Connect => RelayError::Connect { attempts, detail },
@@ -228,7 +228,7 @@ impl Attempts {
         .await;
         match read {
             Ok(Ok(collected)) => Failure::Status {
-                response: Response::from_parts(parts, collected.to_bytes()),
+                response: Box::new(Response::from_parts(parts, collected.to_bytes())),
                 retry,
             },
             _ => Failure::Transport {

@@ -50,7 +50,7 @@ pub async fn handle(relay: Arc<Relay>, req: Request<Incoming>) -> Response<Body>
     };
     let resp = match answer {
         Ok(Answer::Whole(resp)) => finish_whole(&relay, record, resp),
-        Ok(Answer::Stream(opened)) => stream::start(relay, opened, record),
+        Ok(Answer::Stream(opened)) => stream::start(relay, *opened, record),
         Err(e) => finish_error(&relay, record, e),
     };
     match admission {
@@ -64,7 +64,7 @@ enum Answer {
     /// A complete response: Bedrock's answer or its own error, read whole.
     Whole(Response<Bytes>),
     /// A stream whose first frame has arrived; its pump takes it from here.
-    Stream(stream::Opened),
+    Stream(Box<stream::Opened>),
 }
 
 /// Steps 2–5 for an admitted request.
@@ -118,13 +118,13 @@ async fn relay_request(
         match attempts.drive(&mut first, policy).await {
             Ok(stream::First::Stream(head, frames, frame)) => {
                 record.attempts = attempts.made();
-                return Ok(Answer::Stream(stream::Opened {
+                return Ok(Answer::Stream(Box::new(stream::Opened {
                     head,
                     frames,
                     first: frame,
                     outbound,
                     attempts,
-                }));
+                })));
             }
             Ok(stream::First::Whole(resp)) => Ok(resp),
             Err(failure) => Err(failure),

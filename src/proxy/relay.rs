@@ -186,7 +186,10 @@ mod tests {
         ] {
             assert_eq!(model_key(spelling), base, "{spelling}");
         }
-        assert_eq!(model_key("meta.llama3-1-70b-instruct-v1:0"), "meta.llama3-1-70b-instruct-v1:0");
+        assert_eq!(
+            model_key("meta.llama3-1-70b-instruct-v1:0"),
+            "meta.llama3-1-70b-instruct-v1:0"
+        );
         assert_eq!(
             model_key("arn:aws:bedrock:us-east-1:1:application-inference-profile/abc123"),
             "abc123"
@@ -210,10 +213,10 @@ mod tests {
         }
         let last = format!("vendor.model-{}", MAX_REMEMBERED_MODELS + 9);
         assert!(m.prefill_forbidden(&last), "still learning when full");
-        assert!(!m.prefill_forbidden("vendor.model-0"), "the oldest made room");
-        assert_eq!(
-            m.no_prefill.lock().unwrap().len(),
-            MAX_REMEMBERED_MODELS
+        assert!(
+            !m.prefill_forbidden("vendor.model-0"),
+            "the oldest made room"
         );
+        assert_eq!(m.no_prefill.lock().unwrap().len(), MAX_REMEMBERED_MODELS);
     }
 }

@@ -209,6 +209,9 @@ mod tests {
         let body = br#"{"message":"This model does not support assistant message prefill. The conversation must end with a user message."}"#;
         assert!(rejects_prefill(StatusCode::BAD_REQUEST, body));
         assert!(!rejects_prefill(StatusCode::INTERNAL_SERVER_ERROR, body));
-        assert!(!rejects_prefill(StatusCode::BAD_REQUEST, br#"{"message":"max_tokens: too large"}"#));
+        assert!(!rejects_prefill(
+            StatusCode::BAD_REQUEST,
+            br#"{"message":"max_tokens: too large"}"#
+        ));
     }
 }

@@ -299,7 +299,7 @@ async fn handle(state: &State, mut conn: Conn, req: Request) -> Option<Conn> {
         status,
         "simulator request"
     );
-    respond(state, conn, outcome, &rid).await
+    respond(&state.config, conn, outcome, &rid).await
 }
 
 fn prompt_of(op: Operation, model_id: &str, body: &Value) -> Result<Prompt, SimError> {

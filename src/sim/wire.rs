@@ -8,8 +8,7 @@
 use super::faults::Fault;
 use super::http::Conn;
 use super::render::Stream;
-use super::server::State;
-use super::{error_type_for, SimError};
+use super::{error_type_for, SimConfig, SimError};
 use serde_json::{json, Value};
 
 /// Bytes of whole frames gathered into one chunk when no delay separates them.
@@ -67,7 +66,7 @@ pub(super) async fn send_json(
 }
 
 pub(super) async fn respond(
-    state: &State,
+    config: &SimConfig,
     mut conn: Conn,
     outcome: Outcome,
     rid: &str,
@@ -96,7 +95,7 @@ pub(super) async fn respond(
             .await
         }
         (fault, Ok(Reply::Stream { stream, invoke })) => {
-            send_stream(state, conn, stream, invoke, fault.clone(), rid).await
+            send_stream(config, conn, stream, invoke, fault.clone(), rid).await
         }
     }
 }
@@ -166,7 +165,7 @@ async fn send_body(
 
 /// A stream of frames with the fault cut in at its position.
 async fn send_stream(
-    state: &State,
+    config: &SimConfig,
     mut conn: Conn,
     stream: Stream,
     invoke: bool,
@@ -187,7 +186,7 @@ async fn send_stream(
         ));
     }
     conn.start_chunked(200, &headers).await.ok()?;
-    let (ttft, gap) = (state.config.ttft, state.config.inter_token);
+    let (ttft, gap) = (config.ttft, config.inter_token);
     if !ttft.is_zero() {
         tokio::time::sleep(ttft).await;
     }

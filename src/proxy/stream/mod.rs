@@ -69,7 +69,11 @@ impl Exchange for FirstFrame<'_> {
         Ok(self.outbound.request())
     }
 
-    async fn accept(&mut self, resp: Response<Incoming>, within: Duration) -> Result<First, Failure> {
+    async fn accept(
+        &mut self,
+        resp: Response<Incoming>,
+        within: Duration,
+    ) -> Result<First, Failure> {
         let (head, body) = resp.into_parts();
         if !is_eventstream(&head.headers) {
             // Not a stream after all (some agent operations answer JSON): read it whole.
@@ -80,7 +84,7 @@ impl Exchange for FirstFrame<'_> {
         match frames.next().await {
             Ok(Some(frame)) => match frame_class(&frame) {
                 FrameClass::Retryable(t) => Err(Failure::Exception {
-                    head,
+                    head: Box::new(head),
                     retry: classify_exception(&t),
                     frame,
                 }),

@@ -245,7 +245,11 @@ impl Pump {
                                 break End::Failed;
                             }
                             Err(Unforwardable::Encode(e)) => {
-                                self.fail(None, &format!("an upstream event could not be re-framed ({e})")).await;
+                                self.fail(
+                                    None,
+                                    &format!("an upstream event could not be re-framed ({e})"),
+                                )
+                                .await;
                                 break End::Failed;
                             }
                         }
@@ -434,7 +438,9 @@ fn why_not_resumed(failure: Failure) -> String {
         Failure::Transport { detail, .. } => detail,
     };
     if retryable {
-        format!("{detail}; no attempt left (max_attempts, the retry budget or the request deadline)")
+        format!(
+            "{detail}; no attempt left (max_attempts, the retry budget or the request deadline)"
+        )
     } else {
         detail
     }

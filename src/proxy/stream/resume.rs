@@ -82,7 +82,10 @@ impl Exchange for Resume<'_> {
                 resp.status()
             )));
         }
-        let splicer = self.splicer.take().ok_or_else(|| cannot("no plan".into()))?;
+        let splicer = self
+            .splicer
+            .take()
+            .ok_or_else(|| cannot("no plan".into()))?;
         Ok((UpstreamFrames::new(resp.into_body(), self.stall), splicer))
     }
 
