@@ -34,7 +34,7 @@ pub enum LogFormat {
     Json,
 }
 
-/// How broken streams may be resumed (see DESIGN.md, "Continuing a model's output").
+/// How broken streams may be resumed (see docs/design.md, "Continuing a model's output").
 #[derive(Debug, Clone)]
 pub struct ResumeSettings {
     /// Resumptions allowed per streaming response (default 3).

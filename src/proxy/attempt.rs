@@ -7,7 +7,7 @@
 //! budget is charged here ([`Attempts::may_retry`]) and refunded here ([`Attempts::succeeded`]).
 
 use super::error::RelayError;
-use super::request::Outbound;
+use super::outbound::Outbound;
 use super::Relay;
 use crate::eventstream::Frame;
 use crate::ops::Operation;

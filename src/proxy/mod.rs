@@ -3,15 +3,15 @@
 //! [`handle`] is the whole path: it admits the request, runs [`relay_request`] (the steps
 //! that can fail, as one `Result`) and is the one exit — every answer is counted, logged and
 //! held against the client's concurrency slot here, every error mapped to HTTP here (by
-//! `error`). Beside it: `request` (body limit, other services, the upstream template),
+//! `error`). Beside it: `outbound` (body limit, other services, the upstream template),
 //! `attempt` (the one retry driver: sign, send, judge, back off), `stream` (the EventStream
 //! pump with resumption), `relay` (shared state and the request's record).
 
 mod attempt;
 pub mod error;
 mod frames;
+mod outbound;
 mod relay;
-mod request;
 mod stream;
 
 pub use crate::body::Body;
@@ -25,7 +25,7 @@ use error::{full, RelayError};
 use http::request::Parts;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use request::Outbound;
+use outbound::Outbound;
 use std::sync::Arc;
 
 /// Serve one client request. The one exit: whatever happened, the answer leaves here.
@@ -78,16 +78,16 @@ async fn relay_request(
     let operation = record.operation;
     // A request signed for another AWS service is refused, or forwarded re-signed for that
     // service when the operator enabled it.
-    let other_service = request::other_service(&parts.headers);
+    let other_service = outbound::other_service(&parts.headers);
     let base = match &other_service {
         None => relay.upstream.base(operation.route()).clone(),
         Some(service) if relay.settings.forward_other_services => {
-            request::service_endpoint(service, relay.signer.region())?
+            outbound::service_endpoint(service, relay.signer.region())?
         }
-        Some(service) => return Err(request::wrong_service(&parts.headers, service.clone())),
+        Some(service) => return Err(outbound::wrong_service(&parts.headers, service.clone())),
     };
     // 2. limits: the body is buffered (signing and replay need it), within its cap.
-    let body = request::read_body(body, relay.settings.max_request_body).await?;
+    let body = outbound::read_body(body, relay.settings.max_request_body).await?;
     admission.verify_body(&relay.inbound, &parts, &body)?;
     let path = parts
         .uri

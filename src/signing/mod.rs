@@ -76,7 +76,7 @@ impl Signer {
     /// background (a failure is logged, not fatal: they are fetched again on first use).
     ///
     /// The relay's own AWS clients (STS, SSO) must not follow `AWS_ENDPOINT_URL*` back to the
-    /// relay: `app::serve_main` removes those variables from the process environment first.
+    /// relay: `main` (`app::scrub_endpoint_env`) removes those variables from the process environment first.
     pub async fn from_settings(settings: &crate::config::Settings) -> Result<Signer, SigningError> {
         if let Ok(token) = std::env::var(BEARER_ENV) {
             if !token.trim().is_empty() {

@@ -18,8 +18,8 @@ mod pump;
 mod resume;
 
 use super::attempt::{read_whole, Attempts, Exchange, Failure};
-use super::frames::{frame_class, Fault, FrameClass, UpstreamFrames};
-use super::request::Outbound;
+use super::frames::{frame_class, FrameClass, Interruption, UpstreamFrames};
+use super::outbound::Outbound;
 use super::{Body, Record, Relay};
 use crate::body;
 use crate::eventstream::Frame;
@@ -90,7 +90,7 @@ impl Exchange for FirstFrame<'_> {
                 }),
                 _ => Ok(First::Stream(head, frames, frame)),
             },
-            Ok(None) => Err(fault_failure(Fault::Truncated)),
+            Ok(None) => Err(fault_failure(Interruption::Truncated)),
             Err(fault) => Err(fault_failure(fault)),
         }
     }
@@ -154,7 +154,7 @@ fn is_eventstream(headers: &http::HeaderMap) -> bool {
 
 /// A fault before anything reached the client: retried like any failure (it is counted by
 /// `upstream_attempts_total` and `retries_total`, not as a stream interruption).
-fn fault_failure(fault: Fault) -> Failure {
+fn fault_failure(fault: Interruption) -> Failure {
     Failure::Transport {
         reason: fault.retry_reason(),
         detail: fault.describe(),

@@ -7,8 +7,8 @@ use super::resume::Resume;
 use crate::body::{Batch, FrameSender, BATCH_BYTES};
 use crate::eventstream::{self, Frame};
 use crate::proxy::attempt::{Attempts, Failure, Policy};
-use crate::proxy::frames::{frame_class, Fault, FrameClass, UpstreamFrames};
-use crate::proxy::request::Outbound;
+use crate::proxy::frames::{frame_class, FrameClass, Interruption, UpstreamFrames};
+use crate::proxy::outbound::Outbound;
 use crate::proxy::{Record, Relay};
 use crate::resume::{give_up_event, Spliced, Splicer, StreamFormat, Transcript};
 use bytes::Bytes;
@@ -213,7 +213,7 @@ impl Pump {
             };
             let fault = match next {
                 Ok(Some(frame)) => match frame_class(&frame) {
-                    FrameClass::Retryable(exception_type) => Fault::Exception {
+                    FrameClass::Retryable(exception_type) => Interruption::Exception {
                         exception_type,
                         frame,
                     },
@@ -256,7 +256,7 @@ impl Pump {
                     }
                 },
                 Ok(None) if self.resumable.is_none() || self.is_complete() => break End::Complete,
-                Ok(None) => Fault::Truncated,
+                Ok(None) => Interruption::Truncated,
                 Err(fault) => fault,
             };
             // A fault mid-stream: the client gets what it is owed, the fault is counted,
@@ -305,7 +305,7 @@ impl Pump {
     }
 
     /// Climb the ladder until a new upstream stream is open, or say why it cannot be.
-    async fn resume(&mut self, fault: &Fault) -> Result<UpstreamFrames, String> {
+    async fn resume(&mut self, fault: &Interruption) -> Result<UpstreamFrames, String> {
         let Some(r) = self.resumable.as_mut() else {
             return Err("this stream's format cannot be resumed".into());
         };
@@ -344,16 +344,16 @@ impl Pump {
 
     /// End the stream with a typed exception the SDKs raise: the upstream's own retryable
     /// exception when that is what broke it, else `modelStreamErrorException`.
-    async fn fail(&mut self, fault: Option<Fault>, why: &str) {
+    async fn fail(&mut self, fault: Option<Interruption>, why: &str) {
         let what = fault
             .as_ref()
-            .map(Fault::describe)
+            .map(Interruption::describe)
             .unwrap_or_else(|| "stream could not be continued".into());
         tracing::warn!(model = %self.model, attempts = self.attempts.made(), resumes = self.resumes, %what, %why, "stream failed");
         let bytes = match fault {
             // The upstream's own exception, when the client's SDK models it for this
             // operation (ConverseStream has no modelTimeoutException).
-            Some(Fault::Exception {
+            Some(Interruption::Exception {
                 frame,
                 exception_type,
             }) if self.record.operation != crate::ops::Operation::ConverseStream

@@ -10,7 +10,7 @@ use super::is_eventstream;
 use crate::proxy::attempt::{Exchange, Failure};
 use crate::proxy::error::RelayError;
 use crate::proxy::frames::UpstreamFrames;
-use crate::proxy::request::Outbound;
+use crate::proxy::outbound::Outbound;
 use crate::proxy::Relay;
 use crate::resume::{plan, Splicer, Strategy, StreamFormat, Transcript};
 use crate::retry::{rejects_prefill, RetryReason};
