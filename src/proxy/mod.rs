@@ -15,7 +15,7 @@ mod relay;
 mod stream;
 
 pub use crate::body::Body;
-pub use relay::{model_key, ModelMemory, Record, Relay};
+pub use relay::{Record, Relay};
 
 use crate::inbound::Admission;
 use crate::ops::{self, Classified};

@@ -72,10 +72,6 @@ impl RetryBudget {
     pub fn available(&self) -> u32 {
         self.tokens.load(Ordering::Acquire)
     }
-
-    pub fn capacity(&self) -> u32 {
-        self.capacity
-    }
 }
 
 #[cfg(test)]

@@ -66,7 +66,8 @@ impl RetryReason {
         }
     }
 
-    /// All reasons, e.g. to pre-create metric label sets.
+    /// All reasons (the label test walks them).
+    #[cfg(test)]
     pub const ALL: [RetryReason; 10] = [
         RetryReason::Connect,
         RetryReason::Reset,

@@ -8,7 +8,9 @@
 mod connect;
 mod error;
 
-pub use error::{FailureKind, UpstreamError};
+#[cfg(test)]
+pub use error::FailureKind;
+pub use error::UpstreamError;
 
 use crate::config::Settings;
 use crate::ops::Route;
@@ -155,6 +157,7 @@ impl Upstream {
         }
     }
 
+    #[cfg(test)]
     /// Absolute URI for `path_and_query` (as the client sent it, byte-exact) on `route`.
     pub fn uri_for(&self, route: Route, path_and_query: &str) -> Result<Uri, UpstreamError> {
         join(self.base(route), path_and_query)
