@@ -21,6 +21,12 @@ pub enum Operation {
     ListAsyncInvokes,
     /// Any Bedrock Agent Runtime operation (InvokeAgent, Retrieve, RetrieveAndGenerate, ...).
     AgentRuntime,
+    /// OpenAI-compatible Chat Completions (`POST /openai/v1/chat/completions`, `/v1/...`).
+    ChatCompletions,
+    /// OpenAI-compatible Responses (`POST /openai/v1/responses`, `/v1/responses`).
+    Responses,
+    /// Anthropic-Messages-compatible (`POST /anthropic/v1/messages`, `/v1/messages`).
+    AnthropicMessages,
     /// Not a data-plane operation the relay serves.
     Unknown,
 }
@@ -47,6 +53,9 @@ impl Operation {
             Operation::GetAsyncInvoke => "GetAsyncInvoke",
             Operation::ListAsyncInvokes => "ListAsyncInvokes",
             Operation::AgentRuntime => "AgentRuntime",
+            Operation::ChatCompletions => "ChatCompletions",
+            Operation::Responses => "Responses",
+            Operation::AnthropicMessages => "AnthropicMessages",
             Operation::Unknown => "Unknown",
         }
     }
@@ -56,6 +65,14 @@ impl Operation {
         matches!(
             self,
             Operation::ConverseStream | Operation::InvokeModelWithResponseStream
+        )
+    }
+
+    /// Answered with Server-Sent Events when the request asks to stream (`"stream": true`).
+    pub fn is_sse(self) -> bool {
+        matches!(
+            self,
+            Operation::ChatCompletions | Operation::Responses | Operation::AnthropicMessages
         )
     }
 
@@ -98,6 +115,9 @@ pub fn classify(method: &http::Method, path: &str) -> Classified {
         ["async-invoke"] if get => (Operation::ListAsyncInvokes, None),
         ["async-invoke", _] if get => (Operation::GetAsyncInvoke, None),
         [first, ..] if is_agent_runtime_root(first) => (Operation::AgentRuntime, None),
+        [.., "v1", "chat", "completions"] if post => (Operation::ChatCompletions, None),
+        [.., "v1", "responses"] if post => (Operation::Responses, None),
+        [.., "v1", "messages"] if post => (Operation::AnthropicMessages, None),
         _ => (Operation::Unknown, None),
     };
     Classified {
@@ -179,6 +199,25 @@ mod tests {
         assert_eq!(
             classify(&Method::POST, "/knowledgebases/kb/retrieve").operation,
             Operation::AgentRuntime
+        );
+    }
+
+    #[test]
+    fn openai_and_anthropic_compatible_paths() {
+        let op = |p: &str| classify(&Method::POST, p).operation;
+        assert_eq!(
+            op("/openai/v1/chat/completions"),
+            Operation::ChatCompletions
+        );
+        assert_eq!(op("/v1/chat/completions"), Operation::ChatCompletions);
+        assert_eq!(op("/openai/v1/responses"), Operation::Responses);
+        assert_eq!(op("/v1/responses"), Operation::Responses);
+        assert_eq!(op("/anthropic/v1/messages"), Operation::AnthropicMessages);
+        assert_eq!(op("/v1/messages"), Operation::AnthropicMessages);
+        assert!(op("/v1/messages").is_sse());
+        assert_eq!(
+            classify(&Method::GET, "/openai/v1/responses").operation,
+            Operation::Unknown
         );
     }
 

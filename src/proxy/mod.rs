@@ -51,6 +51,7 @@ pub async fn handle(relay: Arc<Relay>, req: Request<Incoming>) -> Response<Body>
     let resp = match answer {
         Ok(Answer::Whole(resp)) => finish_whole(&relay, record, resp),
         Ok(Answer::Stream(opened)) => stream::start(relay, *opened, record),
+        Ok(Answer::Sse(opened)) => stream::start_sse(relay, *opened, record),
         Err(e) => finish_error(&relay, record, e),
     };
     match admission {
@@ -63,8 +64,10 @@ pub async fn handle(relay: Arc<Relay>, req: Request<Incoming>) -> Response<Body>
 enum Answer {
     /// A complete response: Bedrock's answer or its own error, read whole.
     Whole(Response<Bytes>),
-    /// A stream whose first frame has arrived; its pump takes it from here.
+    /// An EventStream whose first frame has arrived; its pump takes it from here.
     Stream(Box<stream::Opened>),
+    /// A Server-Sent Events stream whose first event has arrived.
+    Sse(Box<stream::SseOpened>),
 }
 
 /// Steps 2–5 for an admitted request.
@@ -89,6 +92,10 @@ async fn relay_request(
     // 2. limits: the body is buffered (signing and replay need it), within its cap.
     let body = outbound::read_body(body, relay.settings.max_request_body).await?;
     admission.verify_body(&relay.inbound, &parts, &body)?;
+    if operation.is_sse() {
+        record.model = model_in_body(&body);
+        relay.inbound.model_policy(record.model.as_deref())?;
+    }
     let path = parts
         .uri
         .path_and_query()
@@ -98,45 +105,64 @@ async fn relay_request(
         .map_err(|e| RelayError::BadRequestBody(format!("bad request path: {e}")))?;
     let outbound = Outbound::new(&parts, uri, body);
     // 3. retry/resume → 4. sign → 5. send, by the one driver. Streams are answered once
-    // their first frame is here (their pump owns the attempts from then on); everything
-    // else is read whole, so a torn body is retried too.
+    // their first frame or event is here (their pump owns the attempts from then on);
+    // everything else is read whole, so a torn body is retried too.
     let settings = &relay.settings;
-    let streams = operation.is_resumable_stream() || operation == ops::Operation::AgentRuntime;
-    let mut attempts = Attempts::new(relay.clone(), operation).signing_for(other_service.clone());
     let model = record.model.as_deref().unwrap_or("");
-    let result = if streams && other_service.is_none() {
-        let policy = Policy {
-            attempts: settings.max_attempts,
-            head_timeout: settings.first_byte_timeout,
-            after: None,
-        };
-        let mut first = stream::FirstFrame::new(
-            &outbound,
-            settings.stall_timeout_for(model),
-            settings.max_response_body,
-        );
-        match attempts.drive(&mut first, policy).await {
-            Ok(stream::First::Stream(head, frames, frame)) => {
-                record.attempts = attempts.made();
-                return Ok(Answer::Stream(Box::new(stream::Opened {
-                    head,
-                    frames,
-                    first: frame,
-                    outbound,
-                    attempts,
-                })));
+    let (stall, max_body) = (
+        settings.stall_timeout_for(model),
+        settings.max_response_body,
+    );
+    let streaming = Policy {
+        attempts: settings.max_attempts,
+        head_timeout: settings.first_byte_timeout,
+        after: None,
+    };
+    let mut attempts = Attempts::new(relay.clone(), operation).signing_for(other_service.clone());
+    let result = match Shape::of(operation, other_service.is_some()) {
+        Shape::EventStream => {
+            let mut first = stream::FirstFrame::new(&outbound, stall, max_body);
+            match attempts.drive(&mut first, streaming).await {
+                Ok(stream::First::Stream(head, frames, frame)) => {
+                    record.attempts = attempts.made();
+                    let opened = stream::Opened {
+                        head,
+                        frames,
+                        first: frame,
+                        outbound,
+                        attempts,
+                    };
+                    return Ok(Answer::Stream(Box::new(opened)));
+                }
+                Ok(stream::First::Whole(resp)) => Ok(resp),
+                Err(failure) => Err(failure),
             }
-            Ok(stream::First::Whole(resp)) => Ok(resp),
-            Err(failure) => Err(failure),
         }
-    } else {
-        let policy = Policy {
-            attempts: settings.max_attempts,
-            head_timeout: settings.stall_timeout_for(model),
-            after: None,
-        };
-        let mut whole = Whole::new(&outbound, settings.max_response_body);
-        attempts.drive(&mut whole, policy).await
+        Shape::MaybeSse => match attempts
+            .drive(
+                &mut stream::FirstEvent::new(&outbound, stall, max_body),
+                streaming,
+            )
+            .await
+        {
+            Ok(Ok(first)) => {
+                record.attempts = attempts.made();
+                return Ok(Answer::Sse(Box::new(stream::SseOpened::new(
+                    first, attempts,
+                ))));
+            }
+            Ok(Err(resp)) => Ok(resp),
+            Err(failure) => Err(failure),
+        },
+        Shape::Whole => {
+            let policy = Policy {
+                head_timeout: stall,
+                ..streaming
+            };
+            attempts
+                .drive(&mut Whole::new(&outbound, max_body), policy)
+                .await
+        }
     };
     record.attempts = attempts.made();
     match result {
@@ -149,6 +175,38 @@ async fn relay_request(
         // Bedrock's own final answer (an error status, an exception frame) goes out as it came.
         Err(failure) => failure.into_result(attempts.made()).map(Answer::Whole),
     }
+}
+
+/// How an operation's answer arrives.
+enum Shape {
+    /// ConverseStream, InvokeModelWithResponseStream, Agent Runtime streams.
+    EventStream,
+    /// Server-Sent Events when the answer is `text/event-stream` (the OpenAI- and
+    /// Anthropic-compatible paths, and operations the relay does not know), else whole.
+    MaybeSse,
+    /// One body, read whole.
+    Whole,
+}
+
+impl Shape {
+    fn of(operation: ops::Operation, other_service: bool) -> Shape {
+        use ops::Operation::*;
+        match operation {
+            _ if other_service => Shape::Whole,
+            ConverseStream | InvokeModelWithResponseStream | AgentRuntime => Shape::EventStream,
+            ChatCompletions | Responses | AnthropicMessages | Unknown => Shape::MaybeSse,
+            _ => Shape::Whole,
+        }
+    }
+}
+
+/// The `model` of an OpenAI- or Anthropic-compatible request body.
+fn model_in_body(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Named {
+        model: Option<String>,
+    }
+    serde_json::from_slice::<Named>(body).ok()?.model
 }
 
 /// A complete upstream answer (success or Bedrock's own error) to the client: counted,

@@ -12,7 +12,7 @@ use super::render::{self, Latency};
 use super::request::{self, Family, Prompt};
 use super::sigv4::{self, Verdict};
 use super::wire::{respond, send_error, send_json, Outcome, Reply};
-use super::{gen, SimConfig, SimError};
+use super::{gen, sse, SimConfig, SimError};
 use crate::ops::{classify, Operation};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -209,7 +209,18 @@ async fn handle(state: &State, mut conn: Conn, req: Request) -> Option<Conn> {
     let method = http::Method::from_bytes(req.method.as_bytes()).unwrap_or(http::Method::GET);
     let classified = classify(&method, &req.path);
     let op = classified.operation;
-    let model_id = classified.model_id.clone().unwrap_or_default();
+    let body_json: Result<Value, _> = serde_json::from_slice(&req.body);
+    // The OpenAI- and Anthropic-compatible APIs name the model in the body.
+    let model_id = match &classified.model_id {
+        Some(m) => m.clone(),
+        None if op.is_sse() => body_json
+            .as_ref()
+            .ok()
+            .and_then(|v| v["model"].as_str())
+            .unwrap_or("")
+            .to_owned(),
+        None => String::new(),
+    };
     let verdict = sigv4::verify(
         &sigv4::SignedRequest {
             method: &req.method,
@@ -221,7 +232,6 @@ async fn handle(state: &State, mut conn: Conn, req: Request) -> Option<Conn> {
         &state.config.credentials,
         &state.config.bearer_tokens,
     );
-    let body_json: Result<Value, _> = serde_json::from_slice(&req.body);
     let prompt = match &body_json {
         Ok(v) => prompt_of(op, &model_id, v),
         Err(_) => Err(SimError::Validation(
@@ -281,7 +291,7 @@ async fn handle(state: &State, mut conn: Conn, req: Request) -> Option<Conn> {
     state.log.push(LogEntry {
         seq,
         operation: op.name().to_owned(),
-        model_id: classified.model_id.clone(),
+        model_id: (!model_id.is_empty()).then(|| model_id.clone()),
         conversation: format!("{conversation:016x}"),
         attempt,
         signature: verdict.as_str().to_owned(),
@@ -309,6 +319,7 @@ fn prompt_of(op: Operation, model_id: &str, body: &Value) -> Result<Prompt, SimE
     };
     match op {
         Operation::Converse | Operation::ConverseStream => request::parse_converse(body),
+        op if op.is_sse() => sse::parse(op, body).map(|(_, prompt, _)| prompt),
         Operation::InvokeModel | Operation::InvokeModelWithResponseStream => {
             request::parse_invoke(family()?, body)
         }
@@ -377,6 +388,21 @@ fn reply(
         u128::from(gen::hash_parts([seq.to_string().as_str()]))
     );
     let out = match op {
+        op if op.is_sse() => {
+            let ask = body
+                .as_ref()
+                .ok()
+                .and_then(|v| sse::parse(op, v).ok())
+                .map(|(_, _, ask)| ask)
+                .unwrap_or_default();
+            match sse::render(op, model_id, &msg_id, &p, ask) {
+                Ok(stream) => Reply::Sse { stream, op },
+                Err(body) => Reply::Json {
+                    body,
+                    headers: Vec::new(),
+                },
+            }
+        }
         Operation::ConverseStream => Reply::Stream {
             stream: render::converse_stream(&p, lat),
             invoke: false,

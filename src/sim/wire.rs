@@ -29,6 +29,11 @@ pub(super) enum Reply {
         body: Value,
         headers: Vec<(&'static str, String)>,
     },
+    /// Server-Sent Events of an OpenAI- or Anthropic-compatible operation.
+    Sse {
+        stream: Stream,
+        op: crate::ops::Operation,
+    },
 }
 
 pub(super) async fn send_error(
@@ -95,7 +100,11 @@ pub(super) async fn respond(
             .await
         }
         (fault, Ok(Reply::Stream { stream, invoke })) => {
-            send_stream(config, conn, stream, invoke, fault.clone(), rid).await
+            let kind = if invoke { Kind::Invoke } else { Kind::Converse };
+            send_stream(config, conn, stream, kind, fault.clone(), rid).await
+        }
+        (fault, Ok(Reply::Sse { stream, op })) => {
+            send_stream(config, conn, stream, Kind::Sse(op), fault.clone(), rid).await
         }
     }
 }
@@ -163,23 +172,32 @@ async fn send_body(
     }
 }
 
-/// A stream of frames with the fault cut in at its position.
+/// What a stream's frames are.
+#[derive(Clone, Copy)]
+enum Kind {
+    Converse,
+    Invoke,
+    Sse(crate::ops::Operation),
+}
+
+/// A stream of frames (or SSE events) with the fault cut in at its position.
 async fn send_stream(
     config: &SimConfig,
     mut conn: Conn,
     stream: Stream,
-    invoke: bool,
+    kind: Kind,
     fault: Option<Fault>,
     rid: &str,
 ) -> Option<Conn> {
+    let content_type = match kind {
+        Kind::Sse(_) => "text/event-stream",
+        _ => "application/vnd.amazon.eventstream",
+    };
     let mut headers = vec![
-        (
-            "content-type",
-            "application/vnd.amazon.eventstream".to_string(),
-        ),
+        ("content-type", content_type.to_string()),
         ("x-amzn-RequestId", rid.to_string()),
     ];
-    if invoke {
+    if matches!(kind, Kind::Invoke) {
         headers.push((
             "x-amzn-bedrock-content-type",
             "application/json".to_string(),
@@ -231,7 +249,12 @@ async fn send_stream(
                 Fault::Truncate { .. } => break,
                 Fault::Stall { duration, .. } => tokio::time::sleep(*duration).await,
                 Fault::Exception { exception_type, .. } => {
-                    let frame = exception_frame(exception_type);
+                    let frame = match kind {
+                        Kind::Sse(op) => {
+                            super::sse::error_event(op, &format!("Simulated {exception_type}"))
+                        }
+                        _ => exception_frame(exception_type),
+                    };
                     conn.chunk(&frame).await.ok()?;
                     break;
                 }

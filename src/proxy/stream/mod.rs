@@ -16,12 +16,15 @@
 
 mod pump;
 mod resume;
+mod sse;
+
+pub(super) use sse::{start as start_sse, FirstEvent, SseOpened};
 
 use super::attempt::{read_whole, Attempts, Exchange, Failure};
 use super::frames::{frame_class, FrameClass, Interruption, UpstreamFrames};
 use super::outbound::Outbound;
 use super::{Body, Record, Relay};
-use crate::body;
+use crate::body::{self, Batch, FrameSender, BATCH_BYTES};
 use crate::eventstream::Frame;
 use crate::resume::StreamFormat;
 use crate::retry::classify_exception;
@@ -108,26 +111,19 @@ pub(super) struct Opened {
 /// Phase 2: answer the client with the stream's head and start its pump.
 pub(super) fn start(relay: Arc<Relay>, opened: Opened, record: Record) -> Response<Body> {
     let Opened {
-        mut head,
+        head,
         frames,
         first,
         outbound,
         attempts,
     } = opened;
-    for h in [
-        http::header::CONTENT_LENGTH,
-        http::header::TRANSFER_ENCODING,
-        http::header::CONNECTION,
-    ] {
-        head.headers.remove(h);
-    }
     let (tx, rx) = body::channel();
     let model = record.model.clone().unwrap_or_default();
     let format = StreamFormat::detect(record.operation, &model);
     let mut pump = Pump::new(relay.clone(), outbound, record, attempts, format, model, tx);
     let primed = pump.prime(&first);
     tokio::spawn(supervise(relay, pump.run(frames, first, primed)));
-    Response::from_parts(head, rx.boxed())
+    Response::from_parts(stream_head(head), rx.boxed())
 }
 
 /// Run a pump; a panic in it is logged and counted. Its client's body then ends with an
@@ -143,6 +139,81 @@ async fn supervise(relay: Arc<Relay>, pump: impl std::future::Future<Output = ()
         relay.metrics.stream_panics_total.inc();
         tracing::error!(panic = %what, "stream pump panicked: client connection cut");
     }
+}
+
+/// The client's side of a stream: what is gathered for its next write, bytes sent.
+pub(super) struct Client {
+    tx: FrameSender,
+    /// Frames or events for the client's next write (see [`Batch`]).
+    out: Batch,
+    bytes: u64,
+    /// The body must end with an error, not cleanly (not even an error event could be built).
+    cut: bool,
+}
+
+impl Client {
+    fn new(tx: FrameSender) -> Self {
+        Client {
+            tx,
+            out: Batch::default(),
+            bytes: 0,
+            cut: false,
+        }
+    }
+
+    /// Queue bytes for the client; written at the next [`Client::flush`], or now if the
+    /// batch is full. `false`: the client has gone.
+    async fn send(&mut self, bytes: Bytes) -> bool {
+        self.bytes += bytes.len() as u64;
+        self.out.push(bytes);
+        self.out.len() < BATCH_BYTES || self.flush().await
+    }
+
+    /// Write what is queued. `false`: the client has gone.
+    async fn flush(&mut self) -> bool {
+        match self.out.take() {
+            Some(bytes) => self.tx.send(bytes).await,
+            None => true,
+        }
+    }
+
+    /// The stream is over: what is queued goes out, and the body ends cleanly unless it
+    /// was cut.
+    async fn close(&mut self) {
+        self.flush().await;
+        if !self.cut {
+            self.tx.finish();
+        }
+    }
+}
+
+/// Counts the stream in `active_streams` while it lives, however its task ends (a panic
+/// included).
+struct ActiveStream(Arc<Relay>);
+
+impl ActiveStream {
+    fn new(relay: Arc<Relay>) -> Self {
+        relay.metrics.active_streams.inc();
+        ActiveStream(relay)
+    }
+}
+
+impl Drop for ActiveStream {
+    fn drop(&mut self) {
+        self.0.metrics.active_streams.dec();
+    }
+}
+
+/// The response head of a stream: framing headers go (hyper frames the body itself).
+fn stream_head(mut head: Parts) -> Parts {
+    for h in [
+        http::header::CONTENT_LENGTH,
+        http::header::TRANSFER_ENCODING,
+        http::header::CONNECTION,
+    ] {
+        head.headers.remove(h);
+    }
+    head
 }
 
 fn is_eventstream(headers: &http::HeaderMap) -> bool {

@@ -4,14 +4,14 @@
 //! The client going away cancels it all.
 
 use super::resume::Resume;
-use crate::body::{Batch, FrameSender, BATCH_BYTES};
+use super::{ActiveStream, Client};
+use crate::body::FrameSender;
 use crate::eventstream::{self, Frame};
 use crate::proxy::attempt::{Attempts, Failure, Policy};
 use crate::proxy::frames::{frame_class, FrameClass, Interruption, UpstreamFrames};
 use crate::proxy::outbound::Outbound;
 use crate::proxy::{Record, Relay};
 use crate::resume::{give_up_event, Spliced, Splicer, StreamFormat, Transcript};
-use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -38,33 +38,6 @@ struct Resumable {
     splicer: Splicer,
 }
 
-/// The client's side: frames gathered for its next write, bytes sent.
-struct Client {
-    tx: FrameSender,
-    /// Frames for the client's next write (see [`Batch`]).
-    out: Batch,
-    bytes: u64,
-    /// The body must end with an error, not cleanly (not even an error frame could be built).
-    cut: bool,
-}
-
-/// Counts the stream in `active_streams` while it lives, however its task ends (a panic
-/// included).
-struct ActiveStream(Arc<Relay>);
-
-impl ActiveStream {
-    fn new(relay: Arc<Relay>) -> Self {
-        relay.metrics.active_streams.inc();
-        ActiveStream(relay)
-    }
-}
-
-impl Drop for ActiveStream {
-    fn drop(&mut self) {
-        self.0.metrics.active_streams.dec();
-    }
-}
-
 /// How a stream ended, for logs and metrics.
 enum End {
     Complete,
@@ -81,22 +54,6 @@ enum Unforwardable {
 }
 
 impl Client {
-    /// Queue bytes for the client; written at the next [`Client::flush`], or now if the
-    /// batch is full. `false`: the client has gone.
-    async fn send(&mut self, bytes: Bytes) -> bool {
-        self.bytes += bytes.len() as u64;
-        self.out.push(bytes);
-        self.out.len() < BATCH_BYTES || self.flush().await
-    }
-
-    /// Write what is queued. `false`: the client has gone.
-    async fn flush(&mut self) -> bool {
-        match self.out.take() {
-            Some(bytes) => self.tx.send(bytes).await,
-            None => true,
-        }
-    }
-
     /// Forward one upstream event, through the splicer when resuming. `Ok(false)`: client gone.
     async fn forward(
         &mut self,
@@ -160,12 +117,7 @@ impl Pump {
             record,
             attempts,
             model,
-            client: Client {
-                tx,
-                out: Batch::default(),
-                bytes: 0,
-                cut: false,
-            },
+            client: Client::new(tx),
             resumable,
             resumes: 0,
             last_strategy: None,
@@ -290,10 +242,7 @@ impl Pump {
             }
         };
         if !matches!(end, End::ClientGone) {
-            self.client.flush().await;
-            if !self.client.cut {
-                self.client.tx.finish();
-            }
+            self.client.close().await;
         }
         self.finish(end);
     }
