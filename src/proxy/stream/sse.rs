@@ -384,10 +384,23 @@ mod tests {
 
     #[test]
     fn a_search_resumed_midway_finds_the_same_end() {
-        let buf = b"data: hello\r\n\r\ndata: x";
-        for from in 0..buf.len() {
-            let from = from.min(buf.len().saturating_sub(3));
-            assert_eq!(event_end(buf, from), Some(15), "from {from}");
+        // The reader resumes 3 bytes before the end of a buffer that held no whole event;
+        // whatever arrived since, it must find the same end as a search from the start.
+        for buf in [
+            &b"data: hello\r\n\r\ndata: x"[..],
+            b"data: hello\n\ndata: x",
+            b"a\r\rb",
+        ] {
+            let end = event_end(buf, 0).expect("an event");
+            for seen in 0..buf.len() {
+                if event_end(&buf[..seen], 0).is_none() {
+                    assert_eq!(
+                        event_end(buf, seen.saturating_sub(3)),
+                        Some(end),
+                        "{buf:?} after {seen}"
+                    );
+                }
+            }
         }
     }
 
