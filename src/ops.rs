@@ -36,6 +36,31 @@ pub enum Operation {
 pub enum Route {
     Runtime,
     AgentRuntime,
+    /// bedrock-mantle (`bedrock-mantle.{region}.api.aws`, signing name `bedrock-mantle`),
+    /// reached through the relay under the path prefix [`MANTLE_PREFIX`].
+    Mantle,
+}
+
+/// Client paths under this prefix go to bedrock-mantle, without it: an OpenAI SDK with
+/// `base_url=http://relay/mantle/v1` reaches `https://bedrock-mantle.{region}.api.aws/v1`.
+pub const MANTLE_PREFIX: &str = "/mantle";
+
+impl Route {
+    /// The route of a client path, and the path to send upstream.
+    pub fn of_path(path_and_query: &str) -> (Option<Route>, &str) {
+        match path_and_query.strip_prefix(MANTLE_PREFIX) {
+            Some(rest) if rest.starts_with('/') => (Some(Route::Mantle), rest),
+            _ => (None, path_and_query),
+        }
+    }
+
+    /// The SigV4 signing name of the route's service.
+    pub fn signing_name(self) -> &'static str {
+        match self {
+            Route::Mantle => "bedrock-mantle",
+            Route::Runtime | Route::AgentRuntime => "bedrock",
+        }
+    }
 }
 
 impl Operation {
@@ -219,6 +244,16 @@ mod tests {
             classify(&Method::GET, "/openai/v1/responses").operation,
             Operation::Unknown
         );
+        assert_eq!(
+            op("/mantle/v1/chat/completions"),
+            Operation::ChatCompletions
+        );
+        assert_eq!(
+            Route::of_path("/mantle/v1/responses?x=1"),
+            (Some(Route::Mantle), "/v1/responses?x=1")
+        );
+        assert_eq!(Route::of_path("/mantlepiece"), (None, "/mantlepiece"));
+        assert_eq!(Route::Mantle.signing_name(), "bedrock-mantle");
     }
 
     #[test]

@@ -36,6 +36,7 @@ pub(crate) struct FileConfig {
     pub region: Option<String>,
     pub upstream: Option<String>,
     pub agent_upstream: Option<String>,
+    pub mantle_upstream: Option<String>,
     pub fips: Option<bool>,
     pub stall_timeout: Option<String>,
     pub stall_timeouts: Option<Vec<StallOverride>>,
@@ -103,6 +104,7 @@ impl FileConfig {
         put("region", self.region.clone());
         put("upstream", self.upstream.clone());
         put("agent_upstream", self.agent_upstream.clone());
+        put("mantle_upstream", self.mantle_upstream.clone());
         put("stall_timeout", self.stall_timeout.clone());
         put("max_attempts", self.max_attempts.map(|n| n.to_string()));
         put("backoff_base", self.backoff_base.clone());

@@ -104,6 +104,8 @@ pub struct Settings {
     pub upstream: Option<http::Uri>,
     /// Endpoint override for bedrock-agent-runtime.
     pub agent_upstream: Option<http::Uri>,
+    /// Endpoint override for bedrock-mantle (client paths under `/mantle/`).
+    pub mantle_upstream: Option<http::Uri>,
     pub fips: bool,
     /// Longest silence inside a response body before it counts as stalled. Also the
     /// whole-response limit of non-streaming calls (non-stream Converse may take minutes,
@@ -146,6 +148,7 @@ impl Default for Settings {
             region: "us-east-1".into(),
             upstream: None,
             agent_upstream: None,
+            mantle_upstream: None,
             fips: false,
             stall_timeout: Duration::from_secs(300),
             stall_timeouts: Vec::new(),

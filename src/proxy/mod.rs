@@ -82,8 +82,20 @@ async fn relay_request(
     // A request signed for another AWS service is refused, or forwarded re-signed for that
     // service when the operator enabled it.
     let other_service = outbound::other_service(&parts.headers);
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    // Paths under `/mantle/` go to bedrock-mantle (prefix removed), signed for it.
+    let (mantle, path) = ops::Route::of_path(path);
+    let route = mantle.unwrap_or(operation.route());
+    let signing_name = match &other_service {
+        None => mantle.map(|r| r.signing_name().to_owned()),
+        service => service.clone(),
+    };
     let base = match &other_service {
-        None => relay.upstream.base(operation.route()).clone(),
+        None => relay.upstream.base(route).clone(),
         Some(service) if relay.settings.forward_other_services => {
             outbound::service_endpoint(service, relay.signer.region())?
         }
@@ -96,11 +108,6 @@ async fn relay_request(
         record.model = model_in_body(&body);
         relay.inbound.model_policy(record.model.as_deref())?;
     }
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
     let uri = crate::upstream::join(&base, path)
         .map_err(|e| RelayError::BadRequestBody(format!("bad request path: {e}")))?;
     let outbound = Outbound::new(&parts, uri, body);
@@ -118,7 +125,7 @@ async fn relay_request(
         head_timeout: settings.first_byte_timeout,
         after: None,
     };
-    let mut attempts = Attempts::new(relay.clone(), operation).signing_for(other_service.clone());
+    let mut attempts = Attempts::new(relay.clone(), operation).signing_for(signing_name);
     let result = match Shape::of(operation, other_service.is_some()) {
         Shape::EventStream => {
             let mut first = stream::FirstFrame::new(&outbound, stall, max_body);

@@ -295,6 +295,12 @@ async fn handle(state: &State, mut conn: Conn, req: Request) -> Option<Conn> {
         conversation: format!("{conversation:016x}"),
         attempt,
         signature: verdict.as_str().to_owned(),
+        service: req
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+            .and_then(|(_, v)| crate::ops::signed_service(v))
+            .map(str::to_owned),
         prefill: planned.as_ref().and_then(|p| p.prefill.clone()),
         continuation: planned.as_ref().is_some_and(|p| p.continuation),
         fault: outcome.fault.as_ref().map(|f| f.kind().to_owned()),

@@ -32,6 +32,7 @@ pub struct Upstream {
     client: Client<ConnectTimeout<HttpsConnector<HttpConnector>>, Full<Bytes>>,
     runtime: Uri,
     agent: Uri,
+    mantle: Uri,
 }
 
 fn regional(prefix: &str, region: &str, fips: bool) -> Result<Uri, UpstreamError> {
@@ -53,6 +54,14 @@ fn regional(prefix: &str, region: &str, fips: bool) -> Result<Uri, UpstreamError
     format!("https://{prefix}{fips}.{region}.{suffix}")
         .parse()
         .map_err(|e| UpstreamError::Endpoint(format!("{e}")))
+}
+
+/// bedrock-mantle's regional endpoint (`https://bedrock-mantle.{region}.api.aws`).
+fn mantle(region: &str) -> Result<Uri, UpstreamError> {
+    let runtime = regional("bedrock-runtime", region, false)?;
+    format!("https://bedrock-mantle.{region}.api.aws")
+        .parse()
+        .map_err(|e| UpstreamError::Endpoint(format!("{e} ({runtime})")))
 }
 
 /// True when `uri` points at `listen` (same port, and the same IP, loopback for a
@@ -132,7 +141,11 @@ impl Upstream {
             Some(u) => u.clone(),
             None => regional("bedrock-agent-runtime", &settings.region, settings.fips)?,
         };
-        for u in [&runtime, &agent] {
+        let mantle = match &settings.mantle_upstream {
+            Some(u) => u.clone(),
+            None => mantle(&settings.region)?,
+        };
+        for u in [&runtime, &agent, &mantle] {
             if points_at(u, settings.listen) {
                 return Err(UpstreamError::Loop(u.to_string()));
             }
@@ -146,6 +159,7 @@ impl Upstream {
             client,
             runtime,
             agent,
+            mantle,
         })
     }
 
@@ -154,6 +168,7 @@ impl Upstream {
         match route {
             Route::Runtime => &self.runtime,
             Route::AgentRuntime => &self.agent,
+            Route::Mantle => &self.mantle,
         }
     }
 

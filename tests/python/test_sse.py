@@ -29,8 +29,9 @@ def paced():
     port, admin = free_port(), free_port()
     env = clean_env(AWS_ACCESS_KEY_ID=RELAY_KEY, AWS_SECRET_ACCESS_KEY=RELAY_SECRET, AWS_REGION="us-east-1",
                     BEDROCK_RELAY_BACKOFF_BASE="1ms", BEDROCK_RELAY_BACKOFF_MAX="5ms")
+    # The same simulator stands in for bedrock-mantle: paths under /mantle/ go there.
     relay = Proc(["serve", "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}",
-                  "--upstream", sim.url], env, f"http://127.0.0.1:{port}")
+                  "--upstream", sim.url, "--mantle-upstream", sim.url], env, f"http://127.0.0.1:{port}")
     wait_for(f"http://127.0.0.1:{admin}/healthz")
     yield sim, clean, relay
     for p in (relay, sim, clean):
@@ -144,3 +145,23 @@ def test_a_cut_messages_stream_raises_in_the_anthropic_sdk(paced):
             for _ in stream.text_stream:
                 pass
     assert "bedrock-relay" in str(err.value)
+
+
+def test_bedrock_mantle_through_the_relay_by_base_url_alone(paced):
+    """An unmodified OpenAI SDK reaches bedrock-mantle through the relay with
+    base_url=http://relay/mantle/v1; the relay signs for `bedrock-mantle`."""
+    sim, clean, relay = paced
+    prompt = "Write about glaciers sim:len=10 sim:tag=sse-mantle"
+    mantle = openai.OpenAI(base_url=relay.url + "/mantle/v1", api_key=CLIENT_API_KEY, max_retries=0, timeout=30)
+    text = ""
+    for chunk in mantle.chat.completions.create(model=OPENAI_MODEL, stream=True,
+                                                 messages=[{"role": "user", "content": prompt}]):
+        for choice in chunk.choices:
+            text += choice.delta.content or ""
+    want, _, _, _ = chat_stream(clean.url, prompt)
+    assert text == want and text
+    entry = [e for e in sim_log(sim.url) if e.get("tag") == "sse-mantle"][-1]
+    assert entry["signature"] == "valid"
+    assert entry["service"] == "bedrock-mantle"
+    runtime = [e for e in sim_log(sim.url) if e.get("tag") == "sse-pace"]
+    assert all(e["service"] == "bedrock" for e in runtime)
