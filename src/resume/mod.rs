@@ -71,7 +71,11 @@
 //! assert_eq!(client.len(), 6);
 //! ```
 
+mod chunks;
 mod event;
+mod finish;
+mod guard;
+mod limit;
 mod plan;
 mod replay;
 mod request;
@@ -92,7 +96,9 @@ mod testutil;
 #[cfg(test)]
 mod testwire;
 
+pub use chunks::is_limit_stop;
 pub use event::usage_of;
+pub use finish::finish_at_limit;
 pub use plan::{plan, CannotResume, Continuation};
 pub use request::BodyError;
 pub use splice::{Divergence, Spliced, Splicer};
@@ -121,7 +127,18 @@ pub enum Family {
     Llama,
     Mistral,
     Titan,
-    /// Unknown invoke format: only plain retry, or replay verified chunk by chunk (byte-exact).
+    /// Cohere Command / Command R (`text`, `is_finished`): replay only.
+    Cohere,
+    /// AI21 Jamba (chat-completion chunks): replay only.
+    Ai21,
+    /// DeepSeek (`choices[0].text` or chat-completion chunks): replay only.
+    DeepSeek,
+    /// OpenAI gpt-oss (chat-completion chunks): replay only.
+    OpenAi,
+    /// Qwen (chat-completion chunks): replay only.
+    Qwen,
+    /// Unknown model id (e.g. an application inference profile ARN): chunks are read by their
+    /// shape; resumed only by replay (byte-exact when a chunk was not understood).
     Other,
 }
 
@@ -138,6 +155,16 @@ impl Family {
             Family::Mistral
         } else if model_id.contains("amazon.titan-text") {
             Family::Titan
+        } else if model_id.contains("cohere.command") {
+            Family::Cohere
+        } else if model_id.contains("ai21.") {
+            Family::Ai21
+        } else if model_id.contains("deepseek.") {
+            Family::DeepSeek
+        } else if model_id.contains("openai.") {
+            Family::OpenAi
+        } else if model_id.contains("qwen.") {
+            Family::Qwen
         } else {
             Family::Other
         }
@@ -145,7 +172,7 @@ impl Family {
 
     /// Families whose output is one text stream (no blocks, no message start).
     pub(crate) fn single_block(self) -> bool {
-        matches!(self, Family::Llama | Family::Mistral | Family::Titan)
+        !matches!(self, Family::Claude | Family::Nova | Family::Other)
     }
 }
 

@@ -8,7 +8,7 @@
 //! Claude `message_delta` usage and `amazon-bedrock-invocationMetrics`) is the sum over
 //! attempts, failed attempts estimated (see [`Splicer::carried_usage`]).
 
-use super::event::{self, Delta, Edits, Parsed};
+use super::event::{self, Delta, Edits, More, Parsed};
 use super::replay::{Opaque, Replay};
 use super::seam::Seam;
 use super::transcript::{Tally, Transcript};
@@ -74,34 +74,95 @@ impl Out {
 #[derive(Debug, Clone, Default)]
 struct Accounting {
     failed: Vec<Tally>,
+    /// Wall time of each failed attempt, measured when this attempt was planned.
+    failed_ms: u64,
     /// Extra input of the current attempt's request (the delivered text).
     extra: u64,
     known_input: Option<u64>,
+    /// Cache tokens the current attempt announced early (Claude message_start).
+    known_cache: Option<(Option<u64>, Option<u64>)>,
 }
 
 impl Accounting {
     fn from(t: &Transcript, strategy_extra: bool) -> Accounting {
-        let failed: Vec<Tally> = t.tallies().iter().copied().filter(Tally::billed).collect();
-        let delivered: u64 = failed.iter().map(|t| t.deltas).sum();
+        let tallies = t.tallies();
+        let failed_ms = tallies.iter().map(Tally::elapsed_ms).sum();
+        let failed: Vec<Tally> = tallies.iter().copied().filter(Tally::billed).collect();
         Accounting {
             failed,
-            extra: if strategy_extra { delivered } else { 0 },
+            failed_ms,
+            extra: if strategy_extra {
+                t.delivered_count()
+            } else {
+                0
+            },
             known_input: None,
+            known_cache: None,
         }
     }
 
-    /// What failed attempts add to a usage report whose input count is `reported_input`.
-    fn carry(&self, reported_input: Option<u64>) -> Usage {
+    /// What failed attempts add to a usage report whose input and cache counts are
+    /// `reported_input` and `reported_cache`. A failed attempt's input is what it announced,
+    /// else the final attempt's whole prompt (input plus cache read and write: `inputTokens`
+    /// already excludes cached tokens) minus the delivered text it carried, plus what the
+    /// failed attempt carried; it is counted as input (whether it hit the cache is not
+    /// reported). Cache tokens a failed attempt announced are summed; latency is the sum of
+    /// the failed attempts' wall time.
+    fn carry(
+        &self,
+        reported_input: Option<u64>,
+        reported_cache: Option<(Option<u64>, Option<u64>)>,
+    ) -> (Usage, More) {
+        let cache = reported_cache.or(self.known_cache).unwrap_or_default();
+        let cached = cache.0.unwrap_or(0) + cache.1.unwrap_or(0);
         let base = reported_input
             .or(self.known_input)
-            .map(|i| i.saturating_sub(self.extra));
-        self.failed.iter().fold(Usage::default(), |acc, t| Usage {
+            .map(|i| (i + cached).saturating_sub(self.extra));
+        let usage = self.failed.iter().fold(Usage::default(), |acc, t| Usage {
             input: acc.input
                 + t.known_input
                     .or(base.map(|b| b + t.extra_input()))
                     .unwrap_or(0),
             output: acc.output + t.output(),
-        })
+        });
+        let more = More {
+            cache_read: self.failed.iter().map(|t| t.cache.0).sum(),
+            cache_write: self.failed.iter().map(|t| t.cache.1).sum(),
+            latency_ms: self.failed_ms,
+        };
+        (usage, more)
+    }
+}
+
+/// A continuation asked for less than the client's limit left (the delivered count was only
+/// bounded): its `max_tokens` stop may be the relay's bound, not the client's. Such a stop,
+/// with the block stops before it and everything after it, is withheld; the upstream stream
+/// then ends without terminal events and the pump plans again (replay, which repeats the
+/// client's own limit).
+#[derive(Debug, Default)]
+struct LimitGuard {
+    held: Vec<Message>,
+    cut: bool,
+}
+
+impl LimitGuard {
+    fn filter(&mut self, ev: &event::Event, out: Vec<Message>) -> Vec<Message> {
+        if self.cut {
+            return Vec::new();
+        }
+        if ev.stop.as_deref().is_some_and(super::chunks::is_limit_stop) {
+            self.cut = true;
+            self.held.clear();
+            return Vec::new();
+        }
+        let ends_block = ev.block_stop.is_some() && ev.delta.is_none() && ev.block_start.is_none();
+        if ends_block || (!self.held.is_empty() && !ev.is_content() && ev.stop.is_none()) {
+            self.held.extend(out);
+            return Vec::new();
+        }
+        let mut all = std::mem::take(&mut self.held);
+        all.extend(out);
+        all
     }
 }
 
@@ -119,6 +180,9 @@ pub struct Splicer {
     mode: Mode,
     acct: Accounting,
     carried: Option<Usage>,
+    /// Added to running output counters (continuations of Llama and Titan streams).
+    running_offset: Option<u64>,
+    guard: Option<LimitGuard>,
 }
 
 impl std::fmt::Debug for Splicer {
@@ -144,21 +208,33 @@ impl Splicer {
             mode: Mode::Passthrough,
             acct: Accounting::default(),
             carried: None,
+            running_offset: None,
+            guard: None,
         }
     }
 
-    pub(crate) fn continuation(format: StreamFormat, t: &Transcript, seam: Seam) -> Splicer {
+    /// A prefill or instructed continuation; `guard_limit`: its limit was only a bound (see
+    /// [`LimitGuard`]).
+    pub(crate) fn continuation(
+        format: StreamFormat,
+        t: &Transcript,
+        seam: Seam,
+        guard_limit: bool,
+    ) -> Splicer {
         let mode = Mode::Continue(Continue::new(format, t, seam));
+        let running_offset = t.exact_output().filter(|n| *n > 0 && t.shape().is_some());
         Splicer {
             format,
             mode,
             acct: Accounting::from(t, true),
             carried: None,
+            running_offset,
+            guard: guard_limit.then(LimitGuard::default),
         }
     }
 
     pub(crate) fn replay(format: StreamFormat, t: &Transcript) -> Splicer {
-        let mode = if format == StreamFormat::Invoke(super::Family::Other) {
+        let mode = if t.opaque() {
             Mode::Opaque(Opaque::new(t))
         } else {
             Mode::Replay(Replay::new(format, t))
@@ -168,6 +244,8 @@ impl Splicer {
             mode,
             acct: Accounting::from(t, false),
             carried: None,
+            running_offset: None,
+            guard: None,
         }
     }
 
@@ -194,6 +272,9 @@ impl Splicer {
         if let Some(n) = ev.known_input {
             self.acct.known_input.get_or_insert(n);
         }
+        if let (true, Some(c)) = (ev.start, ev.cache) {
+            self.acct.known_cache.get_or_insert(c);
+        }
         let mut out = match &mut self.mode {
             Mode::Passthrough => return Ok(vec![Spliced::Unchanged]),
             Mode::Opaque(o) => {
@@ -209,9 +290,13 @@ impl Splicer {
             Mode::Replay(r) => r.accept(ev)?,
         };
         if let (Some((input, _)), false) = (ev.usage, out.drop || self.acct.failed.is_empty()) {
-            let carry = self.acct.carry(input);
+            let (carry, more) = self.acct.carry(input, ev.cache);
             out.edits.add_usage = Some(carry);
+            out.edits.add_more = Some(more);
             self.carried = Some(carry);
+        }
+        if ev.running.is_some() {
+            out.edits.running_offset = self.running_offset;
         }
         let mut result: Vec<Spliced> = out.pre.into_iter().map(Spliced::Rewritten).collect();
         if !out.drop {
@@ -223,6 +308,14 @@ impl Splicer {
                     None => result.push(Spliced::Unchanged),
                 }
             }
+        }
+        if let Some(guard) = &mut self.guard {
+            let msgs = result.into_iter().map(|s| s.into_message(msg)).collect();
+            return Ok(guard
+                .filter(ev, msgs)
+                .into_iter()
+                .map(Spliced::Rewritten)
+                .collect());
         }
         Ok(result)
     }
@@ -239,6 +332,8 @@ enum Map {
 /// Prefill / instructed splicing state.
 struct Continue {
     format: StreamFormat,
+    /// Single-text chunks (no block structure, whatever the family).
+    single: bool,
     swallow_start: bool,
     /// The client's last block when it is text: (index, still open).
     target: Option<(u32, bool)>,
@@ -263,6 +358,7 @@ impl Continue {
         let next_index = t.blocks().iter().map(|b| b.index + 1).max().unwrap_or(0);
         Continue {
             format,
+            single: t.single(),
             swallow_start: t.started(),
             target,
             cont_fresh: None,
@@ -280,7 +376,7 @@ impl Continue {
         if ev.start && self.swallow_start && !ev.is_content() {
             return Out::drop();
         }
-        let single = self.format.single_block();
+        let single = self.single;
         let fin = ev.stop.is_some() || ev.terminal;
         let to_cont =
             matches!(&ev.delta, Some((i, Delta::Text(_))) if self.lookup(*i, true) == Map::Cont);
@@ -412,6 +508,9 @@ impl Continue {
 
     /// Close the client's interrupted block if the continuation never did.
     fn close_target(&mut self, pre: &mut Vec<Message>) {
+        if self.single {
+            return;
+        }
         if let Some((t, true)) = self.target {
             self.target = Some((t, false));
             if let Some(m) = event::block_stop(self.format, t) {
