@@ -160,6 +160,20 @@ impl Pump {
             if let Some(t) = &transcript {
                 self.count_failed_attempt_tokens(t);
             }
+            // The client's output limit is used up: end the answer as Bedrock would.
+            let limit_end = self
+                .format
+                .zip(transcript.as_ref())
+                .and_then(|(f, t)| crate::resume::finish_at_limit(&f, &self.outbound.body, t));
+            if let Some(end) = limit_end {
+                for m in end {
+                    if let Some(t) = transcript.as_mut() {
+                        t.observe(&m);
+                    }
+                    self.send(eventstream::encode(&m)).await;
+                }
+                break End::Complete;
+            }
             let client = self.tx.clone();
             let resumed = tokio::select! {
                 // Boxed: a resume is rare, and inline its state would make every open
