@@ -16,6 +16,7 @@ pub mod render;
 pub mod request;
 mod server;
 pub mod sigv4;
+pub mod styles;
 mod wire;
 
 pub use faults::{Fault, FaultRule};
