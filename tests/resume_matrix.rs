@@ -605,6 +605,7 @@ async fn every_format_keeps_the_client_output_limit_across_a_seam() {
             }
         }
     }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
     // A seam early in a long answer (Converse: counts are only bounds): the continuation asks
     // for the limit minus an upper bound; its max_tokens stop is the relay's bound, not the
     // client's, so the relay replays to find the real end.
@@ -635,5 +636,4 @@ async fn every_format_keeps_the_client_output_limit_across_a_seam() {
         attempts[0].body,
         "{tag}: then replayed"
     );
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
