@@ -116,7 +116,7 @@ pub(crate) fn read(v: &Value, ev: &mut Event) -> bool {
     let Some(shape) = shape_of(v) else {
         return false;
     };
-    ev.single = true;
+    ev.single = Some(shape);
     if let Some(t) = v.pointer(shape.text).and_then(Value::as_str) {
         ev.delta = Some((0, Delta::Text(t.to_owned())));
     }
@@ -223,7 +223,7 @@ mod tests {
             let e = ev(v.clone());
             assert_eq!(text(&e), "a", "{v}");
             assert_eq!(e.stop.as_deref(), stop, "{v}");
-            assert!(e.single);
+            assert!(e.single.is_some());
         }
         let e = ev(json!({"generation":"a","generation_token_count":3,"prompt_token_count":9}));
         assert_eq!((e.running, e.known_input), (Some(3), Some(9)));

@@ -97,7 +97,7 @@ pub(crate) struct Event {
     /// `totalOutputTextTokenCount`).
     pub running: Option<u64>,
     /// A single-text chunk shape (no blocks: one text, its stop in the last chunk).
-    pub single: bool,
+    pub single: Option<chunks::Shape>,
     /// An event the relay forwarded without understanding it (see `Transcript::opaque`).
     pub unknown: bool,
 }

@@ -92,6 +92,8 @@ mod tests;
 #[cfg(test)]
 mod tests_invoke;
 #[cfg(test)]
+mod tests_seams;
+#[cfg(test)]
 mod testutil;
 #[cfg(test)]
 mod testwire;

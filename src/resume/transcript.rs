@@ -188,12 +188,8 @@ impl Transcript {
             }
         }
         self.unknown |= ev.unknown;
-        if ev.single {
-            self.shape = ev.raw_chunk.as_deref().and_then(|raw| {
-                serde_json::from_slice(raw)
-                    .ok()
-                    .and_then(|v| super::chunks::shape_of(&v))
-            });
+        if ev.single.is_some() {
+            self.shape = ev.single;
         }
         if ev.start {
             self.started = true;
