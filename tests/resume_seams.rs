@@ -231,3 +231,25 @@ async fn latency_is_summed_over_attempts() {
         "the stalled attempt's time counts: {latency} ms"
     );
 }
+
+#[tokio::test]
+async fn cache_tokens_are_summed_over_attempts() {
+    let h = Harness::start().await;
+    let body = canon::invoke_body(
+        CLAUDE,
+        "sim:len=30 sim:cache=50 sim:tag=cache Write about nets",
+    );
+    let reference = raw_chunks(&h.reference, CLAUDE, &body).await;
+    let metrics = |c: &[Value]| c.last().unwrap()["amazon-bedrock-invocationMetrics"].clone();
+    assert_eq!(metrics(&reference)["cacheReadInputTokenCount"], 50);
+    h.fault(
+        "cache",
+        Some(vec![1]),
+        Fault::ResetAfterEvents { events: 12 },
+    );
+    let got = raw_chunks(&h.client, CLAUDE, &body).await;
+    let attempts = h.attempts_for("cache");
+    assert!(attempts[1].prefill.is_some(), "continued by prefill");
+    // Both attempts read the cache: the failed one announced it in its message_start.
+    assert_eq!(metrics(&got)["cacheReadInputTokenCount"], 100);
+}

@@ -60,6 +60,9 @@ pub struct Plan {
     /// Output tokens per text piece (`sim:tpp=K`, default 1): streams whose chunks carry
     /// several tokens, as real ones do.
     pub tokens_per_piece: u32,
+    /// Input tokens reported as read from the prompt cache (`sim:cache=N`), besides
+    /// `input_tokens`.
+    pub cache_read: u32,
 }
 
 impl Plan {
@@ -174,6 +177,7 @@ pub fn plan(
         stop_sequence: stop_sequence.filter(|_| stop == Stop::StopSequence),
         style: prompt.style,
         tokens_per_piece: tpp as u32,
+        cache_read: gen::directive_num(&all_text, "cache").map_or(0, |n| n.min(1 << 20) as u32),
     })
 }
 

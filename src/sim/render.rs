@@ -102,10 +102,23 @@ fn family_stop(family: Family, stop: Stop) -> &'static str {
 }
 
 fn metrics(plan: &Plan, lat: Latency) -> String {
+    let cache = match plan.cache_read {
+        0 => String::new(),
+        n => format!(",\"cacheReadInputTokenCount\":{n},\"cacheWriteInputTokenCount\":0"),
+    };
     format!(
-        "{{\"inputTokenCount\":{},\"outputTokenCount\":{},\"invocationLatency\":{},\"firstByteLatency\":{}}}",
+        "{{\"inputTokenCount\":{},\"outputTokenCount\":{},\"invocationLatency\":{},\"firstByteLatency\":{}{cache}}}",
         plan.input_tokens, plan.output_tokens, lat.total_ms, lat.first_byte_ms
     )
+}
+
+/// `usage` fields of a cache read (`sim:cache=N`), for Converse and Claude.
+fn cache_usage(plan: &Plan, claude: bool) -> String {
+    match (plan.cache_read, claude) {
+        (0, _) => String::new(),
+        (n, true) => format!(",\"cache_read_input_tokens\":{n},\"cache_creation_input_tokens\":0"),
+        (n, false) => format!(",\"cacheReadInputTokens\":{n},\"cacheWriteInputTokens\":0"),
+    }
 }
 
 /// ConverseStream events for a plan.
@@ -127,10 +140,11 @@ pub fn converse_stream(plan: &Plan, lat: Latency) -> Stream {
     b.push(
         "metadata",
         &format!(
-            "{{\"usage\":{{\"inputTokens\":{},\"outputTokens\":{},\"totalTokens\":{}}},\"metrics\":{{\"latencyMs\":{}}}",
+            "{{\"usage\":{{\"inputTokens\":{},\"outputTokens\":{},\"totalTokens\":{}{}}},\"metrics\":{{\"latencyMs\":{}}}",
             plan.input_tokens,
             plan.output_tokens,
-            plan.input_tokens + plan.output_tokens,
+            plan.input_tokens + plan.output_tokens + plan.cache_read,
+            cache_usage(plan, false),
             lat.total_ms
         ),
         false,
@@ -223,8 +237,8 @@ pub fn invoke_stream(
     match family {
         Family::Claude => {
             b.push("", &format!(
-                "{{\"type\":\"message_start\",\"message\":{{\"id\":{},\"type\":\"message\",\"role\":\"assistant\",\"model\":{},\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{{\"input_tokens\":{},\"output_tokens\":1}}}}",
-                js(msg_id), js(model_id), plan.input_tokens), false);
+                "{{\"type\":\"message_start\",\"message\":{{\"id\":{},\"type\":\"message\",\"role\":\"assistant\",\"model\":{},\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{{\"input_tokens\":{},\"output_tokens\":1{}}}}}",
+                js(msg_id), js(model_id), plan.input_tokens, cache_usage(plan, true)), false);
             let mut idx = 0;
             let mut block = |b: &mut Builder, start: String, deltas: Vec<String>| {
                 b.push("", &format!("{{\"type\":\"content_block_start\",\"index\":{idx},\"content_block\":{start}"), false);
@@ -428,6 +442,7 @@ mod tests {
             stop_sequence: None,
             style: Style::Native,
             tokens_per_piece: 1,
+            cache_read: 0,
         }
     }
 
