@@ -71,6 +71,7 @@
 //! assert_eq!(client.len(), 6);
 //! ```
 
+mod accounting;
 mod chunks;
 mod event;
 mod finish;
@@ -98,13 +99,14 @@ mod testutil;
 #[cfg(test)]
 mod testwire;
 
+pub use accounting::AttemptUsage;
 pub use chunks::is_limit_stop;
 pub use event::usage_of;
 pub use finish::finish_at_limit;
 pub use plan::{plan, CannotResume, Continuation};
 pub use request::BodyError;
 pub use splice::{Divergence, Spliced, Splicer};
-pub use transcript::{AttemptUsage, Transcript};
+pub use transcript::Transcript;
 
 use crate::ops::Operation;
 

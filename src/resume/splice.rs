@@ -8,10 +8,11 @@
 //! Claude `message_delta` usage and `amazon-bedrock-invocationMetrics`) is the sum over
 //! attempts, failed attempts estimated (see [`Splicer::carried_usage`]).
 
-use super::event::{self, Delta, Edits, More, Parsed};
+use super::accounting::{Accounting, LimitGuard};
+use super::event::{self, Delta, Edits, Parsed};
 use super::replay::{Opaque, Replay};
 use super::seam::Seam;
-use super::transcript::{Tally, Transcript};
+use super::transcript::Transcript;
 use super::{StreamFormat, Usage};
 use aws_smithy_types::event_stream::Message;
 
@@ -67,102 +68,6 @@ impl Out {
             drop: true,
             ..Out::default()
         }
-    }
-}
-
-/// Usage accounting over attempts, kept by the splicer of the current attempt.
-#[derive(Debug, Clone, Default)]
-struct Accounting {
-    failed: Vec<Tally>,
-    /// Wall time of each failed attempt, measured when this attempt was planned.
-    failed_ms: u64,
-    /// Extra input of the current attempt's request (the delivered text).
-    extra: u64,
-    known_input: Option<u64>,
-    /// Cache tokens the current attempt announced early (Claude message_start).
-    known_cache: Option<(Option<u64>, Option<u64>)>,
-}
-
-impl Accounting {
-    fn from(t: &Transcript, strategy_extra: bool) -> Accounting {
-        let tallies = t.tallies();
-        let failed_ms = tallies.iter().map(Tally::elapsed_ms).sum();
-        let failed: Vec<Tally> = tallies.iter().copied().filter(Tally::billed).collect();
-        Accounting {
-            failed,
-            failed_ms,
-            extra: if strategy_extra {
-                t.delivered_count()
-            } else {
-                0
-            },
-            known_input: None,
-            known_cache: None,
-        }
-    }
-
-    /// What failed attempts add to a usage report whose input and cache counts are
-    /// `reported_input` and `reported_cache`. A failed attempt's input is what it announced,
-    /// else the final attempt's whole prompt (input plus cache read and write: `inputTokens`
-    /// already excludes cached tokens) minus the delivered text it carried, plus what the
-    /// failed attempt carried; it is counted as input (whether it hit the cache is not
-    /// reported). Cache tokens a failed attempt announced are summed; latency is the sum of
-    /// the failed attempts' wall time.
-    fn carry(
-        &self,
-        reported_input: Option<u64>,
-        reported_cache: Option<(Option<u64>, Option<u64>)>,
-    ) -> (Usage, More) {
-        let cache = reported_cache.or(self.known_cache).unwrap_or_default();
-        let cached = cache.0.unwrap_or(0) + cache.1.unwrap_or(0);
-        let base = reported_input
-            .or(self.known_input)
-            .map(|i| (i + cached).saturating_sub(self.extra));
-        let usage = self.failed.iter().fold(Usage::default(), |acc, t| Usage {
-            input: acc.input
-                + t.known_input
-                    .or(base.map(|b| b + t.extra_input()))
-                    .unwrap_or(0),
-            output: acc.output + t.output(),
-        });
-        let more = More {
-            cache_read: self.failed.iter().map(|t| t.cache.0).sum(),
-            cache_write: self.failed.iter().map(|t| t.cache.1).sum(),
-            latency_ms: self.failed_ms,
-        };
-        (usage, more)
-    }
-}
-
-/// A continuation asked for less than the client's limit left (the delivered count was only
-/// bounded): its `max_tokens` stop may be the relay's bound, not the client's. Such a stop,
-/// with the block stops before it and everything after it, is withheld; the upstream stream
-/// then ends without terminal events and the pump plans again (replay, which repeats the
-/// client's own limit).
-#[derive(Debug, Default)]
-struct LimitGuard {
-    held: Vec<Message>,
-    cut: bool,
-}
-
-impl LimitGuard {
-    fn filter(&mut self, ev: &event::Event, out: Vec<Message>) -> Vec<Message> {
-        if self.cut {
-            return Vec::new();
-        }
-        if ev.stop.as_deref().is_some_and(super::chunks::is_limit_stop) {
-            self.cut = true;
-            self.held.clear();
-            return Vec::new();
-        }
-        let ends_block = ev.block_stop.is_some() && ev.delta.is_none() && ev.block_start.is_none();
-        if ends_block || (!self.held.is_empty() && !ev.is_content() && ev.stop.is_none()) {
-            self.held.extend(out);
-            return Vec::new();
-        }
-        let mut all = std::mem::take(&mut self.held);
-        all.extend(out);
-        all
     }
 }
 

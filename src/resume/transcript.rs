@@ -7,13 +7,14 @@
 //! (`max_transcript_bytes`); past it the content is dropped (memory freed), only the stream
 //! structure is kept, and [`super::plan`] refuses with `CannotResume::TranscriptTooLarge`.
 
+use super::accounting::AttemptUsage;
+pub(crate) use super::accounting::Tally;
 use super::chunks::Shape;
 use super::event::{self, BlockKind, Delta};
 use super::limit::Delivered;
 use super::{Family, Strategy, StreamFormat};
 use aws_smithy_types::event_stream::Message;
 use std::hash::{Hash, Hasher};
-use std::time::Instant;
 
 /// One content block as the client received it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,89 +29,6 @@ pub(crate) struct Block {
     /// Redacted or unknown deltas, in order (JSON text).
     pub others: Vec<Delta>,
     pub stopped: bool,
-}
-
-/// Tokens one attempt consumed, as far as the stream tells.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Tally {
-    /// How the attempt was made (`None`: the original request).
-    pub strategy: Option<Strategy>,
-    /// Output tokens the client had before this attempt started (exact where the stream
-    /// reports running counts, else one per delta).
-    pub delivered_before: u64,
-    /// Deltas this attempt forwarded.
-    pub deltas: u64,
-    /// Input tokens the attempt announced (Claude message_start, Llama, Titan).
-    pub known_input: Option<u64>,
-    /// Cache read / write input tokens the attempt announced (Claude message_start).
-    pub cache: (u64, u64),
-    /// The last running output count the client saw from this attempt (Llama, Titan);
-    /// `offset` of it came from earlier attempts (a continuation's counter is shifted).
-    pub running: Option<u64>,
-    pub offset: u64,
-    /// When the attempt began streaming to the relay (wall time for `latencyMs`).
-    pub started: Instant,
-}
-
-impl Default for Tally {
-    fn default() -> Self {
-        Tally {
-            strategy: None,
-            delivered_before: 0,
-            deltas: 0,
-            known_input: None,
-            cache: (0, 0),
-            running: None,
-            offset: 0,
-            started: Instant::now(),
-        }
-    }
-}
-
-impl Tally {
-    /// Output tokens: the attempt's own running count where the stream reports one (a
-    /// replay's counter counts what it regenerated too); else one per delta forwarded, and a
-    /// replay that got as far as forwarding something also regenerated what was delivered
-    /// before it. (A replay that failed while still verifying counts 0: it may as well have
-    /// been refused before streaming, which is not billed.)
-    pub fn output(&self) -> u64 {
-        if let Some(r) = self.running {
-            return r.saturating_sub(self.offset);
-        }
-        let regenerated = match self.strategy {
-            Some(Strategy::Replay) if self.deltas > 0 => self.delivered_before,
-            _ => 0,
-        };
-        self.deltas + regenerated
-    }
-
-    /// Milliseconds from the start of the attempt until now.
-    pub fn elapsed_ms(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
-    /// The attempt produced something billable (failures before any output are not billed).
-    pub fn billed(&self) -> bool {
-        self.output() > 0 || self.known_input.is_some()
-    }
-
-    /// Extra input this attempt's request carried (the delivered text, ~one token per delta).
-    pub fn extra_input(&self) -> u64 {
-        match self.strategy {
-            Some(Strategy::Prefill | Strategy::Instructed) => self.delivered_before,
-            _ => 0,
-        }
-    }
-}
-
-/// Usage of the current attempt as far as known: for `failed_attempt_tokens_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AttemptUsage {
-    /// Input tokens, when the stream announced them before failing.
-    pub input: Option<u64>,
-    /// Output tokens: the exact running count where Llama and Titan report it, else
-    /// estimated as the number of deltas generated.
-    pub output: u64,
 }
 
 /// What the client has received so far. Call [`Transcript::observe`] with every message
