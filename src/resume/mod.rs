@@ -10,7 +10,10 @@
 //!                           ▼                                  ▼
 //!                typed exception, end      Transcript::observe (every message sent)
 //!
-//!   attempt failed ──► plan(format, original_body, &mut transcript, caps)
+//!   attempt failed ──► finish_at_limit(format, original_body, &transcript)
+//!                        └─ Some(terminal events): the client's output limit is used up;
+//!                           send them (as Bedrock ends such an answer), the stream is whole
+//!                      ──► else plan(format, original_body, &mut transcript, caps)
 //!                        ├─ Ok(Continuation { strategy, body, splicer }): send `body`,
 //!                        │    feed the new attempt's frames through `splicer`
 //!                        └─ Err(CannotResume): typed exception event, end the stream
