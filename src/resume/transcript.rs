@@ -103,6 +103,8 @@ impl Transcript {
                 let mut h = std::collections::hash_map::DefaultHasher::new();
                 raw.hash(&mut h);
                 self.chunks.push(h.finish());
+                // The hashes count towards the limit too (8 bytes a chunk).
+                self.bytes += std::mem::size_of::<u64>();
             }
         }
         self.unknown |= ev.unknown;
