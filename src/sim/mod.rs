@@ -17,6 +17,7 @@ pub mod request;
 mod server;
 pub mod sigv4;
 mod sse;
+pub mod styles;
 mod wire;
 
 pub use faults::{Fault, FaultRule};
