@@ -21,3 +21,4 @@ mod sim_sdk;
 mod sim_wire;
 mod soak;
 mod stream_seams;
+mod tool_calls;

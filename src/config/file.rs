@@ -24,6 +24,7 @@ pub(crate) struct ResumeFile {
     pub no_prefill_models: Option<Vec<String>>,
     pub instructed_models: Option<Vec<String>>,
     pub replay: Option<bool>,
+    pub hold_tool_use: Option<bool>,
     pub max_transcript_bytes: Option<SizeValue>,
 }
 

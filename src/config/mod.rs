@@ -144,6 +144,9 @@ pub(crate) fn load_with(
     if let Some(b) = r.replay {
         s.resume.replay = b;
     }
+    if let Some(b) = r.hold_tool_use {
+        s.resume.hold_tool_use = b;
+    }
     s.inbound = inbound::resolve(
         file.inbound.as_ref(),
         &origin,

@@ -47,6 +47,9 @@ pub struct ResumeSettings {
     pub instructed_models: Vec<Regex>,
     /// Whether replay-with-verification may be used (default true).
     pub replay: bool,
+    /// Tool-use blocks reach the client whole, once complete (default true); false: their
+    /// input is forwarded as it streams (a cut inside one is then healed by replay only).
+    pub hold_tool_use: bool,
     /// Cap on the bytes of delivered output kept per stream for resumption (default 8 MiB).
     pub max_transcript_bytes: usize,
 }
@@ -88,6 +91,7 @@ impl Default for ResumeSettings {
             no_prefill_models: default_regexes(DEFAULT_NO_PREFILL),
             instructed_models: Vec::new(),
             replay: true,
+            hold_tool_use: true,
             max_transcript_bytes: 8 * MIB,
         }
     }
