@@ -6,6 +6,12 @@
 
 use percent_encoding::percent_decode_str;
 
+mod services;
+pub use services::{
+    credential_service, endpoint_prefix, form_value, is_credential_action, sts_action,
+    CredentialService, Protocol, STS_CREDENTIAL_ACTIONS,
+};
+
 /// A Bedrock Runtime or Bedrock Agent Runtime operation the relay knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Operation {

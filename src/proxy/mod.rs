@@ -6,6 +6,7 @@
 
 mod attempt;
 mod body;
+mod credentials;
 pub mod error;
 mod frames;
 mod request;
@@ -109,6 +110,12 @@ impl Record {
 /// Serve one client request.
 pub async fn handle(relay: Arc<Relay>, req: Request<Incoming>) -> Response<Body> {
     let (parts, body) = req.into_parts();
+    // 1a. the SDK's own credential calls (STS web identity / SAML, SSO), sent here by a
+    // global AWS_ENDPOINT_URL: they carry their own proof and pass on untouched.
+    let (path, query) = (parts.uri.path(), parts.uri.query());
+    if let Some(service) = ops::credential_service(&parts.method, path, query, &parts.headers) {
+        return credentials::forward(&relay, parts, body, service).await;
+    }
     // 1. classify: which operation and model; refuse other AWS services.
     let Classified {
         operation,
@@ -137,9 +144,9 @@ pub async fn handle(relay: Arc<Relay>, req: Request<Incoming>) -> Response<Body>
         let base = match &other {
             None => relay.upstream.base(operation.route()).clone(),
             Some(service) if relay.settings.forward_other_services => {
-                request::service_endpoint(service, relay.signer.region())?
+                request::service_endpoint(&relay.settings, service, relay.signer.region())?
             }
-            Some(service) => return Err(request::wrong_service(&parts.headers, service.clone())),
+            Some(service) => return Err(request::wrong_service(&parts, service.clone())),
         };
         // 2. limits: the body is buffered (signing and replay need it), within its cap.
         let body = request::read_body(body, relay.settings.max_request_body).await?;

@@ -18,7 +18,8 @@ pub struct LogEntry {
     pub conversation: String,
     /// 1-based attempt number within the conversation.
     pub attempt: u32,
-    /// "valid" | "invalid" | "unknown_key" | "missing" | "bearer" | "unchecked".
+    /// "valid" | "invalid" | "unknown_key" | "missing" | "bearer" | "unchecked"; STS calls:
+    /// "unsigned" (as SDKs send their credential calls) or "unchecked".
     pub signature: String,
     /// The prefill text, if the request had one.
     pub prefill: Option<String>,

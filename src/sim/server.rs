@@ -29,6 +29,8 @@ pub struct State {
     pub log: Log,
     seq: AtomicU64,
     attempts: Mutex<HashMap<u64, u32>>,
+    /// Temporary credentials issued by the simulator's STS.
+    pub sts: super::sts::Issued,
 }
 
 impl State {
@@ -38,6 +40,7 @@ impl State {
             log: Log::new(config.log_capacity),
             seq: AtomicU64::new(0),
             attempts: Mutex::new(HashMap::new()),
+            sts: Default::default(),
             config,
         }
     }
@@ -206,21 +209,14 @@ async fn handle(state: &State, mut conn: Conn, req: Request) -> Option<Conn> {
     }
     let seq = state.seq.fetch_add(1, Ordering::Relaxed) + 1;
     let rid = request_id(seq);
+    if super::sts::is_sts(&req) {
+        return super::sts::serve(state, conn, req, seq, &rid).await;
+    }
     let method = http::Method::from_bytes(req.method.as_bytes()).unwrap_or(http::Method::GET);
     let classified = classify(&method, &req.path);
     let op = classified.operation;
     let model_id = classified.model_id.clone().unwrap_or_default();
-    let verdict = sigv4::verify(
-        &sigv4::SignedRequest {
-            method: &req.method,
-            path: &req.path,
-            query: &req.query,
-            headers: &req.headers,
-            body: &req.body,
-        },
-        &state.config.credentials,
-        &state.config.bearer_tokens,
-    );
+    let verdict = verify(state, &req);
     let body_json: Result<Value, _> = serde_json::from_slice(&req.body);
     let prompt = match &body_json {
         Ok(v) => prompt_of(op, &model_id, v),
@@ -300,6 +296,46 @@ async fn handle(state: &State, mut conn: Conn, req: Request) -> Option<Conn> {
         "simulator request"
     );
     respond(state, conn, outcome, &rid).await
+}
+
+/// Check the request's SigV4 signature (or bearer token) against the configured keys and,
+/// when verification is on, the temporary credentials the simulator's STS issued (their
+/// session token must come along).
+fn verify(state: &State, req: &Request) -> Verdict {
+    let c = &state.config;
+    let mut keys = c.credentials.clone();
+    let checking = !c.credentials.is_empty() || !c.bearer_tokens.is_empty();
+    if checking {
+        keys.extend(state.sts.keys());
+    }
+    let verdict = sigv4::verify(
+        &sigv4::SignedRequest {
+            method: &req.method,
+            path: &req.path,
+            query: &req.query,
+            headers: &req.headers,
+            body: &req.body,
+        },
+        &keys,
+        &c.bearer_tokens,
+    );
+    let key = req
+        .header("authorization")
+        .and_then(sigv4::parse_authorization)
+        .map(|a| a.access_key_id);
+    let configured = |k: &str| c.credentials.iter().any(|(id, _)| id == k);
+    match (verdict, key) {
+        (Verdict::Valid, Some(k)) if !configured(&k) => {
+            match state
+                .sts
+                .token_matches(&k, req.header("x-amz-security-token"))
+            {
+                Some(false) => Verdict::UnknownKey,
+                _ => verdict,
+            }
+        }
+        _ => verdict,
+    }
 }
 
 fn prompt_of(op: Operation, model_id: &str, body: &Value) -> Result<Prompt, SimError> {

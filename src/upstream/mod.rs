@@ -130,7 +130,10 @@ impl Upstream {
             Some(u) => u.clone(),
             None => regional("bedrock-agent-runtime", &settings.region, settings.fips)?,
         };
-        for u in [&runtime, &agent] {
+        for u in [&runtime, &agent]
+            .into_iter()
+            .chain(settings.service_upstreams.values())
+        {
             if points_at(u, settings.listen) {
                 return Err(UpstreamError::Loop(u.to_string()));
             }
