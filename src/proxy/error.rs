@@ -125,6 +125,12 @@ impl RelayError {
             Protocol::RestXml => respond(status, "application/xml", None, format!(
                 "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{error_type}</Code><Message>{message}</Message></Error>"
             )),
+            Protocol::Json if matches!(self, RelayError::InProtocol { .. }) => {
+                // AWS-JSON SDKs read the type from the body's `__type`, REST-JSON ones from
+                // the header: another service's client gets both.
+                let body = serde_json::json!({ "__type": error_type, "message": self.to_string() });
+                respond(status, "application/json", Some(error_type.to_string()), body.to_string())
+            }
             Protocol::Json => json_error(status, error_type, &self.to_string()),
         }
     }
@@ -229,6 +235,7 @@ mod tests {
             .starts_with("WrongServiceForRelay:"));
         let body: serde_json::Value = serde_json::from_str(&body_string(resp).await).unwrap();
         assert!(body["message"].as_str().unwrap().contains("`dynamodb`"));
+        assert_eq!(body["__type"], "WrongServiceForRelay");
         let failed = RelayError::CredentialUpstream {
             host: "sts.us-east-1.amazonaws.com".into(),
             detail: "connection refused".into(),
