@@ -67,18 +67,23 @@ async fn application(prompt: &str) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web_identity_credentials_through_the_relay_then_converse_stream() {
+    // Bedrock: verifies the relay's signatures (and, straight at it, the credentials it issued).
     let sim = sim::start(SimConfig {
         credentials: vec![(RELAY_KEY.into(), RELAY_SECRET.into())],
         ..SimConfig::default()
     })
     .await
     .expect("simulator starts");
+    // STS, behind the relay.
+    let sts = sim::start(SimConfig::default())
+        .await
+        .expect("simulator starts");
     let args = ServeArgs {
         listen: Some("127.0.0.1:0".into()),
         admin_listen: Some("127.0.0.1:0".into()),
         region: Some("us-east-1".into()),
         upstream: Some(sim.url()),
-        service_upstream: vec![format!("sts={}", sim.url())],
+        service_upstream: vec![format!("sts={}", sts.url())],
         ..Default::default()
     };
     let settings = config::load(&args).expect("valid settings");
@@ -117,20 +122,23 @@ async fn web_identity_credentials_through_the_relay_then_converse_stream() {
     let (text, access_key) = application(prompt).await;
     assert_eq!(text, sim::reference_text(MODEL, "", &[("user", prompt)]));
     assert!(access_key.starts_with("ASIASIM"), "{access_key}");
-    let log = sim.log();
-    let sts: Vec<_> = log
-        .iter()
-        .filter(|e| e.operation == "AssumeRoleWithWebIdentity")
-        .collect();
+    let sts_log = sts.log();
     // Two calls: `application` asks the chain once itself, the client's cache once more.
-    assert!(!sts.is_empty(), "{log:?}");
+    assert!(!sts_log.is_empty(), "the credential call reached STS");
     let digest = format!("sha256:{}", hex::encode(Sha256::digest(TOKEN.as_bytes())));
-    for call in sts {
+    for call in &sts_log {
+        assert_eq!(call.operation, "AssumeRoleWithWebIdentity");
         assert_eq!((call.status, call.signature.as_str()), (200, "unsigned"));
         assert_eq!(call.body["RoleArn"], ROLE_ARN);
         assert_eq!(call.body["RoleSessionName"], "pod-rust");
         assert_eq!(call.body["WebIdentityToken"], digest, "token untouched");
     }
+    let log = sim.log();
+    assert!(
+        log.iter()
+            .all(|e| e.operation != "AssumeRoleWithWebIdentity"),
+        "not sent to Bedrock: {log:?}"
+    );
     let bedrock: Vec<_> = log
         .iter()
         .filter(|e| e.tag.as_deref() == Some("rust-irsa"))
@@ -156,4 +164,5 @@ async fn web_identity_credentials_through_the_relay_then_converse_stream() {
 
     relay.shutdown().await;
     sim.shutdown().await;
+    sts.shutdown().await;
 }

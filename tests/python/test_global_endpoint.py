@@ -48,14 +48,15 @@ def start_relay(sim, *extra):
 
 @pytest.fixture(scope="module")
 def sts_sim():
-    proc = start_sim("--access-key-id", RELAY_KEY, "--secret-access-key", RELAY_SECRET)
+    """The simulator in the role of STS only (Bedrock is the `sim` fixture)."""
+    proc = start_sim()
     yield proc
     proc.stop()
 
 
 @pytest.fixture(scope="module")
-def sts_relay(sts_sim):
-    proc = start_relay(sts_sim, "--service-upstream", f"sts={sts_sim.url}")
+def sts_relay(sim, sts_sim):
+    proc = start_relay(sim, "--service-upstream", f"sts={sts_sim.url}")
     yield proc
     proc.stop()
 
@@ -78,7 +79,7 @@ def run_app(env, prompt):
 
 
 def test_boto3_with_a_web_identity_token_and_only_the_global_endpoint_gets_credentials_through_the_relay(
-        tmp_path, sts_sim, sts_relay, clean_sim):
+        tmp_path, sim, sts_sim, sts_relay, clean_sim):
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN)
     env = app_env(tmp_path, sts_relay.url, AWS_WEB_IDENTITY_TOKEN_FILE=str(token_file), AWS_ROLE_ARN=ROLE_ARN,
@@ -90,13 +91,14 @@ def test_boto3_with_a_web_identity_token_and_only_the_global_endpoint_gets_crede
     assert got["text"] == direct["output"]["message"]["content"][0]["text"]
     assert got["access_key"].startswith("ASIASIM"), "credentials issued by the simulator's STS"
 
-    log = sim_log(sts_sim.url)
-    sts = [e for e in log if e["operation"] == "AssumeRoleWithWebIdentity"]
-    assert sts, log
+    sts = [e for e in sim_log(sts_sim.url) if e["operation"] == "AssumeRoleWithWebIdentity"]
+    assert sts, "the credential call reached STS"
     call = sts[-1]["body"]
-    assert sts[-1]["signature"] == "unsigned" and sts[-1]["status"] == 200
+    assert sts[-1]["signature"] == "unsigned" and sts[-1]["status"] == 200, "no relay credentials added"
     assert call["RoleArn"] == ROLE_ARN and call["RoleSessionName"] == "pod-py"
     assert call["WebIdentityToken"] == "sha256:" + hashlib.sha256(TOKEN.encode()).hexdigest(), "token untouched"
+    log = sim_log(sim.url)
+    assert not [e for e in log if e["operation"] == "AssumeRoleWithWebIdentity"], "not sent to Bedrock"
     bedrock = [e for e in log if e.get("tag") == "py-irsa"]
     assert bedrock and all(e["signature"] == "valid" for e in bedrock), "re-signed with the relay's key"
 
@@ -121,10 +123,10 @@ class Portal(http.server.BaseHTTPRequestHandler):
 
 
 def test_boto3_with_an_sso_profile_and_only_the_global_endpoint_gets_role_credentials_through_the_relay(
-        tmp_path, sts_sim, clean_sim):
+        tmp_path, sim, clean_sim):
     portal = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Portal)
     threading.Thread(target=portal.serve_forever, daemon=True).start()
-    relay = start_relay(sts_sim, "--service-upstream", f"sso=http://127.0.0.1:{portal.server_port}")
+    relay = start_relay(sim, "--service-upstream", f"sso=http://127.0.0.1:{portal.server_port}")
     try:
         start_url = "https://example.awsapps.com/start"
         (tmp_path / "config").write_text(
