@@ -2,7 +2,7 @@
 //! default chain finds the web identity token file, sends `AssumeRoleWithWebIdentity` to the
 //! endpoint override (the relay), which passes it on untouched to the simulator's STS
 //! (`--service-upstream sts=...`); the application then calls ConverseStream through the
-//! relay with the temporary credentials it got.
+//! relay with the temporary credentials it got, and the relay heals a reset stream.
 //!
 //! Its own test binary: aws-config reads the process environment, which this test sets (the
 //! shared integration binary runs tests on parallel threads). One test function.
@@ -16,7 +16,7 @@ use aws_sdk_bedrockruntime::Client;
 use bedrock_relay::app;
 use bedrock_relay::config::{self, ServeArgs};
 use bedrock_relay::signing::Signer;
-use bedrock_relay::sim::{self, SimConfig};
+use bedrock_relay::sim::{self, Fault, FaultRule, SimConfig};
 use sha2::{Digest, Sha256};
 
 const RELAY_KEY: &str = "AKIDRELAYEXAMPLE";
@@ -119,6 +119,12 @@ async fn web_identity_credentials_through_the_relay_then_converse_stream() {
 
     // Through the relay: credentials from the simulator's STS, Bedrock re-signed.
     let prompt = "estuaries sim:tag=rust-irsa";
+    sim.add_rule(FaultRule {
+        operation: None,
+        tag: Some("rust-irsa".into()),
+        attempts: Some(vec![1]),
+        fault: Fault::ResetAfterEvents { events: 3 },
+    });
     let (text, access_key) = application(prompt).await;
     assert_eq!(text, sim::reference_text(MODEL, "", &[("user", prompt)]));
     assert!(access_key.starts_with("ASIASIM"), "{access_key}");
@@ -143,7 +149,7 @@ async fn web_identity_credentials_through_the_relay_then_converse_stream() {
         .iter()
         .filter(|e| e.tag.as_deref() == Some("rust-irsa"))
         .collect();
-    assert!(!bedrock.is_empty());
+    assert_eq!(bedrock.len(), 2, "the reset on the first attempt was healed");
     assert!(
         bedrock.iter().all(|e| e.signature == "valid"),
         "re-signed with the relay's key: {bedrock:?}"

@@ -15,7 +15,7 @@ import threading
 
 import pytest
 
-from conftest import RELAY_KEY, RELAY_SECRET, Proc, client, clean_env, free_port, sim_log, start_sim, wait_for
+from conftest import RELAY_KEY, RELAY_SECRET, Proc, add_faults, client, clean_env, free_port, sim_log, start_sim, wait_for
 
 MODEL = "anthropic.claude-3-5-sonnet-20240620-v1:0"
 ROLE_ARN = "arn:aws:iam::123456789012:role/app-role"
@@ -85,6 +85,7 @@ def test_boto3_with_a_web_identity_token_and_only_the_global_endpoint_gets_crede
     env = app_env(tmp_path, sts_relay.url, AWS_WEB_IDENTITY_TOKEN_FILE=str(token_file), AWS_ROLE_ARN=ROLE_ARN,
                   AWS_ROLE_SESSION_NAME="pod-py")
     prompt = "harbours sim:tag=py-irsa"
+    add_faults(sim.url, [{"tag": "py-irsa", "attempts": [1], "kind": "reset_after_events", "events": 3}])
     got = run_app(env, prompt)
 
     direct = client(clean_sim.url).converse(modelId=MODEL, messages=[{"role": "user", "content": [{"text": prompt}]}])
@@ -100,7 +101,7 @@ def test_boto3_with_a_web_identity_token_and_only_the_global_endpoint_gets_crede
     log = sim_log(sim.url)
     assert not [e for e in log if e["operation"] == "AssumeRoleWithWebIdentity"], "not sent to Bedrock"
     bedrock = [e for e in log if e.get("tag") == "py-irsa"]
-    assert bedrock and all(e["signature"] == "valid" for e in bedrock), "re-signed with the relay's key"
+    assert len(bedrock) == 2 and all(e["signature"] == "valid" for e in bedrock), "healed, re-signed by the relay"
 
 
 class Portal(http.server.BaseHTTPRequestHandler):
@@ -140,6 +141,7 @@ def test_boto3_with_an_sso_profile_and_only_the_global_endpoint_gets_role_creden
             "expiresAt": "2099-01-01T00:00:00Z"}))
         env = app_env(tmp_path, relay.url, AWS_CONFIG_FILE=str(tmp_path / "config"))
         prompt = "lanterns sim:tag=py-sso"
+        add_faults(sim.url, [{"tag": "py-sso", "attempts": [1], "kind": "reset_after_events", "events": 3}])
         got = run_app(env, prompt)
     finally:
         relay.stop()
@@ -148,6 +150,7 @@ def test_boto3_with_an_sso_profile_and_only_the_global_endpoint_gets_role_creden
     direct = client(clean_sim.url).converse(modelId=MODEL, messages=[{"role": "user", "content": [{"text": prompt}]}])
     assert got["text"] == direct["output"]["message"]["content"][0]["text"]
     assert got["access_key"] == "ASIAPORTALEXAMPLE"
+    assert len([e for e in sim_log(sim.url) if e.get("tag") == "py-sso"]) == 2, "healed"
     call = Portal.seen[-1]
     assert call["path"].startswith("/federation/credentials?"), call
     assert "role_name=App" in call["path"] and "account_id=123456789012" in call["path"]
