@@ -192,6 +192,15 @@ async fn refusals_and_failures_are_written_in_the_service_s_own_protocol() {
         "nothing was forwarded"
     );
 
+    // Credential calls come without inbound authentication: their bodies are kept small.
+    let big = format!(
+        "Action=AssumeRoleWithSAML&SAMLAssertion={}",
+        "A".repeat(300 * 1024)
+    );
+    let r = send(h.relay.addr, "POST", "/", &[FORM], &big).await;
+    assert_eq!(r.status, 413);
+    assert!(body(&r).starts_with("<ErrorResponse>"), "{}", body(&r));
+
     // The portal cannot be reached: 503 in REST-JSON, which SDKs retry.
     let r = send(
         h.relay.addr,

@@ -149,7 +149,11 @@ async fn web_identity_credentials_through_the_relay_then_converse_stream() {
         .iter()
         .filter(|e| e.tag.as_deref() == Some("rust-irsa"))
         .collect();
-    assert_eq!(bedrock.len(), 2, "the reset on the first attempt was healed");
+    assert_eq!(
+        bedrock.len(),
+        2,
+        "the reset on the first attempt was healed"
+    );
     assert!(
         bedrock.iter().all(|e| e.signature == "valid"),
         "re-signed with the relay's key: {bedrock:?}"

@@ -26,6 +26,10 @@ use hyper::body::Incoming;
 use std::time::Instant;
 use tokio::time::timeout;
 
+/// Largest credential call accepted (they come without inbound authentication): STS allows
+/// SAML assertions of up to 100,000 characters, the other calls are far smaller.
+const MAX_CREDENTIAL_BODY: usize = 256 * 1024;
+
 /// Pass one credential call on and answer the client; errors the relay makes itself are
 /// written in the service's own protocol.
 pub async fn forward(
@@ -92,7 +96,8 @@ async fn exchange(
     service: CredentialService,
     action: &mut &'static str,
 ) -> Result<Response<Body>, RelayError> {
-    let body = request::read_body(body, relay.settings.max_request_body).await?;
+    let limit = MAX_CREDENTIAL_BODY.min(relay.settings.max_request_body);
+    let body = request::read_body(body, limit).await?;
     *action = action_of(service, parts, &body)?;
     let base = request::service_endpoint(&relay.settings, service.key(), relay.signer.region())?;
     let path = parts
