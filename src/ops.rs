@@ -3,6 +3,8 @@
 //! Shared by the relay (routing, retry and resume decisions, metric labels) and the
 //! simulator (dispatch). Model ids come percent-encoded in the path (ARNs contain `:` and
 //! `/`); [`Classified::model_id`] is the decoded form, the raw path is never rewritten.
+//! Requests for other AWS services (the SDK's own credential calls, the protocol of another
+//! service's errors) are recognised in `services`.
 
 use percent_encoding::percent_decode_str;
 

@@ -39,8 +39,11 @@ pub async fn forward(
     service: CredentialService,
 ) -> Response<Body> {
     let started = Instant::now();
-    let mut action = "-";
-    let response = match exchange(relay, &parts, body, service, &mut action).await {
+    let (action, result) = match read_call(relay, &parts, body, service).await {
+        Ok((action, body)) => (action, exchange(relay, &parts, body, service).await),
+        Err(e) => ("-", Err(e)),
+    };
+    let response = match result {
         Ok(resp) => resp,
         Err(e) => {
             tracing::warn!(service = service.key(), action, error = %e, "credential call not passed on");
@@ -89,16 +92,25 @@ fn action_of(
     }
 }
 
-async fn exchange(
+/// The body (within its cap) and the action, when the request is a credential call.
+async fn read_call(
     relay: &Relay,
     parts: &Parts,
     body: Incoming,
     service: CredentialService,
-    action: &mut &'static str,
-) -> Result<Response<Body>, RelayError> {
+) -> Result<(&'static str, Bytes), RelayError> {
     let limit = MAX_CREDENTIAL_BODY.min(relay.settings.max_request_body);
     let body = request::read_body(body, limit).await?;
-    *action = action_of(service, parts, &body)?;
+    Ok((action_of(service, parts, &body)?, body))
+}
+
+/// Send the call, as it came, to the service's endpoint; the answer as it came back.
+async fn exchange(
+    relay: &Relay,
+    parts: &Parts,
+    body: Bytes,
+    service: CredentialService,
+) -> Result<Response<Body>, RelayError> {
     let base = request::service_endpoint(&relay.settings, service.key(), relay.signer.region())?;
     let path = parts
         .uri

@@ -1,8 +1,9 @@
 //! Accept loop, control endpoints and per-request dispatch.
 //!
-//! Owns the order of one attempt: control endpoints → classify → auth → parse → attempt
-//! counting → fault choice → plan → log → respond (in `wire`, with the fault cut in at its exact
-//! position). Shared state (rules, attempt counters, log) lives in [`State`].
+//! Owns the order of one attempt: control endpoints → STS calls (answered by `sts`) → classify
+//! → auth → parse → attempt counting → fault choice → plan → log → respond (in `wire`, with
+//! the fault cut in at its exact position). Shared state (rules, attempt counters, log,
+//! issued credentials) lives in [`State`].
 
 use super::faults::{self, Fault, FaultRule};
 use super::http::{Conn, HttpError, Request};
@@ -10,7 +11,7 @@ use super::log::{Log, LogEntry};
 use super::plan::{self, Plan};
 use super::render::{self, Latency};
 use super::request::{self, Family, Prompt};
-use super::sigv4::{self, Verdict};
+use super::sigv4::Verdict;
 use super::wire::{respond, send_error, send_json, Outcome, Reply};
 use super::{gen, SimConfig, SimError};
 use crate::ops::{classify, Operation};
@@ -216,7 +217,7 @@ async fn handle(state: &State, mut conn: Conn, req: Request) -> Option<Conn> {
     let classified = classify(&method, &req.path);
     let op = classified.operation;
     let model_id = classified.model_id.clone().unwrap_or_default();
-    let verdict = verify(state, &req);
+    let verdict = super::sts::verify(state, &req);
     let body_json: Result<Value, _> = serde_json::from_slice(&req.body);
     let prompt = match &body_json {
         Ok(v) => prompt_of(op, &model_id, v),
@@ -296,46 +297,6 @@ async fn handle(state: &State, mut conn: Conn, req: Request) -> Option<Conn> {
         "simulator request"
     );
     respond(state, conn, outcome, &rid).await
-}
-
-/// Check the request's SigV4 signature (or bearer token) against the configured keys and,
-/// when verification is on, the temporary credentials the simulator's STS issued (their
-/// session token must come along).
-fn verify(state: &State, req: &Request) -> Verdict {
-    let c = &state.config;
-    let mut keys = c.credentials.clone();
-    let checking = !c.credentials.is_empty() || !c.bearer_tokens.is_empty();
-    if checking {
-        keys.extend(state.sts.keys());
-    }
-    let verdict = sigv4::verify(
-        &sigv4::SignedRequest {
-            method: &req.method,
-            path: &req.path,
-            query: &req.query,
-            headers: &req.headers,
-            body: &req.body,
-        },
-        &keys,
-        &c.bearer_tokens,
-    );
-    let key = req
-        .header("authorization")
-        .and_then(sigv4::parse_authorization)
-        .map(|a| a.access_key_id);
-    let configured = |k: &str| c.credentials.iter().any(|(id, _)| id == k);
-    match (verdict, key) {
-        (Verdict::Valid, Some(k)) if !configured(&k) => {
-            match state
-                .sts
-                .token_matches(&k, req.header("x-amz-security-token"))
-            {
-                Some(false) => Verdict::UnknownKey,
-                _ => verdict,
-            }
-        }
-        _ => verdict,
-    }
 }
 
 fn prompt_of(op: Operation, model_id: &str, body: &Value) -> Result<Prompt, SimError> {

@@ -15,6 +15,7 @@ use super::gen;
 use super::http::{Conn, Request};
 use super::log::LogEntry;
 use super::server::State;
+use super::sigv4::{self, Verdict};
 use crate::ops::form_value;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -336,6 +337,46 @@ pub(super) async fn serve(
         .await
         .ok()
         .map(|_| conn)
+}
+
+/// Check the request's SigV4 signature (or bearer token) against the configured keys and,
+/// when verification is on, the temporary credentials the simulator's STS issued (their
+/// session token must come along).
+pub(super) fn verify(state: &State, req: &Request) -> Verdict {
+    let c = &state.config;
+    let mut keys = c.credentials.clone();
+    let checking = !c.credentials.is_empty() || !c.bearer_tokens.is_empty();
+    if checking {
+        keys.extend(state.sts.keys());
+    }
+    let verdict = sigv4::verify(
+        &sigv4::SignedRequest {
+            method: &req.method,
+            path: &req.path,
+            query: &req.query,
+            headers: &req.headers,
+            body: &req.body,
+        },
+        &keys,
+        &c.bearer_tokens,
+    );
+    let key = req
+        .header("authorization")
+        .and_then(sigv4::parse_authorization)
+        .map(|a| a.access_key_id);
+    let configured = |k: &str| c.credentials.iter().any(|(id, _)| id == k);
+    match (verdict, key) {
+        (Verdict::Valid, Some(k)) if !configured(&k) => {
+            match state
+                .sts
+                .token_matches(&k, req.header("x-amz-security-token"))
+            {
+                Some(false) => Verdict::UnknownKey,
+                _ => verdict,
+            }
+        }
+        _ => verdict,
+    }
 }
 
 #[cfg(test)]
