@@ -38,6 +38,8 @@ pub struct Metrics {
     /// The SDK's own credential calls passed on untouched (a global `AWS_ENDPOINT_URL`), by
     /// `service` (sts, sso, sso-oidc) and the HTTP `status` the client got.
     pub credential_calls_total: IntCounterVec,
+    /// Stream pumps that panicked (a bug): their clients' connections were cut.
+    pub stream_panics_total: IntCounter,
     /// Always 1, labelled with the crate `version`.
     pub build_info: IntGaugeVec,
 }
@@ -150,6 +152,10 @@ impl Metrics {
         registry
             .register(Box::new(resume_gap_seconds.clone()))
             .expect("unique metric");
+        let stream_panics_total = counter(
+            "stream_panics_total",
+            "Stream pumps that panicked (a bug); their clients' connections were cut.",
+        );
         let client_disconnects_total = counter(
             "client_disconnects_total",
             "Clients that went away before their response was complete.",
@@ -185,6 +191,7 @@ impl Metrics {
             resume_gap_seconds,
             client_disconnects_total,
             credential_calls_total,
+            stream_panics_total,
             build_info,
         }
     }

@@ -21,3 +21,4 @@ mod sim_models;
 mod sim_sdk;
 mod sim_wire;
 mod soak;
+mod stream_seams;

@@ -33,6 +33,11 @@ pub struct ServeArgs {
     #[arg(long, env = "BEDROCK_RELAY_AGENT_UPSTREAM", value_name = "URL")]
     pub agent_upstream: Option<String>,
 
+    /// Send bedrock-mantle requests (client paths under `/mantle/`) here instead of
+    /// `https://bedrock-mantle.{region}.api.aws`.
+    #[arg(long, env = "BEDROCK_RELAY_MANTLE_UPSTREAM", value_name = "URL")]
+    pub mantle_upstream: Option<String>,
+
     /// Use the FIPS endpoints (can only switch FIPS on; `fips = true` in the file stays on).
     #[arg(long, env = "BEDROCK_RELAY_FIPS")]
     pub fips: bool,

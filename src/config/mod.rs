@@ -69,6 +69,7 @@ fn cli_values(a: &ServeArgs) -> HashMap<&'static str, Raw> {
     put("region", "region", &a.region);
     put("upstream", "upstream", &a.upstream);
     put("agent_upstream", "agent-upstream", &a.agent_upstream);
+    put("mantle_upstream", "mantle-upstream", &a.mantle_upstream);
     put("stall_timeout", "stall-timeout", &a.stall_timeout);
     put("max_attempts", "max-attempts", &a.max_attempts);
     put("backoff_base", "backoff-base", &a.backoff_base);
@@ -212,6 +213,7 @@ fn build(raw: &HashMap<&'static str, Raw>, p: &mut Problems) -> Settings {
         region: String::new(),
         upstream: p.parse("upstream", g("upstream"), None, some_uri),
         agent_upstream: p.parse("agent_upstream", g("agent_upstream"), None, some_uri),
+        mantle_upstream: p.parse("mantle_upstream", g("mantle_upstream"), None, some_uri),
         fips: false,
         stall_timeout: p.parse(
             "stall_timeout",

@@ -35,7 +35,7 @@ pub enum LogFormat {
     Json,
 }
 
-/// How broken streams may be resumed (see DESIGN.md, "Continuing a model's output").
+/// How broken streams may be resumed (see docs/design.md, "Continuing a model's output").
 #[derive(Debug, Clone)]
 pub struct ResumeSettings {
     /// Resumptions allowed per streaming response (default 3).
@@ -105,6 +105,8 @@ pub struct Settings {
     pub upstream: Option<http::Uri>,
     /// Endpoint override for bedrock-agent-runtime.
     pub agent_upstream: Option<http::Uri>,
+    /// Endpoint override for bedrock-mantle (client paths under `/mantle/`).
+    pub mantle_upstream: Option<http::Uri>,
     pub fips: bool,
     /// Longest silence inside a response body before it counts as stalled. Also the
     /// whole-response limit of non-streaming calls (non-stream Converse may take minutes,
@@ -150,6 +152,7 @@ impl Default for Settings {
             region: "us-east-1".into(),
             upstream: None,
             agent_upstream: None,
+            mantle_upstream: None,
             fips: false,
             stall_timeout: Duration::from_secs(300),
             stall_timeouts: Vec::new(),

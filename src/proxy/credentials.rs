@@ -15,7 +15,7 @@
 //! the action, the status and the duration.
 
 use super::error::{full, RelayError};
-use super::{request, Body, Relay};
+use super::{outbound, Body, Relay};
 use crate::ops::{self, CredentialService};
 use bytes::Bytes;
 use http::header::{HeaderName, CONNECTION};
@@ -100,7 +100,7 @@ async fn read_call(
     service: CredentialService,
 ) -> Result<(&'static str, Bytes), RelayError> {
     let limit = MAX_CREDENTIAL_BODY.min(relay.settings.max_request_body);
-    let body = request::read_body(body, limit).await?;
+    let body = outbound::read_body(body, limit).await?;
     Ok((action_of(service, parts, &body)?, body))
 }
 
@@ -111,7 +111,7 @@ async fn exchange(
     body: Bytes,
     service: CredentialService,
 ) -> Result<Response<Body>, RelayError> {
-    let base = request::service_endpoint(&relay.settings, service.key(), relay.signer.region())?;
+    let base = outbound::service_endpoint(&relay.settings, service.key(), relay.signer.region())?;
     let path = parts
         .uri
         .path_and_query()
@@ -134,8 +134,12 @@ async fn exchange(
     let resp = match timeout(settings.first_byte_timeout, relay.upstream.send(req)).await {
         Err(_) => return Err(failed("no response headers in time".into(), false)),
         Ok(Err(e)) => {
-            use crate::upstream::FailureKind;
-            let connect = matches!(e.kind(), FailureKind::Connect | FailureKind::ConnectTimeout);
+            // The request never left (refused, or the connect timed out): SDKs retry a 503.
+            use crate::retry::RetryReason;
+            let connect = matches!(
+                e.retry_reason(),
+                Some(RetryReason::Connect | RetryReason::Timeout)
+            );
             return Err(failed(e.to_string(), connect));
         }
         Ok(Ok(resp)) => resp,

@@ -7,11 +7,11 @@
 //! for STS and friends, EC2 XML, S3 XML, JSON otherwise), so its message reaches the user
 //! verbatim instead of a parser failure.
 
-use super::Body;
+pub use crate::body::full;
+use crate::body::Body;
 use crate::ops::Protocol;
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
 
 /// Why the relay answers a request itself instead of forwarding Bedrock's answer.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +54,10 @@ pub enum RelayError {
     Inbound(#[from] crate::inbound::Denied),
     #[error("upstream response exceeds the relay's limit of {limit} bytes (max_response_body)")]
     ResponseTooLarge { limit: usize },
+    #[error("the retry budget or the request deadline is exhausted")]
+    Exhausted,
+    #[error("{0}")]
+    CannotResume(String),
 }
 
 impl RelayError {
@@ -83,7 +87,13 @@ impl RelayError {
             RelayError::ResponseTooLarge { .. } => {
                 (StatusCode::BAD_GATEWAY, "InternalServerException")
             }
-            RelayError::Upstream(_) => (StatusCode::BAD_GATEWAY, "InternalServerException"),
+            RelayError::Upstream(_) | RelayError::CannotResume(_) => {
+                (StatusCode::BAD_GATEWAY, "InternalServerException")
+            }
+            RelayError::Exhausted => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailableException",
+            ),
             RelayError::Inbound(d) => d.status_and_type(),
         }
     }
@@ -159,11 +169,6 @@ fn respond(
     resp
 }
 
-/// A complete body.
-pub fn full(bytes: Bytes) -> Body {
-    Full::new(bytes).map_err(|never| match never {}).boxed()
-}
-
 fn xml_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -173,6 +178,7 @@ fn xml_escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::BodyExt;
 
     async fn body_string(resp: Response<Body>) -> String {
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();

@@ -16,7 +16,7 @@
 //!                        └─ Err(CannotResume): typed exception event, end the stream
 //! ```
 //!
-//! Strategies (the ladder of DESIGN.md): [`Strategy::Prefill`] (the delivered text as an
+//! Strategies (the ladder of docs/design.md): [`Strategy::Prefill`] (the delivered text as an
 //! assistant prefill), [`Strategy::Instructed`] (delivered text + a user turn asking to
 //! continue; the echoed overlap is removed), [`Strategy::Replay`] (resend the original request,
 //! swallow what the client has while verifying it exactly, forward the rest; a mismatch is a

@@ -17,6 +17,7 @@ pub mod render;
 pub mod request;
 mod server;
 pub mod sigv4;
+mod sse;
 pub mod sts;
 mod wire;
 

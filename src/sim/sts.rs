@@ -322,6 +322,10 @@ pub(super) async fn serve(
         conversation: String::new(),
         attempt: 1,
         signature: signature.into(),
+        service: req
+            .header("authorization")
+            .and_then(crate::ops::signed_service)
+            .map(str::to_owned),
         prefill: None,
         continuation: false,
         fault: None,

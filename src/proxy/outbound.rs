@@ -29,7 +29,7 @@ pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, RelayError
 pub fn other_service(headers: &HeaderMap) -> Option<String> {
     let auth = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
     match crate::ops::signed_service(auth) {
-        None | Some("bedrock") => None,
+        None | Some("bedrock" | "bedrock-mantle") => None,
         Some(other) => Some(other.to_owned()),
     }
 }
