@@ -16,6 +16,7 @@ mod relay_e2e;
 mod resume_ladder;
 mod resume_matrix;
 mod resume_property;
+mod resume_seams;
 mod security;
 mod sim_models;
 mod sim_sdk;

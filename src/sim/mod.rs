@@ -19,6 +19,7 @@ mod server;
 pub mod sigv4;
 mod sse;
 pub mod sts;
+pub mod styles;
 mod wire;
 
 pub use faults::{Fault, FaultRule};

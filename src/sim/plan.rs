@@ -6,6 +6,7 @@
 
 use super::gen;
 use super::request::Prompt;
+use super::styles::{self, Style};
 use super::SimError;
 use regex::Regex;
 
@@ -22,6 +23,7 @@ pub enum Stop {
     EndTurn,
     ToolUse,
     MaxTokens,
+    StopSequence,
 }
 
 /// A deterministic tool call.
@@ -51,6 +53,16 @@ pub struct Plan {
     pub prefill: Option<String>,
     /// The request was an instructed continuation.
     pub continuation: bool,
+    /// The stop sequence that ended the answer (`Stop::StopSequence`).
+    pub stop_sequence: Option<String>,
+    /// Which of the family's APIs the request used.
+    pub style: Style,
+    /// Output tokens per text piece (`sim:tpp=K`, default 1): streams whose chunks carry
+    /// several tokens, as real ones do.
+    pub tokens_per_piece: u32,
+    /// Input tokens reported as read from the prompt cache (`sim:cache=N`), besides
+    /// `input_tokens`.
+    pub cache_read: u32,
 }
 
 impl Plan {
@@ -98,17 +110,19 @@ pub fn plan(
     let seed_of = |turns: &[(&str, &str)]| {
         gen::seed(model_id, &prompt.system, turns, prompt.temperature, attempt)
     };
+    let reference_of =
+        |turns: &[(&str, &str)]| styles::with_inserts(gen::pieces(seed_of(turns), n), &all_text);
     let mut continuation = false;
     let mut text = match &prefill {
         Some(p) => {
-            let reference = gen::pieces(seed_of(&turns), n);
+            let reference = reference_of(&turns);
             gen::continuation(&reference, p).unwrap_or_else(|| {
                 let used = p.split_whitespace().count();
                 gen::fallback_continuation(seed_of(&turns), p, n.saturating_sub(used).max(1))
             })
         }
-        None => instructed(&turns, &seed_of, n, &all_text).map_or_else(
-            || gen::pieces(seed_of(&turns), n),
+        None => instructed(&turns, &seed_of, &reference_of, &all_text).map_or_else(
+            || reference_of(&turns),
             |rest| {
                 continuation = true;
                 rest
@@ -124,8 +138,13 @@ pub fn plan(
     let reasoning_tokens = reasoning.as_ref().map_or(0, |(p, _)| p.len());
 
     let mut stop = Stop::EndTurn;
+    let stop_sequence = styles::apply_stops(&mut text, &prompt.stop_sequences);
+    if stop_sequence.is_some() {
+        stop = Stop::StopSequence;
+    }
+    let tpp = gen::directive_num(&all_text, "tpp").map_or(1, |k| k.clamp(1, 16) as usize);
     if let Some(max) = prompt.max_tokens {
-        let room = (max as usize).saturating_sub(reasoning_tokens).max(1);
+        let room = (max as usize / tpp).saturating_sub(reasoning_tokens).max(1);
         if text.len() > room {
             text.truncate(room);
             stop = Stop::MaxTokens;
@@ -145,7 +164,7 @@ pub fn plan(
         _ => None,
     };
     let tool_tokens = tool.as_ref().map_or(0, |t| t.input_pieces.len());
-    let output = text.len() + reasoning_tokens + tool_tokens;
+    let output = text.len() * tpp + reasoning_tokens + tool_tokens;
     Ok(Plan {
         reasoning,
         text,
@@ -155,11 +174,17 @@ pub fn plan(
         output_tokens: u32::try_from(output).unwrap_or(u32::MAX),
         prefill,
         continuation,
+        stop_sequence: stop_sequence.filter(|_| stop == Stop::StopSequence),
+        style: prompt.style,
+        tokens_per_piece: tpp as u32,
+        cache_read: gen::directive_num(&all_text, "cache").map_or(0, |n| n.min(1 << 20) as u32),
     })
 }
 
 /// Seed of the reference for a list of turns.
 type SeedOf<'a> = dyn Fn(&[(&str, &str)]) -> u64 + 'a;
+/// Reference pieces for a list of turns.
+type ReferenceOf<'a> = dyn Fn(&[(&str, &str)]) -> Vec<String> + 'a;
 
 /// Instructed continuation: the conversation ends with [assistant A, user "…continue…"] and A
 /// is a prefix of the reference of the turns before A. Returns the rest, led by a repeat of
@@ -167,7 +192,7 @@ type SeedOf<'a> = dyn Fn(&[(&str, &str)]) -> u64 + 'a;
 fn instructed(
     turns: &[(&str, &str)],
     seed_of: &SeedOf<'_>,
-    n: usize,
+    reference_of: &ReferenceOf<'_>,
     all_text: &str,
 ) -> Option<Vec<String>> {
     let [before @ .., ("assistant", delivered), ("user", ask)] = turns else {
@@ -177,7 +202,7 @@ fn instructed(
         return None;
     }
     let base = seed_of(before);
-    let reference = gen::pieces(base, n);
+    let reference = reference_of(before);
     let mut rest = gen::continuation(&reference, delivered)?;
     let overlap = match gen::directive_num(all_text, "overlap") {
         Some(k) => k as usize,

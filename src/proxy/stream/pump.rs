@@ -225,6 +225,10 @@ impl Pump {
             self.attempts.record_late_failure(fault.retry_reason());
             fault_at = Some(Instant::now());
             self.count_failed_attempt_tokens();
+            // The client's output limit is used up: end the answer as Bedrock would.
+            if self.finish_at_limit().await {
+                break End::Complete;
+            }
             let client = self.client.tx.clone();
             let resumed = tokio::select! {
                 // Boxed: a resume is rare, and inline its state would make every open
@@ -245,6 +249,31 @@ impl Pump {
             self.client.close().await;
         }
         self.finish(end);
+    }
+
+    /// When the client's output limit is used up at a fault, send the terminal events
+    /// Bedrock would have sent instead of resuming. `true`: the answer is complete.
+    async fn finish_at_limit(&mut self) -> bool {
+        let Some(r) = self.resumable.as_mut() else {
+            return false;
+        };
+        let Some(end) =
+            crate::resume::finish_at_limit(&r.format, &self.outbound.body, &r.transcript)
+        else {
+            return false;
+        };
+        for m in end {
+            match eventstream::try_encode(&m) {
+                Ok(bytes) => {
+                    r.transcript.observe(&m);
+                    if !self.client.send(bytes).await {
+                        return false;
+                    }
+                }
+                Err(_) => return false,
+            }
+        }
+        true
     }
 
     fn is_complete(&self) -> bool {
