@@ -56,6 +56,8 @@ pub(crate) struct FileConfig {
     pub log_format: Option<String>,
     pub log_level: Option<String>,
     pub forward_other_services: Option<bool>,
+    /// `[service_upstreams]`: `service = "URL"`, validated by `service_upstreams::resolve`.
+    pub service_upstreams: Option<HashMap<String, String>>,
     pub resume: Option<ResumeFile>,
     pub inbound: Option<super::inbound::InboundFile>,
 }

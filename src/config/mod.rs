@@ -9,6 +9,7 @@ mod args;
 mod file;
 mod inbound;
 mod parse;
+mod service_upstreams;
 mod settings;
 
 pub use args::ServeArgs;
@@ -147,6 +148,12 @@ pub(crate) fn load_with(
     if let Some(b) = r.hold_tool_use {
         s.resume.hold_tool_use = b;
     }
+    s.service_upstreams = service_upstreams::resolve(
+        file.service_upstreams.as_ref(),
+        &origin,
+        &args.service_upstream,
+        &mut p,
+    );
     s.inbound = inbound::resolve(
         file.inbound.as_ref(),
         &origin,
@@ -293,6 +300,7 @@ fn build(raw: &HashMap<&'static str, Raw>, p: &mut Problems) -> Settings {
         log_format: p.parse("log_format", g("log_format"), d.log_format, log_format),
         log_level: p.parse("log_level", g("log_level"), d.log_level.clone(), log_level),
         forward_other_services: false,
+        service_upstreams: Default::default(),
         resume,
         inbound: Default::default(),
     }

@@ -3,6 +3,7 @@
 
 use super::inbound::InboundSettings;
 use regex::Regex;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -139,6 +140,9 @@ pub struct Settings {
     /// tracing filter directive; `RUST_LOG` wins when set.
     pub log_level: String,
     pub forward_other_services: bool,
+    /// Endpoint overrides of other AWS services by key (`sts`, `sso`, `sso-oidc`, or a
+    /// signing name); others go to `https://{service}.{region}.amazonaws.com`.
+    pub service_upstreams: BTreeMap<String, http::Uri>,
     pub resume: ResumeSettings,
     /// Inbound authentication, policy and listener limits (`[inbound]`).
     pub inbound: InboundSettings,
@@ -171,6 +175,7 @@ impl Default for Settings {
             log_format: LogFormat::Text,
             log_level: "info".into(),
             forward_other_services: false,
+            service_upstreams: BTreeMap::new(),
             resume: ResumeSettings::default(),
             inbound: InboundSettings::default(),
         }

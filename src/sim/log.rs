@@ -18,7 +18,8 @@ pub struct LogEntry {
     pub conversation: String,
     /// 1-based attempt number within the conversation.
     pub attempt: u32,
-    /// "valid" | "invalid" | "unknown_key" | "missing" | "bearer" | "unchecked".
+    /// "valid" | "invalid" | "unknown_key" | "missing" | "bearer" | "unchecked"; STS calls:
+    /// "unsigned" (as SDKs send their credential calls) or "unchecked".
     pub signature: String,
     /// The service a SigV4 signature was made for (its credential scope), if signed.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -5,7 +5,8 @@
 //! error kinds it answers with ([`SimError`]). The parts: `gen` (deterministic text),
 //! `request` (body parsing), `plan` (prefill and continuation rules), `render` (wire
 //! shapes), `faults` (rules), `sigv4` (verifier), `http` (byte-exact HTTP/1.1), `server`
-//! (dispatch), `wire` (responses with faults cut in), `log` (per-attempt log). See `docs/simulator.md`.
+//! (dispatch), `wire` (responses with faults cut in), `log` (per-attempt log), `sts` (temporary
+//! credentials for web identity and SAML). See `docs/simulator.md`.
 
 pub mod faults;
 pub mod gen;
@@ -17,6 +18,7 @@ pub mod request;
 mod server;
 pub mod sigv4;
 mod sse;
+pub mod sts;
 pub mod styles;
 mod wire;
 

@@ -1,8 +1,9 @@
 //! Accept loop, control endpoints and per-request dispatch.
 //!
-//! Owns the order of one attempt: control endpoints → classify → auth → parse → attempt
-//! counting → fault choice → plan → log → respond (in `wire`, with the fault cut in at its exact
-//! position). Shared state (rules, attempt counters, log) lives in [`State`].
+//! Owns the order of one attempt: control endpoints → STS calls (answered by `sts`) → classify
+//! → auth → parse → attempt counting → fault choice → plan → log → respond (in `wire`, with
+//! the fault cut in at its exact position). Shared state (rules, attempt counters, log,
+//! issued credentials) lives in [`State`].
 
 use super::faults::{self, Fault, FaultRule};
 use super::http::{Conn, HttpError, Request};
@@ -10,7 +11,7 @@ use super::log::{Log, LogEntry};
 use super::plan::{self, Plan};
 use super::render::{self, Latency};
 use super::request::{self, Family, Prompt};
-use super::sigv4::{self, Verdict};
+use super::sigv4::Verdict;
 use super::wire::{respond, send_error, send_json, Outcome, Reply};
 use super::{gen, sse, SimConfig, SimError};
 use crate::ops::{classify, Operation};
@@ -29,6 +30,8 @@ pub struct State {
     pub log: Log,
     seq: AtomicU64,
     attempts: Mutex<HashMap<u64, u32>>,
+    /// Temporary credentials issued by the simulator's STS.
+    pub sts: super::sts::Issued,
 }
 
 impl State {
@@ -38,6 +41,7 @@ impl State {
             log: Log::new(config.log_capacity),
             seq: AtomicU64::new(0),
             attempts: Mutex::new(HashMap::new()),
+            sts: Default::default(),
             config,
         }
     }
@@ -206,6 +210,9 @@ async fn handle(state: &State, mut conn: Conn, req: Request) -> Option<Conn> {
     }
     let seq = state.seq.fetch_add(1, Ordering::Relaxed) + 1;
     let rid = request_id(seq);
+    if super::sts::is_sts(&req) {
+        return super::sts::serve(state, conn, req, seq, &rid).await;
+    }
     let method = http::Method::from_bytes(req.method.as_bytes()).unwrap_or(http::Method::GET);
     let classified = classify(&method, &req.path);
     let op = classified.operation;
@@ -221,17 +228,7 @@ async fn handle(state: &State, mut conn: Conn, req: Request) -> Option<Conn> {
             .to_owned(),
         None => String::new(),
     };
-    let verdict = sigv4::verify(
-        &sigv4::SignedRequest {
-            method: &req.method,
-            path: &req.path,
-            query: &req.query,
-            headers: &req.headers,
-            body: &req.body,
-        },
-        &state.config.credentials,
-        &state.config.bearer_tokens,
-    );
+    let verdict = super::sts::verify(state, &req);
     let prompt = match &body_json {
         Ok(v) => prompt_of(op, &model_id, v),
         Err(_) => Err(SimError::Validation(
