@@ -81,6 +81,7 @@ mod finish;
 mod guard;
 mod hold;
 mod limit;
+mod out;
 mod plan;
 mod replay;
 mod request;
