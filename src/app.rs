@@ -184,17 +184,20 @@ where
 }
 
 /// Remove `AWS_ENDPOINT_URL*` from this process's environment so the relay's own AWS
-/// clients (STS, SSO inside the credentials chain) cannot be pointed back at the relay.
-/// Called once at startup, before credentials are loaded.
-fn scrub_endpoint_env() {
+/// clients (STS, SSO inside the credentials chain) cannot be pointed back at the relay;
+/// returns the names removed (logged once logging is set up).
+///
+/// Call it from `main` before any thread exists: changing the environment of a process
+/// with other threads (a multi-thread runtime) is unsound.
+pub fn scrub_endpoint_env() -> Vec<String> {
     let names: Vec<String> = std::env::vars_os()
         .filter_map(|(k, _)| k.into_string().ok())
         .filter(|k| k.starts_with("AWS_ENDPOINT_URL"))
         .collect();
-    for k in names {
-        tracing::info!(variable = %k, "ignoring endpoint override for the relay's own AWS clients");
-        std::env::remove_var(&k);
+    for k in &names {
+        std::env::remove_var(k);
     }
+    names
 }
 
 /// The multi-thread runtime every subcommand runs on; `worker_threads` 0: one thread per
@@ -215,10 +218,11 @@ pub fn runtime(worker_threads: u32) -> Option<tokio::runtime::Runtime> {
 
 /// `bedrock-relay serve` from the command line: the configuration is loaded once, then the
 /// runtime is built with its `worker_threads`. Returns the process exit code.
-pub fn serve_blocking(args: ServeArgs) -> i32 {
+/// `scrubbed`: the endpoint variables [`scrub_endpoint_env`] removed.
+pub fn serve_blocking(args: ServeArgs, scrubbed: Vec<String>) -> i32 {
     match settings_to_serve(&args) {
         Ok(settings) => match runtime(settings.worker_threads) {
-            Some(rt) => rt.block_on(serve_settings(settings)),
+            Some(rt) => rt.block_on(serve_settings(settings, scrubbed)),
             None => EXIT_START,
         },
         Err(code) => code,
@@ -228,7 +232,7 @@ pub fn serve_blocking(args: ServeArgs) -> i32 {
 /// `bedrock-relay serve` on the caller's runtime: returns the process exit code.
 pub async fn serve_main(args: ServeArgs) -> i32 {
     match settings_to_serve(&args) {
-        Ok(settings) => serve_settings(settings).await,
+        Ok(settings) => serve_settings(settings, Vec::new()).await,
         Err(code) => code,
     }
 }
@@ -264,9 +268,11 @@ fn settings_to_serve(args: &ServeArgs) -> Result<Settings, i32> {
 }
 
 /// Serve until SIGTERM/SIGINT, then drain: returns the process exit code.
-async fn serve_settings(settings: Settings) -> i32 {
+async fn serve_settings(settings: Settings, scrubbed: Vec<String>) -> i32 {
     crate::telemetry::init(settings.log_format, &settings.log_level);
-    scrub_endpoint_env();
+    for variable in scrubbed {
+        tracing::info!(%variable, "ignoring endpoint override for the relay's own AWS clients");
+    }
     let handle = match start(settings).await {
         Ok(h) => h,
         Err(e) => {

@@ -1,25 +1,29 @@
 //! bedrock-relay: a local reverse proxy that makes Amazon Bedrock streaming reliable.
 //!
-//! The request path is [`proxy::handle`]; resumption of broken streams is [`resume`];
-//! the Bedrock simulator used by the tests and the demo is [`sim`].
+//! The request path is `proxy::handle`; resumption of broken streams is [`resume`]; the
+//! Bedrock simulator used by the tests and the demo is [`sim`]. Public: what the binary,
+//! the benchmarks and the integration tests use (starting the relay, its configuration,
+//! signing, framing, resumption, the simulator); the rest is the crate's own.
 #![forbid(unsafe_code)]
 
-pub mod admin;
+pub(crate) mod admin;
 pub mod app;
 pub mod bench;
+pub(crate) mod body;
+pub(crate) mod certs;
 pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod eventstream;
 pub mod health;
 pub mod inbound;
-pub mod metrics;
-pub mod ops;
-pub mod proxy;
+pub(crate) mod metrics;
+pub(crate) mod ops;
+pub(crate) mod proxy;
 pub mod resume;
-pub mod retry;
-pub mod server;
+pub(crate) mod retry;
+pub(crate) mod server;
 pub mod signing;
 pub mod sim;
-pub mod telemetry;
-pub mod upstream;
+pub(crate) mod telemetry;
+pub(crate) mod upstream;

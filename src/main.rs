@@ -9,8 +9,9 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let code = match Cli::parse().command {
-        // Its runtime is sized by its configuration (`worker_threads`).
-        Command::Serve(args) => app::serve_blocking(*args),
+        // Its runtime is sized by its configuration (`worker_threads`). The endpoint
+        // variables are removed first, while this is the only thread.
+        Command::Serve(args) => app::serve_blocking(*args, app::scrub_endpoint_env()),
         Command::Sim(args) => on_runtime(async { report(sim::run(*args).await) }),
         Command::Demo(args) => on_runtime(demo::run(args)),
         Command::Health(args) => on_runtime(health::run(args)),

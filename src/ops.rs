@@ -3,8 +3,16 @@
 //! Shared by the relay (routing, retry and resume decisions, metric labels) and the
 //! simulator (dispatch). Model ids come percent-encoded in the path (ARNs contain `:` and
 //! `/`); [`Classified::model_id`] is the decoded form, the raw path is never rewritten.
+//! Requests for other AWS services (the SDK's own credential calls, the protocol of another
+//! service's errors) are recognised in `services`.
 
 use percent_encoding::percent_decode_str;
+
+mod services;
+pub use services::{
+    credential_service, endpoint_prefix, form_value, sts_action, CredentialService, Protocol,
+    STS_CREDENTIAL_ACTIONS,
+};
 
 /// A Bedrock Runtime or Bedrock Agent Runtime operation the relay knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -21,6 +29,12 @@ pub enum Operation {
     ListAsyncInvokes,
     /// Any Bedrock Agent Runtime operation (InvokeAgent, Retrieve, RetrieveAndGenerate, ...).
     AgentRuntime,
+    /// OpenAI-compatible Chat Completions (`POST /openai/v1/chat/completions`, `/v1/...`).
+    ChatCompletions,
+    /// OpenAI-compatible Responses (`POST /openai/v1/responses`, `/v1/responses`).
+    Responses,
+    /// Anthropic-Messages-compatible (`POST /anthropic/v1/messages`, `/v1/messages`).
+    AnthropicMessages,
     /// Not a data-plane operation the relay serves.
     Unknown,
 }
@@ -30,6 +44,31 @@ pub enum Operation {
 pub enum Route {
     Runtime,
     AgentRuntime,
+    /// bedrock-mantle (`bedrock-mantle.{region}.api.aws`, signing name `bedrock-mantle`),
+    /// reached through the relay under the path prefix [`MANTLE_PREFIX`].
+    Mantle,
+}
+
+/// Client paths under this prefix go to bedrock-mantle, without it: an OpenAI SDK with
+/// `base_url=http://relay/mantle/v1` reaches `https://bedrock-mantle.{region}.api.aws/v1`.
+pub const MANTLE_PREFIX: &str = "/mantle";
+
+impl Route {
+    /// The route of a client path, and the path to send upstream.
+    pub fn of_path(path_and_query: &str) -> (Option<Route>, &str) {
+        match path_and_query.strip_prefix(MANTLE_PREFIX) {
+            Some(rest) if rest.starts_with('/') => (Some(Route::Mantle), rest),
+            _ => (None, path_and_query),
+        }
+    }
+
+    /// The SigV4 signing name of the route's service.
+    pub fn signing_name(self) -> &'static str {
+        match self {
+            Route::Mantle => "bedrock-mantle",
+            Route::Runtime | Route::AgentRuntime => "bedrock",
+        }
+    }
 }
 
 impl Operation {
@@ -47,6 +86,9 @@ impl Operation {
             Operation::GetAsyncInvoke => "GetAsyncInvoke",
             Operation::ListAsyncInvokes => "ListAsyncInvokes",
             Operation::AgentRuntime => "AgentRuntime",
+            Operation::ChatCompletions => "ChatCompletions",
+            Operation::Responses => "Responses",
+            Operation::AnthropicMessages => "AnthropicMessages",
             Operation::Unknown => "Unknown",
         }
     }
@@ -56,6 +98,14 @@ impl Operation {
         matches!(
             self,
             Operation::ConverseStream | Operation::InvokeModelWithResponseStream
+        )
+    }
+
+    /// Answered with Server-Sent Events when the request asks to stream (`"stream": true`).
+    pub fn is_sse(self) -> bool {
+        matches!(
+            self,
+            Operation::ChatCompletions | Operation::Responses | Operation::AnthropicMessages
         )
     }
 
@@ -98,6 +148,9 @@ pub fn classify(method: &http::Method, path: &str) -> Classified {
         ["async-invoke"] if get => (Operation::ListAsyncInvokes, None),
         ["async-invoke", _] if get => (Operation::GetAsyncInvoke, None),
         [first, ..] if is_agent_runtime_root(first) => (Operation::AgentRuntime, None),
+        [.., "v1", "chat", "completions"] if post => (Operation::ChatCompletions, None),
+        [.., "v1", "responses"] if post => (Operation::Responses, None),
+        [.., "v1", "messages"] if post => (Operation::AnthropicMessages, None),
         _ => (Operation::Unknown, None),
     };
     Classified {
@@ -180,6 +233,35 @@ mod tests {
             classify(&Method::POST, "/knowledgebases/kb/retrieve").operation,
             Operation::AgentRuntime
         );
+    }
+
+    #[test]
+    fn openai_and_anthropic_compatible_paths() {
+        let op = |p: &str| classify(&Method::POST, p).operation;
+        assert_eq!(
+            op("/openai/v1/chat/completions"),
+            Operation::ChatCompletions
+        );
+        assert_eq!(op("/v1/chat/completions"), Operation::ChatCompletions);
+        assert_eq!(op("/openai/v1/responses"), Operation::Responses);
+        assert_eq!(op("/v1/responses"), Operation::Responses);
+        assert_eq!(op("/anthropic/v1/messages"), Operation::AnthropicMessages);
+        assert_eq!(op("/v1/messages"), Operation::AnthropicMessages);
+        assert!(op("/v1/messages").is_sse());
+        assert_eq!(
+            classify(&Method::GET, "/openai/v1/responses").operation,
+            Operation::Unknown
+        );
+        assert_eq!(
+            op("/mantle/v1/chat/completions"),
+            Operation::ChatCompletions
+        );
+        assert_eq!(
+            Route::of_path("/mantle/v1/responses?x=1"),
+            (Some(Route::Mantle), "/v1/responses?x=1")
+        );
+        assert_eq!(Route::of_path("/mantlepiece"), (None, "/mantlepiece"));
+        assert_eq!(Route::Mantle.signing_name(), "bedrock-mantle");
     }
 
     #[test]

@@ -449,3 +449,200 @@ async fn a_client_that_goes_away_cancels_the_upstream_request() {
         1.0
     );
 }
+
+/// Every request format, its client limit (12 tokens) below the model's natural answer (30).
+fn limited(format: &str, prompt: &str) -> Call {
+    use serde_json::json;
+    let invoke = |model: &str, body: serde_json::Value| Call::Invoke {
+        model: model.into(),
+        body,
+    };
+    match format {
+        "converse" => Call::Converse(ConverseReq {
+            max_tokens: Some(12),
+            ..ConverseReq::new(PREFILL_MODEL, prompt)
+        }),
+        "claude" => invoke(
+            INVOKE_MODELS[0],
+            json!({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 12,
+                   "messages": [{"role": "user", "content": prompt}]}),
+        ),
+        "claude-text" => invoke(
+            "anthropic.claude-v2:1",
+            json!({"prompt": format!("\n\nHuman: {prompt}\n\nAssistant:"), "max_tokens_to_sample": 12}),
+        ),
+        "nova" => invoke(
+            INVOKE_MODELS[1],
+            json!({"messages": [{"role": "user", "content": [{"text": prompt}]}],
+                   "inferenceConfig": {"max_new_tokens": 12}}),
+        ),
+        "llama" => {
+            let mut b = canon::invoke_body(INVOKE_MODELS[2], prompt);
+            b["max_gen_len"] = json!(12);
+            invoke(INVOKE_MODELS[2], b)
+        }
+        "mistral" => {
+            let mut b = canon::invoke_body(INVOKE_MODELS[3], prompt);
+            b["max_tokens"] = json!(12);
+            invoke(INVOKE_MODELS[3], b)
+        }
+        "mistral-chat" => invoke(
+            INVOKE_MODELS[3],
+            json!({"messages": [{"role": "user", "content": prompt}], "max_tokens": 12}),
+        ),
+        _ => {
+            let mut b = canon::invoke_body(INVOKE_MODELS[4], prompt);
+            b["textGenerationConfig"]["maxTokenCount"] = json!(12);
+            invoke(INVOKE_MODELS[4], b)
+        }
+    }
+}
+
+const LIMITED: [&str; 8] = [
+    "converse",
+    "claude",
+    "claude-text",
+    "nova",
+    "llama",
+    "mistral",
+    "mistral-chat",
+    "titan",
+];
+
+/// Indices of the events carrying answer text, and that text.
+fn text_events(r: &Received) -> Vec<(usize, String)> {
+    const TEXT: [&str; 7] = [
+        "/delta/text",
+        "/contentBlockDelta/delta/text",
+        "/generation",
+        "/outputText",
+        "/outputs/0/text",
+        "/choices/0/message/content",
+        "/completion",
+    ];
+    r.events
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| {
+            let text = match e.split_once(" text=") {
+                Some((_, t)) => t.to_owned(),
+                None => {
+                    let v: serde_json::Value = serde_json::from_str(e).ok()?;
+                    TEXT.iter()
+                        .find_map(|p| v.pointer(p).and_then(|t| t.as_str()))?
+                        .to_owned()
+                }
+            };
+            (!text.is_empty()).then_some((i, text))
+        })
+        .collect()
+}
+
+/// The output limit in a request body the simulator logged (any format).
+fn logged_limit(body: &serde_json::Value) -> Option<u64> {
+    [
+        "/inferenceConfig/maxTokens",
+        "/inferenceConfig/max_new_tokens",
+        "/max_tokens",
+        "/max_tokens_to_sample",
+        "/max_gen_len",
+        "/textGenerationConfig/maxTokenCount",
+    ]
+    .iter()
+    .find_map(|p| body.pointer(p).and_then(|v| v.as_u64()))
+}
+
+#[tokio::test]
+async fn every_format_keeps_the_client_output_limit_across_a_seam() {
+    let h = Harness::start().await;
+    let mut failures = Vec::new();
+    for format in LIMITED {
+        for pos in ["mid", "at-limit"] {
+            let tag = format!("limit-{format}-{pos}");
+            let call = limited(
+                format,
+                &format!("sim:len=30 sim:tag={tag} Write about tides"),
+            );
+            let reference = call.run(&h.reference).await;
+            assert_eq!(reference.error, None, "{tag}");
+            let texts = text_events(&reference);
+            assert_eq!(texts.len(), 12, "{tag}: the reference stops at the limit");
+            let stop =
+                reference.events.iter().rev().take(3).any(|e| {
+                    e.contains("max_tokens") || e.contains("length") || e.contains("LENGTH")
+                });
+            assert!(stop, "{tag}: a limit stop reason: {:?}", reference.events);
+            // Mid: after 6 text events (or the first later one not ending in whitespace).
+            let (delivered, at) = match pos {
+                "mid" => {
+                    let k = (5..texts.len())
+                        .find(|k| !texts[*k].1.ends_with(char::is_whitespace))
+                        .expect("a seam without trailing whitespace");
+                    (k as u64 + 1, texts[k].0 + 1)
+                }
+                _ => (12, texts[11].0 + 1),
+            };
+            h.fault(&tag, Some(vec![1]), Fault::ResetAfterEvents { events: at });
+            let got = call.run(&h.client).await;
+            if got.error.is_some() || got.events != reference.events {
+                failures.push(format!(
+                    "{tag}: error={:?}\n  got       {:?}\n  reference {:?}",
+                    got.error, got.events, reference.events
+                ));
+                continue;
+            }
+            let attempts = h.attempts_for(&tag);
+            if pos == "at-limit" && attempts.len() != 1 {
+                failures.push(format!(
+                    "{tag}: the used-up limit sent {} requests",
+                    attempts.len()
+                ));
+            }
+            for a in attempts.iter().skip(1).filter(|a| a.prefill.is_some()) {
+                let asked = logged_limit(&a.body).unwrap_or(u64::MAX);
+                if asked + delivered > 12 {
+                    failures.push(format!(
+                        "{tag}: a continuation asked for {asked} after {delivered}"
+                    ));
+                }
+            }
+            if ["llama", "titan"].contains(&format) && pos == "mid" {
+                let asked = attempts.get(1).and_then(|a| logged_limit(&a.body));
+                if asked != Some(12 - delivered) {
+                    failures.push(format!("{tag}: exact counts, yet asked for {asked:?}"));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // A seam early in a long answer (Converse: counts are only bounds): the continuation asks
+    // for the limit minus an upper bound; its max_tokens stop is the relay's bound, not the
+    // client's, so the relay replays to find the real end.
+    let tag = "limit-bound";
+    let call = Call::Converse(ConverseReq {
+        max_tokens: Some(30),
+        ..ConverseReq::new(
+            PREFILL_MODEL,
+            format!("Write about reefs sim:len=60 sim:tag={tag}"),
+        )
+    });
+    let reference = call.run(&h.reference).await;
+    h.fault(tag, Some(vec![1]), Fault::ResetAfterEvents { events: 4 });
+    let got = call.run(&h.client).await;
+    assert_eq!(got.error, None);
+    assert_eq!(got.events, reference.events, "{tag}");
+    let attempts = h.attempts_for(tag);
+    assert!(
+        attempts[1].prefill.is_some(),
+        "{tag}: continued by prefill first"
+    );
+    assert!(
+        logged_limit(&attempts[1].body).is_some_and(|n| n < 27),
+        "{tag}"
+    );
+    assert_eq!(
+        attempts.last().unwrap().body,
+        attempts[0].body,
+        "{tag}: then replayed"
+    );
+}

@@ -3,27 +3,10 @@
 //!
 //! See `config/bedrock-relay.toml` for a commented example holding every default.
 
-use super::parse::{Problems, Raw};
+use super::parse::{Problems, Raw, SizeValue};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::Path;
-
-/// A size written either as bytes (`20971520`) or with a unit (`"20MiB"`).
-#[derive(Debug, Deserialize, Clone)]
-#[serde(untagged)]
-pub(crate) enum SizeValue {
-    Bytes(u64),
-    Text(String),
-}
-
-impl SizeValue {
-    pub(crate) fn text(&self) -> String {
-        match self {
-            SizeValue::Bytes(n) => n.to_string(),
-            SizeValue::Text(s) => s.clone(),
-        }
-    }
-}
 
 /// One per-model stall timeout: the first entry whose regex matches the model id wins.
 #[derive(Debug, Deserialize, Clone)]
@@ -42,6 +25,7 @@ pub(crate) struct ResumeFile {
     pub instructed: Option<String>,
     pub instructed_models: Option<Vec<String>>,
     pub replay: Option<bool>,
+    pub hold_tool_use: Option<bool>,
     pub max_transcript_bytes: Option<SizeValue>,
 }
 
@@ -54,6 +38,7 @@ pub(crate) struct FileConfig {
     pub region: Option<String>,
     pub upstream: Option<String>,
     pub agent_upstream: Option<String>,
+    pub mantle_upstream: Option<String>,
     pub fips: Option<bool>,
     pub stall_timeout: Option<String>,
     pub stall_timeouts: Option<Vec<StallOverride>>,
@@ -72,6 +57,8 @@ pub(crate) struct FileConfig {
     pub log_format: Option<String>,
     pub log_level: Option<String>,
     pub forward_other_services: Option<bool>,
+    /// `[service_upstreams]`: `service = "URL"`, validated by `service_upstreams::resolve`.
+    pub service_upstreams: Option<HashMap<String, String>>,
     pub resume: Option<ResumeFile>,
     pub inbound: Option<super::inbound::InboundFile>,
 }
@@ -121,6 +108,7 @@ impl FileConfig {
         put("region", self.region.clone());
         put("upstream", self.upstream.clone());
         put("agent_upstream", self.agent_upstream.clone());
+        put("mantle_upstream", self.mantle_upstream.clone());
         put("stall_timeout", self.stall_timeout.clone());
         put("max_attempts", self.max_attempts.map(|n| n.to_string()));
         put("backoff_base", self.backoff_base.clone());

@@ -77,7 +77,7 @@ pub struct InboundSettings {
     /// Listen on a non-loopback address without inbound authentication.
     pub allow_unauthenticated_non_loopback: bool,
     /// Serve TLS with these certificate and key files (reloaded when they change).
-    pub tls: Option<crate::server::tls::TlsFiles>,
+    pub tls: Option<crate::certs::TlsFiles>,
 }
 
 impl Default for InboundSettings {
@@ -143,7 +143,7 @@ pub(crate) struct InboundFile {
     pub deny_operations: Option<Vec<String>>,
     pub max_concurrency_per_client: Option<u64>,
     pub header_read_timeout: Option<String>,
-    pub max_header_bytes: Option<super::file::SizeValue>,
+    pub max_header_bytes: Option<super::parse::SizeValue>,
     pub allow_unauthenticated_non_loopback: Option<bool>,
     pub tls_cert_file: Option<String>,
     pub tls_key_file: Option<String>,
@@ -306,11 +306,11 @@ pub(crate) fn resolve(
     match (&f.tls_cert_file, &f.tls_key_file) {
         (None, None) => {}
         (Some(cert), Some(key_file)) => {
-            let files = crate::server::tls::TlsFiles {
+            let files = crate::certs::TlsFiles {
                 cert: cert.into(),
                 key: key_file.into(),
             };
-            match crate::server::tls::load_pair(&files) {
+            match crate::certs::load_pair(&files) {
                 Ok(_) => s.tls = Some(files),
                 Err(e) => p.push(format!("{}: {e}", key("tls_cert_file"))),
             }
@@ -336,5 +336,4 @@ pub(crate) fn check_exposure(listen: std::net::SocketAddr, s: &InboundSettings, 
 }
 
 #[cfg(test)]
-#[path = "inbound_tests.rs"]
 mod tests;

@@ -9,6 +9,7 @@ mod args;
 mod file;
 mod inbound;
 mod parse;
+mod service_upstreams;
 mod settings;
 
 pub use args::ServeArgs;
@@ -68,6 +69,7 @@ fn cli_values(a: &ServeArgs) -> HashMap<&'static str, Raw> {
     put("region", "region", &a.region);
     put("upstream", "upstream", &a.upstream);
     put("agent_upstream", "agent-upstream", &a.agent_upstream);
+    put("mantle_upstream", "mantle-upstream", &a.mantle_upstream);
     put("stall_timeout", "stall-timeout", &a.stall_timeout);
     put("max_attempts", "max-attempts", &a.max_attempts);
     put("backoff_base", "backoff-base", &a.backoff_base);
@@ -144,6 +146,15 @@ pub(crate) fn load_with(
     if let Some(b) = r.replay {
         s.resume.replay = b;
     }
+    if let Some(b) = r.hold_tool_use {
+        s.resume.hold_tool_use = b;
+    }
+    s.service_upstreams = service_upstreams::resolve(
+        file.service_upstreams.as_ref(),
+        &origin,
+        &args.service_upstream,
+        &mut p,
+    );
     s.inbound = inbound::resolve(
         file.inbound.as_ref(),
         &origin,
@@ -212,6 +223,7 @@ fn build(raw: &HashMap<&'static str, Raw>, p: &mut Problems) -> Settings {
         region: String::new(),
         upstream: p.parse("upstream", g("upstream"), None, some_uri),
         agent_upstream: p.parse("agent_upstream", g("agent_upstream"), None, some_uri),
+        mantle_upstream: p.parse("mantle_upstream", g("mantle_upstream"), None, some_uri),
         fips: false,
         stall_timeout: p.parse(
             "stall_timeout",
@@ -295,6 +307,7 @@ fn build(raw: &HashMap<&'static str, Raw>, p: &mut Problems) -> Settings {
         log_format: p.parse("log_format", g("log_format"), d.log_format, log_format),
         log_level: p.parse("log_level", g("log_level"), d.log_level.clone(), log_level),
         forward_other_services: false,
+        service_upstreams: Default::default(),
         resume,
         inbound: Default::default(),
     }

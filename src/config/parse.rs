@@ -5,6 +5,7 @@
 //! text tagged with where it came from; the parsers here turn it into a typed value or
 //! record one readable line in [`Problems`], so all invalid settings are reported at once.
 
+use serde::Deserialize;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -134,6 +135,23 @@ pub(crate) fn regex_list(
         }
     }
     out
+}
+
+/// A size written either as bytes (`20971520`) or with a unit (`"20MiB"`).
+#[derive(Debug, Deserialize, Clone)]
+#[serde(untagged)]
+pub(crate) enum SizeValue {
+    Bytes(u64),
+    Text(String),
+}
+
+impl SizeValue {
+    pub(crate) fn text(&self) -> String {
+        match self {
+            SizeValue::Bytes(n) => n.to_string(),
+            SizeValue::Text(s) => s.clone(),
+        }
+    }
 }
 
 #[cfg(test)]

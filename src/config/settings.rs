@@ -4,6 +4,7 @@
 use super::inbound::InboundSettings;
 use crate::resume::ModelCaps;
 use regex::Regex;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -35,7 +36,7 @@ pub enum LogFormat {
     Json,
 }
 
-/// How broken streams may be resumed (see DESIGN.md, "Continuing a model's output").
+/// How broken streams may be resumed (see docs/design.md, "Continuing a model's output").
 #[derive(Debug, Clone)]
 pub struct ResumeSettings {
     /// Resumptions allowed per streaming response (default 3).
@@ -50,6 +51,9 @@ pub struct ResumeSettings {
     pub instructed_models: Vec<Regex>,
     /// Whether replay-with-verification may be used (default true).
     pub replay: bool,
+    /// Tool-use blocks reach the client whole, once complete (default true); false: their
+    /// input is forwarded as it streams (a cut inside one is then healed by replay only).
+    pub hold_tool_use: bool,
     /// Cap on the bytes of delivered output kept per stream for resumption (default 8 MiB).
     pub max_transcript_bytes: usize,
 }
@@ -141,6 +145,7 @@ impl Default for ResumeSettings {
             instructed: Instructed::NoPrefill,
             instructed_models: Vec::new(),
             replay: true,
+            hold_tool_use: true,
             max_transcript_bytes: 8 * MIB,
         }
     }
@@ -157,6 +162,8 @@ pub struct Settings {
     pub upstream: Option<http::Uri>,
     /// Endpoint override for bedrock-agent-runtime.
     pub agent_upstream: Option<http::Uri>,
+    /// Endpoint override for bedrock-mantle (client paths under `/mantle/`).
+    pub mantle_upstream: Option<http::Uri>,
     pub fips: bool,
     /// Longest silence inside a response body before it counts as stalled. Also the
     /// whole-response limit of non-streaming calls (non-stream Converse may take minutes,
@@ -186,6 +193,9 @@ pub struct Settings {
     /// tracing filter directive; `RUST_LOG` wins when set.
     pub log_level: String,
     pub forward_other_services: bool,
+    /// Endpoint overrides of other AWS services by key (`sts`, `sso`, `sso-oidc`, or a
+    /// signing name); others go to `https://{service}.{region}.amazonaws.com`.
+    pub service_upstreams: BTreeMap<String, http::Uri>,
     pub resume: ResumeSettings,
     /// Inbound authentication, policy and listener limits (`[inbound]`).
     pub inbound: InboundSettings,
@@ -199,6 +209,7 @@ impl Default for Settings {
             region: "us-east-1".into(),
             upstream: None,
             agent_upstream: None,
+            mantle_upstream: None,
             fips: false,
             stall_timeout: Duration::from_secs(300),
             stall_timeouts: Vec::new(),
@@ -217,6 +228,7 @@ impl Default for Settings {
             log_format: LogFormat::Text,
             log_level: "info".into(),
             forward_other_services: false,
+            service_upstreams: BTreeMap::new(),
             resume: ResumeSettings::default(),
             inbound: InboundSettings::default(),
         }

@@ -270,3 +270,32 @@ fn same_listen_and_admin_rejected() {
     };
     assert!(load_with(&args, no_region).is_err());
 }
+
+#[test]
+fn service_upstreams_from_file_and_flags() {
+    let f = write_toml(
+        "region = \"r\"\n[service_upstreams]\nsts = \"http://127.0.0.1:9000\"\nsso-oidc = \"https://oidc.internal\"\n",
+    );
+    let args = ServeArgs {
+        config: Some(f.path().to_path_buf()),
+        service_upstream: vec!["sts=http://127.0.0.1:9100".into()],
+        ..Default::default()
+    };
+    let s = load_with(&args, no_region).expect("valid");
+    assert_eq!(
+        s.service_upstreams["sts"].to_string(),
+        "http://127.0.0.1:9100/"
+    );
+    assert_eq!(
+        s.service_upstreams["sso-oidc"].to_string(),
+        "https://oidc.internal/"
+    );
+    let args = ServeArgs {
+        region: Some("r".into()),
+        service_upstream: vec!["sts".into(), "sso=nope".into()],
+        max_attempts: Some("0".into()),
+        ..Default::default()
+    };
+    let e = load_with(&args, no_region).unwrap_err();
+    assert_eq!(e.0.len(), 3, "{e}");
+}

@@ -86,11 +86,23 @@ pub fn decode(raw: &[u8]) -> Result<Message, FrameError> {
     Ok(message)
 }
 
-/// Encode a message into a frame with fresh CRCs.
-pub fn encode(message: &Message) -> Bytes {
+/// Encode a message into a frame with fresh CRCs, or say why it cannot be one (a header
+/// value over 32 KiB, a frame over 16 MiB: limits of `aws-smithy-eventstream`'s encoder that
+/// its decoder does not apply, so an upstream frame can exceed them).
+pub fn try_encode(message: &Message) -> Result<Bytes, FrameError> {
     let mut out = Vec::with_capacity(message.payload().len() + 128);
-    write_message_to(message, &mut out).expect("relay-built frames are within EventStream limits");
-    Bytes::from(out)
+    write_message_to(message, &mut out).map_err(|e| FrameError::Corrupt(e.to_string()))?;
+    Ok(Bytes::from(out))
+}
+
+/// Encode a message the relay or the simulator built itself (small headers and payload)
+/// into a frame with fresh CRCs. Messages derived from upstream frames go through
+/// [`try_encode`].
+///
+/// # Panics
+/// If the message exceeds the EventStream encoder's limits (a programming error here).
+pub fn encode(message: &Message) -> Bytes {
+    try_encode(message).expect("relay-built frames are within EventStream limits")
 }
 
 /// What a frame is, by its `:message-type` header.

@@ -92,7 +92,12 @@ impl Inbound {
         model_id: Option<&str>,
     ) -> Result<Admission, Denied> {
         let (client, sigv4) = self.authenticate_head(parts)?;
-        self.policy(operation, model_id)?;
+        self.operation_policy(operation)?;
+        // The OpenAI- and Anthropic-compatible paths name their model in the body: checked
+        // once it is read (`model_policy`).
+        if !operation.is_sse() {
+            self.model_policy(model_id)?;
+        }
         let client = client.unwrap_or_else(|| match parts.extensions.get::<PeerAddr>() {
             Some(PeerAddr(a)) => format!("ip:{}", a.ip()),
             None => "ip:unknown".into(),
@@ -153,7 +158,7 @@ impl Inbound {
         Ok((Some(format!("key:{}", auth.access_key_id)), true))
     }
 
-    fn policy(&self, operation: Operation, model_id: Option<&str>) -> Result<(), Denied> {
+    fn operation_policy(&self, operation: Operation) -> Result<(), Denied> {
         let s = &self.settings;
         let op = operation.name();
         let listed = |l: &[String]| l.iter().any(|n| n == op);
@@ -162,6 +167,13 @@ impl Inbound {
         {
             return Err(Denied::Operation { operation: op });
         }
+        Ok(())
+    }
+
+    /// The model allow/deny lists. Paths carry the model for Bedrock's own operations;
+    /// the OpenAI- and Anthropic-compatible ones carry it in the body's `model`.
+    pub fn model_policy(&self, model_id: Option<&str>) -> Result<(), Denied> {
+        let s = &self.settings;
         if s.allow_models.is_empty() && s.deny_models.is_empty() {
             return Ok(());
         }
@@ -222,8 +234,8 @@ impl Admission {
     /// Keep the client's concurrency slot until `resp`'s body is finished or dropped.
     pub fn hold(
         self,
-        resp: http::Response<crate::proxy::Body>,
-    ) -> http::Response<crate::proxy::Body> {
+        resp: http::Response<crate::body::Body>,
+    ) -> http::Response<crate::body::Body> {
         use http_body_util::BodyExt;
         match self.slot {
             None => resp,

@@ -219,7 +219,7 @@ pub fn verify(req: &SignedRequest<'_>, keys: &[(String, String)], tokens: &[Stri
     match expected_signature(req, &auth, secret) {
         Some(sig)
             if signed_ok
-                && auth.service == "bedrock"
+                && matches!(auth.service.as_str(), "bedrock" | "bedrock-mantle")
                 && constant_time_eq(sig.as_bytes(), auth.signature.as_bytes()) =>
         {
             Verdict::Valid

@@ -169,7 +169,7 @@ fn concurrency_slots_per_client_follow_the_response_body() {
         admit(&i, &plain(Some("Bearer tok-1"))).unwrap_err(),
         Denied::TooManyConcurrent { limit: 1 }
     );
-    let resp = first.hold(http::Response::new(crate::proxy::error::full(Bytes::new())));
+    let resp = first.hold(http::Response::new(crate::body::full(Bytes::new())));
     assert_eq!(i.in_flight(), 1, "the slot moved into the response");
     drop(resp);
     assert_eq!(i.in_flight(), 0);

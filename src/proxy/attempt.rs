@@ -1,16 +1,22 @@
-//! One request's attempts: sign and send each one, classify how it failed, and decide
-//! (attempt cap, shared retry budget, deadline, backoff) whether another may follow.
+//! The one retry driver. [`Attempts::drive`] runs an [`Exchange`] (a plain request, a
+//! stream's first frame, a resume) until it yields its outcome or may not be tried again:
+//! sign and send each attempt, let the exchange judge the response, classify how it failed,
+//! and decide (attempt cap, shared retry budget, deadline, backoff) whether another follows.
 //!
-//! Signing happens here, innermost, so every retry and every resume is signed afresh.
+//! Signing happens here, innermost, so every retry and every resume is signed afresh. The
+//! budget is charged here ([`Attempts::may_retry`]) and refunded here ([`Attempts::succeeded`]).
 
 use super::error::RelayError;
+use super::outbound::Outbound;
 use super::Relay;
+use crate::eventstream::Frame;
 use crate::ops::Operation;
-use crate::retry::{classify_status, RetryCost, RetryReason};
+use crate::retry::{classify_status, RetryReason};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::{timeout, Instant};
@@ -25,7 +31,14 @@ pub enum Failure {
     Transport { reason: RetryReason, detail: String },
     /// Bedrock answered with an error status (body buffered, forwarded unchanged if final).
     Status {
-        response: Response<Bytes>,
+        response: Box<Response<Bytes>>,
+        retry: Option<RetryReason>,
+    },
+    /// A stream whose first frame was an exception (HTTP 200): forwarded as Bedrock sent
+    /// it (head and frame) if final, so throttling stays throttling.
+    Exception {
+        head: Box<http::response::Parts>,
+        frame: Frame,
         retry: Option<RetryReason>,
     },
     /// Not retryable and not Bedrock's answer.
@@ -36,7 +49,7 @@ impl Failure {
     pub fn retry_reason(&self) -> Option<RetryReason> {
         match self {
             Failure::Transport { reason, .. } => Some(*reason),
-            Failure::Status { retry, .. } => *retry,
+            Failure::Status { retry, .. } | Failure::Exception { retry, .. } => *retry,
             Failure::Fatal(_) => None,
         }
     }
@@ -45,7 +58,8 @@ impl Failure {
     /// or a Bedrock-shaped error naming what went wrong.
     pub fn into_result(self, attempts: u32) -> Result<Response<Bytes>, RelayError> {
         match self {
-            Failure::Status { response, .. } => Ok(response),
+            Failure::Status { response, .. } => Ok(*response),
+            Failure::Exception { head, frame, .. } => Ok(Response::from_parts(*head, frame.raw)),
             Failure::Fatal(e) => Err(e),
             Failure::Transport { reason, detail } => Err(match reason {
                 RetryReason::Connect => RelayError::Connect { attempts, detail },
@@ -58,11 +72,47 @@ impl Failure {
     }
 }
 
-/// The attempt loop's state for one request.
+/// One kind of upstream exchange the driver may repeat.
+pub trait Exchange: Send {
+    type Output: Send;
+
+    /// The next attempt's request (unsigned). An error ends the exchange with it.
+    fn request(&mut self) -> Result<Request<Bytes>, Failure>;
+
+    /// What a response head with a success status becomes, reading at most `within`: the
+    /// outcome, or how the attempt failed after all (torn body, an exception as first frame).
+    fn accept(
+        &mut self,
+        resp: Response<Incoming>,
+        within: Duration,
+    ) -> impl Future<Output = Result<Self::Output, Failure>> + Send;
+
+    /// Whether a failure is worth another attempt, and why; the default asks the failure.
+    /// An exchange may learn from a failure here (a model that rejects prefill).
+    fn retry_reason(&mut self, failure: &Failure) -> Option<RetryReason> {
+        failure.retry_reason()
+    }
+}
+
+/// How [`Attempts::drive`] runs one exchange.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    /// Attempts this exchange may make.
+    pub attempts: u32,
+    /// How long each attempt may wait for its response head.
+    pub head_timeout: Duration,
+    /// The exchange starts after this failure (a stream broke): its first attempt is
+    /// already a retry, paid from the budget and preceded by backoff.
+    pub after: Option<RetryReason>,
+}
+
+/// The attempt loop's state for one request: attempts made, budget tokens taken, deadline.
 pub struct Attempts {
     relay: Arc<Relay>,
     operation: Operation,
     made: u32,
+    /// Budget tokens this request's retries took; given back if it succeeds.
+    spent: u32,
     deadline: Instant,
     /// Signing name when the request is forwarded to another AWS service.
     service: Option<String>,
@@ -75,8 +125,38 @@ impl Attempts {
             relay,
             operation,
             made: 0,
+            spent: 0,
             deadline,
             service: None,
+        }
+    }
+
+    /// Run `exchange` until it yields its outcome, or return the last failure when no
+    /// further attempt is allowed. The only retry loop of the relay.
+    pub async fn drive<E: Exchange>(
+        &mut self,
+        exchange: &mut E,
+        policy: Policy,
+    ) -> Result<E::Output, Failure> {
+        let first = self.made;
+        let cap = |made: u32| made.saturating_sub(first) >= policy.attempts;
+        if let Some(reason) = policy.after {
+            if !self.may_retry(reason, cap(self.made)).await {
+                return Err(Failure::Fatal(RelayError::Exhausted));
+            }
+        }
+        loop {
+            let failure = match self.send(exchange.request()?, policy.head_timeout).await {
+                Ok(resp) => match exchange.accept(resp, self.remaining()).await {
+                    Ok(outcome) => return Ok(outcome),
+                    Err(failure) => failure,
+                },
+                Err(failure) => failure,
+            };
+            match exchange.retry_reason(&failure) {
+                Some(reason) if self.may_retry(reason, cap(self.made)).await => continue,
+                _ => return Err(failure),
+            }
         }
     }
 
@@ -148,7 +228,7 @@ impl Attempts {
         .await;
         match read {
             Ok(Ok(collected)) => Failure::Status {
-                response: Response::from_parts(parts, collected.to_bytes()),
+                response: Box::new(Response::from_parts(parts, collected.to_bytes())),
                 retry,
             },
             _ => Failure::Transport {
@@ -163,6 +243,7 @@ impl Attempts {
             Ok(_) => "ok",
             Err(Failure::Status { retry: Some(_), .. }) => "retryable_status",
             Err(Failure::Status { retry: None, .. }) => "error_status",
+            Err(Failure::Exception { .. }) => "exception",
             Err(Failure::Transport { reason, .. }) => reason.label(),
             Err(Failure::Fatal(_)) => "fatal",
         };
@@ -183,16 +264,14 @@ impl Attempts {
     }
 
     /// After a retryable failure: may another attempt be made? Checks the attempt cap
-    /// (`limit`), the shared budget and the deadline, then sleeps the jittered backoff.
-    pub async fn may_retry(&mut self, reason: RetryReason, limit: u32) -> bool {
+    /// (`capped`: the exchange's attempts are used up), the shared budget and the deadline,
+    /// then sleeps the jittered backoff.
+    async fn may_retry(&mut self, reason: RetryReason, capped: bool) -> bool {
         let relay = self.relay.clone();
-        if self.made >= limit {
+        if capped {
             return false;
         }
-        let cost = match reason {
-            RetryReason::Timeout | RetryReason::Stall => RetryCost::Timeout,
-            _ => RetryCost::Retry,
-        };
+        let cost = reason.cost();
         let delay = relay.backoff.delay(self.made);
         if delay >= self.remaining() {
             return false;
@@ -201,6 +280,7 @@ impl Attempts {
             relay.metrics.retry_budget_exhausted_total.inc();
             return false;
         }
+        self.spent += cost.tokens();
         relay
             .metrics
             .retry_budget_tokens
@@ -220,9 +300,13 @@ impl Attempts {
         true
     }
 
-    /// The request succeeded: refund the budget.
-    pub fn succeeded(&self) {
-        self.relay.budget.on_success();
+    /// The request succeeded: give back what its retries took from the budget (1 token
+    /// when it never retried), as the AWS SDKs' standard mode does.
+    pub fn succeeded(&mut self) {
+        match std::mem::take(&mut self.spent) {
+            0 => self.relay.budget.on_success(),
+            spent => self.relay.budget.release(spent),
+        }
         self.relay
             .metrics
             .retry_budget_tokens
@@ -245,5 +329,36 @@ pub async fn read_whole(body: Incoming, limit: usize, within: Duration) -> Resul
             reason: RetryReason::Reset,
             detail: format!("response body torn: {e}"),
         }),
+    }
+}
+
+/// A request whose response is read whole (every operation but the streams).
+pub struct Whole<'a> {
+    outbound: &'a Outbound,
+    limit: usize,
+}
+
+impl<'a> Whole<'a> {
+    /// Resend `outbound` until its whole body, at most `limit` bytes, has arrived.
+    pub fn new(outbound: &'a Outbound, limit: usize) -> Self {
+        Whole { outbound, limit }
+    }
+}
+
+impl Exchange for Whole<'_> {
+    type Output = Response<Bytes>;
+
+    fn request(&mut self) -> Result<Request<Bytes>, Failure> {
+        Ok(self.outbound.request())
+    }
+
+    async fn accept(
+        &mut self,
+        resp: Response<Incoming>,
+        within: Duration,
+    ) -> Result<Response<Bytes>, Failure> {
+        let (parts, body) = resp.into_parts();
+        let bytes = read_whole(body, self.limit, within).await?;
+        Ok(Response::from_parts(parts, bytes))
     }
 }

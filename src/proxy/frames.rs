@@ -4,25 +4,16 @@
 //! frame (bounded by `eventstream::MAX_FRAME_LEN`); a partial frame is never forwarded.
 
 use crate::eventstream::{self, Frame, FrameSplitter};
-use crate::retry::RetryReason;
+use crate::retry::{classify_exception, RetryReason};
 use bytes::Bytes;
 use futures_util::FutureExt;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::time::Duration;
 
-/// In-stream exceptions after which the rest of the answer can be fetched again.
-pub const RETRYABLE_EXCEPTIONS: [&str; 5] = [
-    "internalServerException",
-    "modelStreamErrorException",
-    "throttlingException",
-    "serviceUnavailableException",
-    "modelTimeoutException",
-];
-
 /// How an upstream stream broke.
 #[derive(Debug)]
-pub enum Fault {
+pub enum Interruption {
     /// Connection reset or another transport error mid-body.
     Reset(String),
     /// The connection closed without finishing the HTTP body (no chunked terminator).
@@ -40,41 +31,43 @@ pub enum Fault {
     },
 }
 
-impl Fault {
+impl Interruption {
     /// Metric label (`bedrock_relay_stream_interruptions_total{reason}`).
     pub fn label(&self) -> &'static str {
         match self {
-            Fault::Reset(_) => "reset",
-            Fault::Eof(_) => "eof",
-            Fault::Truncated => "truncated",
-            Fault::Corrupt(_) => "corrupt_frame",
-            Fault::Stall(_) => "stall",
-            Fault::Exception { .. } => "exception",
+            Interruption::Reset(_) => "reset",
+            Interruption::Eof(_) => "eof",
+            Interruption::Truncated => "truncated",
+            Interruption::Corrupt(_) => "corrupt_frame",
+            Interruption::Stall(_) => "stall",
+            Interruption::Exception { .. } => "exception",
         }
     }
 
     pub fn retry_reason(&self) -> RetryReason {
         match self {
-            Fault::Reset(_) | Fault::Eof(_) => RetryReason::Reset,
-            Fault::Truncated => RetryReason::Truncated,
-            Fault::Corrupt(_) => RetryReason::CorruptFrame,
-            Fault::Stall(_) => RetryReason::Stall,
-            Fault::Exception { .. } => RetryReason::InStreamError,
+            Interruption::Reset(_) | Interruption::Eof(_) => RetryReason::Reset,
+            Interruption::Truncated => RetryReason::Truncated,
+            Interruption::Corrupt(_) => RetryReason::CorruptFrame,
+            Interruption::Stall(_) => RetryReason::Stall,
+            Interruption::Exception { exception_type, .. } => {
+                classify_exception(exception_type).unwrap_or(RetryReason::InStreamError)
+            }
         }
     }
 
     /// What happened, for logs and the client's error message.
     pub fn describe(&self) -> String {
         match self {
-            Fault::Reset(e) => format!("connection to Bedrock reset mid-stream ({e})"),
-            Fault::Eof(e) => format!("connection to Bedrock closed mid-stream ({e})"),
-            Fault::Truncated => "Bedrock's stream ended before its terminal events".into(),
-            Fault::Corrupt(e) => format!("corrupt EventStream frame from Bedrock ({e})"),
-            Fault::Stall(d) => format!(
+            Interruption::Reset(e) => format!("connection to Bedrock reset mid-stream ({e})"),
+            Interruption::Eof(e) => format!("connection to Bedrock closed mid-stream ({e})"),
+            Interruption::Truncated => "Bedrock's stream ended before its terminal events".into(),
+            Interruption::Corrupt(e) => format!("corrupt EventStream frame from Bedrock ({e})"),
+            Interruption::Stall(d) => format!(
                 "no event from Bedrock for {}",
                 humantime::format_duration(*d)
             ),
-            Fault::Exception { exception_type, .. } => {
+            Interruption::Exception { exception_type, .. } => {
                 format!("Bedrock sent {exception_type} mid-stream")
             }
         }
@@ -82,22 +75,22 @@ impl Fault {
 }
 
 /// A frame's meaning for the pump.
-pub enum Classified {
+pub enum FrameClass {
     /// A normal event.
     Event,
-    /// A retryable in-stream exception.
+    /// A retryable in-stream exception (see [`classify_exception`]).
     Retryable(String),
     /// A non-retryable exception or unmodelled error: forwarded unchanged, then the stream ends.
     Final,
 }
 
-pub fn classify(frame: &Frame) -> Classified {
+pub fn frame_class(frame: &Frame) -> FrameClass {
     match frame.kind() {
-        eventstream::Kind::Event(_) => Classified::Event,
-        eventstream::Kind::Exception(t) if RETRYABLE_EXCEPTIONS.contains(&t) => {
-            Classified::Retryable(t.to_owned())
+        eventstream::Kind::Event(_) => FrameClass::Event,
+        eventstream::Kind::Exception(t) if classify_exception(t).is_some() => {
+            FrameClass::Retryable(t.to_owned())
         }
-        _ => Classified::Final,
+        _ => FrameClass::Final,
     }
 }
 
@@ -118,14 +111,14 @@ impl UpstreamFrames {
     }
 
     /// The next whole frame; `Ok(None)` at a clean end of the body.
-    pub async fn next(&mut self) -> Result<Option<Frame>, Fault> {
+    pub async fn next(&mut self) -> Result<Option<Frame>, Interruption> {
         loop {
             if let Some(frame) = self.buffered()? {
                 return Ok(Some(frame));
             }
             let read = tokio::time::timeout(self.stall, self.body.frame()).await;
             match read {
-                Err(_) => return Err(Fault::Stall(self.stall)),
+                Err(_) => return Err(Interruption::Stall(self.stall)),
                 Ok(read) => {
                     if let Some(end) = self.take(read) {
                         return end;
@@ -138,7 +131,7 @@ impl UpstreamFrames {
     /// The next whole frame if one is here without waiting (already buffered, or in body
     /// data the connection has already read); `None` if getting it would mean waiting.
     /// Lets the pump forward everything that is here as one write.
-    pub fn ready(&mut self) -> Option<Result<Option<Frame>, Fault>> {
+    pub fn ready(&mut self) -> Option<Result<Option<Frame>, Interruption>> {
         loop {
             match self.buffered() {
                 Ok(Some(frame)) => return Some(Ok(Some(frame))),
@@ -152,10 +145,10 @@ impl UpstreamFrames {
         }
     }
 
-    fn buffered(&mut self) -> Result<Option<Frame>, Fault> {
+    fn buffered(&mut self) -> Result<Option<Frame>, Interruption> {
         self.splitter
             .next_frame()
-            .map_err(|e| Fault::Corrupt(e.to_string()))
+            .map_err(|e| Interruption::Corrupt(e.to_string()))
     }
 
     /// Take one read of the body: data goes to the splitter (`None`: read on); the body's
@@ -163,15 +156,17 @@ impl UpstreamFrames {
     fn take(
         &mut self,
         read: Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>,
-    ) -> Option<Result<Option<Frame>, Fault>> {
+    ) -> Option<Result<Option<Frame>, Interruption>> {
         match read {
-            None if self.splitter.pending() > 0 => Some(Err(Fault::Corrupt(format!(
+            None if self.splitter.pending() > 0 => Some(Err(Interruption::Corrupt(format!(
                 "body ended inside a frame ({} bytes)",
                 self.splitter.pending()
             )))),
             None => Some(Ok(None)),
-            Some(Err(e)) if e.is_incomplete_message() => Some(Err(Fault::Eof(e.to_string()))),
-            Some(Err(e)) => Some(Err(Fault::Reset(e.to_string()))),
+            Some(Err(e)) if e.is_incomplete_message() => {
+                Some(Err(Interruption::Eof(e.to_string())))
+            }
+            Some(Err(e)) => Some(Err(Interruption::Reset(e.to_string()))),
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
                     self.splitter.push(&data);

@@ -1,230 +1,242 @@
 //! The relay's request path: classify → limits → retry/resume → sign → send.
 //!
-//! [`handle`] is the whole path in one function. Its steps live beside it: `request`
-//! (body limit, wrong-service check, the upstream template), `attempt` (sign, send, retry
-//! gate), `stream` (EventStream pump with resumption), `error` (the one mapping to HTTP).
+//! [`handle`] is the whole path: it admits the request, runs [`relay_request`] (the steps
+//! that can fail, as one `Result`) and is the one exit — every answer is counted, logged and
+//! held against the client's concurrency slot here, every error mapped to HTTP here (by
+//! `error`). Beside it: `outbound` (body limit, other services, the upstream template),
+//! `attempt` (the one retry driver: sign, send, judge, back off), `stream` (the EventStream
+//! pump with resumption), `relay` (shared state and the request's record). The SDK's own
+//! credential calls (a global `AWS_ENDPOINT_URL`) leave before admission, through
+//! `credentials`, which passes them on untouched and answers them itself.
 
 mod attempt;
-mod body;
+mod credentials;
 pub mod error;
 mod frames;
-mod request;
+mod outbound;
+mod relay;
 mod stream;
 
-use crate::config::Settings;
-use crate::metrics::Metrics;
+pub use crate::body::Body;
+pub use relay::{Record, Relay};
+
+use crate::inbound::Admission;
 use crate::ops::{self, Classified};
-use crate::retry::{Backoff, RetryBudget};
-use crate::signing::Signer;
-use crate::upstream::Upstream;
-use attempt::{read_whole, Attempts};
+use attempt::{Attempts, Policy, Whole};
 use bytes::Bytes;
 use error::{full, RelayError};
+use http::request::Parts;
 use http::{Request, Response};
-use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
+use outbound::Outbound;
 use std::sync::Arc;
-use std::time::Instant;
 
-/// Body type of every response the relay sends to its clients.
-pub type Body = BoxBody<Bytes, std::io::Error>;
-
-/// Everything a request needs, shared by all connections.
-pub struct Relay {
-    pub settings: Arc<Settings>,
-    pub signer: Signer,
-    pub upstream: Upstream,
-    pub metrics: Metrics,
-    pub budget: RetryBudget,
-    pub backoff: Backoff,
-    pub models: stream::ModelMemory,
-    /// Inbound authentication, policy and per-client limits (step 1).
-    pub inbound: crate::inbound::Inbound,
-}
-
-impl Relay {
-    pub fn new(
-        settings: Arc<Settings>,
-        signer: Signer,
-        upstream: Upstream,
-        metrics: Metrics,
-    ) -> Self {
-        let inbound = crate::inbound::Inbound::new(&settings.inbound);
-        let budget = RetryBudget::new(settings.retry_budget);
-        let backoff = Backoff::new(settings.backoff_base, settings.backoff_max);
-        Relay {
-            settings,
-            signer,
-            upstream,
-            metrics,
-            budget,
-            backoff,
-            models: Default::default(),
-            inbound,
-        }
-    }
-}
-
-/// What one request did, for its access-log line and metrics.
-#[derive(Debug)]
-pub struct Record {
-    pub operation: ops::Operation,
-    pub model: Option<String>,
-    pub started: Instant,
-    pub attempts: u32,
-    pub resumes: u32,
-    /// The strategy of the last resume (`prefill`, `instructed`, `replay`), if any.
-    pub strategy: Option<&'static str>,
-    pub bytes_out: u64,
-}
-
-impl Record {
-    /// Log the access line and count the request. Called once, when the response is done
-    /// (for streams: when the stream ends).
-    pub fn finish(self, relay: &Relay, status: u16) {
-        let op = self.operation.name();
-        let secs = self.started.elapsed().as_secs_f64();
-        relay
-            .metrics
-            .requests_total
-            .with_label_values(&[op, &status.to_string()])
-            .inc();
-        relay
-            .metrics
-            .request_duration_seconds
-            .with_label_values(&[op])
-            .observe(secs);
-        tracing::info!(
-            target: "bedrock_relay::access",
-            operation = op,
-            model = self.model.as_deref().unwrap_or("-"),
-            status,
-            attempts = self.attempts,
-            resumes = self.resumes,
-            strategy = self.strategy.unwrap_or("-"),
-            duration_ms = (secs * 1000.0) as u64,
-            bytes = self.bytes_out,
-            "request"
-        );
-    }
-}
-
-/// Serve one client request.
+/// Serve one client request. The one exit: whatever happened, the answer leaves here.
 pub async fn handle(relay: Arc<Relay>, req: Request<Incoming>) -> Response<Body> {
     let (parts, body) = req.into_parts();
-    // 1. classify: which operation and model; refuse other AWS services.
+    // 1a. the SDK's own credential calls (STS web identity / SAML, SSO), sent here by a
+    // global AWS_ENDPOINT_URL: they carry their own proof and pass on untouched.
+    let (path, query) = (parts.uri.path(), parts.uri.query());
+    if let Some(service) = ops::credential_service(&parts.method, path, query, &parts.headers) {
+        return credentials::forward(&relay, parts, body, service).await;
+    }
+    // 1. classify: which operation and model.
     let Classified {
         operation,
         model_id,
     } = ops::classify(&parts.method, parts.uri.path());
-    let mut record = Record {
-        operation,
-        model: model_id,
-        started: Instant::now(),
-        attempts: 0,
-        resumes: 0,
-        strategy: None,
-        bytes_out: 0,
-    };
+    let mut record = Record::new(operation, model_id);
     // 1b. inbound: the client's own auth, policy, its concurrency slot (held to the end).
-    let admission = match relay
+    let (admission, answer) = match relay
         .inbound
         .admit(&parts, operation, record.model.as_deref())
     {
-        Ok(a) => a,
-        Err(e) => return finish_error(&relay, record, e.into()),
+        Ok(admission) => {
+            let answer = relay_request(&relay, parts, body, &admission, &mut record).await;
+            (Some(admission), answer)
+        }
+        Err(denied) => (None, Err(denied.into())),
     };
-    let prepared = async {
-        // A request signed for another AWS service is refused, or forwarded re-signed
-        // for that service when the operator enabled it.
-        let other = request::other_service(&parts.headers);
-        let base = match &other {
-            None => relay.upstream.base(operation.route()).clone(),
-            Some(service) if relay.settings.forward_other_services => {
-                request::service_endpoint(service, relay.signer.region())?
-            }
-            Some(service) => return Err(request::wrong_service(&parts.headers, service.clone())),
-        };
-        // 2. limits: the body is buffered (signing and replay need it), within its cap.
-        let body = request::read_body(body, relay.settings.max_request_body).await?;
-        admission.verify_body(&relay.inbound, &parts, &body)?;
-        let path = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
-        let uri = crate::upstream::join(&base, path)
-            .map_err(|e| RelayError::BadRequestBody(format!("bad request path: {e}")))?;
-        Ok((request::Outbound::new(&parts, uri, body), other))
-    }
-    .await;
-    let (outbound, other_service) = match prepared {
-        Ok(o) => o,
-        Err(e) => return admission.hold(finish_error(&relay, record, e)),
+    let resp = match answer {
+        Ok(Answer::Whole(resp)) => finish_whole(&relay, record, resp),
+        Ok(Answer::Stream(opened)) => stream::start(relay, *opened, record),
+        Ok(Answer::Sse(opened)) => stream::start_sse(relay, *opened, record),
+        Err(e) => finish_error(&relay, record, e),
     };
-    // 3. retry/resume → 4. sign → 5. send: streams go to the pump, which owns their
-    // attempts from here on; everything else is read whole so a torn body is retried too.
-    let streams = operation.is_resumable_stream() || operation == ops::Operation::AgentRuntime;
-    if streams && other_service.is_none() {
-        return admission.hold(stream::open(relay, outbound, record).await);
+    match admission {
+        Some(admission) => admission.hold(resp),
+        None => resp,
     }
-    let mut attempts = Attempts::new(relay.clone(), operation).signing_for(other_service);
-    let head_timeout = relay
-        .settings
-        .stall_timeout_for(record.model.as_deref().unwrap_or(""));
-    let result = loop {
-        let failure = match attempts.send(outbound.request(), head_timeout).await {
-            Ok(resp) => {
-                let (parts, body) = resp.into_parts();
-                match read_whole(body, relay.settings.max_response_body, attempts.remaining()).await
-                {
-                    Ok(bytes) => break Ok(Response::from_parts(parts, bytes)),
-                    Err(f) => f,
+}
+
+/// What the request path produced.
+enum Answer {
+    /// A complete response: Bedrock's answer or its own error, read whole.
+    Whole(Response<Bytes>),
+    /// An EventStream whose first frame has arrived; its pump takes it from here.
+    Stream(Box<stream::Opened>),
+    /// A Server-Sent Events stream whose first event has arrived.
+    Sse(Box<stream::SseOpened>),
+}
+
+/// Steps 2–5 for an admitted request.
+async fn relay_request(
+    relay: &Arc<Relay>,
+    parts: Parts,
+    body: Incoming,
+    admission: &Admission,
+    record: &mut Record,
+) -> Result<Answer, RelayError> {
+    let operation = record.operation;
+    // A request signed for another AWS service is refused, or forwarded re-signed for that
+    // service when the operator enabled it.
+    let other_service = outbound::other_service(&parts.headers);
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    // Paths under `/mantle/` go to bedrock-mantle (prefix removed), signed for it.
+    let (mantle, path) = ops::Route::of_path(path);
+    let route = mantle.unwrap_or(operation.route());
+    let signing_name = match &other_service {
+        None => mantle.map(|r| r.signing_name().to_owned()),
+        service => service.clone(),
+    };
+    let base = match &other_service {
+        None => relay.upstream.base(route).clone(),
+        Some(service) if relay.settings.forward_other_services => {
+            outbound::service_endpoint(&relay.settings, service, relay.signer.region())?
+        }
+        Some(service) => return Err(outbound::wrong_service(&parts, service.clone())),
+    };
+    // 2. limits: the body is buffered (signing and replay need it), within its cap.
+    let body = outbound::read_body(body, relay.settings.max_request_body).await?;
+    admission.verify_body(&relay.inbound, &parts, &body)?;
+    if operation.is_sse() {
+        record.model = model_in_body(&body);
+        relay.inbound.model_policy(record.model.as_deref())?;
+    }
+    let uri = crate::upstream::join(&base, path)
+        .map_err(|e| RelayError::BadRequestBody(format!("bad request path: {e}")))?;
+    let outbound = Outbound::new(&parts, uri, body);
+    // 3. retry/resume → 4. sign → 5. send, by the one driver. Streams are answered once
+    // their first frame or event is here (their pump owns the attempts from then on);
+    // everything else is read whole, so a torn body is retried too.
+    let settings = &relay.settings;
+    let model = record.model.as_deref().unwrap_or("");
+    let (stall, max_body) = (
+        settings.stall_timeout_for(model),
+        settings.max_response_body,
+    );
+    let streaming = Policy {
+        attempts: settings.max_attempts,
+        head_timeout: settings.first_byte_timeout,
+        after: None,
+    };
+    let mut attempts = Attempts::new(relay.clone(), operation).signing_for(signing_name);
+    let result = match Shape::of(operation, other_service.is_some()) {
+        Shape::EventStream => {
+            let mut first = stream::FirstFrame::new(&outbound, stall, max_body);
+            match attempts.drive(&mut first, streaming).await {
+                Ok(stream::First::Stream(head, frames, frame)) => {
+                    record.attempts = attempts.made();
+                    let opened = stream::Opened {
+                        head,
+                        frames,
+                        first: frame,
+                        outbound,
+                        attempts,
+                    };
+                    return Ok(Answer::Stream(Box::new(opened)));
                 }
-            }
-            Err(f) => f,
-        };
-        let retry = failure.retry_reason();
-        if let Some(reason) = retry {
-            if attempts
-                .may_retry(reason, relay.settings.max_attempts)
-                .await
-            {
-                continue;
+                Ok(stream::First::Whole(resp)) => Ok(resp),
+                Err(failure) => Err(failure),
             }
         }
-        break failure.into_result(attempts.made());
+        Shape::MaybeSse => match attempts
+            .drive(
+                &mut stream::FirstEvent::new(&outbound, stall, max_body),
+                streaming,
+            )
+            .await
+        {
+            Ok(Ok(first)) => {
+                record.attempts = attempts.made();
+                return Ok(Answer::Sse(Box::new(stream::SseOpened::new(
+                    first, attempts,
+                ))));
+            }
+            Ok(Err(resp)) => Ok(resp),
+            Err(failure) => Err(failure),
+        },
+        Shape::Whole => {
+            let policy = Policy {
+                head_timeout: stall,
+                ..streaming
+            };
+            attempts
+                .drive(&mut Whole::new(&outbound, max_body), policy)
+                .await
+        }
     };
+    record.attempts = attempts.made();
     match result {
-        Ok(resp) => admission.hold(finish_plain(&relay, record, &attempts, resp)),
-        Err(e) => {
-            record.attempts = attempts.made();
-            admission.hold(finish_error(&relay, record, e))
+        Ok(resp) => {
+            if resp.status().is_success() {
+                attempts.succeeded();
+            }
+            Ok(Answer::Whole(resp))
+        }
+        // Bedrock's own final answer (an error status, an exception frame) goes out as it came.
+        Err(failure) => failure.into_result(attempts.made()).map(Answer::Whole),
+    }
+}
+
+/// How an operation's answer arrives.
+enum Shape {
+    /// ConverseStream, InvokeModelWithResponseStream, Agent Runtime streams.
+    EventStream,
+    /// Server-Sent Events when the answer is `text/event-stream` (the OpenAI- and
+    /// Anthropic-compatible paths, and operations the relay does not know), else whole.
+    MaybeSse,
+    /// One body, read whole.
+    Whole,
+}
+
+impl Shape {
+    fn of(operation: ops::Operation, other_service: bool) -> Shape {
+        use ops::Operation::*;
+        match operation {
+            _ if other_service => Shape::Whole,
+            ConverseStream | InvokeModelWithResponseStream | AgentRuntime => Shape::EventStream,
+            ChatCompletions | Responses | AnthropicMessages | Unknown => Shape::MaybeSse,
+            _ => Shape::Whole,
         }
     }
 }
 
+/// The `model` of an OpenAI- or Anthropic-compatible request body.
+fn model_in_body(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Named {
+        model: Option<String>,
+    }
+    serde_json::from_slice::<Named>(body).ok()?.model
+}
+
 /// A complete upstream answer (success or Bedrock's own error) to the client: counted,
 /// logged, hop-by-hop framing headers dropped (the body is sent whole).
-fn finish_plain(
-    relay: &Relay,
-    mut record: Record,
-    attempts: &Attempts,
-    resp: Response<Bytes>,
-) -> Response<Body> {
-    if resp.status().is_success() {
-        attempts.succeeded();
-    }
-    record.attempts = attempts.made();
+fn finish_whole(relay: &Relay, mut record: Record, resp: Response<Bytes>) -> Response<Body> {
     record.bytes_out = resp.body().len() as u64;
-    let status = resp.status().as_u16();
-    record.finish(relay, status);
+    record.finish(relay, resp.status().as_u16());
     let (mut parts, bytes) = resp.into_parts();
     parts.headers.remove(http::header::TRANSFER_ENCODING);
     parts.headers.remove(http::header::CONNECTION);
     Response::from_parts(parts, full(bytes))
 }
 
+/// The relay's own error to the client, in Bedrock's shape.
 fn finish_error(relay: &Relay, record: Record, error: RelayError) -> Response<Body> {
     tracing::warn!(operation = record.operation.name(), error = %error, "request failed in the relay");
     record.finish(relay, error.status().as_u16());

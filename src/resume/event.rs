@@ -6,6 +6,7 @@
 //! family's JSON base64-encoded in `bytes` (Nova: Converse-shaped objects under a wrapper
 //! key). Unknown or malformed events decode to an empty [`Event`] and are passed through.
 
+use super::chunks;
 use super::{Family, StreamFormat, Usage};
 use crate::eventstream::{self, Kind};
 use aws_smithy_types::event_stream::Message;
@@ -86,10 +87,19 @@ pub(crate) struct Event {
     pub stop: Option<String>,
     /// Usage numbers carried by this message (input, output), where present.
     pub usage: Option<(Option<u64>, Option<u64>)>,
+    /// Cache read / write input tokens carried by this message, where present.
+    pub cache: Option<(Option<u64>, Option<u64>)>,
     /// Converse/Nova metadata, Claude message_stop, or an invoke chunk with invocation metrics.
     pub terminal: bool,
     /// Invoke streams: the decoded `bytes` of the chunk (byte-exact replay for unknown families).
     pub raw_chunk: Option<Bytes>,
+    /// Exact output tokens of the attempt so far (Llama `generation_token_count`, Titan
+    /// `totalOutputTextTokenCount`).
+    pub running: Option<u64>,
+    /// A single-text chunk shape (no blocks: one text, its stop in the last chunk).
+    pub single: Option<chunks::Shape>,
+    /// An event the relay forwarded without understanding it (see `Transcript::opaque`).
+    pub unknown: bool,
 }
 
 impl Event {
@@ -108,18 +118,39 @@ pub(crate) struct Parsed {
     outer: Option<Value>,
 }
 
+/// What failed attempts add to a final usage report besides input and output tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct More {
+    pub cache_read: u64,
+    pub cache_write: u64,
+    pub latency_ms: u64,
+}
+
 /// Changes to apply to a message.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Edits {
     pub index: Option<u32>,
     pub text: Option<String>,
     pub add_usage: Option<Usage>,
+    pub add_more: Option<More>,
+    /// Added to a single-text chunk's running output counter (a continuation's counter
+    /// continues the client's instead of restarting).
+    pub running_offset: Option<u64>,
 }
 
 impl Edits {
     pub(crate) fn is_empty(&self) -> bool {
-        self.index.is_none() && self.text.is_none() && self.add_usage.is_none()
+        self.index.is_none()
+            && self.text.is_none()
+            && self.add_usage.is_none()
+            && self.add_more.is_none()
+            && self.running_offset.is_none()
     }
+}
+
+fn cache_of(v: &Value, read: &str, write: &str) -> Option<(Option<u64>, Option<u64>)> {
+    let (r, w) = (num(v, read), num(v, write));
+    (r.is_some() || w.is_some()).then_some((r, w))
 }
 
 /// The event of a message, for the transcript: what [`parse`] gives, but the most common
@@ -235,6 +266,7 @@ fn parse_parts(format: StreamFormat, kind: Kind<'_>, payload: &[u8]) -> Parsed {
         return empty(event);
     };
     let Ok(payload) = serde_json::from_slice::<Value>(payload) else {
+        event.unknown = true;
         return empty(event);
     };
     match format {
@@ -252,10 +284,12 @@ fn parse_parts(format: StreamFormat, kind: Kind<'_>, payload: &[u8]) -> Parsed {
                 .and_then(Value::as_str)
                 .and_then(|b| B64.decode(b).ok())
             else {
+                event.unknown = true;
                 return empty(event);
             };
             event.raw_chunk = Some(Bytes::from(raw.clone()));
             let Ok(inner) = serde_json::from_slice::<Value>(&raw) else {
+                event.unknown = true;
                 return Parsed {
                     event,
                     json: None,
@@ -333,8 +367,9 @@ fn converse(event_type: &str, v: &Value, ev: &mut Event) {
             ev.terminal = true;
             let u = v.get("usage").cloned().unwrap_or(Value::Null);
             ev.usage = Some((num(&u, "inputTokens"), num(&u, "outputTokens")));
+            ev.cache = cache_of(&u, "cacheReadInputTokens", "cacheWriteInputTokens");
         }
-        _ => {}
+        _ => ev.unknown = true,
     }
 }
 
@@ -344,43 +379,46 @@ fn metrics(inner: &Value, ev: &mut Event) {
         if ev.usage.is_none() {
             ev.usage = Some((num(m, "inputTokenCount"), num(m, "outputTokenCount")));
         }
+        if ev.cache.is_none() {
+            ev.cache = cache_of(m, "cacheReadInputTokenCount", "cacheWriteInputTokenCount");
+        }
     }
 }
 
-fn invoke(family: Family, v: &Value, ev: &mut Event) {
-    match family {
-        Family::Claude => claude(v, ev),
-        Family::Nova => {
-            if let Some(key) = NOVA_KEYS.iter().find(|k| v.get(**k).is_some()) {
-                converse(key, &v[*key], ev);
-            }
-        }
-        Family::Llama => {
-            ev.known_input = num(v, "prompt_token_count");
-            single(v.get("generation"), v.get("stop_reason"), ev);
-        }
-        Family::Mistral => {
-            let out = v.pointer("/outputs/0");
-            single(
-                out.and_then(|o| o.get("text")),
-                out.and_then(|o| o.get("stop_reason")),
-                ev,
-            );
-        }
-        Family::Titan => {
-            ev.known_input = num(v, "inputTextTokenCount");
-            single(v.get("outputText"), v.get("completionReason"), ev);
-        }
-        Family::Other => {}
-    }
+/// An invoke chunk, read by its shape (the family only says what to expect first): Claude
+/// messages events carry `type`, Nova wraps Converse events, the rest are single-text shapes
+/// (`chunks`). Anything else is `unknown`, unless it only carries invocation metrics.
+fn invoke(_family: Family, v: &Value, ev: &mut Event) {
+    let known = if v.get("type").is_some_and(Value::is_string) {
+        claude(v, ev);
+        !ev.unknown
+    } else if let Some(key) = NOVA_KEYS.iter().find(|k| v.get(**k).is_some()) {
+        converse(key, &v[*key], ev);
+        !ev.unknown
+    } else {
+        single(v, ev)
+    };
     metrics(v, ev);
+    ev.unknown = !known && !ev.terminal;
 }
 
-fn single(text: Option<&Value>, stop: Option<&Value>, ev: &mut Event) {
-    if let Some(t) = text.and_then(Value::as_str) {
-        ev.delta = Some((0, Delta::Text(t.to_owned())));
+/// A single-text chunk (`chunks`) into `ev`; `false` when it is none of their shapes.
+fn single(v: &Value, ev: &mut Event) -> bool {
+    let Some(c) = chunks::read(v) else {
+        return false;
+    };
+    ev.single = c.shape;
+    ev.delta = match (c.text, c.reasoning) {
+        (Some(t), _) => Some((0, Delta::Text(t))),
+        (None, Some(r)) => Some((0, Delta::Other(r))),
+        (None, None) => None,
+    };
+    ev.stop = c.stop;
+    if c.running.is_some() {
+        ev.running = c.running;
     }
-    ev.stop = stop.and_then(Value::as_str).map(str::to_owned);
+    ev.known_input = c.known_input;
+    true
 }
 
 fn claude(v: &Value, ev: &mut Event) {
@@ -390,6 +428,8 @@ fn claude(v: &Value, ev: &mut Event) {
             ev.known_input = v
                 .pointer("/message/usage/input_tokens")
                 .and_then(Value::as_u64);
+            let u = v.pointer("/message/usage").unwrap_or(&Value::Null);
+            ev.cache = cache_of(u, "cache_read_input_tokens", "cache_creation_input_tokens");
         }
         "content_block_start" => {
             let cb = v.get("content_block").cloned().unwrap_or(Value::Null);
@@ -424,9 +464,11 @@ fn claude(v: &Value, ev: &mut Event) {
                 .map(str::to_owned);
             let u = v.get("usage").cloned().unwrap_or(Value::Null);
             ev.usage = Some((num(&u, "input_tokens"), num(&u, "output_tokens")));
+            ev.cache = cache_of(&u, "cache_read_input_tokens", "cache_creation_input_tokens");
         }
         "message_stop" => ev.terminal = true,
-        _ => {}
+        "ping" => {}
+        _ => ev.unknown = true,
     }
 }
 
@@ -446,28 +488,20 @@ pub(crate) fn rewrite(
     let mut json = parsed.json.clone()?;
     match format {
         StreamFormat::Converse => edit_converse(&mut json, edits),
-        StreamFormat::Invoke(Family::Nova) => {
+        StreamFormat::Invoke(_) => {
             if let Some(key) = NOVA_KEYS.iter().find(|k| json.get(**k).is_some()) {
                 edit_converse(&mut json[*key], edits);
-            }
-            edit_metrics(&mut json, edits);
-        }
-        StreamFormat::Invoke(Family::Claude) => {
-            edit_claude(&mut json, edits);
-            edit_metrics(&mut json, edits);
-        }
-        StreamFormat::Invoke(family) => {
-            let (path, running) = match family {
-                Family::Llama => ("/generation", "generation_token_count"),
-                Family::Mistral => ("/outputs/0/text", ""),
-                Family::Titan => ("/outputText", "totalOutputTextTokenCount"),
-                _ => return None,
-            };
-            if let (Some(t), Some(slot)) = (&edits.text, json.pointer_mut(path)) {
-                *slot = json!(t);
-            }
-            if let (Some(u), true) = (edits.add_usage, parsed.event.terminal) {
-                add(&mut json, running, u.output);
+            } else if json.get("type").is_some_and(Value::is_string) {
+                edit_claude(&mut json, edits);
+            } else if let Some(shape) = chunks::shape_of(&json) {
+                if let (Some(t), Some(slot)) = (&edits.text, json.pointer_mut(shape.text)) {
+                    *slot = json!(t);
+                }
+                if let (Some(n), Some(key)) = (edits.running_offset, shape.running) {
+                    add(&mut json, key, n);
+                }
+            } else {
+                return None;
             }
             edit_metrics(&mut json, edits);
         }
@@ -499,10 +533,29 @@ fn edit_converse(v: &mut Value, edits: &Edits) {
             }
         }
     }
+    let more = edits.add_more.unwrap_or_default();
     if let (Some(u), Some(usage)) = (edits.add_usage, v.get_mut("usage")) {
         add(usage, "inputTokens", u.input);
         add(usage, "outputTokens", u.output);
-        add(usage, "totalTokens", u.total());
+        add(
+            usage,
+            "totalTokens",
+            u.total() + more.cache_read + more.cache_write,
+        );
+        add_or_insert(usage, "cacheReadInputTokens", more.cache_read);
+        add_or_insert(usage, "cacheWriteInputTokens", more.cache_write);
+    }
+    if let (Some(_), Some(m)) = (edits.add_usage, v.get_mut("metrics")) {
+        add(m, "latencyMs", more.latency_ms);
+    }
+}
+
+/// Add `n` to `v[key]`, creating the field when `n > 0` and it is missing.
+fn add_or_insert(v: &mut Value, key: &str, n: u64) {
+    if v.get(key).is_some() {
+        add(v, key, n);
+    } else if n > 0 && v.is_object() {
+        v[key] = json!(n);
     }
 }
 
@@ -519,15 +572,22 @@ fn edit_claude(v: &mut Value, edits: &Edits) {
         }
     }
     if let (Some(u), Some(usage)) = (edits.add_usage, v.get_mut("usage")) {
+        let more = edits.add_more.unwrap_or_default();
         add(usage, "input_tokens", u.input);
         add(usage, "output_tokens", u.output);
+        add(usage, "cache_read_input_tokens", more.cache_read);
+        add(usage, "cache_creation_input_tokens", more.cache_write);
     }
 }
 
 fn edit_metrics(v: &mut Value, edits: &Edits) {
     if let (Some(u), Some(m)) = (edits.add_usage, v.get_mut(METRICS)) {
+        let more = edits.add_more.unwrap_or_default();
         add(m, "inputTokenCount", u.input);
         add(m, "outputTokenCount", u.output);
+        add(m, "invocationLatency", more.latency_ms);
+        add_or_insert(m, "cacheReadInputTokenCount", more.cache_read);
+        add_or_insert(m, "cacheWriteInputTokenCount", more.cache_write);
     }
 }
 

@@ -10,13 +10,16 @@
 //!                           ▼                                  ▼
 //!                typed exception, end      Transcript::observe (every message sent)
 //!
-//!   attempt failed ──► plan(format, original_body, &mut transcript, caps)
+//!   attempt failed ──► finish_at_limit(format, original_body, &transcript)
+//!                        └─ Some(terminal events): the client's output limit is used up;
+//!                           send them (as Bedrock ends such an answer), the stream is whole
+//!                      ──► else plan(format, original_body, &mut transcript, caps)
 //!                        ├─ Ok(Continuation { strategy, body, splicer }): send `body`,
 //!                        │    feed the new attempt's frames through `splicer`
 //!                        └─ Err(CannotResume): typed exception event, end the stream
 //! ```
 //!
-//! Strategies (the ladder of DESIGN.md): [`Strategy::Prefill`] (the delivered text as an
+//! Strategies (the ladder of docs/design.md): [`Strategy::Prefill`] (the delivered text as an
 //! assistant prefill), [`Strategy::Instructed`] (delivered text + a user turn asking to
 //! continue; the seam removes what the model repeats or adds, see `seam`), [`Strategy::Replay`] (resend the original request,
 //! swallow what the client has while verifying it exactly, forward the rest; a mismatch is a
@@ -73,7 +76,14 @@
 //! assert_eq!(client.len(), 6);
 //! ```
 
+mod accounting;
+mod chunks;
 mod event;
+mod finish;
+mod guard;
+mod hold;
+mod limit;
+mod out;
 mod plan;
 mod replay;
 mod request;
@@ -91,15 +101,22 @@ mod tests;
 #[cfg(test)]
 mod tests_invoke;
 #[cfg(test)]
+mod tests_seams;
+#[cfg(test)]
 mod testutil;
 #[cfg(test)]
 mod testwire;
 
+pub use accounting::AttemptUsage;
+pub use chunks::is_limit_stop;
 pub use event::usage_of;
+pub(crate) use event::Event as Observed;
+pub use finish::finish_at_limit;
+pub(crate) use hold::{Offer, ToolHold};
 pub use plan::{plan, CannotResume, Continuation};
 pub use request::BodyError;
 pub use splice::{Divergence, Spliced, Splicer};
-pub use transcript::{AttemptUsage, Transcript};
+pub use transcript::Transcript;
 
 use crate::ops::Operation;
 
@@ -127,7 +144,18 @@ pub enum Family {
     Llama,
     Mistral,
     Titan,
-    /// Unknown invoke format: only plain retry, or replay verified chunk by chunk (byte-exact).
+    /// Cohere Command / Command R (`text`, `is_finished`): replay only.
+    Cohere,
+    /// AI21 Jamba (chat-completion chunks): replay only.
+    Ai21,
+    /// DeepSeek (`choices[0].text` or chat-completion chunks): replay only.
+    DeepSeek,
+    /// OpenAI gpt-oss (chat-completion chunks): replay only.
+    OpenAi,
+    /// Qwen (chat-completion chunks): replay only.
+    Qwen,
+    /// Unknown model id (e.g. an application inference profile ARN): chunks are read by their
+    /// shape; resumed only by replay (byte-exact when a chunk was not understood).
     Other,
 }
 
@@ -144,6 +172,16 @@ impl Family {
             Family::Mistral
         } else if model_id.contains("amazon.titan-text") {
             Family::Titan
+        } else if model_id.contains("cohere.command") {
+            Family::Cohere
+        } else if model_id.contains("ai21.") {
+            Family::Ai21
+        } else if model_id.contains("deepseek.") {
+            Family::DeepSeek
+        } else if model_id.contains("openai.") {
+            Family::OpenAi
+        } else if model_id.contains("qwen.") {
+            Family::Qwen
         } else {
             Family::Other
         }
@@ -151,7 +189,7 @@ impl Family {
 
     /// Families whose output is one text stream (no blocks, no message start).
     pub(crate) fn single_block(self) -> bool {
-        matches!(self, Family::Llama | Family::Mistral | Family::Titan)
+        !matches!(self, Family::Claude | Family::Nova | Family::Other)
     }
 }
 

@@ -7,7 +7,13 @@
 //! already delivered, unknown invoke family) → `Replay` if allowed; otherwise [`CannotResume`].
 //! Several text blocks are not continued by prefill: a prefill is one assistant message, and
 //! the model would not reproduce the block structure the client already has.
+//!
+//! Also replay only: a stream with chunks the relay did not understand (byte-exact replay),
+//! an output limit that may be used up (`limit`), delivered text ending in the start of a
+//! stop sequence or containing the prompt format's turn markers (`guard`). A continuation
+//! asks for at most what is left of the client's output limit.
 
+use super::limit::{self, Room};
 use super::request::{self, BodyError, Turn};
 use super::seam::Seam;
 use super::splice::Splicer;
@@ -41,6 +47,11 @@ pub enum CannotResume {
     NoStrategy { why: &'static str },
 }
 
+/// The client's output limit is used up: [`super::finish_at_limit`] ends the answer; when it
+/// cannot, only replay knows the real end.
+const LIMIT_USED_UP: &str = "the output limit is used up and the relay cannot end this format itself: only replay is possible";
+const LIMIT_MAYBE: &str = "the output limit may be used up (this format reports no exact token counts): only replay can tell where the model stopped";
+
 /// Choose a strategy and build the continuation. On success the transcript starts counting
 /// a new attempt (for usage accounting); the pump must then use the returned splicer.
 /// Calling `plan` again when the continuation request itself was refused before streaming
@@ -63,24 +74,32 @@ pub fn plan(
     }
     let replay = |t: &mut Transcript| {
         let splicer = Splicer::replay(format, t);
-        t.begin_attempt(Strategy::Replay);
+        t.begin_attempt(Strategy::Replay, 0);
         Ok(Continuation {
             strategy: Strategy::Replay,
             body: Bytes::copy_from_slice(original_body),
             splicer,
         })
     };
-    let blocks = transcript.blocks();
     let no_content =
-        blocks.is_empty() && transcript.opaque().is_empty() && transcript.stop().is_none();
+        transcript.blocks().is_empty() && !transcript.opaque() && transcript.stop().is_none();
     if no_content {
         // Plain retry: the client has at most a message start, nothing a new sample contradicts.
         return replay(transcript);
     }
-    let why_not = if format == StreamFormat::Invoke(Family::Other) {
+    let body = request::parse(original_body);
+    let limit = body.as_ref().ok().and_then(|b| limit::of(format, b));
+    let room = limit::room(limit, transcript.delivered());
+    let why_not = if transcript.opaque() {
+        Some("the stream carried chunks the relay does not understand: only byte-exact replay is possible")
+    } else if format == StreamFormat::Invoke(Family::Other) {
         Some("unknown invoke format: only replay is possible")
     } else if transcript.saw_message_stop() {
         Some("only the terminal events are missing: only replay is possible")
+    } else if room == Room::UsedUp {
+        Some(LIMIT_USED_UP)
+    } else if room == Room::Unknown {
+        Some(LIMIT_MAYBE)
     } else {
         None
     };
@@ -92,7 +111,7 @@ pub fn plan(
         };
     }
 
-    let body = request::parse(original_body);
+    let blocks = transcript.blocks();
     let reasoning = body.as_ref().is_ok_and(request::wants_reasoning)
         || blocks.iter().any(|b| b.kind.needs_replay());
     let open_tool = blocks
@@ -103,8 +122,12 @@ pub fn plan(
         _ => None,
     };
     let delivered = single_text.map(str::trim_end).filter(|d| !d.is_empty());
+    let unsafe_text = match (&body, single_text) {
+        (Ok(b), Some(text)) => super::guard::unsafe_to_continue(format, b, text),
+        _ => None,
+    };
     let turn = match delivered {
-        Some(_) if reasoning || open_tool => None,
+        Some(_) if reasoning || open_tool || unsafe_text.is_some() => None,
         Some(_) if caps.prefill => Some(Turn::Prefill),
         Some(_) if caps.instructed => Some(Turn::Instructed),
         _ => None,
@@ -113,7 +136,12 @@ pub fn plan(
         let ws = &full[delivered.len()..];
         // A body we cannot extend can still be replayed unchanged.
         let next = match body.and_then(|b| request::build(format, b, delivered, turn)) {
-            Ok(next) => next,
+            Ok(mut next) => {
+                if let Room::Left { cap, .. } = room {
+                    limit::set(format, &mut next, cap);
+                }
+                next
+            }
             Err(_) if caps.replay => return replay(transcript),
             Err(e) => return Err(e.into()),
         };
@@ -121,8 +149,10 @@ pub fn plan(
             Turn::Prefill => (Strategy::Prefill, Seam::prefill(ws)),
             Turn::Instructed => (Strategy::Instructed, Seam::instructed(delivered, ws)),
         };
-        let splicer = Splicer::continuation(format, transcript, seam);
-        transcript.begin_attempt(strategy);
+        let guard_limit = matches!(room, Room::Left { exact: false, .. });
+        let splicer = Splicer::continuation(format, transcript, seam, guard_limit);
+        let offset = transcript.exact_output().unwrap_or(0);
+        transcript.begin_attempt(strategy, offset);
         return Ok(Continuation {
             strategy,
             body: Bytes::from(next.to_string()),
@@ -132,7 +162,9 @@ pub fn plan(
     if caps.replay {
         return replay(transcript);
     }
-    Err(if reasoning {
+    Err(if let Some(why) = unsafe_text {
+        CannotResume::NoStrategy { why }
+    } else if reasoning {
         CannotResume::ReasoningNeedsReplay
     } else if open_tool {
         CannotResume::ToolUseNeedsReplay

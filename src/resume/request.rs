@@ -62,6 +62,15 @@ pub(crate) fn build(
         StreamFormat::Converse | StreamFormat::Invoke(Family::Nova) => {
             messages(&mut body, delivered, turn, false)?
         }
+        StreamFormat::Invoke(Family::Claude) if body.get("messages").is_none() => {
+            // Legacy text completion: `\n\nHuman: ...\n\nAssistant:` prompts.
+            let add = instructed(
+                delivered,
+                turn,
+                &format!("\n\nHuman: {CONTINUE_INSTRUCTION}\n\nAssistant:"),
+            );
+            append(&mut body, "prompt", &add)?
+        }
         StreamFormat::Invoke(Family::Claude) => messages(&mut body, delivered, turn, true)?,
         StreamFormat::Invoke(Family::Llama) => {
             let tail = "<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n";
@@ -89,7 +98,7 @@ pub(crate) fn build(
             );
             append(&mut body, "inputText", &add)?
         }
-        StreamFormat::Invoke(Family::Other) => return Err(BodyError::UnknownFormat),
+        StreamFormat::Invoke(_) => return Err(BodyError::UnknownFormat),
     }
     Ok(body)
 }

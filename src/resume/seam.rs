@@ -7,7 +7,7 @@
 //! **Instructed** continuation: real models asked to continue repeat what they wrote, add a
 //! preamble, re-type a cut word, change the whitespace or reopen a code fence. The head of
 //! the continuation goes through these bounded rules, in order (each is a case of the seam
-//! corpus, `seam_corpus.toml`, that fails without it):
+//! corpus, `seam/corpus.toml`, that fails without it):
 //! 1. `preamble`: one sentence at the very start that starts like a preamble ("Continuing",
 //!    "Here's", "Sure", "(continued", …) and names continuing ("continu", "left off", "rest
 //!    of", …), ends in `:` `.` `…` `)` or the line end, at most `MAX_PREAMBLE_BYTES` (160), is
@@ -390,5 +390,4 @@ pub(crate) fn overlap_candidates(delivered: &str) -> Vec<usize> {
 }
 
 #[cfg(test)]
-#[path = "seam_tests.rs"]
 mod tests;

@@ -8,102 +8,15 @@
 //! Claude `message_delta` usage and `amazon-bedrock-invocationMetrics`) is the sum over
 //! attempts, failed attempts estimated (see [`Splicer::carried_usage`]).
 
+use super::accounting::{Accounting, LimitGuard};
 use super::event::{self, Delta, Edits, Parsed};
+use super::out::Out;
+pub use super::out::{Divergence, Spliced};
 use super::replay::{Opaque, Replay};
 use super::seam::Seam;
-use super::transcript::{Tally, Transcript};
+use super::transcript::Transcript;
 use super::{StreamFormat, Usage};
 use aws_smithy_types::event_stream::Message;
-
-/// One message for the client.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Spliced {
-    /// The upstream message as received: forward its original bytes.
-    Unchanged,
-    /// A rewritten or synthesised message: encode it (fresh CRCs).
-    Rewritten(Message),
-}
-
-impl Spliced {
-    /// The message to send, given the upstream message passed to [`Splicer::accept`].
-    pub fn into_message(self, upstream: &Message) -> Message {
-        match self {
-            Spliced::Unchanged => upstream.clone(),
-            Spliced::Rewritten(m) => m,
-        }
-    }
-}
-
-/// A replay produced something other than what the client already has.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("replay diverged from what the client has (block {block:?}): {reason}")]
-pub struct Divergence {
-    /// Client-visible block index, when the difference is inside a block.
-    pub block: Option<u32>,
-    pub reason: String,
-}
-
-impl Divergence {
-    pub(crate) fn new(block: Option<u32>, reason: impl Into<String>) -> Self {
-        Divergence {
-            block,
-            reason: reason.into(),
-        }
-    }
-}
-
-/// What to do with one upstream message.
-#[derive(Debug, Default)]
-pub(crate) struct Out {
-    /// Synthesised messages to send before it.
-    pub pre: Vec<Message>,
-    pub edits: Edits,
-    pub drop: bool,
-}
-
-impl Out {
-    pub(crate) fn drop() -> Out {
-        Out {
-            drop: true,
-            ..Out::default()
-        }
-    }
-}
-
-/// Usage accounting over attempts, kept by the splicer of the current attempt.
-#[derive(Debug, Clone, Default)]
-struct Accounting {
-    failed: Vec<Tally>,
-    /// Extra input of the current attempt's request (the delivered text).
-    extra: u64,
-    known_input: Option<u64>,
-}
-
-impl Accounting {
-    fn from(t: &Transcript, strategy_extra: bool) -> Accounting {
-        let failed: Vec<Tally> = t.tallies().iter().copied().filter(Tally::billed).collect();
-        let delivered: u64 = failed.iter().map(|t| t.deltas).sum();
-        Accounting {
-            failed,
-            extra: if strategy_extra { delivered } else { 0 },
-            known_input: None,
-        }
-    }
-
-    /// What failed attempts add to a usage report whose input count is `reported_input`.
-    fn carry(&self, reported_input: Option<u64>) -> Usage {
-        let base = reported_input
-            .or(self.known_input)
-            .map(|i| i.saturating_sub(self.extra));
-        self.failed.iter().fold(Usage::default(), |acc, t| Usage {
-            input: acc.input
-                + t.known_input
-                    .or(base.map(|b| b + t.extra_input()))
-                    .unwrap_or(0),
-            output: acc.output + t.output(),
-        })
-    }
-}
 
 enum Mode {
     Passthrough,
@@ -119,6 +32,9 @@ pub struct Splicer {
     mode: Mode,
     acct: Accounting,
     carried: Option<Usage>,
+    /// Added to running output counters (continuations of Llama and Titan streams).
+    running_offset: Option<u64>,
+    guard: Option<LimitGuard>,
 }
 
 impl std::fmt::Debug for Splicer {
@@ -144,21 +60,33 @@ impl Splicer {
             mode: Mode::Passthrough,
             acct: Accounting::default(),
             carried: None,
+            running_offset: None,
+            guard: None,
         }
     }
 
-    pub(crate) fn continuation(format: StreamFormat, t: &Transcript, seam: Seam) -> Splicer {
+    /// A prefill or instructed continuation; `guard_limit`: its limit was only a bound (see
+    /// [`LimitGuard`]).
+    pub(crate) fn continuation(
+        format: StreamFormat,
+        t: &Transcript,
+        seam: Seam,
+        guard_limit: bool,
+    ) -> Splicer {
         let mode = Mode::Continue(Continue::new(format, t, seam));
+        let running_offset = t.exact_output().filter(|n| *n > 0 && t.shape().is_some());
         Splicer {
             format,
             mode,
-            acct: Accounting::from(t, true),
+            acct: Accounting::after(t.tallies(), t.delivered_count()),
             carried: None,
+            running_offset,
+            guard: guard_limit.then(LimitGuard::default),
         }
     }
 
     pub(crate) fn replay(format: StreamFormat, t: &Transcript) -> Splicer {
-        let mode = if format == StreamFormat::Invoke(super::Family::Other) {
+        let mode = if t.opaque() {
             Mode::Opaque(Opaque::new(t))
         } else {
             Mode::Replay(Replay::new(format, t))
@@ -166,8 +94,10 @@ impl Splicer {
         Splicer {
             format,
             mode,
-            acct: Accounting::from(t, false),
+            acct: Accounting::after(t.tallies(), 0),
             carried: None,
+            running_offset: None,
+            guard: None,
         }
     }
 
@@ -194,6 +124,9 @@ impl Splicer {
         if let Some(n) = ev.known_input {
             self.acct.known_input.get_or_insert(n);
         }
+        if let (true, Some(c)) = (ev.start, ev.cache) {
+            self.acct.known_cache.get_or_insert(c);
+        }
         let mut out = match &mut self.mode {
             Mode::Passthrough => return Ok(vec![Spliced::Unchanged]),
             Mode::Opaque(o) => {
@@ -217,9 +150,13 @@ impl Splicer {
             Mode::Replay(r) => r.accept(ev)?,
         };
         if let (Some((input, _)), false) = (ev.usage, out.drop || self.acct.failed.is_empty()) {
-            let carry = self.acct.carry(input);
+            let (carry, more) = self.acct.carry(input, ev.cache);
             out.edits.add_usage = Some(carry);
+            out.edits.add_more = Some(more);
             self.carried = Some(carry);
+        }
+        if ev.running.is_some() {
+            out.edits.running_offset = self.running_offset;
         }
         let mut result: Vec<Spliced> = out.pre.into_iter().map(Spliced::Rewritten).collect();
         if !out.drop {
@@ -231,6 +168,14 @@ impl Splicer {
                     None => result.push(Spliced::Unchanged),
                 }
             }
+        }
+        if let Some(guard) = &mut self.guard {
+            let msgs = result.into_iter().map(|s| s.into_message(msg)).collect();
+            return Ok(guard
+                .filter(ev, msgs)
+                .into_iter()
+                .map(Spliced::Rewritten)
+                .collect());
         }
         Ok(result)
     }
@@ -247,6 +192,8 @@ enum Map {
 /// Prefill / instructed splicing state.
 struct Continue {
     format: StreamFormat,
+    /// Single-text chunks (no block structure, whatever the family).
+    single: bool,
     swallow_start: bool,
     /// The client's last block when it is text: (index, still open).
     target: Option<(u32, bool)>,
@@ -271,6 +218,7 @@ impl Continue {
         let next_index = t.blocks().iter().map(|b| b.index + 1).max().unwrap_or(0);
         Continue {
             format,
+            single: t.single(),
             swallow_start: t.started(),
             target,
             cont_fresh: None,
@@ -288,7 +236,7 @@ impl Continue {
         if ev.start && self.swallow_start && !ev.is_content() {
             return Out::drop();
         }
-        let single = self.format.single_block();
+        let single = self.single;
         let fin = ev.stop.is_some() || ev.terminal;
         let to_cont =
             matches!(&ev.delta, Some((i, Delta::Text(_))) if self.lookup(*i, true) == Map::Cont);
@@ -420,6 +368,9 @@ impl Continue {
 
     /// Close the client's interrupted block if the continuation never did.
     fn close_target(&mut self, pre: &mut Vec<Message>) {
+        if self.single {
+            return;
+        }
         if let Some((t, true)) = self.target {
             self.target = Some((t, false));
             if let Some(m) = event::block_stop(self.format, t) {

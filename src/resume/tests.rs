@@ -40,7 +40,7 @@ fn detects_format_and_family_from_operation_and_model_id() {
     );
     assert_eq!(
         f("cohere.command-r-v1:0"),
-        Some(StreamFormat::Invoke(Family::Other))
+        Some(StreamFormat::Invoke(Family::Cohere))
     );
     assert_eq!(StreamFormat::detect(Op::Converse, "x"), None);
     assert_eq!(Strategy::Instructed.label(), "instructed");

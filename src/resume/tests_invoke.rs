@@ -276,7 +276,7 @@ fn nova_prefill_between_blocks_renumbers_and_sums_metadata_and_metrics() {
     ];
     let mut c = Client::new(fmt);
     c.feed(&first).unwrap();
-    let body = json!({"messages":[{"role":"user","content":[{"text":"q"}]}],"inferenceConfig":{"maxTokens":9}});
+    let body = json!({"messages":[{"role":"user","content":[{"text":"q"}]}],"inferenceConfig":{"maxTokens":90}});
     let (s, next) = c.resume(body.to_string().as_bytes(), ALL).unwrap();
     assert_eq!(s, Strategy::Prefill);
     assert_eq!(
@@ -359,11 +359,20 @@ fn mistral_and_titan_continue_their_prompt_text() {
         .map(|v| v["outputText"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(text, " Hello.\nBye");
-    // Failed attempt announced 4 input tokens and delivered 1 delta.
-    assert_eq!(ev[1]["totalOutputTextTokenCount"], 3);
+    // Failed attempt announced 4 input tokens and 2 output tokens (its exact running count,
+    // not one per delta); the continuation's counter continues the client's.
+    assert_eq!(ev[1]["totalOutputTextTokenCount"], 4);
     assert_eq!(
         ev[1]["amazon-bedrock-invocationMetrics"]["inputTokenCount"],
         8
+    );
+    assert_eq!(
+        ev[1]["amazon-bedrock-invocationMetrics"]["outputTokenCount"],
+        4
+    );
+    assert_eq!(
+        next["textGenerationConfig"]["maxTokenCount"], 510,
+        "default 512 minus 2"
     );
 }
 

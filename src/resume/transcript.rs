@@ -7,10 +7,14 @@
 //! (`max_transcript_bytes`); past it the content is dropped (memory freed), only the stream
 //! structure is kept, and [`super::plan`] refuses with `CannotResume::TranscriptTooLarge`.
 
+use super::accounting::AttemptUsage;
+pub(crate) use super::accounting::Tally;
+use super::chunks::Shape;
 use super::event::{self, BlockKind, Delta};
+use super::limit::Delivered;
 use super::{Family, Strategy, StreamFormat};
 use aws_smithy_types::event_stream::Message;
-use bytes::Bytes;
+use std::hash::{Hash, Hasher};
 
 /// One content block as the client received it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,55 +31,6 @@ pub(crate) struct Block {
     pub stopped: bool,
 }
 
-/// Tokens one attempt consumed, as far as the stream tells.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) struct Tally {
-    /// How the attempt was made (`None`: the original request).
-    pub strategy: Option<Strategy>,
-    /// Deltas the client had before this attempt started.
-    pub delivered_before: u64,
-    /// Deltas this attempt forwarded.
-    pub deltas: u64,
-    /// Input tokens the attempt announced (Claude message_start, Llama, Titan).
-    pub known_input: Option<u64>,
-}
-
-impl Tally {
-    /// Estimated output tokens: one per delta forwarded; a replay that got as far as
-    /// forwarding something also regenerated what was delivered before it. (A replay that
-    /// failed while still verifying counts 0: it may as well have been refused before
-    /// streaming, which is not billed.)
-    pub fn output(&self) -> u64 {
-        let regenerated = match self.strategy {
-            Some(Strategy::Replay) if self.deltas > 0 => self.delivered_before,
-            _ => 0,
-        };
-        self.deltas + regenerated
-    }
-
-    /// The attempt produced something billable (failures before any output are not billed).
-    pub fn billed(&self) -> bool {
-        self.output() > 0 || self.known_input.is_some()
-    }
-
-    /// Extra input this attempt's request carried (the delivered text, ~one token per delta).
-    pub fn extra_input(&self) -> u64 {
-        match self.strategy {
-            Some(Strategy::Prefill | Strategy::Instructed) => self.delivered_before,
-            _ => 0,
-        }
-    }
-}
-
-/// Usage of the current attempt as far as known: for `failed_attempt_tokens_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AttemptUsage {
-    /// Input tokens, when the stream announced them before failing.
-    pub input: Option<u64>,
-    /// Output tokens, estimated as the number of deltas generated.
-    pub output: u64,
-}
-
 /// What the client has received so far. Call [`Transcript::observe`] with every message
 /// AFTER it was forwarded to the client (never with swallowed or failed messages).
 #[derive(Debug, Clone)]
@@ -86,8 +41,13 @@ pub struct Transcript {
     stop: Option<String>,
     terminal: bool,
     forwarded: u64,
-    /// Unknown invoke family: the decoded bytes of every forwarded chunk.
-    opaque: Vec<Bytes>,
+    /// Invoke streams: a hash of the decoded bytes of every forwarded chunk (byte-exact
+    /// replay of a stream the relay did not fully understand).
+    chunks: Vec<u64>,
+    /// A forwarded event was not understood: only byte-exact replay may resume the stream.
+    unknown: bool,
+    /// Single-text chunks were forwarded (no block structure); the last one's shape.
+    shape: Option<Shape>,
     bytes: usize,
     limit: usize,
     overflowed: bool,
@@ -109,7 +69,9 @@ impl Transcript {
             stop: None,
             terminal: false,
             forwarded: 0,
-            opaque: Vec::new(),
+            chunks: Vec::new(),
+            unknown: false,
+            shape: None,
             bytes: 0,
             limit: max_bytes,
             overflowed: false,
@@ -131,21 +93,46 @@ impl Transcript {
         self.record(event::observe_frame(self.format, frame));
     }
 
-    fn record(&mut self, ev: event::Event) {
+    /// What a frame says, for deciding before it is forwarded (then [`Transcript::record`]).
+    pub(crate) fn read_frame(&self, frame: &crate::eventstream::Frame) -> event::Event {
+        event::observe_frame(self.format, frame)
+    }
+
+    /// What a message says (see [`Transcript::read_frame`]).
+    pub(crate) fn read(&self, msg: &Message) -> event::Event {
+        event::observe(self.format, msg)
+    }
+
+    /// Record what the client received, already read.
+    pub(crate) fn record(&mut self, ev: event::Event) {
         self.forwarded += 1;
-        if self.format == StreamFormat::Invoke(Family::Other) {
-            if let Some(raw) = ev.raw_chunk.clone() {
+        if let Some(raw) = &ev.raw_chunk {
+            if ev.unknown || self.format == StreamFormat::Invoke(Family::Other) {
                 self.bytes += raw.len();
-                if !self.overflowed {
-                    self.opaque.push(raw);
-                }
             }
+            if !self.overflowed {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                raw.hash(&mut h);
+                self.chunks.push(h.finish());
+                // The hashes count towards the limit too (8 bytes a chunk).
+                self.bytes += std::mem::size_of::<u64>();
+            }
+        }
+        self.unknown |= ev.unknown;
+        if ev.single.is_some() {
+            self.shape = ev.single;
         }
         if ev.start {
             self.started = true;
         }
         if let Some(n) = ev.known_input {
             self.current().known_input.get_or_insert(n);
+        }
+        if let (true, Some(cache)) = (ev.start, ev.cache) {
+            self.current().cache = (cache.0.unwrap_or(0), cache.1.unwrap_or(0));
+        }
+        if let Some(n) = ev.running {
+            self.current().running = Some(n);
         }
         if let Some((i, kind)) = ev.block_start {
             self.block(i, || kind);
@@ -164,7 +151,7 @@ impl Transcript {
         self.terminal |= ev.terminal;
         if self.bytes > self.limit && !self.overflowed {
             self.overflowed = true;
-            self.opaque = Vec::new();
+            self.chunks = Vec::new();
             for b in &mut self.blocks {
                 b.text = String::new();
                 b.signature = None;
@@ -255,8 +242,10 @@ impl Transcript {
             StreamFormat::Converse | StreamFormat::Invoke(Family::Nova) => {
                 self.stop.is_some() && self.terminal
             }
-            StreamFormat::Invoke(Family::Claude | Family::Other) => self.terminal,
-            StreamFormat::Invoke(_) => self.stop.is_some() || self.terminal,
+            StreamFormat::Invoke(Family::Llama | Family::Mistral | Family::Titan) => {
+                self.stop.is_some() || self.terminal
+            }
+            StreamFormat::Invoke(_) => self.terminal,
         }
     }
 
@@ -309,8 +298,67 @@ impl Transcript {
         self.stop.as_deref()
     }
 
-    pub(crate) fn opaque(&self) -> &[Bytes] {
-        &self.opaque
+    /// Hashes of the forwarded chunks, in order (invoke streams).
+    pub(crate) fn chunk_hashes(&self) -> &[u64] {
+        &self.chunks
+    }
+
+    /// Something was forwarded that the relay did not understand.
+    pub(crate) fn opaque(&self) -> bool {
+        self.unknown
+    }
+
+    /// The stream had single-text chunks (one text, no blocks), whatever the family.
+    pub(crate) fn single(&self) -> bool {
+        self.format.single_block() || self.shape.is_some()
+    }
+
+    pub(crate) fn shape(&self) -> Option<Shape> {
+        self.shape
+    }
+
+    /// Exact output tokens the client has, where every attempt that forwarded output
+    /// reported running counts: the last counter it saw (continuations' counters are shifted
+    /// by the splicer, a replay's count from the start).
+    pub(crate) fn exact_output(&self) -> Option<u64> {
+        if self
+            .tallies
+            .iter()
+            .any(|t| t.deltas > 0 && t.running.is_none())
+        {
+            return None;
+        }
+        Some(
+            self.tallies
+                .iter()
+                .rev()
+                .find_map(|t| t.running)
+                .unwrap_or(0),
+        )
+    }
+
+    /// Bounds on the output tokens the client has (see `limit`).
+    pub(crate) fn delivered(&self) -> Delivered {
+        if let Some(n) = self.exact_output() {
+            return Delivered { low: n, high: n };
+        }
+        let low = self.delivered_deltas();
+        let text: usize = self
+            .blocks
+            .iter()
+            .map(|b| b.text.len() + b.others.len() * 16)
+            .sum();
+        Delivered {
+            low,
+            high: low.max(text as u64),
+        }
+    }
+
+    /// Sum over attempts of the input tokens they announced, and their cache tokens.
+    pub(crate) fn announced_input(&self) -> (u64, u64, u64) {
+        self.tallies.iter().fold((0, 0, 0), |(i, r, w), t| {
+            (i + t.known_input.unwrap_or(0), r + t.cache.0, w + t.cache.1)
+        })
     }
 
     pub(crate) fn tallies(&self) -> &[Tally] {
@@ -321,12 +369,20 @@ impl Transcript {
         self.tallies.iter().map(|t| t.deltas).sum()
     }
 
-    /// Close the current attempt and open one made with `strategy` (called by `plan`).
-    pub(crate) fn begin_attempt(&mut self, strategy: Strategy) {
-        let delivered_before = self.delivered_deltas();
+    /// Output tokens the client has: exact where reported, else one per delta.
+    pub(crate) fn delivered_count(&self) -> u64 {
+        self.exact_output()
+            .unwrap_or_else(|| self.delivered_deltas())
+    }
+
+    /// Close the current attempt and open one made with `strategy` (called by `plan`);
+    /// `offset` is added to the new attempt's running counters by its splicer.
+    pub(crate) fn begin_attempt(&mut self, strategy: Strategy, offset: u64) {
+        let delivered_before = self.delivered_count();
         self.tallies.push(Tally {
             strategy: Some(strategy),
             delivered_before,
+            offset,
             ..Tally::default()
         });
     }

@@ -1,5 +1,9 @@
 //! The retry token bucket shared by every request (AWS SDK standard mode): capacity N,
-//! a retry costs 5 tokens, a retry after a timeout 10, a success refunds 1 up to capacity.
+//! a retry costs 5 tokens, a retry after a timeout 10. A request that ends in success gives
+//! back what its retries took ([`RetryBudget::release`]), or 1 when it never retried
+//! ([`RetryBudget::on_success`]), so only failures drain the bucket (botocore
+//! `retries/standard.py`, `RetryQuotaChecker.release_retry_quota`, does the same for the
+//! last retry's cost; the relay returns every retry's, since a healed stream may need several).
 //! Lock-free: one `AtomicU32` updated with compare-exchange, since it is on every request.
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -47,24 +51,26 @@ impl RetryBudget {
             .is_ok()
     }
 
-    /// Refund one token after a successful attempt, up to capacity.
+    /// Refund one token after a request that succeeded without retrying, up to capacity.
     pub fn on_success(&self) {
+        self.release(1);
+    }
+
+    /// Give back `tokens` (what a request that finally succeeded spent on its retries),
+    /// up to capacity.
+    pub fn release(&self, tokens: u32) {
         let cap = self.capacity;
         // Err only means the bucket is already full: nothing to do.
         let _ = self
             .tokens
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
-                (t < cap).then_some(t + 1)
+                (t < cap).then(|| t.saturating_add(tokens).min(cap))
             });
     }
 
     /// Tokens left now.
     pub fn available(&self) -> u32 {
         self.tokens.load(Ordering::Acquire)
-    }
-
-    pub fn capacity(&self) -> u32 {
-        self.capacity
     }
 }
 
@@ -109,6 +115,20 @@ mod tests {
             b.on_success();
         }
         assert_eq!(b.available(), 10);
+    }
+
+    #[test]
+    fn a_request_that_healed_gives_back_what_its_retries_took() {
+        let b = RetryBudget::new(500);
+        // 150 requests in a row, each retried once and then successful: nothing drains.
+        for i in 0..150 {
+            assert!(b.try_acquire(RetryCost::Retry), "request {i}");
+            b.release(RetryCost::Retry.tokens());
+        }
+        assert_eq!(b.available(), 500);
+        assert!(b.try_acquire(RetryCost::Timeout));
+        b.release(RetryCost::Timeout.tokens() + 100);
+        assert_eq!(b.available(), 500, "never above capacity");
     }
 
     #[test]

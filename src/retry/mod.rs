@@ -1,7 +1,12 @@
 //! Retry policy pieces shared by the request path: why an attempt failed
-//! ([`RetryReason`], decided from status codes and error kinds, never message text),
-//! exponential backoff with full jitter ([`Backoff`]) and the process-wide retry token
-//! bucket ([`RetryBudget`]).
+//! ([`RetryReason`], decided from status codes, error types and in-stream exception types:
+//! [`classify_status`], [`classify_exception`]), exponential backoff with full jitter
+//! ([`Backoff`]) and the process-wide retry token bucket ([`RetryBudget`]).
+//!
+//! This is the one place that decides what is retryable. The single exception to "never
+//! message text" is [`rejects_prefill`]: Bedrock reports a model's refusal of assistant
+//! prefill as a plain `ValidationException`, and its message is the only thing that tells it
+//! apart from any other invalid request.
 
 mod backoff;
 mod budget;
@@ -61,7 +66,8 @@ impl RetryReason {
         }
     }
 
-    /// All reasons, e.g. to pre-create metric label sets.
+    /// All reasons (the label test walks them).
+    #[cfg(test)]
     pub const ALL: [RetryReason; 10] = [
         RetryReason::Connect,
         RetryReason::Reset,
@@ -81,6 +87,34 @@ pub fn error_type(headers: &HeaderMap) -> Option<&str> {
     let v = headers.get("x-amzn-errortype")?.to_str().ok()?;
     let t = v.split(':').next()?.trim();
     (!t.is_empty()).then_some(t)
+}
+
+/// In-stream exceptions after which the rest of the answer can be fetched again.
+pub const RETRYABLE_EXCEPTIONS: [&str; 5] = [
+    "internalServerException",
+    "modelStreamErrorException",
+    "throttlingException",
+    "serviceUnavailableException",
+    "modelTimeoutException",
+];
+
+/// Whether an in-stream exception (`:exception-type`) is worth resuming after, and why.
+pub fn classify_exception(exception_type: &str) -> Option<RetryReason> {
+    match exception_type {
+        "throttlingException" => Some(RetryReason::Throttled),
+        "serviceUnavailableException" => Some(RetryReason::Unavailable),
+        t if RETRYABLE_EXCEPTIONS.contains(&t) => Some(RetryReason::InStreamError),
+        _ => None,
+    }
+}
+
+/// Bedrock's answer to an assistant prefill for a model that takes none (Claude 4.6 and
+/// later): 400 `ValidationException` "This model does not support assistant message
+/// prefill. The conversation must end with a user message."
+pub fn rejects_prefill(status: StatusCode, body: &[u8]) -> bool {
+    status == StatusCode::BAD_REQUEST
+        && std::str::from_utf8(body)
+            .is_ok_and(|b| b.contains("does not support assistant message prefill"))
 }
 
 /// Whether a response status (with its headers) is worth retrying, and why.
@@ -151,5 +185,34 @@ mod tests {
         }
         assert_eq!(RetryReason::Stall.cost(), RetryCost::Timeout);
         assert_eq!(RetryReason::Reset.cost(), RetryCost::Retry);
+    }
+
+    #[test]
+    fn in_stream_exceptions() {
+        assert_eq!(
+            classify_exception("throttlingException"),
+            Some(RetryReason::Throttled)
+        );
+        assert_eq!(
+            classify_exception("serviceUnavailableException"),
+            Some(RetryReason::Unavailable)
+        );
+        assert_eq!(
+            classify_exception("modelStreamErrorException"),
+            Some(RetryReason::InStreamError)
+        );
+        assert_eq!(classify_exception("validationException"), None);
+        assert_eq!(classify_exception("accessDeniedException"), None);
+    }
+
+    #[test]
+    fn prefill_rejection() {
+        let body = br#"{"message":"This model does not support assistant message prefill. The conversation must end with a user message."}"#;
+        assert!(rejects_prefill(StatusCode::BAD_REQUEST, body));
+        assert!(!rejects_prefill(StatusCode::INTERNAL_SERVER_ERROR, body));
+        assert!(!rejects_prefill(
+            StatusCode::BAD_REQUEST,
+            br#"{"message":"max_tokens: too large"}"#
+        ));
     }
 }

@@ -26,6 +26,7 @@ impl Shutdown {
         self.tx.send_replace(true);
     }
 
+    #[cfg(test)]
     pub fn is_triggered(&self) -> bool {
         *self.tx.borrow()
     }

@@ -7,70 +7,19 @@
 //! mismatched) is logged and the previous one keeps being served. ALPN offers `h2` and
 //! `http/1.1`, so `serve_with` knows the protocol without sniffing.
 
+pub use crate::certs::{load_pair, TlsError, TlsFiles};
 use rustls::crypto::aws_lc_rs;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 /// How often a handshake may look at the files' modification times.
 pub const CHECK_EVERY: Duration = Duration::from_millis(500);
 
-/// Why a certificate/key pair could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}: no PEM certificate found")]
-    NoCertificate { path: PathBuf },
-    #[error("{path}: no usable PEM private key found")]
-    NoKey { path: PathBuf },
-    #[error("certificate and key do not belong together or are unsupported: {0}")]
-    Mismatch(String),
-}
-
-/// The certificate and key files of a TLS listener.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
 fn mtime(p: &Path) -> Option<SystemTime> {
     std::fs::metadata(p).and_then(|m| m.modified()).ok()
-}
-
-/// Load and check a certificate chain and its private key.
-pub fn load_pair(files: &TlsFiles) -> Result<Arc<CertifiedKey>, TlsError> {
-    let read = |p: &Path| {
-        std::fs::read(p).map_err(|source| TlsError::Read {
-            path: p.to_path_buf(),
-            source,
-        })
-    };
-    let cert_pem = read(&files.cert)?;
-    let key_pem = read(&files.key)?;
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
-        .filter_map(Result::ok)
-        .collect();
-    if certs.is_empty() {
-        return Err(TlsError::NoCertificate {
-            path: files.cert.clone(),
-        });
-    }
-    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| TlsError::NoKey {
-        path: files.key.clone(),
-    })?;
-    let provider = aws_lc_rs::default_provider();
-    let ck = CertifiedKey::from_der(certs, key, &provider)
-        .map_err(|e| TlsError::Mismatch(e.to_string()))?;
-    Ok(Arc::new(ck))
 }
 
 /// rustls certificate resolver that follows the files.
@@ -147,7 +96,7 @@ pub fn acceptor(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, TlsError>
 mod tests {
     use super::*;
 
-    fn fixture(name: &str) -> PathBuf {
+    fn fixture(name: &str) -> std::path::PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/tls")
             .join(name)

@@ -4,9 +4,10 @@
 //! resumes are always signed. Secrets never reach logs: `Debug` of [`Signer`] redacts.
 
 mod credentials;
+mod fast;
 mod headers;
 
-pub use headers::strip_client_headers;
+pub use headers::{strip_client_headers, strip_hop_by_hop};
 
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_credential_types::Credentials;
@@ -48,6 +49,8 @@ enum Mode {
 struct Inner {
     mode: Mode,
     region: String,
+    /// The last derived SigV4 signing key (see `fast`).
+    keys: fast::KeyCache,
 }
 
 /// Signs upstream requests. Cheap to clone (shared state behind an `Arc`).
@@ -76,7 +79,7 @@ impl Signer {
     /// background (a failure is logged, not fatal: they are fetched again on first use).
     ///
     /// The relay's own AWS clients (STS, SSO) must not follow `AWS_ENDPOINT_URL*` back to the
-    /// relay: `app::serve_main` removes those variables from the process environment first.
+    /// relay: `main` (`app::scrub_endpoint_env`) removes those variables from the process environment first.
     pub async fn from_settings(settings: &crate::config::Settings) -> Result<Signer, SigningError> {
         if let Ok(token) = std::env::var(BEARER_ENV) {
             if !token.trim().is_empty() {
@@ -111,6 +114,7 @@ impl Signer {
             inner: Arc::new(Inner {
                 mode: Mode::SigV4(CachedCredentials::new(provider)),
                 region: region.to_string(),
+                keys: fast::KeyCache::default(),
             }),
         }
     }
@@ -141,6 +145,7 @@ impl Signer {
             inner: Arc::new(Inner {
                 mode: Mode::Bearer(value),
                 region: region.to_string(),
+                keys: fast::KeyCache::default(),
             }),
         }
     }
@@ -186,7 +191,11 @@ impl Signer {
             Mode::SigV4(cache) => {
                 let creds = cache.get().await.map_err(SigningError::Credentials)?;
                 let at = SystemTime::now();
-                sign_sigv4(req, &creds, &self.inner.region, service, at, PAYLOAD_HEADER)
+                let region = &self.inner.region;
+                match fast::sign(req, &creds, region, service, at, &self.inner.keys) {
+                    Some(()) => Ok(()),
+                    None => sign_sigv4(req, &creds, region, service, at, PAYLOAD_HEADER),
+                }
             }
         }
     }
@@ -254,6 +263,18 @@ pub(crate) fn sign_sigv4(
         }
     }
     Ok(())
+}
+
+/// aws-sigv4's full signer with the relay's settings: the reference `fast` is tested against.
+#[cfg(test)]
+fn sign_sigv4_reference(
+    req: &mut http::Request<Bytes>,
+    creds: &Credentials,
+    region: &str,
+    service: &str,
+    time: SystemTime,
+) -> Result<(), SigningError> {
+    sign_sigv4(req, creds, region, service, time, PAYLOAD_HEADER)
 }
 
 #[cfg(test)]

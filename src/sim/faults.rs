@@ -50,6 +50,10 @@ pub enum Fault {
     CorruptCrc { events: usize },
     /// Non-streaming: headers with content-length, half the body, then a TCP reset.
     ResetMidBody,
+    /// Every frame from `events` on carries an extra string header of 40,000 bytes: valid
+    /// EventStream (a header value may be 65,535 bytes), but over what the
+    /// `aws-smithy-eventstream` encoder accepts, so such a frame cannot be re-encoded.
+    OversizedHeader { events: usize },
 }
 
 impl Fault {
@@ -66,6 +70,7 @@ impl Fault {
             Fault::Exception { .. } => "exception",
             Fault::CorruptCrc { .. } => "corrupt_crc",
             Fault::ResetMidBody => "reset_mid_body",
+            Fault::OversizedHeader { .. } => "oversized_header",
         }
     }
 

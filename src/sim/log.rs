@@ -18,8 +18,12 @@ pub struct LogEntry {
     pub conversation: String,
     /// 1-based attempt number within the conversation.
     pub attempt: u32,
-    /// "valid" | "invalid" | "unknown_key" | "missing" | "bearer" | "unchecked".
+    /// "valid" | "invalid" | "unknown_key" | "missing" | "bearer" | "unchecked"; STS calls:
+    /// "unsigned" (as SDKs send their credential calls) or "unchecked".
     pub signature: String,
+    /// The service a SigV4 signature was made for (its credential scope), if signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
     /// The prefill text, if the request had one.
     pub prefill: Option<String>,
     /// The request was an instructed continuation.
@@ -86,6 +90,7 @@ mod tests {
             conversation: "0".into(),
             attempt: 1,
             signature: "unchecked".into(),
+            service: None,
             prefill: None,
             continuation: false,
             intended: None,

@@ -6,7 +6,8 @@
 //! `request` (body parsing), `plan` (prefill and continuation rules), `sampled` (Claude 4.6+:
 //! sampled by default, sub-word tokens, how models continue when asked), `render` (wire
 //! shapes), `faults` (rules), `sigv4` (verifier), `http` (byte-exact HTTP/1.1), `server`
-//! (dispatch), `wire` (responses with faults cut in), `log` (per-attempt log). See `docs/simulator.md`.
+//! (dispatch), `wire` (responses with faults cut in), `log` (per-attempt log), `sts` (temporary
+//! credentials for web identity and SAML). See `docs/simulator.md`.
 
 pub mod faults;
 pub mod gen;
@@ -18,6 +19,9 @@ pub mod request;
 pub mod sampled;
 mod server;
 pub mod sigv4;
+mod sse;
+pub mod sts;
+pub mod styles;
 mod wire;
 
 pub use faults::{Fault, FaultRule};

@@ -7,6 +7,7 @@
 use super::gen;
 use super::request::Prompt;
 use super::sampled::{self, Behaviour};
+use super::styles::{self, Style};
 use super::SimError;
 use regex::Regex;
 
@@ -23,6 +24,7 @@ pub enum Stop {
     EndTurn,
     ToolUse,
     MaxTokens,
+    StopSequence,
 }
 
 /// A deterministic tool call.
@@ -52,9 +54,19 @@ pub struct Plan {
     pub prefill: Option<String>,
     /// The request was an instructed continuation.
     pub continuation: bool,
-    /// The whole answer the model means (prefill or delivered text included), unless capped
-    /// by `maxTokens`: what a correctly spliced stream gives the client.
+    /// The whole answer the model means (prefill or delivered text included), unless cut by
+    /// `maxTokens` or a stop sequence: what a correctly spliced stream gives the client.
     pub intended: Option<String>,
+    /// The stop sequence that ended the answer (`Stop::StopSequence`).
+    pub stop_sequence: Option<String>,
+    /// Which of the family's APIs the request used.
+    pub style: Style,
+    /// Output tokens per text piece (`sim:tpp=K`, default 1): streams whose chunks carry
+    /// several tokens, as real ones do.
+    pub tokens_per_piece: u32,
+    /// Input tokens reported as read from the prompt cache (`sim:cache=N`), besides
+    /// `input_tokens`.
+    pub cache_read: u32,
 }
 
 impl Plan {
@@ -105,36 +117,45 @@ pub fn plan(
     let seed_at =
         |turns: &[(&str, &str)], a: u32| gen::seed(model_id, &prompt.system, turns, temperature, a);
     let seed_of = |turns: &[(&str, &str)]| seed_at(turns, attempt);
+    let reference_at = |turns: &[(&str, &str)], a: u32| {
+        let pieces = match sampled_model {
+            true => sampled::answer(seed_at(turns, a), n),
+            false => gen::pieces(seed_at(turns, a), n),
+        };
+        styles::with_inserts(pieces, &all_text)
+    };
+    let reference_of = |turns: &[(&str, &str)]| reference_at(turns, attempt);
     let mut continuation = false;
     let mut intended = None;
     let mut text = match &prefill {
         Some(p) => {
-            let reference = gen::pieces(seed_of(&turns), n);
+            let reference = reference_of(&turns);
             gen::continuation(&reference, p).unwrap_or_else(|| {
                 let used = p.split_whitespace().count();
                 gen::fallback_continuation(seed_of(&turns), p, n.saturating_sub(used).max(1))
             })
         }
-        None => match instructed(&turns, &seed_at, attempt, n, &all_text, sampled_model) {
+        None => match instructed(
+            &turns,
+            &seed_of,
+            &reference_at,
+            attempt,
+            &all_text,
+            sampled_model,
+        ) {
             Some(c) => {
                 continuation = true;
                 intended = Some(c.intended);
                 c.pieces
             }
-            None if sampled_model => sampled::answer(seed_of(&turns), n),
-            None => gen::pieces(seed_of(&turns), n),
+            None => reference_of(&turns),
         },
     };
     if sampled_model {
         text = sampled::subwords(text);
     }
-    if intended.is_none() {
-        intended = Some(format!(
-            "{}{}",
-            prefill.as_deref().unwrap_or(""),
-            text.concat()
-        ));
-    }
+    let intended = intended
+        .unwrap_or_else(|| format!("{}{}", prefill.as_deref().unwrap_or(""), text.concat()));
 
     let reasoning = prompt.reasoning.then(|| {
         let pieces = gen::pieces(seed_of(&turns) ^ 0x5EA5_0111, 12);
@@ -144,12 +165,16 @@ pub fn plan(
     let reasoning_tokens = reasoning.as_ref().map_or(0, |(p, _)| p.len());
 
     let mut stop = Stop::EndTurn;
+    let stop_sequence = styles::apply_stops(&mut text, &prompt.stop_sequences);
+    if stop_sequence.is_some() {
+        stop = Stop::StopSequence;
+    }
+    let tpp = gen::directive_num(&all_text, "tpp").map_or(1, |k| k.clamp(1, 16) as usize);
     if let Some(max) = prompt.max_tokens {
-        let room = (max as usize).saturating_sub(reasoning_tokens).max(1);
+        let room = (max as usize / tpp).saturating_sub(reasoning_tokens).max(1);
         if text.len() > room {
             text.truncate(room);
             stop = Stop::MaxTokens;
-            intended = None;
         }
     }
     // The tool call ends every answer to a conversation with tools, including prefilled and
@@ -165,8 +190,9 @@ pub fn plan(
         }
         _ => None,
     };
+    let intended = matches!(stop, Stop::EndTurn | Stop::ToolUse).then_some(intended);
     let tool_tokens = tool.as_ref().map_or(0, |t| t.input_pieces.len());
-    let output = text.len() + reasoning_tokens + tool_tokens;
+    let output = text.len() * tpp + reasoning_tokens + tool_tokens;
     Ok(Plan {
         reasoning,
         text,
@@ -177,11 +203,17 @@ pub fn plan(
         prefill,
         continuation,
         intended,
+        stop_sequence: stop_sequence.filter(|_| stop == Stop::StopSequence),
+        style: prompt.style,
+        tokens_per_piece: tpp as u32,
+        cache_read: gen::directive_num(&all_text, "cache").map_or(0, |n| n.min(1 << 20) as u32),
     })
 }
 
-/// Seed of the reference for a list of turns at an attempt.
-type SeedAt<'a> = dyn Fn(&[(&str, &str)], u32) -> u64 + 'a;
+/// Seed of the reference for a list of turns.
+type SeedOf<'a> = dyn Fn(&[(&str, &str)]) -> u64 + 'a;
+/// Reference pieces for a list of turns at an attempt.
+type ReferenceAt<'a> = dyn Fn(&[(&str, &str)], u32) -> Vec<String> + 'a;
 
 /// Instructed continuation: the conversation ends with [assistant A, user "…continue…"] and A
 /// is a prefix of the answer of an earlier attempt to the turns before A. Claude 4.6+ (and
@@ -189,9 +221,9 @@ type SeedAt<'a> = dyn Fn(&[(&str, &str)], u32) -> u64 + 'a;
 /// repeat A's last 1-3 words on about half of the conversations (or as `sim:overlap=N` says).
 fn instructed(
     turns: &[(&str, &str)],
-    seed_at: &SeedAt<'_>,
+    seed_of: &SeedOf<'_>,
+    reference_at: &ReferenceAt<'_>,
     attempt: u32,
-    n: usize,
     all_text: &str,
     sampled_model: bool,
 ) -> Option<sampled::Continued> {
@@ -201,7 +233,7 @@ fn instructed(
     if !ask.to_lowercase().contains("continue") || delivered.is_empty() {
         return None;
     }
-    let base = seed_at(before, attempt);
+    let base = seed_of(before);
     let behaviour = match gen::directive_num(all_text, "overlap") {
         Some(0) => Behaviour::Clean,
         Some(k) => Behaviour::Echo(k as usize),
@@ -211,10 +243,7 @@ fn instructed(
         None if base % 2 == 0 => Behaviour::Echo(1 + (base / 2 % 3) as usize),
         None => Behaviour::Clean,
     };
-    let reference = |a: u32| match sampled_model {
-        true => sampled::answer(seed_at(before, a), n),
-        false => gen::pieces(seed_at(before, a), n),
-    };
+    let reference = |a: u32| reference_at(before, a);
     sampled::continue_after(delivered, attempt, &reference, behaviour, base)
 }
 

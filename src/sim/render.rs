@@ -7,6 +7,7 @@
 
 use super::plan::{Plan, Stop};
 use super::request::Family;
+use super::styles::{self, Style};
 use crate::eventstream;
 use base64::Engine as _;
 use bytes::Bytes;
@@ -85,6 +86,7 @@ fn converse_stop(stop: Stop) -> &'static str {
         Stop::EndTurn => "end_turn",
         Stop::ToolUse => "tool_use",
         Stop::MaxTokens => "max_tokens",
+        Stop::StopSequence => "stop_sequence",
     }
 }
 
@@ -92,6 +94,7 @@ fn family_stop(family: Family, stop: Stop) -> &'static str {
     match (family, stop) {
         (Family::Claude | Family::Nova, s) => converse_stop(s),
         (Family::Titan, Stop::MaxTokens) => "LENGTH",
+        (Family::Titan, Stop::StopSequence) => "STOP_CRITERIA_MET",
         (Family::Titan, _) => "FINISH",
         (_, Stop::MaxTokens) => "length",
         _ => "stop",
@@ -99,10 +102,23 @@ fn family_stop(family: Family, stop: Stop) -> &'static str {
 }
 
 fn metrics(plan: &Plan, lat: Latency) -> String {
+    let cache = match plan.cache_read {
+        0 => String::new(),
+        n => format!(",\"cacheReadInputTokenCount\":{n},\"cacheWriteInputTokenCount\":0"),
+    };
     format!(
-        "{{\"inputTokenCount\":{},\"outputTokenCount\":{},\"invocationLatency\":{},\"firstByteLatency\":{}}}",
+        "{{\"inputTokenCount\":{},\"outputTokenCount\":{},\"invocationLatency\":{},\"firstByteLatency\":{}{cache}}}",
         plan.input_tokens, plan.output_tokens, lat.total_ms, lat.first_byte_ms
     )
+}
+
+/// `usage` fields of a cache read (`sim:cache=N`), for Converse and Claude.
+fn cache_usage(plan: &Plan, claude: bool) -> String {
+    match (plan.cache_read, claude) {
+        (0, _) => String::new(),
+        (n, true) => format!(",\"cache_read_input_tokens\":{n},\"cache_creation_input_tokens\":0"),
+        (n, false) => format!(",\"cacheReadInputTokens\":{n},\"cacheWriteInputTokens\":0"),
+    }
 }
 
 /// ConverseStream events for a plan.
@@ -124,10 +140,11 @@ pub fn converse_stream(plan: &Plan, lat: Latency) -> Stream {
     b.push(
         "metadata",
         &format!(
-            "{{\"usage\":{{\"inputTokens\":{},\"outputTokens\":{},\"totalTokens\":{}}},\"metrics\":{{\"latencyMs\":{}}}",
+            "{{\"usage\":{{\"inputTokens\":{},\"outputTokens\":{},\"totalTokens\":{}{}}},\"metrics\":{{\"latencyMs\":{}}}",
             plan.input_tokens,
             plan.output_tokens,
-            plan.input_tokens + plan.output_tokens,
+            plan.input_tokens + plan.output_tokens + plan.cache_read,
+            cache_usage(plan, false),
             lat.total_ms
         ),
         false,
@@ -199,11 +216,29 @@ pub fn invoke_stream(
     let mut b = Builder::new(true);
     let stop = family_stop(family, plan.stop);
     let m = metrics(plan, lat);
+    let tpp = plan.tokens_per_piece.max(1) as usize;
+    if plan.style != Style::Native {
+        let chunks = styles::chunks(plan.style, plan, stop);
+        let n = chunks.len();
+        for (i, (chunk, delta)) in chunks.into_iter().enumerate() {
+            let open = &chunk[..chunk.len().saturating_sub(1)];
+            if i + 1 == n {
+                b.push(
+                    "",
+                    &format!("{open},\"amazon-bedrock-invocationMetrics\":{m}"),
+                    delta,
+                );
+            } else {
+                b.push("", open, delta);
+            }
+        }
+        return b.finish(1);
+    }
     match family {
         Family::Claude => {
             b.push("", &format!(
-                "{{\"type\":\"message_start\",\"message\":{{\"id\":{},\"type\":\"message\",\"role\":\"assistant\",\"model\":{},\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{{\"input_tokens\":{},\"output_tokens\":1}}}}",
-                js(msg_id), js(model_id), plan.input_tokens), false);
+                "{{\"type\":\"message_start\",\"message\":{{\"id\":{},\"type\":\"message\",\"role\":\"assistant\",\"model\":{},\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{{\"input_tokens\":{},\"output_tokens\":1{}}}}}",
+                js(msg_id), js(model_id), plan.input_tokens, cache_usage(plan, true)), false);
             let mut idx = 0;
             let mut block = |b: &mut Builder, start: String, deltas: Vec<String>| {
                 b.push("", &format!("{{\"type\":\"content_block_start\",\"index\":{idx},\"content_block\":{start}"), false);
@@ -267,7 +302,8 @@ pub fn invoke_stream(
                     d,
                 );
             }
-            b.push("", &format!("{{\"type\":\"message_delta\",\"delta\":{{\"stop_reason\":\"{stop}\",\"stop_sequence\":null}},\"usage\":{{\"output_tokens\":{}}}", plan.output_tokens), false);
+            let seq = serde_json::to_string(&plan.stop_sequence).unwrap_or_else(|_| "null".into());
+            b.push("", &format!("{{\"type\":\"message_delta\",\"delta\":{{\"stop_reason\":\"{stop}\",\"stop_sequence\":{seq}}},\"usage\":{{\"output_tokens\":{}}}", plan.output_tokens), false);
             b.push(
                 "",
                 &format!("{{\"type\":\"message_stop\",\"amazon-bedrock-invocationMetrics\":{m}"),
@@ -296,9 +332,9 @@ pub fn invoke_stream(
                 } else {
                     "null".into()
                 };
-                b.push("", &format!("{{\"generation\":{},\"prompt_token_count\":{prompt},\"generation_token_count\":{},\"stop_reason\":null", js(p), i + 1), true);
+                b.push("", &format!("{{\"generation\":{},\"prompt_token_count\":{prompt},\"generation_token_count\":{},\"stop_reason\":null", js(p), (i + 1) * tpp), true);
             }
-            b.push("", &format!("{{\"generation\":\"\",\"prompt_token_count\":null,\"generation_token_count\":{},\"stop_reason\":\"{stop}\",\"amazon-bedrock-invocationMetrics\":{m}", plan.text.len()), false);
+            b.push("", &format!("{{\"generation\":\"\",\"prompt_token_count\":null,\"generation_token_count\":{},\"stop_reason\":\"{stop}\",\"amazon-bedrock-invocationMetrics\":{m}", plan.text.len() * tpp), false);
             b.finish(1)
         }
         Family::Mistral => {
@@ -317,9 +353,9 @@ pub fn invoke_stream(
         }
         Family::Titan => {
             for (i, p) in plan.text.iter().enumerate() {
-                b.push("", &format!("{{\"outputText\":{},\"index\":0,\"totalOutputTextTokenCount\":{},\"completionReason\":null,\"inputTextTokenCount\":{}", js(p), i + 1, plan.input_tokens), true);
+                b.push("", &format!("{{\"outputText\":{},\"index\":0,\"totalOutputTextTokenCount\":{},\"completionReason\":null,\"inputTextTokenCount\":{}", js(p), (i + 1) * tpp, plan.input_tokens), true);
             }
-            b.push("", &format!("{{\"outputText\":\"\",\"index\":0,\"totalOutputTextTokenCount\":{},\"completionReason\":\"{stop}\",\"inputTextTokenCount\":{},\"amazon-bedrock-invocationMetrics\":{m}", plan.text.len(), plan.input_tokens), false);
+            b.push("", &format!("{{\"outputText\":\"\",\"index\":0,\"totalOutputTextTokenCount\":{},\"completionReason\":\"{stop}\",\"inputTextTokenCount\":{},\"amazon-bedrock-invocationMetrics\":{m}", plan.text.len() * tpp, plan.input_tokens), false);
             b.finish(1)
         }
     }
@@ -350,6 +386,9 @@ pub fn converse_body(plan: &Plan, lat: Latency) -> Value {
 /// The InvokeModel (non-streaming) response body in the family's native format.
 pub fn invoke_body(family: Family, model_id: &str, msg_id: &str, plan: &Plan) -> Value {
     let stop = family_stop(family, plan.stop);
+    if plan.style != Style::Native {
+        return styles::body(plan.style, plan, stop);
+    }
     let text = plan.text();
     match family {
         Family::Claude => {
@@ -401,6 +440,10 @@ mod tests {
             prefill: None,
             continuation: false,
             intended: None,
+            stop_sequence: None,
+            style: Style::Native,
+            tokens_per_piece: 1,
+            cache_read: 0,
         }
     }
 

@@ -7,7 +7,8 @@
 use super::SimError;
 use serde_json::Value;
 
-/// Model family of an InvokeModel body, chosen by model id substring.
+/// The InvokeModel body families the simulator plays (a subset of the relay's own
+/// [`crate::resume::Family`], which decides by model id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
     Claude,
@@ -19,18 +20,14 @@ pub enum Family {
 
 impl Family {
     pub fn of(model_id: &str) -> Option<Family> {
-        if model_id.contains("anthropic.") {
-            Some(Family::Claude)
-        } else if model_id.contains("amazon.nova") {
-            Some(Family::Nova)
-        } else if model_id.contains("meta.llama") {
-            Some(Family::Llama)
-        } else if model_id.contains("mistral.") {
-            Some(Family::Mistral)
-        } else if model_id.contains("amazon.titan-text") {
-            Some(Family::Titan)
-        } else {
-            None
+        use crate::resume::Family as Relay;
+        match Relay::of(model_id) {
+            Relay::Claude => Some(Family::Claude),
+            Relay::Nova => Some(Family::Nova),
+            Relay::Llama => Some(Family::Llama),
+            Relay::Mistral => Some(Family::Mistral),
+            Relay::Titan => Some(Family::Titan),
+            _ => None,
         }
     }
 }
@@ -63,6 +60,10 @@ pub struct Prompt {
     pub temperature: Option<f64>,
     pub reasoning: bool,
     pub tool: Option<Tool>,
+    /// Stop sequences of the request (checked against the generated text only).
+    pub stop_sequences: Vec<String>,
+    /// Which of the family's APIs the body used (see `styles`).
+    pub style: super::styles::Style,
 }
 
 impl Prompt {
@@ -189,11 +190,32 @@ pub fn parse_converse(body: &Value) -> Result<Prompt, SimError> {
             Some("toolSpec"),
             &["inputSchema", "json"],
         ),
+        stop_sequences: super::styles::stop_sequences(body),
+        ..Prompt::default()
     })
 }
 
 /// An InvokeModel body in the family's native format.
 pub fn parse_invoke(family: Family, body: &Value) -> Result<Prompt, SimError> {
+    let stop_sequences = super::styles::stop_sequences(body);
+    let other_style = match family {
+        Family::Claude if body.get("messages").is_none() => super::styles::parse(body, true),
+        Family::Mistral if body.get("messages").is_some() => super::styles::parse(body, false),
+        _ => None,
+    };
+    if let Some((style, prompt)) = other_style {
+        return Ok(Prompt { style, ..prompt });
+    }
+    let mut prompt = parse_native(family, body)?;
+    prompt.stop_sequences = stop_sequences;
+    // Bedrock's documented defaults when the body sets no limit.
+    if matches!(family, Family::Llama | Family::Titan) {
+        prompt.max_tokens = prompt.max_tokens.or(Some(512));
+    }
+    Ok(prompt)
+}
+
+fn parse_native(family: Family, body: &Value) -> Result<Prompt, SimError> {
     match family {
         Family::Claude => Ok(Prompt {
             system: system_text(body.get("system")),
@@ -202,11 +224,15 @@ pub fn parse_invoke(family: Family, body: &Value) -> Result<Prompt, SimError> {
             temperature: body.get("temperature").and_then(Value::as_f64),
             reasoning: body.pointer("/thinking/type").and_then(Value::as_str) == Some("enabled"),
             tool: first_tool(body.get("tools"), None, &["input_schema"]),
+            ..Prompt::default()
         }),
         Family::Nova => Ok(Prompt {
             system: system_text(body.get("system")),
             turns: messages(body)?,
-            max_tokens: as_u32(body.pointer("/inferenceConfig/maxTokens")),
+            max_tokens: as_u32(
+                body.pointer("/inferenceConfig/max_new_tokens")
+                    .or(body.pointer("/inferenceConfig/maxTokens")),
+            ),
             temperature: body
                 .pointer("/inferenceConfig/temperature")
                 .and_then(Value::as_f64),

@@ -1,8 +1,9 @@
 //! Accept loop, control endpoints and per-request dispatch.
 //!
-//! Owns the order of one attempt: control endpoints → classify → auth → parse → attempt
-//! counting → fault choice → plan → log → respond (in `wire`, with the fault cut in at its exact
-//! position). Shared state (rules, attempt counters, log) lives in [`State`].
+//! Owns the order of one attempt: control endpoints → STS calls (answered by `sts`) → classify
+//! → auth → parse → attempt counting → fault choice → plan → log → respond (in `wire`, with
+//! the fault cut in at its exact position). Shared state (rules, attempt counters, log,
+//! issued credentials) lives in [`State`].
 
 use super::faults::{self, Fault, FaultRule};
 use super::http::{Conn, HttpError, Request};
@@ -10,9 +11,9 @@ use super::log::{Log, LogEntry};
 use super::plan::{self, Plan};
 use super::render::{self, Latency};
 use super::request::{self, Family, Prompt};
-use super::sigv4::{self, Verdict};
+use super::sigv4::Verdict;
 use super::wire::{respond, send_error, send_json, Outcome, Reply};
-use super::{gen, SimConfig, SimError};
+use super::{gen, sse, SimConfig, SimError};
 use crate::ops::{classify, Operation};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -29,6 +30,8 @@ pub struct State {
     pub log: Log,
     seq: AtomicU64,
     attempts: Mutex<HashMap<u64, u32>>,
+    /// Temporary credentials issued by the simulator's STS.
+    pub sts: super::sts::Issued,
 }
 
 impl State {
@@ -38,6 +41,7 @@ impl State {
             log: Log::new(config.log_capacity),
             seq: AtomicU64::new(0),
             attempts: Mutex::new(HashMap::new()),
+            sts: Default::default(),
             config,
         }
     }
@@ -206,22 +210,25 @@ async fn handle(state: &State, mut conn: Conn, req: Request) -> Option<Conn> {
     }
     let seq = state.seq.fetch_add(1, Ordering::Relaxed) + 1;
     let rid = request_id(seq);
+    if super::sts::is_sts(&req) {
+        return super::sts::serve(&state.sts, &state.log, conn, req, seq, &rid).await;
+    }
     let method = http::Method::from_bytes(req.method.as_bytes()).unwrap_or(http::Method::GET);
     let classified = classify(&method, &req.path);
     let op = classified.operation;
-    let model_id = classified.model_id.clone().unwrap_or_default();
-    let verdict = sigv4::verify(
-        &sigv4::SignedRequest {
-            method: &req.method,
-            path: &req.path,
-            query: &req.query,
-            headers: &req.headers,
-            body: &req.body,
-        },
-        &state.config.credentials,
-        &state.config.bearer_tokens,
-    );
     let body_json: Result<Value, _> = serde_json::from_slice(&req.body);
+    // The OpenAI- and Anthropic-compatible APIs name the model in the body.
+    let model_id = match &classified.model_id {
+        Some(m) => m.clone(),
+        None if op.is_sse() => body_json
+            .as_ref()
+            .ok()
+            .and_then(|v| v["model"].as_str())
+            .unwrap_or("")
+            .to_owned(),
+        None => String::new(),
+    };
+    let verdict = super::sts::verify(&state.config, &state.sts, &req);
     let prompt = match &body_json {
         Ok(v) => prompt_of(op, &model_id, v),
         Err(_) => Err(SimError::Validation(
@@ -281,10 +288,16 @@ async fn handle(state: &State, mut conn: Conn, req: Request) -> Option<Conn> {
     state.log.push(LogEntry {
         seq,
         operation: op.name().to_owned(),
-        model_id: classified.model_id.clone(),
+        model_id: (!model_id.is_empty()).then(|| model_id.clone()),
         conversation: format!("{conversation:016x}"),
         attempt,
         signature: verdict.as_str().to_owned(),
+        service: req
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+            .and_then(|(_, v)| crate::ops::signed_service(v))
+            .map(str::to_owned),
         prefill: planned.as_ref().and_then(|p| p.prefill.clone()),
         continuation: planned.as_ref().is_some_and(|p| p.continuation),
         intended: planned.as_ref().and_then(|p| p.intended.clone()),
@@ -301,7 +314,7 @@ async fn handle(state: &State, mut conn: Conn, req: Request) -> Option<Conn> {
         status,
         "simulator request"
     );
-    respond(state, conn, outcome, &rid).await
+    respond(&state.config, conn, outcome, &rid).await
 }
 
 fn prompt_of(op: Operation, model_id: &str, body: &Value) -> Result<Prompt, SimError> {
@@ -311,6 +324,7 @@ fn prompt_of(op: Operation, model_id: &str, body: &Value) -> Result<Prompt, SimE
     };
     match op {
         Operation::Converse | Operation::ConverseStream => request::parse_converse(body),
+        op if op.is_sse() => sse::parse(op, body).map(|(_, prompt, _)| prompt),
         Operation::InvokeModel | Operation::InvokeModelWithResponseStream => {
             request::parse_invoke(family()?, body)
         }
@@ -379,6 +393,21 @@ fn reply(
         u128::from(gen::hash_parts([seq.to_string().as_str()]))
     );
     let out = match op {
+        op if op.is_sse() => {
+            let ask = body
+                .as_ref()
+                .ok()
+                .and_then(|v| sse::parse(op, v).ok())
+                .map(|(_, _, ask)| ask)
+                .unwrap_or_default();
+            match sse::render(op, model_id, &msg_id, &p, ask) {
+                Ok(stream) => Reply::Sse { stream, op },
+                Err(body) => Reply::Json {
+                    body,
+                    headers: Vec::new(),
+                },
+            }
+        }
         Operation::ConverseStream => Reply::Stream {
             stream: render::converse_stream(&p, lat),
             invoke: false,

@@ -8,8 +8,7 @@
 use super::faults::Fault;
 use super::http::Conn;
 use super::render::Stream;
-use super::server::State;
-use super::{error_type_for, SimError};
+use super::{error_type_for, SimConfig, SimError};
 use serde_json::{json, Value};
 
 /// Bytes of whole frames gathered into one chunk when no delay separates them.
@@ -29,6 +28,11 @@ pub(super) enum Reply {
     Json {
         body: Value,
         headers: Vec<(&'static str, String)>,
+    },
+    /// Server-Sent Events of an OpenAI- or Anthropic-compatible operation.
+    Sse {
+        stream: Stream,
+        op: crate::ops::Operation,
     },
 }
 
@@ -67,7 +71,7 @@ pub(super) async fn send_json(
 }
 
 pub(super) async fn respond(
-    state: &State,
+    config: &SimConfig,
     mut conn: Conn,
     outcome: Outcome,
     rid: &str,
@@ -96,7 +100,11 @@ pub(super) async fn respond(
             .await
         }
         (fault, Ok(Reply::Stream { stream, invoke })) => {
-            send_stream(state, conn, stream, invoke, fault.clone(), rid).await
+            let kind = if invoke { Kind::Invoke } else { Kind::Converse };
+            send_stream(config, conn, stream, kind, fault.clone(), rid).await
+        }
+        (fault, Ok(Reply::Sse { stream, op })) => {
+            send_stream(config, conn, stream, Kind::Sse(op), fault.clone(), rid).await
         }
     }
 }
@@ -164,30 +172,39 @@ async fn send_body(
     }
 }
 
-/// A stream of frames with the fault cut in at its position.
+/// What a stream's frames are.
+#[derive(Clone, Copy)]
+enum Kind {
+    Converse,
+    Invoke,
+    Sse(crate::ops::Operation),
+}
+
+/// A stream of frames (or SSE events) with the fault cut in at its position.
 async fn send_stream(
-    state: &State,
+    config: &SimConfig,
     mut conn: Conn,
     stream: Stream,
-    invoke: bool,
+    kind: Kind,
     fault: Option<Fault>,
     rid: &str,
 ) -> Option<Conn> {
+    let content_type = match kind {
+        Kind::Sse(_) => "text/event-stream",
+        _ => "application/vnd.amazon.eventstream",
+    };
     let mut headers = vec![
-        (
-            "content-type",
-            "application/vnd.amazon.eventstream".to_string(),
-        ),
+        ("content-type", content_type.to_string()),
         ("x-amzn-RequestId", rid.to_string()),
     ];
-    if invoke {
+    if matches!(kind, Kind::Invoke) {
         headers.push((
             "x-amzn-bedrock-content-type",
             "application/json".to_string(),
         ));
     }
     conn.start_chunked(200, &headers).await.ok()?;
-    let (ttft, gap) = (state.config.ttft, state.config.inter_token);
+    let (ttft, gap) = (config.ttft, config.inter_token);
     if !ttft.is_zero() {
         tokio::time::sleep(ttft).await;
     }
@@ -232,7 +249,12 @@ async fn send_stream(
                 Fault::Truncate { .. } => break,
                 Fault::Stall { duration, .. } => tokio::time::sleep(*duration).await,
                 Fault::Exception { exception_type, .. } => {
-                    let frame = exception_frame(exception_type);
+                    let frame = match kind {
+                        Kind::Sse(op) => {
+                            super::sse::error_event(op, &format!("Simulated {exception_type}"))
+                        }
+                        _ => exception_frame(exception_type),
+                    };
                     conn.chunk(&frame).await.ok()?;
                     break;
                 }
@@ -244,11 +266,22 @@ async fn send_stream(
                     conn.chunk(&bad).await.ok()?;
                     continue;
                 }
-                Fault::Status { .. } | Fault::ResetBeforeHeaders | Fault::ResetMidBody => {}
+                Fault::Status { .. }
+                | Fault::ResetBeforeHeaders
+                | Fault::ResetMidBody
+                | Fault::OversizedHeader { .. } => {}
             }
         }
         let Some(frame) = stream.frames.get(i) else {
             break;
+        };
+        let padded;
+        let frame = match &fault {
+            Some(Fault::OversizedHeader { events }) if i >= *events => {
+                padded = with_oversized_header(frame);
+                &padded[..]
+            }
+            _ => &frame[..],
         };
         if stream.delta[i] && !gap.is_zero() {
             conn.chunk(&batch).await.ok()?;
@@ -264,6 +297,31 @@ async fn send_stream(
     conn.chunk(&batch).await.ok()?;
     conn.end_chunked().await.ok()?;
     Some(conn)
+}
+
+/// The frame with an extra `x-sim-padding` string header of 40,000 bytes, CRCs recomputed.
+/// Built by hand: the EventStream encoder refuses header values over 32,767 bytes.
+fn with_oversized_header(frame: &[u8]) -> Vec<u8> {
+    const VALUE_LEN: u16 = 40_000;
+    let name = b"x-sim-padding";
+    let headers_len = u32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]) as usize;
+    let mut header = vec![name.len() as u8];
+    header.extend_from_slice(name);
+    header.push(7); // string
+    header.extend_from_slice(&VALUE_LEN.to_be_bytes());
+    header.extend(std::iter::repeat_n(b'p', VALUE_LEN as usize));
+    let body = &frame[12..frame.len() - 4];
+    let total = 12 + header.len() + body.len() + 4;
+    let mut out = Vec::with_capacity(total);
+    out.extend_from_slice(&(total as u32).to_be_bytes());
+    out.extend_from_slice(&((headers_len + header.len()) as u32).to_be_bytes());
+    let prelude_crc = crc32fast::hash(&out);
+    out.extend_from_slice(&prelude_crc.to_be_bytes());
+    out.extend_from_slice(&header);
+    out.extend_from_slice(body);
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_be_bytes());
+    out
 }
 
 fn exception_frame(exception_type: &str) -> bytes::Bytes {

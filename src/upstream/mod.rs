@@ -8,7 +8,9 @@
 mod connect;
 mod error;
 
-pub use error::{FailureKind, UpstreamError};
+#[cfg(test)]
+pub use error::FailureKind;
+pub use error::UpstreamError;
 
 use crate::config::Settings;
 use crate::ops::Route;
@@ -30,6 +32,7 @@ pub struct Upstream {
     client: Client<ConnectTimeout<HttpsConnector<HttpConnector>>, Full<Bytes>>,
     runtime: Uri,
     agent: Uri,
+    mantle: Uri,
 }
 
 fn regional(prefix: &str, region: &str, fips: bool) -> Result<Uri, UpstreamError> {
@@ -51,6 +54,14 @@ fn regional(prefix: &str, region: &str, fips: bool) -> Result<Uri, UpstreamError
     format!("https://{prefix}{fips}.{region}.{suffix}")
         .parse()
         .map_err(|e| UpstreamError::Endpoint(format!("{e}")))
+}
+
+/// bedrock-mantle's regional endpoint (`https://bedrock-mantle.{region}.api.aws`).
+fn mantle(region: &str) -> Result<Uri, UpstreamError> {
+    let runtime = regional("bedrock-runtime", region, false)?;
+    format!("https://bedrock-mantle.{region}.api.aws")
+        .parse()
+        .map_err(|e| UpstreamError::Endpoint(format!("{e} ({runtime})")))
 }
 
 /// True when `uri` points at `listen` (same port, and the same IP, loopback for a
@@ -130,7 +141,14 @@ impl Upstream {
             Some(u) => u.clone(),
             None => regional("bedrock-agent-runtime", &settings.region, settings.fips)?,
         };
-        for u in [&runtime, &agent] {
+        let mantle = match &settings.mantle_upstream {
+            Some(u) => u.clone(),
+            None => mantle(&settings.region)?,
+        };
+        for u in [&runtime, &agent, &mantle]
+            .into_iter()
+            .chain(settings.service_upstreams.values())
+        {
             if points_at(u, settings.listen) {
                 return Err(UpstreamError::Loop(u.to_string()));
             }
@@ -144,6 +162,7 @@ impl Upstream {
             client,
             runtime,
             agent,
+            mantle,
         })
     }
 
@@ -152,9 +171,11 @@ impl Upstream {
         match route {
             Route::Runtime => &self.runtime,
             Route::AgentRuntime => &self.agent,
+            Route::Mantle => &self.mantle,
         }
     }
 
+    #[cfg(test)]
     /// Absolute URI for `path_and_query` (as the client sent it, byte-exact) on `route`.
     pub fn uri_for(&self, route: Route, path_and_query: &str) -> Result<Uri, UpstreamError> {
         join(self.base(route), path_and_query)

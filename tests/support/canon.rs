@@ -23,6 +23,8 @@ pub struct Received {
     pub events: Vec<String>,
     /// Converse `metadata.usage.outputTokens` (or the invoke stream's total), if reported.
     pub output_tokens: Option<i64>,
+    /// Converse `metadata.metrics.latencyMs`, if reported.
+    pub latency_ms: Option<i64>,
     /// How it ended: `None` = cleanly; `Some(err)` = the error the SDK raised.
     pub error: Option<String>,
     /// The error was a modelled exception (not a transport failure).
@@ -30,6 +32,33 @@ pub struct Received {
 }
 
 impl Received {
+    /// Events carrying non-empty text (any format).
+    pub fn text_events(&self) -> usize {
+        self.events
+            .iter()
+            .filter(|e| {
+                e.split_once(" text=").is_some_and(|(_, t)| !t.is_empty())
+                    || serde_json::from_str::<serde_json::Value>(e).is_ok_and(|v| {
+                        [
+                            "/generation",
+                            "/outputText",
+                            "/outputs/0/text",
+                            "/completion",
+                            "/choices/0/message/content",
+                            "/delta/text",
+                            "/contentBlockDelta/delta/text",
+                        ]
+                        .iter()
+                        .any(|p| {
+                            v.pointer(p)
+                                .and_then(|t| t.as_str())
+                                .is_some_and(|t| !t.is_empty())
+                        })
+                    })
+            })
+            .count()
+    }
+
     pub fn text(&self) -> String {
         self.events
             .iter()
@@ -46,6 +75,10 @@ pub struct ConverseReq {
     pub tools: bool,
     pub reasoning: bool,
     pub temperature: Option<f32>,
+    /// `inferenceConfig.maxTokens`.
+    pub max_tokens: Option<i32>,
+    /// `inferenceConfig.stopSequences`.
+    pub stop_sequences: Vec<String>,
 }
 
 impl ConverseReq {
@@ -72,10 +105,14 @@ pub async fn converse_stream(client: &Client, req: &ConverseReq) -> Received {
     if req.tools {
         call = call.tool_config(tool_config());
     }
-    if let Some(t) = req.temperature {
+    if req.temperature.is_some() || req.max_tokens.is_some() || !req.stop_sequences.is_empty() {
         call = call.inference_config(
             aws_sdk_bedrockruntime::types::InferenceConfiguration::builder()
-                .temperature(t)
+                .set_temperature(req.temperature)
+                .set_max_tokens(req.max_tokens)
+                .set_stop_sequences(
+                    (!req.stop_sequences.is_empty()).then(|| req.stop_sequences.clone()),
+                )
                 .build(),
         );
     }
@@ -152,6 +189,7 @@ fn converse_event(out: &mut Received, ev: ConverseStreamOutput) {
         }
         ConverseStreamOutput::Metadata(m) => {
             out.output_tokens = m.usage.map(|u| u.output_tokens as i64);
+            out.latency_ms = m.metrics.map(|x| x.latency_ms);
             "metadata".to_string()
         }
         other => format!("{other:?}"),

@@ -1,135 +1,219 @@
 //! The EventStream pump: forwards whole frames, detects faults mid-stream, and resumes.
 //!
-//! Phase 1 ([`open`]): attempts are retried invisibly until the first whole frame arrives;
-//! the client has nothing yet, so its response head is held back until then.
-//! Phase 2 (`pump`, a task per stream): every frame goes through the [`Splicer`](crate::resume::Splicer) of the
-//! current attempt (none for the first) and is recorded in the [`Transcript`](crate::resume::Transcript) once
-//! forwarded. On a fault the resume ladder (see `crate::resume`) fetches the rest from a
-//! new upstream request; when that is impossible the client gets the upstream's own
-//! exception or a typed `modelStreamErrorException`, then a clean end — never a torn frame.
-//! If the client goes away the upstream request is dropped at once.
+//! Phase 1 ([`FirstFrame`], run by the retry driver in `proxy::relay_request`): attempts are
+//! retried invisibly until the first whole frame arrives; the client has nothing yet, so its
+//! response head is held back until then. An attempt whose first frame is a retryable
+//! exception is retried too; when none is left, that exception goes to the client as Bedrock
+//! sent it (HTTP 200 and the frame), so throttling stays throttling.
+//! Phase 2 ([`start`], a supervised task per stream): every frame goes through the
+//! [`Splicer`](crate::resume::Splicer) of the current attempt and is recorded in the
+//! [`Transcript`](crate::resume::Transcript) once forwarded. On a fault the resume ladder
+//! (`resume`, run by the same driver) fetches the rest from a new upstream request; when that
+//! is impossible the client gets the upstream's own exception or a typed
+//! `modelStreamErrorException`, then a clean end — never a torn frame. If the client goes
+//! away the upstream request is dropped at once. If the pump panics, the client's body ends
+//! with an error (its connection is cut), never as a clean, silently short answer.
 
 mod pump;
+mod resume;
+mod sse;
 
-use super::attempt::{read_whole, Attempts, Failure};
-use super::body;
-use super::frames::{classify, Classified, Fault, UpstreamFrames};
-use super::request::Outbound;
-use super::{finish_plain, Body, Record, Relay};
-use crate::resume::{ModelCaps, StreamFormat};
+pub(super) use sse::{start as start_sse, FirstEvent, SseOpened};
+
+use super::attempt::{read_whole, Attempts, Exchange, Failure};
+use super::frames::{frame_class, FrameClass, Interruption, UpstreamFrames};
+use super::outbound::Outbound;
+use super::{Body, Record, Relay};
+use crate::body::{self, Batch, FrameSender, BATCH_BYTES};
+use crate::eventstream::Frame;
+use crate::resume::StreamFormat;
+use crate::retry::classify_exception;
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http::response::Parts;
-use http::Response;
+use http::{Request, Response};
 use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use pump::Pump;
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
 
-/// What the relay learns about models at run time: those that rejected a prefill.
-/// Bounded: model ids come from clients.
-#[derive(Debug, Default)]
-pub struct ModelMemory {
-    no_prefill: Mutex<HashSet<String>>,
+/// Phase 1: send the request until a first whole frame arrives.
+pub(super) struct FirstFrame<'a> {
+    outbound: &'a Outbound,
+    stall: Duration,
+    /// Cap on a response that turns out not to be a stream.
+    max_body: usize,
 }
 
-const MAX_REMEMBERED_MODELS: usize = 1024;
+/// What phase 1 got.
+pub(super) enum First {
+    /// Not a stream after all (some agent operations answer JSON): read whole.
+    Whole(Response<Bytes>),
+    /// The head, the rest of the body as frames, and the first frame.
+    Stream(Parts, UpstreamFrames, Frame),
+}
 
-impl ModelMemory {
-    fn forbid_prefill(&self, model: &str) {
-        let mut set = self.no_prefill.lock().unwrap_or_else(|p| p.into_inner());
-        if set.len() < MAX_REMEMBERED_MODELS {
-            set.insert(model.to_owned());
+impl<'a> FirstFrame<'a> {
+    pub(super) fn new(outbound: &'a Outbound, stall: Duration, max_body: usize) -> Self {
+        FirstFrame {
+            outbound,
+            stall,
+            max_body,
         }
     }
-
-    fn prefill_forbidden(&self, model: &str) -> bool {
-        self.no_prefill
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(model)
-    }
 }
 
-impl Relay {
-    /// Which rungs of the ladder a model allows: configuration, then what was learned.
-    fn caps(&self, model: &str) -> ModelCaps {
-        let learned = self.models.prefill_forbidden(model);
-        self.settings.resume.caps(model, learned)
-    }
-}
+impl Exchange for FirstFrame<'_> {
+    type Output = First;
 
-/// Phase 1: get the first whole frame (retrying invisibly), then hand the stream to a pump.
-pub async fn open(relay: Arc<Relay>, outbound: Outbound, mut record: Record) -> Response<Body> {
-    let model = record.model.clone().unwrap_or_default();
-    let stall = relay.settings.stall_timeout_for(&model);
-    let mut attempts = Attempts::new(relay.clone(), record.operation);
-    let (parts, frames, first) = loop {
-        let failure = match attempts
-            .send(outbound.request(), relay.settings.first_byte_timeout)
-            .await
-        {
-            Ok(resp) if !is_eventstream(resp.headers()) => {
-                // Not a stream after all (some agent operations answer JSON): read it whole.
-                let (parts, body) = resp.into_parts();
-                match read_whole(body, relay.settings.max_response_body, attempts.remaining()).await
-                {
-                    Ok(bytes) => {
-                        return finish_plain(
-                            &relay,
-                            record,
-                            &attempts,
-                            Response::from_parts(parts, bytes),
-                        )
-                    }
-                    Err(f) => f,
-                }
-            }
-            Ok(resp) => {
-                let (parts, body) = resp.into_parts();
-                let mut frames = UpstreamFrames::new(body, stall);
-                match frames.next().await {
-                    Ok(Some(frame)) => match classify(&frame) {
-                        Classified::Retryable(t) => fault_failure(Fault::Exception {
-                            exception_type: t,
-                            frame,
-                        }),
-                        _ => break (parts, frames, frame),
-                    },
-                    Ok(None) => fault_failure(Fault::Truncated),
-                    Err(fault) => fault_failure(fault),
-                }
-            }
-            Err(f) => f,
-        };
-        if let Some(reason) = failure.retry_reason() {
-            if attempts
-                .may_retry(reason, relay.settings.max_attempts)
-                .await
-            {
-                continue;
-            }
+    fn request(&mut self) -> Result<Request<Bytes>, Failure> {
+        Ok(self.outbound.request())
+    }
+
+    async fn accept(
+        &mut self,
+        resp: Response<Incoming>,
+        within: Duration,
+    ) -> Result<First, Failure> {
+        let (head, body) = resp.into_parts();
+        if !is_eventstream(&head.headers) {
+            // Not a stream after all (some agent operations answer JSON): read it whole.
+            let bytes = read_whole(body, self.max_body, within).await?;
+            return Ok(First::Whole(Response::from_parts(head, bytes)));
         }
-        record.attempts = attempts.made();
-        return match failure.into_result(attempts.made()) {
-            Ok(resp) => finish_plain(&relay, record, &attempts, resp),
-            Err(e) => super::finish_error(&relay, record, e),
-        };
-    };
+        let mut frames = UpstreamFrames::new(body, self.stall);
+        match frames.next().await {
+            Ok(Some(frame)) => match frame_class(&frame) {
+                FrameClass::Retryable(t) => Err(Failure::Exception {
+                    head: Box::new(head),
+                    retry: classify_exception(&t),
+                    frame,
+                }),
+                _ => Ok(First::Stream(head, frames, frame)),
+            },
+            Ok(None) => Err(fault_failure(Interruption::Truncated)),
+            Err(fault) => Err(fault_failure(fault)),
+        }
+    }
+}
+
+/// A stream whose first frame has arrived, with everything its pump needs.
+pub(super) struct Opened {
+    pub head: Parts,
+    pub frames: UpstreamFrames,
+    pub first: Frame,
+    pub outbound: Outbound,
+    pub attempts: Attempts,
+}
+
+/// Phase 2: answer the client with the stream's head and start its pump.
+pub(super) fn start(relay: Arc<Relay>, opened: Opened, record: Record) -> Response<Body> {
+    let Opened {
+        head,
+        frames,
+        first,
+        outbound,
+        attempts,
+    } = opened;
     let (tx, rx) = body::channel();
-    let mut parts: Parts = parts;
+    let model = record.model.clone().unwrap_or_default();
+    let format = StreamFormat::detect(record.operation, &model);
+    let mut pump = Pump::new(relay.clone(), outbound, record, attempts, format, model, tx);
+    let primed = pump.prime(&first);
+    tokio::spawn(supervise(relay, pump.run(frames, first, primed)));
+    Response::from_parts(stream_head(head), rx.boxed())
+}
+
+/// Run a pump; a panic in it is logged and counted. Its client's body then ends with an
+/// error (the pump never called `finish`), and the active-stream gauge is put right by the
+/// pump's guard, which unwinding drops.
+async fn supervise(relay: Arc<Relay>, pump: impl std::future::Future<Output = ()>) {
+    if let Err(panic) = AssertUnwindSafe(pump).catch_unwind().await {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        relay.metrics.stream_panics_total.inc();
+        tracing::error!(panic = %what, "stream pump panicked: client connection cut");
+    }
+}
+
+/// The client's side of a stream: what is gathered for its next write, bytes sent.
+pub(super) struct Client {
+    tx: FrameSender,
+    /// Frames or events for the client's next write (see [`Batch`]).
+    out: Batch,
+    bytes: u64,
+    /// The body must end with an error, not cleanly (not even an error event could be built).
+    cut: bool,
+}
+
+impl Client {
+    fn new(tx: FrameSender) -> Self {
+        Client {
+            tx,
+            out: Batch::default(),
+            bytes: 0,
+            cut: false,
+        }
+    }
+
+    /// Queue bytes for the client; written at the next [`Client::flush`], or now if the
+    /// batch is full. `false`: the client has gone.
+    async fn send(&mut self, bytes: Bytes) -> bool {
+        self.bytes += bytes.len() as u64;
+        self.out.push(bytes);
+        self.out.len() < BATCH_BYTES || self.flush().await
+    }
+
+    /// Write what is queued. `false`: the client has gone.
+    async fn flush(&mut self) -> bool {
+        match self.out.take() {
+            Some(bytes) => self.tx.send(bytes).await,
+            None => true,
+        }
+    }
+
+    /// The stream is over: what is queued goes out, and the body ends cleanly unless it
+    /// was cut.
+    async fn close(&mut self) {
+        self.flush().await;
+        if !self.cut {
+            self.tx.finish();
+        }
+    }
+}
+
+/// Counts the stream in `active_streams` while it lives, however its task ends (a panic
+/// included).
+struct ActiveStream(Arc<Relay>);
+
+impl ActiveStream {
+    fn new(relay: Arc<Relay>) -> Self {
+        relay.metrics.active_streams.inc();
+        ActiveStream(relay)
+    }
+}
+
+impl Drop for ActiveStream {
+    fn drop(&mut self) {
+        self.0.metrics.active_streams.dec();
+    }
+}
+
+/// The response head of a stream: framing headers go (hyper frames the body itself).
+fn stream_head(mut head: Parts) -> Parts {
     for h in [
         http::header::CONTENT_LENGTH,
         http::header::TRANSFER_ENCODING,
         http::header::CONNECTION,
     ] {
-        parts.headers.remove(h);
+        head.headers.remove(h);
     }
-    relay.metrics.active_streams.inc();
-    let format = StreamFormat::detect(record.operation, &model);
-    let mut pump = Pump::new(relay, outbound, record, attempts, format, model, tx);
-    let primed = pump.prime(&first);
-    tokio::spawn(pump.run(frames, first, primed));
-    Response::from_parts(parts, rx.boxed())
+    head
 }
 
 fn is_eventstream(headers: &http::HeaderMap) -> bool {
@@ -141,16 +225,9 @@ fn is_eventstream(headers: &http::HeaderMap) -> bool {
 
 /// A fault before anything reached the client: retried like any failure (it is counted by
 /// `upstream_attempts_total` and `retries_total`, not as a stream interruption).
-fn fault_failure(fault: Fault) -> Failure {
+fn fault_failure(fault: Interruption) -> Failure {
     Failure::Transport {
         reason: fault.retry_reason(),
         detail: fault.describe(),
     }
-}
-
-/// Bedrock's answer to a prefill for a model that takes none.
-fn rejects_prefill(resp: &Response<Bytes>) -> bool {
-    resp.status() == http::StatusCode::BAD_REQUEST
-        && std::str::from_utf8(resp.body())
-            .is_ok_and(|b| b.contains("does not support assistant message prefill"))
 }

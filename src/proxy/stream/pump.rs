@@ -1,15 +1,17 @@
 //! Phase 2 of a stream, one task per stream: forward every frame through the current
 //! attempt's [`Splicer`], record it in the [`Transcript`], and on a fault climb the resume
-//! ladder or end the stream with a typed exception. The client going away cancels it all.
+//! ladder (a [`Resume`] run by the retry driver) or end the stream with a typed exception.
+//! The client going away cancels it all.
 
-use super::{is_eventstream, rejects_prefill};
+use super::resume::Resume;
+use super::{ActiveStream, Client};
+use crate::body::FrameSender;
 use crate::eventstream::{self, Frame};
-use crate::proxy::attempt::{Attempts, Failure};
-use crate::proxy::body::{Batch, FrameSender, BATCH_BYTES};
-use crate::proxy::frames::{classify, Classified, Fault, UpstreamFrames};
-use crate::proxy::request::Outbound;
+use crate::proxy::attempt::{Attempts, Failure, Policy};
+use crate::proxy::frames::{frame_class, FrameClass, Interruption, UpstreamFrames};
+use crate::proxy::outbound::Outbound;
 use crate::proxy::{Record, Relay};
-use crate::resume::{plan, Divergence, Spliced, Splicer, StreamFormat, Transcript};
+use crate::resume::{give_up_event, Offer, Spliced, Splicer, StreamFormat, ToolHold, Transcript};
 use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,13 +22,23 @@ pub(super) struct Pump {
     outbound: Outbound,
     record: Record,
     attempts: Attempts,
-    format: Option<StreamFormat>,
     model: String,
-    tx: FrameSender,
-    /// Frames for the client's next write (see [`Batch`]).
-    out: Batch,
+    client: Client,
+    /// What makes the stream resumable (its format is known); `None`: frames go out as they
+    /// come and a fault after the first frame ends the stream with a typed exception.
+    resumable: Option<Resumable>,
     resumes: u32,
     last_strategy: Option<&'static str>,
+    _active: ActiveStream,
+}
+
+/// A resumable stream: what the client has, and how the current attempt is spliced on.
+struct Resumable {
+    format: StreamFormat,
+    transcript: Transcript,
+    splicer: Splicer,
+    /// Tool-use blocks held until complete (`resume.hold_tool_use`).
+    hold: Option<ToolHold>,
 }
 
 /// How a stream ended, for logs and metrics.
@@ -34,6 +46,79 @@ enum End {
     Complete,
     ClientGone,
     Failed,
+}
+
+/// Why a frame could not be forwarded.
+enum Unforwardable {
+    /// The replayed answer differs from what the client has.
+    Diverged(String),
+    /// A rewritten frame cannot be encoded (an upstream header over the encoder's limits).
+    Encode(String),
+}
+
+impl Client {
+    /// Send a client-bound frame, through the tool-call hold when there is one; what goes
+    /// out is recorded in the transcript. `false`: the client has gone.
+    async fn offer(
+        &mut self,
+        r: &mut Resumable,
+        bytes: Bytes,
+        event: crate::resume::Observed,
+    ) -> bool {
+        let items = match r.hold.as_mut() {
+            None => vec![(bytes, event)],
+            Some(hold) => match hold.offer(bytes, event) {
+                Offer::Forward(items) => items,
+                Offer::Held => return true,
+            },
+        };
+        for (bytes, event) in items {
+            r.transcript.record(event);
+            if !self.send(bytes).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Forward one upstream event, through the splicer when resuming. `Ok(false)`: client gone.
+    async fn forward(
+        &mut self,
+        frame: Frame,
+        resumable: Option<&mut Resumable>,
+    ) -> Result<bool, Unforwardable> {
+        let Some(r) = resumable else {
+            return Ok(self.send(frame.raw).await);
+        };
+        if r.splicer.is_passthrough() {
+            // The common case: the frame goes out as it came (once its tool call is whole).
+            if r.hold.is_none() {
+                r.transcript.observe_frame(&frame);
+                return Ok(self.send(frame.raw).await);
+            }
+            let event = r.transcript.read_frame(&frame);
+            return Ok(self.offer(r, frame.raw, event).await);
+        }
+        let message = frame.message();
+        let spliced = r
+            .splicer
+            .accept(&message)
+            .map_err(|d| Unforwardable::Diverged(d.to_string()))?;
+        for item in spliced {
+            let (bytes, event) = match item {
+                Spliced::Unchanged => (frame.raw.clone(), r.transcript.read(&message)),
+                Spliced::Rewritten(m) => {
+                    let bytes = eventstream::try_encode(&m)
+                        .map_err(|e| Unforwardable::Encode(e.to_string()))?;
+                    (bytes, r.transcript.read(&m))
+                }
+            };
+            if !self.offer(r, bytes, event).await {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
 }
 
 impl Pump {
@@ -46,15 +131,23 @@ impl Pump {
         model: String,
         tx: FrameSender,
     ) -> Self {
+        let limit = relay.settings.resume.max_transcript_bytes;
+        let hold = relay.settings.resume.hold_tool_use;
+        let resumable = format.map(|format| Resumable {
+            format,
+            transcript: Transcript::with_limit(format, limit),
+            splicer: Splicer::passthrough(format),
+            hold: hold.then(ToolHold::default),
+        });
         Pump {
+            _active: ActiveStream::new(relay.clone()),
             relay,
             outbound,
             record,
             attempts,
-            format,
             model,
-            tx,
-            out: Batch::default(),
+            client: Client::new(tx),
+            resumable,
             resumes: 0,
             last_strategy: None,
         }
@@ -64,10 +157,10 @@ impl Pump {
     /// the client's body, so the client's connection writes head and first event at once
     /// instead of waiting for this task's first turn. `true`: it is there.
     pub(super) fn prime(&mut self, first: &Frame) -> bool {
-        let primed =
-            matches!(classify(first), Classified::Event) && self.tx.try_send(first.raw.clone());
+        let primed = matches!(frame_class(first), FrameClass::Event)
+            && self.client.tx.try_send(first.raw.clone());
         if primed {
-            self.record.bytes_out += first.raw.len() as u64;
+            self.client.bytes += first.raw.len() as u64;
         }
         primed
     }
@@ -75,14 +168,11 @@ impl Pump {
     /// Run the stream from its first frame; `primed`: [`Pump::prime`] already sent it, it
     /// only needs recording.
     pub(super) async fn run(mut self, mut frames: UpstreamFrames, first: Frame, primed: bool) {
-        let limit = self.relay.settings.resume.max_transcript_bytes;
-        let mut transcript = self.format.map(|f| Transcript::with_limit(f, limit));
-        let mut splicer = self.format.map(Splicer::passthrough);
         let mut pending = None;
         if !primed {
             pending = Some(first);
-        } else if let Some(t) = transcript.as_mut() {
-            t.observe_frame(&first);
+        } else if let Some(r) = self.resumable.as_mut() {
+            r.transcript.observe_frame(&first);
         }
         let mut fault_at: Option<Instant> = None;
         let end = loop {
@@ -92,29 +182,29 @@ impl Pump {
                     Some(next) => next,
                     None => {
                         // Nothing more without waiting: what is gathered goes out now.
-                        if !self.flush().await {
+                        if !self.client.flush().await {
                             break End::ClientGone;
                         }
                         tokio::select! {
                             r = frames.next() => r,
-                            _ = self.tx.closed() => break End::ClientGone,
+                            _ = self.client.tx.closed() => break End::ClientGone,
                         }
                     }
                 },
             };
             let fault = match next {
-                Ok(Some(frame)) => match classify(&frame) {
-                    Classified::Retryable(t) => Fault::Exception {
-                        exception_type: t,
+                Ok(Some(frame)) => match frame_class(&frame) {
+                    FrameClass::Retryable(exception_type) => Interruption::Exception {
+                        exception_type,
                         frame,
                     },
-                    Classified::Final => {
+                    FrameClass::Final => {
                         // Not retryable (e.g. validationException): the client gets it unchanged.
-                        self.send(frame.raw).await;
+                        self.client.send(frame.raw).await;
                         break End::Failed;
                     }
-                    Classified::Event => {
-                        match self.forward(frame, splicer.as_mut(), &mut transcript).await {
+                    FrameClass::Event => {
+                        match self.client.forward(frame, self.resumable.as_mut()).await {
                             Ok(true) => {
                                 if let Some(at) = fault_at.take() {
                                     self.relay
@@ -124,29 +214,35 @@ impl Pump {
                                 }
                                 // Terminal events delivered: the answer is whole, whatever
                                 // the upstream connection does next.
-                                if transcript.as_ref().is_some_and(|t| t.is_complete()) {
+                                if self.is_complete() {
                                     break End::Complete;
                                 }
                                 continue;
                             }
                             Ok(false) => break End::ClientGone,
-                            Err(divergence) => {
+                            Err(Unforwardable::Diverged(divergence)) => {
                                 self.count_resume("diverged");
                                 self.fail(None, &format!("the replayed answer diverged from what was already sent ({divergence})")).await;
+                                break End::Failed;
+                            }
+                            Err(Unforwardable::Encode(e)) => {
+                                self.fail(
+                                    None,
+                                    &format!("an upstream event could not be re-framed ({e})"),
+                                )
+                                .await;
                                 break End::Failed;
                             }
                         }
                     }
                 },
-                Ok(None) if transcript.as_ref().is_none_or(|t| t.is_complete()) => {
-                    break End::Complete
-                }
-                Ok(None) => Fault::Truncated,
+                Ok(None) if self.resumable.is_none() || self.is_complete() => break End::Complete,
+                Ok(None) => Interruption::Truncated,
                 Err(fault) => fault,
             };
             // A fault mid-stream: the client gets what it is owed, the fault is counted,
             // then the ladder is climbed.
-            if !self.flush().await {
+            if !self.client.flush().await {
                 break End::ClientGone;
             }
             tracing::info!(operation = self.record.operation.name(), model = %self.model, fault = %fault.describe(), "stream interrupted");
@@ -157,21 +253,25 @@ impl Pump {
                 .inc();
             self.attempts.record_late_failure(fault.retry_reason());
             fault_at = Some(Instant::now());
-            if let Some(t) = &transcript {
-                self.count_failed_attempt_tokens(t);
+            // A tool call the client has not received yet is dropped: the resumed answer
+            // brings it again, whole.
+            if let Some(hold) = self.resumable.as_mut().and_then(|r| r.hold.as_mut()) {
+                hold.discard();
             }
-            let client = self.tx.clone();
+            self.count_failed_attempt_tokens();
+            // The client's output limit is used up: end the answer as Bedrock would.
+            if self.finish_at_limit().await {
+                break End::Complete;
+            }
+            let client = self.client.tx.clone();
             let resumed = tokio::select! {
                 // Boxed: a resume is rare, and inline its state would make every open
                 // stream's task larger (4.6 KiB before).
-                r = Box::pin(self.resume(&fault, transcript.as_mut())) => r,
+                r = Box::pin(self.resume(&fault)) => r,
                 _ = client.closed() => break End::ClientGone,
             };
             match resumed {
-                Ok((next_frames, next_splicer)) => {
-                    frames = next_frames;
-                    splicer = Some(next_splicer);
-                }
+                Ok(next_frames) => frames = next_frames,
                 Err(why) => {
                     self.count_resume("failed");
                     self.fail(Some(fault), &why).await;
@@ -180,170 +280,116 @@ impl Pump {
             }
         };
         if !matches!(end, End::ClientGone) {
-            self.flush().await;
+            self.client.close().await;
         }
         self.finish(end);
     }
 
-    /// Forward one upstream event (through the splicer, if resuming). `Ok(false)`: client gone.
-    async fn forward(
-        &mut self,
-        frame: Frame,
-        splicer: Option<&mut Splicer>,
-        transcript: &mut Option<Transcript>,
-    ) -> Result<bool, Divergence> {
-        let Some(splicer) = splicer.filter(|s| !s.is_passthrough()) else {
-            // The common case: the frame goes out as it came.
-            if let Some(t) = transcript.as_mut() {
-                t.observe_frame(&frame);
-            }
-            return Ok(self.send(frame.raw).await);
+    /// When the client's output limit is used up at a fault, send the terminal events
+    /// Bedrock would have sent instead of resuming. `true`: the answer is complete.
+    async fn finish_at_limit(&mut self) -> bool {
+        let Some(r) = self.resumable.as_mut() else {
+            return false;
         };
-        let message = frame.message();
-        for item in splicer.accept(&message)? {
-            let bytes = match item {
-                Spliced::Unchanged => {
-                    if let Some(t) = transcript.as_mut() {
-                        t.observe(&message);
+        let Some(end) =
+            crate::resume::finish_at_limit(&r.format, &self.outbound.body, &r.transcript)
+        else {
+            return false;
+        };
+        for m in end {
+            match eventstream::try_encode(&m) {
+                Ok(bytes) => {
+                    r.transcript.observe(&m);
+                    if !self.client.send(bytes).await {
+                        return false;
                     }
-                    frame.raw.clone()
                 }
-                Spliced::Rewritten(m) => {
-                    if let Some(t) = transcript.as_mut() {
-                        t.observe(&m);
-                    }
-                    eventstream::encode(&m)
-                }
-            };
-            if !self.send(bytes).await {
-                return Ok(false);
+                Err(_) => return false,
             }
         }
-        Ok(true)
+        true
     }
 
-    /// Queue bytes for the client; written at the next [`Pump::flush`], or now if the batch
-    /// is full. `false`: the client has gone.
-    async fn send(&mut self, bytes: Bytes) -> bool {
-        self.record.bytes_out += bytes.len() as u64;
-        self.out.push(bytes);
-        self.out.len() < BATCH_BYTES || self.flush().await
-    }
-
-    /// Write what is queued. `false`: the client has gone.
-    async fn flush(&mut self) -> bool {
-        match self.out.take() {
-            Some(bytes) => self.tx.send(bytes).await,
-            None => true,
-        }
+    fn is_complete(&self) -> bool {
+        self.resumable
+            .as_ref()
+            .is_some_and(|r| r.transcript.is_complete())
     }
 
     /// Climb the ladder until a new upstream stream is open, or say why it cannot be.
-    async fn resume(
-        &mut self,
-        fault: &Fault,
-        transcript: Option<&mut Transcript>,
-    ) -> Result<(UpstreamFrames, Splicer), String> {
-        let Some((format, transcript)) = self.format.zip(transcript) else {
+    async fn resume(&mut self, fault: &Interruption) -> Result<UpstreamFrames, String> {
+        let Some(r) = self.resumable.as_mut() else {
             return Err("this stream's format cannot be resumed".into());
         };
-        let relay = self.relay.clone();
-        let mut reason = fault.retry_reason();
-        loop {
-            if self.resumes >= relay.settings.resume.max_resumes {
-                return Err(format!(
-                    "gave up after {} resume(s) (max_resumes)",
-                    self.resumes
-                ));
+        let settings = &self.relay.settings;
+        if self.resumes >= settings.resume.max_resumes {
+            return Err(format!(
+                "gave up after {} resume(s) (max_resumes)",
+                self.resumes
+            ));
+        }
+        let policy = Policy {
+            attempts: settings.max_attempts,
+            head_timeout: settings.first_byte_timeout,
+            after: Some(fault.retry_reason()),
+        };
+        let mut exchange = Resume::new(
+            &self.relay,
+            &self.outbound,
+            &self.model,
+            r.format,
+            &mut r.transcript,
+        );
+        let result = self.attempts.drive(&mut exchange, policy).await;
+        self.last_strategy = exchange.strategy.map(|s| s.label());
+        match result {
+            Ok((frames, splicer)) => {
+                r.splicer = splicer;
+                self.resumes += 1;
+                self.record.strategy = self.last_strategy;
+                tracing::info!(model = %self.model, strategy = self.last_strategy.unwrap_or("-"), resume = self.resumes, "stream resumed");
+                Ok(frames)
             }
-            if !self.attempts.may_retry(reason, u32::MAX).await {
-                return Err("the retry budget or the request deadline is exhausted".into());
-            }
-            self.resumes += 1;
-            let caps = relay.caps(&self.model);
-            let continuation =
-                plan(&format, &self.outbound.body, transcript, &caps).map_err(|e| e.to_string())?;
-            let strategy = continuation.strategy.label();
-            self.last_strategy = Some(strategy);
-            let req = self.outbound.request_with_body(continuation.body);
-            let stall = relay.settings.stall_timeout_for(&self.model);
-            match self
-                .attempts
-                .send(req, relay.settings.first_byte_timeout)
-                .await
-            {
-                Ok(resp) if is_eventstream(resp.headers()) => {
-                    tracing::info!(model = %self.model, strategy, resume = self.resumes, "stream resumed");
-                    return Ok((
-                        UpstreamFrames::new(resp.into_body(), stall),
-                        continuation.splicer,
-                    ));
-                }
-                Ok(resp) => {
-                    return Err(format!(
-                        "resume request answered {} without a stream",
-                        resp.status()
-                    ))
-                }
-                Err(Failure::Status { response, .. }) if rejects_prefill(&response) => {
-                    // Learned: this model takes no prefill. Plan again without it.
-                    relay.models.forbid_prefill(&self.model);
-                    self.count_resume("rejected");
-                    reason = crate::retry::RetryReason::InStreamError;
-                }
-                Err(failure) => match failure.retry_reason() {
-                    Some(r) => reason = r,
-                    None => {
-                        let detail = match failure.into_result(self.attempts.made()) {
-                            Ok(resp) => {
-                                format!("resume request refused with status {}", resp.status())
-                            }
-                            Err(e) => e.to_string(),
-                        };
-                        return Err(detail);
-                    }
-                },
-            }
+            Err(failure) => Err(why_not_resumed(failure)),
         }
     }
 
     /// End the stream with a typed exception the SDKs raise: the upstream's own retryable
     /// exception when that is what broke it, else `modelStreamErrorException`.
-    async fn fail(&mut self, fault: Option<Fault>, why: &str) {
+    async fn fail(&mut self, fault: Option<Interruption>, why: &str) {
         let what = fault
             .as_ref()
-            .map(Fault::describe)
+            .map(Interruption::describe)
             .unwrap_or_else(|| "stream could not be continued".into());
         tracing::warn!(model = %self.model, attempts = self.attempts.made(), resumes = self.resumes, %what, %why, "stream failed");
         let bytes = match fault {
             // The upstream's own exception, when the client's SDK models it for this
             // operation (ConverseStream has no modelTimeoutException).
-            Some(Fault::Exception {
+            Some(Interruption::Exception {
                 frame,
                 exception_type,
             }) if self.record.operation != crate::ops::Operation::ConverseStream
                 || exception_type != "modelTimeoutException" =>
             {
-                frame.raw
+                Ok(frame.raw)
             }
-            _ => {
-                let message = format!(
-                    "bedrock-relay: {what}; {why}. Attempts: {}, resumes: {}.",
-                    self.attempts.made(),
-                    self.resumes
-                );
-                let body = serde_json::json!({
-                    "message": message,
-                    "originalStatusCode": 502,
-                    "originalMessage": what,
-                });
-                eventstream::encode(&eventstream::exception_with_body(
-                    "modelStreamErrorException",
-                    body.to_string(),
-                ))
-            }
+            _ => eventstream::try_encode(&give_up_event(&format!(
+                "{what}; {why}. Attempts: {}, resumes: {}.",
+                self.attempts.made(),
+                self.resumes
+            ))),
         };
-        self.send(bytes).await;
+        match bytes {
+            Ok(bytes) => {
+                self.client.send(bytes).await;
+            }
+            // Not even the error frame can be built: leave the body unfinished, so the
+            // client's connection is cut rather than ended as if complete.
+            Err(e) => {
+                tracing::error!(error = %e, "could not encode the give-up event");
+                self.client.cut = true;
+            }
+        }
     }
 
     fn count_resume(&self, outcome: &str) {
@@ -355,8 +401,9 @@ impl Pump {
             .inc();
     }
 
-    fn count_failed_attempt_tokens(&self, transcript: &Transcript) {
-        let usage = transcript.attempt_usage_estimate();
+    fn count_failed_attempt_tokens(&self) {
+        let Some(r) = &self.resumable else { return };
+        let usage = r.transcript.attempt_usage_estimate();
         let m = &self.relay.metrics.failed_attempt_tokens_total;
         m.with_label_values(&["input"])
             .inc_by(usage.input.unwrap_or(0));
@@ -364,7 +411,6 @@ impl Pump {
     }
 
     fn finish(mut self, end: End) {
-        self.relay.metrics.active_streams.dec();
         match end {
             End::Complete => {
                 self.attempts.succeeded();
@@ -380,8 +426,34 @@ impl Pump {
         }
         self.record.attempts = self.attempts.made();
         self.record.resumes = self.resumes;
-        self.record.strategy = self.last_strategy;
+        self.record.bytes_out = self.client.bytes;
         let relay = self.relay.clone();
         self.record.finish(&relay, 200);
+    }
+}
+
+/// Why the driver could not open a resumed stream, for the client's error message.
+fn why_not_resumed(failure: Failure) -> String {
+    let retryable = failure.retry_reason().is_some();
+    let detail = match failure {
+        Failure::Fatal(e) => return e.to_string(),
+        Failure::Status { response, .. } => {
+            format!("resume request refused with status {}", response.status())
+        }
+        Failure::Exception { frame, .. } => format!(
+            "resume request answered with {}",
+            match frame.kind() {
+                eventstream::Kind::Exception(t) => t.to_owned(),
+                _ => "an exception".into(),
+            }
+        ),
+        Failure::Transport { detail, .. } => detail,
+    };
+    if retryable {
+        format!(
+            "{detail}; no attempt left (max_attempts, the retry budget or the request deadline)"
+        )
+    } else {
+        detail
     }
 }

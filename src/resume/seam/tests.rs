@@ -1,4 +1,4 @@
-//! Tests of the seam: the corpus (`seam_corpus.toml`) fed whole, by characters and in random
+//! Tests of the seam: the corpus (`corpus.toml`) fed whole, by characters and in random
 //! pieces, each rule proven needed by a case that fails without it; plus the prefill seam
 //! and the look-ahead bounds.
 
@@ -47,7 +47,7 @@ fn without(rule: &str) -> Rules {
 }
 
 fn corpus() -> Vec<Case> {
-    let text = include_str!("seam_corpus.toml");
+    let text = include_str!("corpus.toml");
     toml::from_str::<Corpus>(text)
         .expect("seam corpus parses")
         .case

@@ -1,0 +1,130 @@
+//! A resume as an [`Exchange`] for the retry driver: each attempt plans the next rung of the
+//! ladder (`crate::resume::plan`) and sends its continuation request; the first one that
+//! answers with a stream is the resumed stream.
+//!
+//! A continuation request refused with a 4xx (a prefill or instruction the model will not
+//! take) closes that rung for this stream and the next attempt plans the next one (replay);
+//! Bedrock's "does not support assistant message prefill" is also remembered for the model.
+
+use super::is_eventstream;
+use crate::proxy::attempt::{Exchange, Failure};
+use crate::proxy::error::RelayError;
+use crate::proxy::frames::UpstreamFrames;
+use crate::proxy::outbound::Outbound;
+use crate::proxy::Relay;
+use crate::resume::{plan, Splicer, Strategy, StreamFormat, Transcript};
+use crate::retry::{rejects_prefill, RetryReason};
+use bytes::Bytes;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use std::time::Duration;
+
+/// One resume of one stream: the rungs still open, the continuation in flight.
+pub(super) struct Resume<'a> {
+    pub relay: &'a Relay,
+    pub outbound: &'a Outbound,
+    pub model: &'a str,
+    pub format: StreamFormat,
+    pub transcript: &'a mut Transcript,
+    pub stall: Duration,
+    /// The strategy of the last continuation request planned.
+    pub strategy: Option<Strategy>,
+    splicer: Option<Splicer>,
+    prefill_refused: bool,
+    instructed_refused: bool,
+}
+
+impl<'a> Resume<'a> {
+    pub(super) fn new(
+        relay: &'a Relay,
+        outbound: &'a Outbound,
+        model: &'a str,
+        format: StreamFormat,
+        transcript: &'a mut Transcript,
+    ) -> Self {
+        Resume {
+            relay,
+            outbound,
+            model,
+            format,
+            transcript,
+            stall: relay.settings.stall_timeout_for(model),
+            strategy: None,
+            splicer: None,
+            prefill_refused: false,
+            instructed_refused: false,
+        }
+    }
+}
+
+impl Exchange for Resume<'_> {
+    type Output = (UpstreamFrames, Splicer);
+
+    fn request(&mut self) -> Result<Request<Bytes>, Failure> {
+        let mut caps = self.relay.caps(self.model);
+        caps.prefill &= !self.prefill_refused;
+        caps.instructed &= !self.instructed_refused;
+        let next = plan(&self.format, &self.outbound.body, self.transcript, &caps)
+            .map_err(|e| cannot(e.to_string()))?;
+        self.strategy = Some(next.strategy);
+        self.splicer = Some(next.splicer);
+        Ok(self.outbound.request_with_body(next.body))
+    }
+
+    async fn accept(
+        &mut self,
+        resp: Response<Incoming>,
+        _within: Duration,
+    ) -> Result<Self::Output, Failure> {
+        if !is_eventstream(resp.headers()) {
+            return Err(cannot(format!(
+                "resume request answered {} without a stream",
+                resp.status()
+            )));
+        }
+        let splicer = self
+            .splicer
+            .take()
+            .ok_or_else(|| cannot("no plan".into()))?;
+        Ok((UpstreamFrames::new(resp.into_body(), self.stall), splicer))
+    }
+
+    fn retry_reason(&mut self, failure: &Failure) -> Option<RetryReason> {
+        let refused_rung = match failure {
+            Failure::Status {
+                response,
+                retry: None,
+            } if response.status().is_client_error() => Some(response),
+            _ => None,
+        };
+        match (refused_rung, self.strategy) {
+            (Some(response), Some(Strategy::Prefill)) => {
+                if rejects_prefill(response.status(), response.body()) {
+                    // Learned: this model takes no prefill.
+                    self.relay.models.forbid_prefill(self.model);
+                }
+                self.prefill_refused = true;
+            }
+            (Some(_), Some(Strategy::Instructed)) => self.instructed_refused = true,
+            _ => return failure.retry_reason(),
+        }
+        tracing::info!(model = %self.model, strategy = ?self.strategy, status = %failure_status(failure), "continuation refused: trying the next rung");
+        self.relay
+            .metrics
+            .stream_resumes_total
+            .with_label_values(&[self.strategy.map_or("none", Strategy::label), "rejected"])
+            .inc();
+        Some(RetryReason::InStreamError)
+    }
+}
+
+fn failure_status(failure: &Failure) -> String {
+    match failure {
+        Failure::Status { response, .. } => response.status().to_string(),
+        _ => "-".into(),
+    }
+}
+
+fn cannot(why: String) -> Failure {
+    Failure::Fatal(RelayError::CannotResume(why))
+}

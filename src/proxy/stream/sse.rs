@@ -1,0 +1,436 @@
+//! Server-Sent Events streams (the OpenAI-compatible Chat Completions and Responses paths,
+//! the Anthropic-Messages-compatible path, and any answer served as `text/event-stream`):
+//! forwarded event by event as they arrive, never buffered whole.
+//!
+//! As with EventStream, the response head is held until the first complete event has
+//! arrived ([`FirstEvent`], run by the retry driver), so anything failing before it is
+//! retried invisibly. Then a supervised task forwards whole events only (a partial event is
+//! never sent), waits at most the stall timeout for each, and drops the upstream request when
+//! the client goes away. A fault after the first event ends the stream with the error event
+//! the client's API defines (its SDK raises it), never a silent end. These streams are not
+//! resumed yet: the error is typed, the answer is not healed.
+
+use super::{fault_failure, stream_head, supervise, ActiveStream, Client};
+use crate::body;
+use crate::ops::Operation;
+use crate::proxy::attempt::{read_whole, Attempts, Exchange, Failure};
+use crate::proxy::frames::Interruption;
+use crate::proxy::outbound::Outbound;
+use crate::proxy::{Body, Record, Relay};
+use bytes::{Bytes, BytesMut};
+use http::response::Parts;
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Longest single event accepted (a bigger one is a corrupt stream).
+const MAX_EVENT: usize = 16 * 1024 * 1024;
+
+/// Phase 1: send the request until the first whole event (or a whole non-SSE answer).
+pub(in crate::proxy) struct FirstEvent<'a> {
+    outbound: &'a Outbound,
+    stall: Duration,
+    max_body: usize,
+}
+
+/// An SSE stream whose first event has arrived.
+pub(in crate::proxy) struct SseOpened {
+    head: Parts,
+    events: SseEvents,
+    first: Bytes,
+    attempts: Attempts,
+}
+
+impl SseOpened {
+    pub(in crate::proxy) fn new(first: SseFirst, attempts: Attempts) -> Self {
+        let (head, events, first) = first;
+        SseOpened {
+            head,
+            events,
+            first,
+            attempts,
+        }
+    }
+}
+
+impl<'a> FirstEvent<'a> {
+    pub(in crate::proxy) fn new(outbound: &'a Outbound, stall: Duration, max_body: usize) -> Self {
+        FirstEvent {
+            outbound,
+            stall,
+            max_body,
+        }
+    }
+}
+
+/// The head, the rest of the body as events, and the first event.
+pub(in crate::proxy) type SseFirst = (Parts, SseEvents, Bytes);
+
+impl Exchange for FirstEvent<'_> {
+    /// The stream, or a whole answer that is not an event stream (a non-streaming request).
+    type Output = Result<SseFirst, Response<Bytes>>;
+
+    fn request(&mut self) -> Result<Request<Bytes>, Failure> {
+        Ok(self.outbound.request())
+    }
+
+    async fn accept(
+        &mut self,
+        resp: Response<Incoming>,
+        within: Duration,
+    ) -> Result<Self::Output, Failure> {
+        let (head, body) = resp.into_parts();
+        if !is_sse(&head.headers) {
+            let bytes = read_whole(body, self.max_body, within).await?;
+            return Ok(Err(Response::from_parts(head, bytes)));
+        }
+        let mut events = SseEvents::new(body, self.stall);
+        match events.next().await {
+            Ok(Some(first)) => Ok(Ok((head, events, first))),
+            // An event stream without a single event: an empty answer, passed on as it is.
+            Ok(None) => Ok(Err(Response::from_parts(head, Bytes::new()))),
+            Err(fault) => Err(fault_failure(fault)),
+        }
+    }
+}
+
+fn is_sse(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("text/event-stream"))
+}
+
+/// Whole events from one upstream response body.
+pub(in crate::proxy) struct SseEvents {
+    body: Incoming,
+    buf: BytesMut,
+    /// How far `buf` has been searched for an event's end.
+    scanned: usize,
+    stall: Duration,
+}
+
+impl SseEvents {
+    fn new(body: Incoming, stall: Duration) -> Self {
+        SseEvents {
+            body,
+            buf: BytesMut::new(),
+            scanned: 0,
+            stall,
+        }
+    }
+
+    /// The next whole event (its bytes up to and including the blank line that ends it);
+    /// `Ok(None)` at a clean end of the body.
+    async fn next(&mut self) -> Result<Option<Bytes>, Interruption> {
+        loop {
+            if let Some(event) = self.buffered()? {
+                return Ok(Some(event));
+            }
+            match tokio::time::timeout(self.stall, self.body.frame()).await {
+                Err(_) => return Err(Interruption::Stall(self.stall)),
+                Ok(None) if self.buf.iter().all(u8::is_ascii_whitespace) => return Ok(None),
+                Ok(None) => {
+                    return Err(Interruption::Corrupt(format!(
+                        "body ended inside an event ({} bytes)",
+                        self.buf.len()
+                    )))
+                }
+                Ok(Some(Err(e))) if e.is_incomplete_message() => {
+                    return Err(Interruption::Eof(e.to_string()))
+                }
+                Ok(Some(Err(e))) => return Err(Interruption::Reset(e.to_string())),
+                Ok(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.buf.extend_from_slice(&data);
+                    }
+                }
+            }
+        }
+    }
+
+    fn buffered(&mut self) -> Result<Option<Bytes>, Interruption> {
+        match event_end(&self.buf, self.scanned) {
+            Some(end) => {
+                self.scanned = 0;
+                Ok(Some(self.buf.split_to(end).freeze()))
+            }
+            None if self.buf.len() > MAX_EVENT => Err(Interruption::Corrupt(format!(
+                "an event longer than {MAX_EVENT} bytes"
+            ))),
+            None => {
+                // Resume the search a little before the end: a terminator may span reads.
+                self.scanned = self.buf.len().saturating_sub(3);
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// Where the first event in `buf` ends (just past the blank line that ends it), searching
+/// from `from`. Lines end in CRLF, LF or CR (the SSE specification); an event ends at an
+/// empty line.
+fn event_end(buf: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    // Whether the bytes just before `i` ended a line (an empty line follows one directly).
+    let mut at_line_start = i == 0 || matches!(buf.get(i - 1), Some(b'\n' | b'\r'));
+    if i > 0 && at_line_start {
+        // Step back to the start of that line ending, to judge it whole.
+        i -= 1;
+        if i > 0 && buf[i] == b'\n' && buf[i - 1] == b'\r' {
+            i -= 1;
+        }
+        at_line_start = i == 0 || matches!(buf.get(i - 1), Some(b'\n' | b'\r'));
+    }
+    while i < buf.len() {
+        let len = match buf[i] {
+            b'\r' if buf.get(i + 1) == Some(&b'\n') => 2,
+            b'\r' if i + 1 == buf.len() => return None, // CR or CRLF: not known yet
+            b'\r' | b'\n' => 1,
+            _ => {
+                at_line_start = false;
+                i += 1;
+                continue;
+            }
+        };
+        if at_line_start && i > 0 {
+            return Some(i + len);
+        }
+        at_line_start = true;
+        i += len;
+    }
+    None
+}
+
+/// Whether `event` is the one that ends the API's stream.
+fn is_terminal(op: Operation, event: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(event);
+    let lines = || text.lines().map(str::trim_end);
+    match op {
+        Operation::ChatCompletions => lines().any(|l| l == "data: [DONE]" || l == "data:[DONE]"),
+        Operation::Responses => lines().any(|l| {
+            [
+                "response.completed",
+                "response.failed",
+                "response.incomplete",
+            ]
+            .iter()
+            .any(|t| l == format!("event: {t}") || l.contains(&format!("\"type\":\"{t}\"")))
+        }),
+        Operation::AnthropicMessages => {
+            lines().any(|l| l == "event: message_stop" || l.contains("\"type\":\"message_stop\""))
+        }
+        // An API the relay does not know: any clean end is the end.
+        _ => false,
+    }
+}
+
+/// The error event the API defines, which its SDK raises; `None`: no shape is known, the
+/// connection is cut instead.
+fn error_event(op: Operation, message: &str) -> Option<Bytes> {
+    let text = match op {
+        Operation::ChatCompletions => format!(
+            "data: {}\n\n",
+            serde_json::json!({"error": {"message": message, "type": "server_error", "code": "stream_interrupted"}})
+        ),
+        Operation::Responses => format!(
+            "event: error\ndata: {}\n\n",
+            serde_json::json!({"type": "error", "code": "stream_interrupted", "message": message,
+                               "error": {"message": message, "type": "server_error", "code": "stream_interrupted"}})
+        ),
+        Operation::AnthropicMessages => format!(
+            "event: error\ndata: {}\n\n",
+            serde_json::json!({"type": "error", "error": {"type": "api_error", "message": message}})
+        ),
+        _ => return None,
+    };
+    Some(Bytes::from(text))
+}
+
+/// Phase 2: answer the client with the stream's head and start its pump.
+pub(in crate::proxy) fn start(
+    relay: Arc<Relay>,
+    opened: SseOpened,
+    record: Record,
+) -> Response<Body> {
+    let SseOpened {
+        head,
+        events,
+        first,
+        attempts,
+    } = opened;
+    let (tx, rx) = body::channel();
+    let mut client = Client::new(tx);
+    // The first event goes into the body before the head leaves (one write for both).
+    let primed = client.tx.try_send(first.clone());
+    if primed {
+        client.bytes += first.len() as u64;
+    }
+    let pump = SsePump {
+        _active: ActiveStream::new(relay.clone()),
+        relay: relay.clone(),
+        record,
+        attempts,
+        client,
+    };
+    tokio::spawn(supervise(
+        relay,
+        pump.run(events, (!primed).then_some(first)),
+    ));
+    Response::from_parts(stream_head(head), rx.boxed())
+}
+
+struct SsePump {
+    relay: Arc<Relay>,
+    record: Record,
+    attempts: Attempts,
+    client: Client,
+    _active: ActiveStream,
+}
+
+impl SsePump {
+    async fn run(mut self, mut events: SseEvents, mut pending: Option<Bytes>) {
+        let op = self.record.operation;
+        let mut done = pending.as_deref().is_some_and(|e| is_terminal(op, e));
+        let fault = loop {
+            let next = match pending.take() {
+                Some(event) => Ok(Some(event)),
+                None => {
+                    if !self.client.flush().await {
+                        return self.finish("client_gone");
+                    }
+                    tokio::select! {
+                        r = events.next() => r,
+                        _ = self.client.tx.closed() => return self.finish("client_gone"),
+                    }
+                }
+            };
+            match next {
+                Ok(Some(event)) => {
+                    done |= is_terminal(op, &event);
+                    if !self.client.send(event).await {
+                        return self.finish("client_gone");
+                    }
+                }
+                Ok(None) if done || !op.is_sse() => break None,
+                Ok(None) => break Some(Interruption::Truncated),
+                // The upstream connection may break once the answer is whole.
+                Err(_) if done => break None,
+                Err(fault) => break Some(fault),
+            }
+        };
+        if let Some(fault) = &fault {
+            self.relay
+                .metrics
+                .stream_interruptions_total
+                .with_label_values(&[fault.label()])
+                .inc();
+            self.attempts.record_late_failure(fault.retry_reason());
+            let message = format!(
+                "bedrock-relay: {}; this stream cannot be resumed. Attempts: {}.",
+                fault.describe(),
+                self.attempts.made()
+            );
+            tracing::warn!(operation = op.name(), %message, "stream failed");
+            match error_event(op, &message) {
+                Some(event) => {
+                    self.client.send(event).await;
+                }
+                None => self.client.cut = true,
+            }
+        }
+        self.client.close().await;
+        if fault.is_none() {
+            self.attempts.succeeded();
+        }
+        self.finish(if fault.is_none() {
+            "complete"
+        } else {
+            "failed"
+        });
+    }
+
+    fn finish(mut self, end: &str) {
+        if end == "client_gone" {
+            self.relay.metrics.client_disconnects_total.inc();
+        }
+        self.record.attempts = self.attempts.made();
+        self.record.bytes_out = self.client.bytes;
+        let relay = self.relay.clone();
+        self.record.finish(&relay, 200);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ends(buf: &str) -> Option<usize> {
+        event_end(buf.as_bytes(), 0)
+    }
+
+    #[test]
+    fn events_end_at_an_empty_line_whatever_the_line_endings() {
+        assert_eq!(ends("data: a\n\ndata: b\n\n"), Some(9));
+        assert_eq!(ends("data: a\r\n\r\nrest"), Some(11));
+        assert_eq!(ends("event: x\ndata: a\n\n"), Some(18));
+        assert_eq!(ends("data: a\r\rnext"), Some(9));
+        assert_eq!(ends("data: a\n"), None);
+        assert_eq!(ends("data: a\r\n\r"), None, "CR may be the start of CRLF");
+        assert_eq!(ends("data: a"), None);
+    }
+
+    #[test]
+    fn a_search_resumed_midway_finds_the_same_end() {
+        // The reader resumes 3 bytes before the end of a buffer that held no whole event;
+        // whatever arrived since, it must find the same end as a search from the start.
+        for buf in [
+            &b"data: hello\r\n\r\ndata: x"[..],
+            b"data: hello\n\ndata: x",
+            b"a\r\rb",
+        ] {
+            let end = event_end(buf, 0).expect("an event");
+            for seen in 0..buf.len() {
+                if event_end(&buf[..seen], 0).is_none() {
+                    assert_eq!(
+                        event_end(buf, seen.saturating_sub(3)),
+                        Some(end),
+                        "{buf:?} after {seen}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn each_api_has_its_terminal_event_and_error_event() {
+        assert!(is_terminal(Operation::ChatCompletions, b"data: [DONE]\n\n"));
+        assert!(!is_terminal(
+            Operation::ChatCompletions,
+            b"data: {\"choices\":[]}\n\n"
+        ));
+        assert!(is_terminal(
+            Operation::Responses,
+            b"event: response.completed\ndata: {\"type\":\"response.completed\"}\n\n"
+        ));
+        assert!(is_terminal(
+            Operation::AnthropicMessages,
+            b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"
+        ));
+        for op in [
+            Operation::ChatCompletions,
+            Operation::Responses,
+            Operation::AnthropicMessages,
+        ] {
+            let e = error_event(op, "cut").unwrap();
+            let text = std::str::from_utf8(&e).unwrap();
+            assert_eq!(event_end(&e, 0), Some(e.len()), "{text}");
+            let data = text.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+            let v: serde_json::Value = serde_json::from_str(data).unwrap();
+            assert!(v["error"]["message"] == "cut", "{text}");
+        }
+        assert!(error_event(Operation::Unknown, "cut").is_none());
+    }
+}
