@@ -14,6 +14,7 @@ mod deploy_files;
 mod fuzz_inputs;
 mod no_prefill_heal;
 mod no_prefill_tools;
+mod reasoning;
 mod relay_e2e;
 mod resume_ladder;
 mod resume_matrix;

@@ -112,13 +112,25 @@ pub fn plan(
     }
 
     let blocks = transcript.blocks();
-    let reasoning = body.as_ref().is_ok_and(request::wants_reasoning)
-        || blocks.iter().any(|b| b.kind.needs_replay());
+    let wants_reasoning = body.as_ref().is_ok_and(request::wants_reasoning);
+    // Text after complete reasoning (every reasoning block stopped, so signed): the client's
+    // reasoning stays as it is, valid to send back; the text is continued by instruction
+    // (prefill is refused with reasoning) and the new attempt's reasoning is dropped.
+    let text_after_reasoning = match blocks {
+        [reasoning @ .., last] if !reasoning.is_empty() && last.kind.is_text() => {
+            reasoning.iter().all(|b| b.stopped && is_reasoning(&b.kind))
+        }
+        _ => false,
+    };
+    let reasoning = (wants_reasoning || blocks.iter().any(|b| b.kind.needs_replay()))
+        && !text_after_reasoning
+        && !(wants_reasoning && matches!(blocks, [b] if b.kind.is_text()));
     let open_tool = blocks
         .last()
         .is_some_and(|b| b.kind.is_tool() && !b.stopped);
     let single_text = match blocks {
         [b] if b.kind.is_text() => Some(b.text.as_str()),
+        [.., b] if text_after_reasoning => Some(b.text.as_str()),
         _ => None,
     };
     let delivered = single_text.map(str::trim_end).filter(|d| !d.is_empty());
@@ -128,6 +140,10 @@ pub fn plan(
     };
     let turn = match delivered {
         Some(_) if reasoning || open_tool || unsafe_text.is_some() => None,
+        // With reasoning in the answer or asked for, only an instructed continuation.
+        Some(_) if wants_reasoning || text_after_reasoning => {
+            caps.instructed.then_some(Turn::Instructed)
+        }
         Some(_) if caps.prefill => Some(Turn::Prefill),
         Some(_) if caps.instructed => Some(Turn::Instructed),
         _ => None,
@@ -181,6 +197,16 @@ pub fn plan(
             why: "the model allows neither prefill nor instructed continuation",
         }
     })
+}
+
+/// A reasoning block: Converse `reasoningContent`, Claude `thinking` or `redacted_thinking`.
+fn is_reasoning(kind: &super::event::BlockKind) -> bool {
+    use super::event::BlockKind;
+    match kind {
+        BlockKind::Reasoning => true,
+        BlockKind::Other(json) => json.contains("redacted_thinking"),
+        _ => false,
+    }
 }
 
 #[cfg(test)]

@@ -85,7 +85,13 @@ fn continue_events(
     rng: &mut Rng,
     attempt: usize,
 ) -> Vec<Message> {
-    let first = reference[0].text();
+    // The continued block: the first text block the delivered text begins (after any
+    // reasoning, which the model writes again and the splicer drops).
+    let c = reference
+        .iter()
+        .position(|b| matches!(b, RefBlock::Text(_)) && b.text().starts_with(prefill))
+        .unwrap_or(0);
+    let first = reference[c].text();
     assert!(
         first.starts_with(prefill),
         "prefill {prefill:?} is not a prefix of {first:?}"
@@ -107,16 +113,20 @@ fn continue_events(
     let mut out = Vec::new();
     wire.start(&mut out);
     let mut index = 0u32;
+    for b in &reference[..c] {
+        wire.block(&rebuilt(b, &b.text(), rng, attempt), index, &mut out);
+        index += 1;
+    }
     if !rest.is_empty() {
-        wire.block(&RefBlock::Text(rechunk(&rest, rng)), 0, &mut out);
-        index = 1;
-    } else if rng.next(2) == 0 || matches!(reference.get(1), Some(RefBlock::Text(_))) {
+        wire.block(&RefBlock::Text(rechunk(&rest, rng)), index, &mut out);
+        index += 1;
+    } else if rng.next(2) == 0 || matches!(reference.get(c + 1), Some(RefBlock::Text(_))) {
         // With a prefill, the response's first text block IS the continued block: a model
         // only skips it when the next block is not text.
-        wire.block(&RefBlock::Text(vec![String::new()]), 0, &mut out);
-        index = 1;
+        wire.block(&RefBlock::Text(vec![String::new()]), index, &mut out);
+        index += 1;
     }
-    for b in &reference[1..] {
+    for b in &reference[c + 1..] {
         wire.block(&rebuilt(b, &b.text(), rng, attempt), index, &mut out);
         index += 1;
     }

@@ -9,7 +9,7 @@
 //! attempts, failed attempts estimated (see [`Splicer::carried_usage`]).
 
 use super::accounting::{Accounting, LimitGuard};
-use super::event::{self, Delta, Edits, Parsed};
+use super::event::{self, BlockKind, Delta, Edits, Parsed};
 use super::out::Out;
 pub use super::out::{Divergence, Spliced};
 use super::replay::{Opaque, Replay};
@@ -20,7 +20,7 @@ use aws_smithy_types::event_stream::Message;
 
 enum Mode {
     Passthrough,
-    Continue(Continue),
+    Continue(Box<Continue>),
     Replay(Replay),
     Opaque(Opaque),
 }
@@ -73,7 +73,7 @@ impl Splicer {
         seam: Seam,
         guard_limit: bool,
     ) -> Splicer {
-        let mode = Mode::Continue(Continue::new(format, t, seam));
+        let mode = Mode::Continue(Box::new(Continue::new(format, t, seam)));
         let running_offset = t.exact_output().filter(|n| *n > 0 && t.shape().is_some());
         Splicer {
             format,
@@ -206,6 +206,9 @@ struct Continue {
     held: Option<Message>,
     map: Vec<(u32, Map)>,
     next_index: u32,
+    /// The new attempt's reasoning blocks before the continued text: dropped, since the
+    /// client already has its own reasoning, signed, before the text being continued.
+    dropped: Vec<u32>,
 }
 
 impl Continue {
@@ -227,6 +230,24 @@ impl Continue {
             held: None,
             map: Vec::new(),
             next_index,
+            dropped: Vec::new(),
+        }
+    }
+
+    /// A reasoning block of the new attempt, before anything was continued: its index.
+    fn new_reasoning(&self, ev: &event::Event) -> Option<u32> {
+        if !self.map.is_empty() || self.target.is_none() {
+            return None;
+        }
+        match (&ev.block_start, &ev.delta) {
+            (Some((i, BlockKind::Reasoning)), _) => Some(*i),
+            (Some((i, BlockKind::Other(json))), _) if json.contains("redacted_thinking") => {
+                Some(*i)
+            }
+            (None, Some((i, Delta::Reasoning(_) | Delta::Signature(_) | Delta::Redacted(_)))) => {
+                Some(*i)
+            }
+            _ => None,
         }
     }
 
@@ -234,6 +255,18 @@ impl Continue {
         let ev = &parsed.event;
         let mut out = Out::default();
         if ev.start && self.swallow_start && !ev.is_content() {
+            return Out::drop();
+        }
+        if let Some(i) = self.new_reasoning(ev) {
+            if !self.dropped.contains(&i) {
+                self.dropped.push(i);
+            }
+        }
+        let of_dropped = |i: &u32| self.dropped.contains(i);
+        if ev.block_start.as_ref().is_some_and(|(i, _)| of_dropped(i))
+            || ev.delta.as_ref().is_some_and(|(i, _)| of_dropped(i))
+            || ev.block_stop.as_ref().is_some_and(of_dropped)
+        {
             return Out::drop();
         }
         let single = self.single;

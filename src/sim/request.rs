@@ -171,6 +171,7 @@ fn first_tool(tools: Option<&Value>, spec_key: Option<&str>, schema_path: &[&str
 
 /// A Converse / ConverseStream body.
 pub fn parse_converse(body: &Value) -> Result<Prompt, SimError> {
+    check_reasoning_signatures(body)?;
     let cfg = body.get("inferenceConfig");
     let extra = body.get("additionalModelRequestFields");
     let reasoning = extra.is_some_and(|e| {
@@ -193,6 +194,28 @@ pub fn parse_converse(body: &Value) -> Result<Prompt, SimError> {
         stop_sequences: super::styles::stop_sequences(body),
         ..Prompt::default()
     })
+}
+
+/// Every reasoning block sent back (`reasoningContent.reasoningText`) must carry the
+/// signature the model gave its text.
+fn check_reasoning_signatures(body: &Value) -> Result<(), SimError> {
+    let messages = body.get("messages").and_then(Value::as_array);
+    for (m, msg) in messages.into_iter().flatten().enumerate() {
+        let blocks = msg.get("content").and_then(Value::as_array);
+        for (b, block) in blocks.into_iter().flatten().enumerate() {
+            let Some(r) = block.pointer("/reasoningContent/reasoningText") else {
+                continue;
+            };
+            let text = r.get("text").and_then(Value::as_str).unwrap_or("");
+            let signature = r.get("signature").and_then(Value::as_str).unwrap_or("");
+            if signature != super::plan::reasoning_signature(text) {
+                return Err(SimError::Validation(format!(
+                    "messages.{m}.content.{b}: Invalid `signature` in `reasoningContent` block"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// An InvokeModel body in the family's native format.
