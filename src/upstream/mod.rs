@@ -1,18 +1,22 @@
 //! The HTTP client towards Bedrock: hyper-util's pooled client over rustls (aws-lc-rs,
-//! native roots with webpki-roots fallback, HTTP/1.1 and h2 by ALPN; plain http allowed
-//! for the simulator), plus the endpoint for each route.
+//! native roots with webpki-roots fallback; plain http allowed for the simulator), plus the
+//! endpoint for each route. `upstream_http2` picks the protocol: by ALPN (h2 preferred,
+//! HTTP/1.1 fallback; HTTP/1.1 over plain http), h2 only (h2c prior knowledge over plain
+//! http), or HTTP/1.1 only. Over h2 the pool shares one connection per endpoint between all
+//! streams (see `h2` for its settings).
 //!
 //! It applies the connect timeout only (TCP and TLS together); the caller applies first-byte and stall timeouts,
 //! since they differ per operation and attempt.
 
 mod connect;
 mod error;
+mod h2;
 
 #[cfg(test)]
 pub use error::FailureKind;
 pub use error::UpstreamError;
 
-use crate::config::Settings;
+use crate::config::{Settings, UpstreamHttp2};
 use crate::ops::Route;
 use bytes::Bytes;
 use connect::ConnectTimeout;
@@ -109,10 +113,13 @@ fn connector(
                 .map_err(|e| UpstreamError::Endpoint(format!("TLS setup: {e}")))?
         }
     };
-    let https = builder
-        .https_or_http()
-        .enable_all_versions()
-        .wrap_connector(http);
+    let builder = builder.https_or_http();
+    // ALPN offers only what the mode allows; over plain http the client's own setting decides.
+    let https = match settings.upstream_http2 {
+        UpstreamHttp2::Auto => builder.enable_all_versions().wrap_connector(http),
+        UpstreamHttp2::Always => builder.enable_http2().wrap_connector(http),
+        UpstreamHttp2::Never => builder.enable_http1().wrap_connector(http),
+    };
     Ok(ConnectTimeout::new(https, settings.connect_timeout))
 }
 
@@ -150,11 +157,13 @@ impl Upstream {
                 return Err(UpstreamError::Loop(u.to_string()));
             }
         }
-        let client = Client::builder(TokioExecutor::new())
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
             .pool_idle_timeout(settings.pool_idle_timeout)
             .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector(settings)?);
+            .timer(TokioTimer::new());
+        h2::configure(&mut builder, settings.upstream_http2);
+        let client = builder.build(connector(settings)?);
         Ok(Upstream {
             client,
             runtime,
