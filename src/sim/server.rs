@@ -2,7 +2,9 @@
 //!
 //! Owns the order of one attempt: control endpoints → classify → auth → parse → attempt
 //! counting → fault choice → plan → log → respond (in `wire`, with the fault cut in at its exact
-//! position). Shared state (rules, attempt counters, log) lives in [`State`].
+//! position). Shared state (rules, attempt counters, log, open h2 connections) lives in
+//! [`State`]. A connection that opens with the HTTP/2 preface is served by `h2`, which
+//! routes each stream through the same [`admit`] and control endpoints.
 
 use super::faults::{self, Fault, FaultRule};
 use super::http::{Conn, HttpError, Request};
@@ -29,6 +31,8 @@ pub struct State {
     pub log: Log,
     seq: AtomicU64,
     attempts: Mutex<HashMap<u64, u32>>,
+    /// Connection ids and the open h2 connections (for `POST /_sim/h2/reset`).
+    pub h2: super::h2::Registry,
 }
 
 impl State {
@@ -38,6 +42,7 @@ impl State {
             log: Log::new(config.log_capacity),
             seq: AtomicU64::new(0),
             attempts: Mutex::new(HashMap::new()),
+            h2: Default::default(),
             config,
         }
     }
@@ -107,7 +112,7 @@ pub async fn serve(
         tokio::select! {
             _ = stopped.changed() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => { conns.spawn(connection(Conn::new(stream), state.clone())); }
+                Ok((stream, _)) => { conns.spawn(accepted_connection(stream, state.clone())); }
                 Err(e) => {
                     tracing::warn!(error = %e, "simulator accept failed");
                     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -118,6 +123,17 @@ pub async fn serve(
     }
     conns.abort_all();
     while conns.join_next().await.is_some() {}
+}
+
+/// HTTP/2 (prior knowledge) when the client opens with the preface, else HTTP/1.1.
+async fn accepted_connection(stream: tokio::net::TcpStream, state: Arc<State>) {
+    let id = state.h2.next_id();
+    if super::h2::starts_with_preface(&stream).await {
+        return super::h2::serve(stream, state, id).await;
+    }
+    let mut conn = Conn::new(stream);
+    conn.id = id;
+    connection(conn, state).await
 }
 
 async fn connection(mut conn: Conn, state: Arc<State>) {
@@ -154,8 +170,14 @@ fn request_id(seq: u64) -> String {
 
 /// Control endpoints under `/_sim/`.
 async fn control(state: &State, conn: &mut Conn, req: &Request) -> std::io::Result<()> {
+    let (status, body) = control_reply(state, req);
+    send_json(conn, status, &body, Vec::new(), "control").await
+}
+
+/// The status and JSON body of a control endpoint.
+pub(super) fn control_reply(state: &State, req: &Request) -> (u16, Value) {
     let ok = |v: Value| (200u16, v);
-    let (status, body) = match (req.method.as_str(), req.path.as_str()) {
+    match (req.method.as_str(), req.path.as_str()) {
         ("GET", "/_sim/log") => {
             ok(serde_json::to_value(state.log.entries()).unwrap_or(Value::Null))
         }
@@ -192,20 +214,35 @@ async fn control(state: &State, conn: &mut Conn, req: &Request) -> std::io::Resu
             ok(json!({"cleared": true}))
         }
         ("GET", "/_sim/health") => ok(json!({"status": "ok"})),
+        ("POST", "/_sim/h2/reset") => ok(json!({"reset": state.h2.reset_all()})),
         _ => (
             404,
             json!({"message": format!("no simulator control endpoint {} {}", req.method, req.path)}),
         ),
-    };
-    send_json(conn, status, &body, Vec::new(), "control").await
+    }
 }
 
 async fn handle(state: &State, mut conn: Conn, req: Request) -> Option<Conn> {
     if req.path.starts_with("/_sim/") {
         return control(state, &mut conn, &req).await.ok().map(|_| conn);
     }
-    let seq = state.seq.fetch_add(1, Ordering::Relaxed) + 1;
-    let rid = request_id(seq);
+    let (seq, rid) = state.next_request();
+    let outcome = admit(state, &req, seq, conn.id);
+    respond(&state.config, conn, outcome, &rid).await
+}
+
+impl State {
+    /// The next request's sequence number and request id.
+    pub(super) fn next_request(&self) -> (u64, String) {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        (seq, request_id(seq))
+    }
+}
+
+/// Everything about a model request before its bytes are written, on either protocol:
+/// classify, verify, parse, count the attempt, choose the fault, plan, and log it
+/// (`connection`: the id of the connection it came on).
+pub(super) fn admit(state: &State, req: &Request, seq: u64, connection: u64) -> Outcome {
     let method = http::Method::from_bytes(req.method.as_bytes()).unwrap_or(http::Method::GET);
     let classified = classify(&method, &req.path);
     let op = classified.operation;
@@ -294,6 +331,7 @@ async fn handle(state: &State, mut conn: Conn, req: Request) -> Option<Conn> {
         model_id: (!model_id.is_empty()).then(|| model_id.clone()),
         conversation: format!("{conversation:016x}"),
         attempt,
+        connection,
         signature: verdict.as_str().to_owned(),
         service: req
             .headers
@@ -315,7 +353,7 @@ async fn handle(state: &State, mut conn: Conn, req: Request) -> Option<Conn> {
         status,
         "simulator request"
     );
-    respond(&state.config, conn, outcome, &rid).await
+    outcome
 }
 
 fn prompt_of(op: Operation, model_id: &str, body: &Value) -> Result<Prompt, SimError> {
