@@ -10,6 +10,7 @@ mod bench_smoke;
 mod cli;
 mod deploy_files;
 mod fuzz_inputs;
+mod h2_mass_reset;
 mod relay_e2e;
 mod resume_ladder;
 mod resume_matrix;

@@ -5,8 +5,19 @@
 //! `retries/standard.py`, `RetryQuotaChecker.release_retry_quota`, does the same for the
 //! last retry's cost; the relay returns every retry's, since a healed stream may need several).
 //! Lock-free: one `AtomicU32` updated with compare-exchange, since it is on every request.
+//!
+//! A broken upstream connection is paid for once: over h2 one connection carries hundreds of
+//! streams and its reset breaks them all at once. The first stream to report the connection
+//! pays ([`RetryBudget::first_failure_of`]); the others retry on that payment (each still
+//! with its own jittered backoff and attempt and resume caps). Otherwise a single reset of a
+//! shared connection would drain the bucket and leave most of its streams unhealed.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+
+/// Broken connections remembered for [`RetryBudget::first_failure_of`].
+const REMEMBERED_CONNECTIONS: usize = 256;
 
 /// What kind of retry is being paid for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +43,8 @@ impl RetryCost {
 pub struct RetryBudget {
     capacity: u32,
     tokens: AtomicU32,
+    /// Upstream connections whose failure was already paid for, newest last.
+    broken: Mutex<VecDeque<u64>>,
 }
 
 impl RetryBudget {
@@ -40,7 +53,22 @@ impl RetryBudget {
         RetryBudget {
             capacity,
             tokens: AtomicU32::new(capacity),
+            broken: Mutex::new(VecDeque::new()),
         }
+    }
+
+    /// Whether this is the first failure reported for upstream connection `id` (among the
+    /// last 256 connections that failed): only then does the retry pay.
+    pub fn first_failure_of(&self, id: u64) -> bool {
+        let mut broken = self.broken.lock().unwrap_or_else(|p| p.into_inner());
+        if broken.contains(&id) {
+            return false;
+        }
+        if broken.len() == REMEMBERED_CONNECTIONS {
+            broken.pop_front();
+        }
+        broken.push_back(id);
+        true
     }
 
     /// Take the tokens for one retry; false (and nothing taken) when not enough are left.
@@ -78,6 +106,18 @@ impl RetryBudget {
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    #[test]
+    fn a_connection_failure_is_paid_once() {
+        let b = RetryBudget::new(10);
+        assert!(b.first_failure_of(7));
+        assert!(!b.first_failure_of(7));
+        assert!(b.first_failure_of(8));
+        for id in 100..100 + REMEMBERED_CONNECTIONS as u64 {
+            assert!(b.first_failure_of(id));
+        }
+        assert!(b.first_failure_of(7), "forgotten after 256 newer failures");
+    }
 
     #[test]
     fn hundred_retries_exhaust_500() {

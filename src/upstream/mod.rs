@@ -11,10 +11,12 @@
 mod connect;
 mod error;
 mod h2;
+mod tagged;
 
 #[cfg(test)]
 pub use error::FailureKind;
 pub use error::UpstreamError;
+pub use tagged::ConnectionId;
 
 use crate::config::{Settings, UpstreamHttp2};
 use crate::ops::Route;
