@@ -6,6 +6,8 @@
 //! [`State`]. A connection that opens with the HTTP/2 preface is served by `h2`, which
 //! routes each stream through the same [`admit`] and control endpoints.
 
+mod control;
+
 use super::faults::{self, Fault, FaultRule};
 use super::http::{Conn, HttpError, Request};
 use super::log::{Log, LogEntry};
@@ -13,9 +15,11 @@ use super::plan::{self, Plan};
 use super::render::{self, Latency};
 use super::request::{self, Family, Prompt};
 use super::sigv4::{self, Verdict};
-use super::wire::{respond, send_error, send_json, Outcome, Reply};
+use super::wire::{respond, send_error, Outcome, Reply};
 use super::{gen, sse, SimConfig, SimError};
 use crate::ops::{classify, Operation};
+use control::control;
+pub(super) use control::control_reply;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -166,60 +170,6 @@ fn request_id(seq: u64) -> String {
         l & 0xfff,
         l >> 16
     )
-}
-
-/// Control endpoints under `/_sim/`.
-async fn control(state: &State, conn: &mut Conn, req: &Request) -> std::io::Result<()> {
-    let (status, body) = control_reply(state, req);
-    send_json(conn, status, &body, Vec::new(), "control").await
-}
-
-/// The status and JSON body of a control endpoint.
-pub(super) fn control_reply(state: &State, req: &Request) -> (u16, Value) {
-    let ok = |v: Value| (200u16, v);
-    match (req.method.as_str(), req.path.as_str()) {
-        ("GET", "/_sim/log") => {
-            ok(serde_json::to_value(state.log.entries()).unwrap_or(Value::Null))
-        }
-        ("DELETE", "/_sim/log") => {
-            state.clear_log();
-            ok(json!({"cleared": true}))
-        }
-        ("GET", "/_sim/faults") => {
-            let rules = state
-                .rules
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
-            ok(serde_json::to_value(rules).unwrap_or(Value::Null))
-        }
-        ("POST", "/_sim/faults") => {
-            let text = String::from_utf8_lossy(&req.body);
-            let text = if text.trim_start().starts_with('{') {
-                format!("[{text}]")
-            } else {
-                text.into_owned()
-            };
-            match FaultRule::parse_json_list(&text) {
-                Ok(rules) => {
-                    let n = rules.len();
-                    state.add_rules(rules);
-                    ok(json!({"added": n}))
-                }
-                Err(e) => (400, json!({"message": e.to_string()})),
-            }
-        }
-        ("DELETE", "/_sim/faults") => {
-            state.clear_rules();
-            ok(json!({"cleared": true}))
-        }
-        ("GET", "/_sim/health") => ok(json!({"status": "ok"})),
-        ("POST", "/_sim/h2/reset") => ok(json!({"reset": state.h2.reset_all()})),
-        _ => (
-            404,
-            json!({"message": format!("no simulator control endpoint {} {}", req.method, req.path)}),
-        ),
-    }
 }
 
 async fn handle(state: &State, mut conn: Conn, req: Request) -> Option<Conn> {

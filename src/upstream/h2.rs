@@ -34,7 +34,7 @@ pub(crate) fn configure(builder: &mut Builder, mode: UpstreamHttp2) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::Upstream;
+    use super::super::{ConnectionId, Upstream};
     use crate::config::{Settings, UpstreamHttp2};
     use bytes::Bytes;
     use http_body_util::{BodyExt, Full};
