@@ -97,18 +97,23 @@ mod tests {
             let u = u.clone();
             tokio::spawn(async move {
                 let resp = u.send(req(addr)).await.unwrap();
+                let id = *resp.extensions().get::<ConnectionId>().unwrap();
                 let body = resp.into_body().collect().await.unwrap().to_bytes();
-                String::from_utf8(body.to_vec()).unwrap()
+                (String::from_utf8(body.to_vec()).unwrap(), id)
             })
         });
+        let mut ids = std::collections::HashSet::new();
         for s in sends.collect::<Vec<_>>() {
-            assert_eq!(s.await.unwrap(), "HTTP/2.0");
+            let (version, id) = s.await.unwrap();
+            assert_eq!(version, "HTTP/2.0");
+            ids.insert(id);
         }
         assert_eq!(
             accepted.load(Ordering::SeqCst),
             1,
             "one shared h2 connection"
         );
+        assert_eq!(ids.len(), 1, "every response names the one connection");
     }
 
     #[tokio::test]
