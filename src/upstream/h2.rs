@@ -137,4 +137,74 @@ mod tests {
             );
         }
     }
+
+    /// A TLS server (the test certificate for 127.0.0.1) offering `alpn`, answering each
+    /// request with its HTTP version; and the roots that trust it.
+    async fn tls_server(alpn: &[&[u8]]) -> (std::net::SocketAddr, rustls::RootCertStore) {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls");
+        let cert = CertificateDer::from_pem_file(format!("{dir}/cert-a.pem")).unwrap();
+        let key = PrivateKeyDer::from_pem_file(format!("{dir}/key-a.pem")).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert], key)
+            .unwrap();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(sock).await else {
+                        return;
+                    };
+                    let svc = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                        let v = format!("{:?}", req.version());
+                        Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(v))))
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), svc)
+                        .await;
+                });
+            }
+        });
+        (addr, roots)
+    }
+
+    #[tokio::test]
+    async fn alpn_over_tls_prefers_h2_and_falls_back_to_http1() {
+        let both: &[&[u8]] = &[b"h2", b"http/1.1"];
+        let h1_only: &[&[u8]] = &[b"http/1.1"];
+        for (offered, mode, want) in [
+            (both, UpstreamHttp2::Auto, "HTTP/2.0"),
+            (h1_only, UpstreamHttp2::Auto, "HTTP/1.1"),
+            (both, UpstreamHttp2::Never, "HTTP/1.1"),
+            (both, UpstreamHttp2::Always, "HTTP/2.0"),
+        ] {
+            let (addr, roots) = tls_server(offered).await;
+            let settings = Settings {
+                upstream_http2: mode,
+                ..Settings::default()
+            };
+            let u = Upstream::with_roots(&settings, roots).unwrap();
+            let mut r = req(addr);
+            *r.uri_mut() = format!("https://{addr}/model/m/converse-stream")
+                .parse()
+                .unwrap();
+            let resp = tokio::time::timeout(Duration::from_secs(5), u.send(r))
+                .await
+                .unwrap()
+                .unwrap();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(body, want.as_bytes(), "{mode:?} against {offered:?}");
+        }
+    }
 }

@@ -96,17 +96,28 @@ fn points_at(uri: &Uri, listen: SocketAddr) -> bool {
     ip == listen.ip() || (listen.ip().is_unspecified() && (ip.is_loopback() || ip.is_unspecified()))
 }
 
+/// The connector; `roots` replaces the system's trust anchors (tests only).
 fn connector(
     settings: &Settings,
+    roots: Option<rustls::RootCertStore>,
 ) -> Result<ConnectTimeout<HttpsConnector<HttpConnector>>, UpstreamError> {
     let mut http = HttpConnector::new();
     http.set_connect_timeout(Some(settings.connect_timeout));
     http.set_nodelay(true);
     http.enforce_http(false);
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = match HttpsConnectorBuilder::new()
-        .with_provider_and_native_roots(provider.clone())
-    {
+    let tls_setup = |e: rustls::Error| UpstreamError::Endpoint(format!("TLS setup: {e}"));
+    let native = match roots {
+        Some(roots) => Ok(HttpsConnectorBuilder::new().with_tls_config(
+            rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .map_err(tls_setup)?
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        )),
+        None => HttpsConnectorBuilder::new().with_provider_and_native_roots(provider.clone()),
+    };
+    let builder = match native {
         Ok(b) => b,
         Err(e) => {
             tracing::info!(error = %e, "no usable native root certificates; using webpki roots");
@@ -142,6 +153,22 @@ impl Upstream {
     /// Build the client. Refuses an endpoint override that points at the relay's own
     /// `listen` address (pass the bound address when listening on port 0).
     pub fn new(settings: &Settings) -> Result<Upstream, UpstreamError> {
+        Self::build(settings, None)
+    }
+
+    /// [`Upstream::new`] trusting only `roots` (tests of TLS and ALPN against a local server).
+    #[cfg(test)]
+    pub(crate) fn with_roots(
+        settings: &Settings,
+        roots: rustls::RootCertStore,
+    ) -> Result<Upstream, UpstreamError> {
+        Self::build(settings, Some(roots))
+    }
+
+    fn build(
+        settings: &Settings,
+        roots: Option<rustls::RootCertStore>,
+    ) -> Result<Upstream, UpstreamError> {
         let runtime = match &settings.upstream {
             Some(u) => u.clone(),
             None => regional("bedrock-runtime", &settings.region, settings.fips)?,
@@ -165,7 +192,7 @@ impl Upstream {
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new());
         h2::configure(&mut builder, settings.upstream_http2);
-        let client = builder.build(connector(settings)?);
+        let client = builder.build(connector(settings, roots)?);
         Ok(Upstream {
             client,
             runtime,
