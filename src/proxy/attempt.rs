@@ -286,11 +286,13 @@ impl Attempts {
         if delay >= self.remaining() {
             return false;
         }
-        // The connection of a stream that broke mid-body: paid for by its first stream.
+        // A connection that broke under many streams at once: paid for by its first stream.
         let paid = reason == RetryReason::Reset
-            && self
-                .connection
-                .is_some_and(|c| !relay.budget.first_failure_of(c.0));
+            && self.connection.is_some_and(|c| {
+                !relay
+                    .budget
+                    .first_failure_of(c.0, std::time::Instant::now())
+            });
         if !paid {
             if !relay.budget.try_acquire(cost) {
                 relay.metrics.retry_budget_exhausted_total.inc();
