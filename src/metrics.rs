@@ -35,6 +35,9 @@ pub struct Metrics {
     pub resume_gap_seconds: Histogram,
     /// Clients that went away before their response was complete.
     pub client_disconnects_total: IntCounter,
+    /// The SDK's own credential calls passed on untouched (a global `AWS_ENDPOINT_URL`), by
+    /// `service` (sts, sso, sso-oidc) and the HTTP `status` the client got.
+    pub credential_calls_total: IntCounterVec,
     /// Stream pumps that panicked (a bug): their clients' connections were cut.
     pub stream_panics_total: IntCounter,
     /// Always 1, labelled with the crate `version`.
@@ -157,6 +160,11 @@ impl Metrics {
             "client_disconnects_total",
             "Clients that went away before their response was complete.",
         );
+        let credential_calls_total = counter_vec(
+            "credential_calls_total",
+            "Credential calls of the SDK passed on untouched to STS or SSO, by service and HTTP status.",
+            &["service", "status"],
+        );
         let build_info = IntGaugeVec::new(
             opts("build_info", "Build information; always 1."),
             &["version"],
@@ -182,6 +190,7 @@ impl Metrics {
             failed_attempt_tokens_total,
             resume_gap_seconds,
             client_disconnects_total,
+            credential_calls_total,
             stream_panics_total,
             build_info,
         }

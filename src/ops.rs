@@ -3,8 +3,16 @@
 //! Shared by the relay (routing, retry and resume decisions, metric labels) and the
 //! simulator (dispatch). Model ids come percent-encoded in the path (ARNs contain `:` and
 //! `/`); [`Classified::model_id`] is the decoded form, the raw path is never rewritten.
+//! Requests for other AWS services (the SDK's own credential calls, the protocol of another
+//! service's errors) are recognised in `services`.
 
 use percent_encoding::percent_decode_str;
+
+mod services;
+pub use services::{
+    credential_service, endpoint_prefix, form_value, sts_action, CredentialService, Protocol,
+    STS_CREDENTIAL_ACTIONS,
+};
 
 /// A Bedrock Runtime or Bedrock Agent Runtime operation the relay knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -61,7 +61,8 @@ fn exported(text: &str) -> (BTreeSet<String>, BTreeSet<String>) {
 }
 
 /// Drive traffic that touches every metric: a healed stream (interruption, resume, failed
-/// attempt tokens, resume gap), a throttled first attempt (retry), a plain Converse.
+/// attempt tokens, resume gap), a throttled first attempt (retry), a plain Converse, an
+/// unsigned STS call the relay refuses itself (credential calls).
 async fn scrape_after_traffic() -> String {
     let h = Harness::start().await;
     h.fault(
@@ -79,6 +80,15 @@ async fn scrape_after_traffic() -> String {
     canon::converse_text(&h.client, MODEL, "Describe sim:tag=metrics-retry")
         .await
         .expect("converse after a throttled attempt");
+    let refused = crate::sim_support::send(
+        h.relay.addr,
+        "POST",
+        "/",
+        &[("content-type", "application/x-www-form-urlencoded")],
+        "Action=GetCallerIdentity&Version=2011-06-15",
+    )
+    .await;
+    assert_eq!(refused.status, 400);
     let text = h.metrics().await;
     assert!(
         h.metric(
@@ -157,6 +167,7 @@ async fn labels_are_bounded() {
         "reason",
         "strategy",
         "kind",
+        "service",
         "version",
         "le",
     ];

@@ -67,6 +67,11 @@ pub struct ServeArgs {
     #[arg(long, env = "BEDROCK_RELAY_MAX_RESUMES", value_name = "N")]
     pub max_resumes: Option<String>,
 
+    /// When instructed continuation is used: no-prefill (models that take no prefill, as
+    /// configured or learned, plus resume.instructed_models), listed, or off [default: no-prefill].
+    #[arg(long, env = "BEDROCK_RELAY_INSTRUCTED", value_name = "MODE")]
+    pub instructed: Option<String>,
+
     /// Overall limit per request, resumes included [default: 15m].
     #[arg(long, env = "BEDROCK_RELAY_REQUEST_DEADLINE", value_name = "DURATION")]
     pub request_deadline: Option<String>,
@@ -117,6 +122,18 @@ pub struct ServeArgs {
     #[arg(long, env = "BEDROCK_RELAY_FORWARD_OTHER_SERVICES")]
     pub forward_other_services: bool,
 
+    /// Endpoint of another AWS service the relay talks to, SERVICE=URL: `sts`, `sso` (the
+    /// SSO portal), `sso-oidc` (the SDK's own credential calls), or the signing name of a
+    /// service forwarded by --forward-other-services. Repeatable; the variable takes a
+    /// comma-separated list [default: https://{service}.{region}.amazonaws.com].
+    #[arg(
+        long,
+        env = "BEDROCK_RELAY_SERVICE_UPSTREAM",
+        value_name = "SERVICE=URL",
+        value_delimiter = ','
+    )]
+    pub service_upstream: Vec<String>,
+
     /// Serve a non-loopback address without inbound authentication (anyone who reaches the
     /// port spends your AWS credentials). Without it such a configuration exits with 64.
     #[arg(long, env = "BEDROCK_RELAY_ALLOW_UNAUTHENTICATED_NON_LOOPBACK")]
@@ -150,6 +167,10 @@ mod tests {
             "--check",
             "--max-request-body",
             "1MiB",
+            "--service-upstream",
+            "sts=http://127.0.0.1:9000",
+            "--service-upstream",
+            "sso=http://127.0.0.1:9001,sso-oidc=http://127.0.0.1:9002",
         ])
         .expect("parse");
         assert_eq!(cli.serve.listen.as_deref(), Some("127.0.0.1:1"));
@@ -157,6 +178,14 @@ mod tests {
         assert!(cli.serve.fips && cli.serve.check);
         assert!(!cli.serve.forward_other_services);
         assert_eq!(cli.serve.max_request_body.as_deref(), Some("1MiB"));
+        assert_eq!(
+            cli.serve.service_upstream,
+            [
+                "sts=http://127.0.0.1:9000",
+                "sso=http://127.0.0.1:9001",
+                "sso-oidc=http://127.0.0.1:9002"
+            ]
+        );
     }
 
     #[test]

@@ -22,8 +22,10 @@ pub(crate) struct ResumeFile {
     pub max_resumes: Option<u64>,
     pub prefill_models: Option<Vec<String>>,
     pub no_prefill_models: Option<Vec<String>>,
+    pub instructed: Option<String>,
     pub instructed_models: Option<Vec<String>>,
     pub replay: Option<bool>,
+    pub hold_tool_use: Option<bool>,
     pub max_transcript_bytes: Option<SizeValue>,
 }
 
@@ -56,6 +58,8 @@ pub(crate) struct FileConfig {
     pub log_format: Option<String>,
     pub log_level: Option<String>,
     pub forward_other_services: Option<bool>,
+    /// `[service_upstreams]`: `service = "URL"`, validated by `service_upstreams::resolve`.
+    pub service_upstreams: Option<HashMap<String, String>>,
     pub resume: Option<ResumeFile>,
     pub inbound: Option<super::inbound::InboundFile>,
 }
@@ -130,6 +134,7 @@ impl FileConfig {
         put("log_level", self.log_level.clone());
         let r = self.resume.clone().unwrap_or_default();
         put("max_resumes", r.max_resumes.map(|n| n.to_string()));
+        put("instructed", r.instructed.clone());
         put(
             "max_transcript_bytes",
             r.max_transcript_bytes.as_ref().map(SizeValue::text),

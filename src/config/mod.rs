@@ -9,11 +9,12 @@ mod args;
 mod file;
 mod inbound;
 mod parse;
+mod service_upstreams;
 mod settings;
 
 pub use args::ServeArgs;
 pub use inbound::{ClientKey, InboundSettings, Secret, OPERATION_NAMES};
-pub use settings::{ConfigErrors, LogFormat, ResumeSettings, Settings, UpstreamHttp2};
+pub use settings::{ConfigErrors, Instructed, LogFormat, ResumeSettings, Settings, UpstreamHttp2};
 
 use parse::{Problems, Raw};
 use std::collections::HashMap;
@@ -74,6 +75,7 @@ fn cli_values(a: &ServeArgs) -> HashMap<&'static str, Raw> {
     put("backoff_base", "backoff-base", &a.backoff_base);
     put("backoff_max", "backoff-max", &a.backoff_max);
     put("max_resumes", "max-resumes", &a.max_resumes);
+    put("instructed", "instructed", &a.instructed);
     put("retry_budget", "retry-budget", &a.retry_budget);
     put("request_deadline", "request-deadline", &a.request_deadline);
     put("connect_timeout", "connect-timeout", &a.connect_timeout);
@@ -145,6 +147,15 @@ pub(crate) fn load_with(
     if let Some(b) = r.replay {
         s.resume.replay = b;
     }
+    if let Some(b) = r.hold_tool_use {
+        s.resume.hold_tool_use = b;
+    }
+    s.service_upstreams = service_upstreams::resolve(
+        file.service_upstreams.as_ref(),
+        &origin,
+        &args.service_upstream,
+        &mut p,
+    );
     s.inbound = inbound::resolve(
         file.inbound.as_ref(),
         &origin,
@@ -188,6 +199,12 @@ fn build(raw: &HashMap<&'static str, Raw>, p: &mut Problems) -> Settings {
     };
     let resume = ResumeSettings {
         max_resumes: p.parse("max_resumes", g("max_resumes"), 3, parse::u32_at_least(0)),
+        instructed: p.parse(
+            "instructed",
+            g("instructed"),
+            d.resume.instructed,
+            settings::Instructed::parse,
+        ),
         max_transcript_bytes: p.parse(
             "max_transcript_bytes",
             g("max_transcript_bytes"),
@@ -297,6 +314,7 @@ fn build(raw: &HashMap<&'static str, Raw>, p: &mut Problems) -> Settings {
         log_format: p.parse("log_format", g("log_format"), d.log_format, log_format),
         log_level: p.parse("log_level", g("log_level"), d.log_level.clone(), log_level),
         forward_other_services: false,
+        service_upstreams: Default::default(),
         resume,
         inbound: Default::default(),
     }

@@ -1,22 +1,40 @@
 //! Every way a request can fail inside the relay, and the one place they become HTTP.
 //!
 //! Errors are shaped as Bedrock shapes them (JSON `{"message": ...}` with
-//! `x-amzn-ErrorType`), so SDKs raise a modelled exception. The wrong-service error is
-//! shaped for the protocol of the service the client thought it was calling (query XML for
-//! STS and friends, S3 XML, JSON otherwise), so its message reaches the user verbatim.
+//! `x-amzn-ErrorType`), so SDKs raise a modelled exception. An error for a request meant
+//! for another service ([`RelayError::InProtocol`]: wrong service, a failed credential call)
+//! is shaped for the protocol of the service the client thought it was calling (query XML
+//! for STS and friends, EC2 XML, S3 XML, JSON otherwise), so its message reaches the user
+//! verbatim instead of a parser failure.
 
 pub use crate::body::full;
 use crate::body::Body;
+use crate::ops::Protocol;
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 
 /// Why the relay answers a request itself instead of forwarding Bedrock's answer.
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
-    #[error("this relay serves Amazon Bedrock Runtime only, but the request was signed for the `{service}` service. A global AWS_ENDPOINT_URL sends every AWS service to the relay: set AWS_ENDPOINT_URL_BEDROCK_RUNTIME to the relay's URL instead (and unset AWS_ENDPOINT_URL)")]
-    WrongService {
-        service: String,
-        query_protocol: bool,
+    #[error("bedrock-relay serves Amazon Bedrock Runtime (and passes on the SDK's own credential calls), but this request was signed for the `{service}` service, and the relay does not forward other services. A global AWS_ENDPOINT_URL sends every AWS service to the relay: set AWS_ENDPOINT_URL_BEDROCK_RUNTIME to the relay's URL instead (and unset AWS_ENDPOINT_URL), or start the relay with --forward-other-services to forward it")]
+    WrongService { service: String },
+    #[error("bedrock-relay passes on unsigned `{service}` requests only for the credential calls an SDK makes on its own behalf ({allowed}), not `{action}`. A global AWS_ENDPOINT_URL sends every AWS service to the relay: set AWS_ENDPOINT_URL_BEDROCK_RUNTIME to the relay's URL instead (and unset AWS_ENDPOINT_URL)")]
+    NotACredentialCall {
+        service: &'static str,
+        action: String,
+        allowed: String,
+    },
+    #[error("bedrock-relay could not pass the SDK's credential call on to {host}: {detail}")]
+    CredentialUpstream {
+        host: String,
+        detail: String,
+        connect: bool,
+    },
+    /// `error`, written in the protocol of the service the client called.
+    #[error("{error}")]
+    InProtocol {
+        protocol: Protocol,
+        error: Box<RelayError>,
     },
     #[error("request body exceeds the relay's limit of {limit} bytes (max_request_body)")]
     BodyTooLarge { limit: usize },
@@ -45,7 +63,14 @@ pub enum RelayError {
 impl RelayError {
     fn status_and_type(&self) -> (StatusCode, &'static str) {
         match self {
-            RelayError::WrongService { .. } => (StatusCode::BAD_REQUEST, "WrongServiceForRelay"),
+            RelayError::WrongService { .. } | RelayError::NotACredentialCall { .. } => {
+                (StatusCode::BAD_REQUEST, "WrongServiceForRelay")
+            }
+            RelayError::CredentialUpstream { connect: true, .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable")
+            }
+            RelayError::CredentialUpstream { .. } => (StatusCode::BAD_GATEWAY, "InternalFailure"),
+            RelayError::InProtocol { error, .. } => error.status_and_type(),
             RelayError::BodyTooLarge { .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "ValidationException")
             }
@@ -78,30 +103,45 @@ impl RelayError {
         self.status_and_type().0
     }
 
+    /// The same error, to be written in `protocol` (the service the client called).
+    pub fn in_protocol(self, protocol: Protocol) -> RelayError {
+        RelayError::InProtocol {
+            protocol,
+            error: Box::new(self),
+        }
+    }
+
     /// The response the client gets.
     pub fn into_response(self) -> Response<Body> {
         let (status, error_type) = self.status_and_type();
-        let message = self.to_string();
-        match &self {
-            RelayError::WrongService {
-                service,
-                query_protocol: true,
-            } => {
-                let xml = format!(
-                    "<ErrorResponse><Error><Type>Sender</Type><Code>{error_type}</Code><Message>{}</Message></Error><RequestId>bedrock-relay</RequestId></ErrorResponse>",
-                    xml_escape(&message)
-                );
-                let _ = service;
-                respond(status, "text/xml", None, xml)
+        let protocol = match &self {
+            RelayError::InProtocol { protocol, .. } => *protocol,
+            _ => Protocol::Json,
+        };
+        let message = xml_escape(&self.to_string());
+        // Query-protocol errors carry a fault type: the client's (4xx) or the server's.
+        let fault = if status.is_client_error() {
+            "Sender"
+        } else {
+            "Receiver"
+        };
+        match protocol {
+            Protocol::Query => respond(status, "text/xml", None, format!(
+                "<ErrorResponse><Error><Type>{fault}</Type><Code>{error_type}</Code><Message>{message}</Message></Error><RequestId>bedrock-relay</RequestId></ErrorResponse>"
+            )),
+            Protocol::Ec2 => respond(status, "text/xml", None, format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Errors><Error><Code>{error_type}</Code><Message>{message}</Message></Error></Errors><RequestID>bedrock-relay</RequestID></Response>"
+            )),
+            Protocol::RestXml => respond(status, "application/xml", None, format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{error_type}</Code><Message>{message}</Message></Error>"
+            )),
+            Protocol::Json if matches!(self, RelayError::InProtocol { .. }) => {
+                // AWS-JSON SDKs read the type from the body's `__type`, REST-JSON ones from
+                // the header: another service's client gets both.
+                let body = serde_json::json!({ "__type": error_type, "message": self.to_string() });
+                respond(status, "application/json", Some(error_type.to_string()), body.to_string())
             }
-            RelayError::WrongService { service, .. } if service == "s3" => {
-                let xml = format!(
-                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{error_type}</Code><Message>{}</Message></Error>",
-                    xml_escape(&message)
-                );
-                respond(status, "application/xml", None, xml)
-            }
-            _ => json_error(status, error_type, &message),
+            Protocol::Json => json_error(status, error_type, &self.to_string()),
         }
     }
 }
@@ -162,13 +202,55 @@ mod tests {
     async fn wrong_service_speaks_the_query_protocol_for_sts() {
         let resp = RelayError::WrongService {
             service: "sts".into(),
-            query_protocol: true,
         }
+        .in_protocol(Protocol::Query)
         .into_response();
         assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(resp.headers()["content-type"], "text/xml");
         let body = body_string(resp).await;
-        assert!(body.contains("<Code>WrongServiceForRelay</Code>"), "{body}");
+        assert!(
+            body.starts_with("<ErrorResponse><Error><Type>Sender</Type><Code>WrongServiceForRelay</Code><Message>bedrock-relay "),
+            "{body}"
+        );
         assert!(body.contains("AWS_ENDPOINT_URL_BEDROCK_RUNTIME"), "{body}");
+        assert!(body.contains("--forward-other-services"), "{body}");
         assert!(body.contains("`sts`"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn other_protocols_get_their_own_error_shapes() {
+        let wrong = |service: &str| RelayError::WrongService {
+            service: service.into(),
+        };
+        let body = body_string(wrong("s3").in_protocol(Protocol::RestXml).into_response()).await;
+        assert!(
+            body.contains("<Error><Code>WrongServiceForRelay</Code>"),
+            "{body}"
+        );
+        let body = body_string(wrong("ec2").in_protocol(Protocol::Ec2).into_response()).await;
+        assert!(
+            body.contains("<Response><Errors><Error><Code>WrongServiceForRelay"),
+            "{body}"
+        );
+        let resp = wrong("dynamodb")
+            .in_protocol(Protocol::Json)
+            .into_response();
+        assert_eq!(resp.headers()["x-amzn-errortype"], "WrongServiceForRelay");
+        let body: serde_json::Value = serde_json::from_str(&body_string(resp).await).unwrap();
+        assert!(body["message"].as_str().unwrap().contains("`dynamodb`"));
+        assert_eq!(body["__type"], "WrongServiceForRelay");
+        let failed = RelayError::CredentialUpstream {
+            host: "sts.us-east-1.amazonaws.com".into(),
+            detail: "connection refused".into(),
+            connect: true,
+        }
+        .in_protocol(Protocol::Query)
+        .into_response();
+        assert_eq!(failed.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = body_string(failed).await;
+        assert!(
+            body.contains("<Type>Receiver</Type><Code>ServiceUnavailable</Code>"),
+            "{body}"
+        );
     }
 }

@@ -5,9 +5,12 @@
 //! held against the client's concurrency slot here, every error mapped to HTTP here (by
 //! `error`). Beside it: `outbound` (body limit, other services, the upstream template),
 //! `attempt` (the one retry driver: sign, send, judge, back off), `stream` (the EventStream
-//! pump with resumption), `relay` (shared state and the request's record).
+//! pump with resumption), `relay` (shared state and the request's record). The SDK's own
+//! credential calls (a global `AWS_ENDPOINT_URL`) leave before admission, through
+//! `credentials`, which passes them on untouched and answers them itself.
 
 mod attempt;
+mod credentials;
 pub mod error;
 mod frames;
 mod outbound;
@@ -31,6 +34,12 @@ use std::sync::Arc;
 /// Serve one client request. The one exit: whatever happened, the answer leaves here.
 pub async fn handle(relay: Arc<Relay>, req: Request<Incoming>) -> Response<Body> {
     let (parts, body) = req.into_parts();
+    // 1a. the SDK's own credential calls (STS web identity / SAML, SSO), sent here by a
+    // global AWS_ENDPOINT_URL: they carry their own proof and pass on untouched.
+    let (path, query) = (parts.uri.path(), parts.uri.query());
+    if let Some(service) = ops::credential_service(&parts.method, path, query, &parts.headers) {
+        return credentials::forward(&relay, parts, body, service).await;
+    }
     // 1. classify: which operation and model.
     let Classified {
         operation,
@@ -97,9 +106,9 @@ async fn relay_request(
     let base = match &other_service {
         None => relay.upstream.base(route).clone(),
         Some(service) if relay.settings.forward_other_services => {
-            outbound::service_endpoint(service, relay.signer.region())?
+            outbound::service_endpoint(&relay.settings, service, relay.signer.region())?
         }
-        Some(service) => return Err(outbound::wrong_service(&parts.headers, service.clone())),
+        Some(service) => return Err(outbound::wrong_service(&parts, service.clone())),
     };
     // 2. limits: the body is buffered (signing and replay need it), within its cap.
     let body = outbound::read_body(body, relay.settings.max_request_body).await?;

@@ -5,6 +5,8 @@
 //! and every resume is built from it (and re-signed), and it is dropped with the request.
 
 use super::error::RelayError;
+use crate::config::Settings;
+use crate::ops::Protocol;
 use bytes::Bytes;
 use http::{request::Parts, HeaderMap, Method, Request, Uri};
 use http_body_util::{BodyExt, Limited};
@@ -33,25 +35,34 @@ pub fn other_service(headers: &HeaderMap) -> Option<String> {
 }
 
 /// The error for a request meant for another service, in that service's protocol.
-pub fn wrong_service(headers: &HeaderMap, service: String) -> RelayError {
-    RelayError::WrongService {
-        service,
-        query_protocol: headers
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded")),
-    }
+pub fn wrong_service(parts: &Parts, service: String) -> RelayError {
+    let protocol = Protocol::of_request(&service, &parts.headers, parts.uri.query());
+    RelayError::WrongService { service }.in_protocol(protocol)
 }
 
-/// Where a request for another AWS service goes when forwarding is enabled.
-pub fn service_endpoint(service: &str, region: &str) -> Result<Uri, RelayError> {
-    let valid = !service.is_empty()
-        && service
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-');
-    let uri = format!("https://{service}.{region}.amazonaws.com");
+/// Where a request for another AWS service goes (`service` is its signing name, or the key
+/// of a credential service): the `service_upstreams` override, else the regional endpoint
+/// `https://{prefix}.{region}.amazonaws.com` (`amazonaws.com.cn` in China).
+pub fn service_endpoint(
+    settings: &Settings,
+    service: &str,
+    region: &str,
+) -> Result<Uri, RelayError> {
+    if let Some(uri) = settings.service_upstreams.get(service) {
+        return Ok(uri.clone());
+    }
+    // Both end up in a host name: letters, digits and dashes only.
+    let label =
+        |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    let prefix = crate::ops::endpoint_prefix(service);
+    let suffix = if region.starts_with("cn-") {
+        "amazonaws.com.cn"
+    } else {
+        "amazonaws.com"
+    };
+    let uri = format!("https://{prefix}.{region}.{suffix}");
     match uri.parse() {
-        Ok(u) if valid => Ok(u),
+        Ok(u) if label(service) && label(region) => Ok(u),
         _ => Err(RelayError::BadRequestBody(format!(
             "cannot forward to service {service:?}"
         ))),
@@ -131,10 +142,13 @@ mod tests {
                 .unwrap(),
         );
         assert_eq!(other_service(&h).as_deref(), Some("sts"));
+        let mut req = Request::post("/").body(()).unwrap();
+        *req.headers_mut() = h.clone();
+        let (parts, ()) = req.into_parts();
         assert!(matches!(
-            wrong_service(&h, "sts".into()),
-            RelayError::WrongService {
-                query_protocol: true,
+            wrong_service(&parts, "sts".into()),
+            RelayError::InProtocol {
+                protocol: Protocol::Query,
                 ..
             }
         ));
@@ -146,10 +160,42 @@ mod tests {
 
     #[test]
     fn forwarded_services_go_to_their_regional_endpoint() {
+        let s = Settings::default();
+        let endpoint =
+            |service, region| service_endpoint(&s, service, region).map(|u| u.to_string());
         assert_eq!(
-            service_endpoint("sts", "eu-west-1").unwrap().to_string(),
+            endpoint("sts", "eu-west-1").unwrap(),
             "https://sts.eu-west-1.amazonaws.com/"
         );
-        assert!(service_endpoint("evil.com/x", "us-east-1").is_err());
+        assert_eq!(
+            endpoint("sso", "eu-west-1").unwrap(),
+            "https://portal.sso.eu-west-1.amazonaws.com/"
+        );
+        assert_eq!(
+            endpoint("sso-oidc", "cn-north-1").unwrap(),
+            "https://oidc.cn-north-1.amazonaws.com.cn/"
+        );
+        assert!(endpoint("evil.com/x", "us-east-1").is_err());
+        assert!(endpoint("evil.com", "us-east-1").is_err());
+        assert!(endpoint("sts", "us-east-1.evil.com/").is_err());
+    }
+
+    #[test]
+    fn service_upstreams_override_the_regional_endpoint() {
+        let mut s = Settings::default();
+        s.service_upstreams
+            .insert("sts".into(), "http://127.0.0.1:9000".parse().unwrap());
+        assert_eq!(
+            service_endpoint(&s, "sts", "us-east-1")
+                .unwrap()
+                .to_string(),
+            "http://127.0.0.1:9000/"
+        );
+        assert_eq!(
+            service_endpoint(&s, "sso", "us-east-1")
+                .unwrap()
+                .to_string(),
+            "https://portal.sso.us-east-1.amazonaws.com/"
+        );
     }
 }

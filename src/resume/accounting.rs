@@ -4,7 +4,6 @@
 //! may be the relay's bound rather than the client's limit.
 
 use super::event::{self, More};
-use super::transcript::Transcript;
 use super::{Strategy, Usage};
 use aws_smithy_types::event_stream::Message;
 use std::time::Instant;
@@ -106,18 +105,15 @@ pub(crate) struct Accounting {
 }
 
 impl Accounting {
-    pub(crate) fn from(t: &Transcript, strategy_extra: bool) -> Accounting {
-        let tallies = t.tallies();
+    /// Accounting for a new attempt after the failed ones (`tallies`); `extra`: the
+    /// delivered output its request carries as input (0 for a replay).
+    pub(crate) fn after(tallies: &[Tally], extra: u64) -> Accounting {
         let failed_ms = tallies.iter().map(Tally::elapsed_ms).sum();
         let failed: Vec<Tally> = tallies.iter().copied().filter(Tally::billed).collect();
         Accounting {
             failed,
             failed_ms,
-            extra: if strategy_extra {
-                t.delivered_count()
-            } else {
-                0
-            },
+            extra,
             known_input: None,
             known_cache: None,
         }

@@ -19,7 +19,6 @@
 //! Reasoning text streamed beside the answer (`choices[0].delta.reasoning_content` or
 //! `reasoning`) is kept as an opaque delta: the relay only ever replays it, verified.
 
-use super::event::{Delta, Event};
 use serde_json::Value;
 
 /// Where a shape keeps its text, and its running output counter.
@@ -111,23 +110,38 @@ fn str_at<'a>(v: &'a Value, pointers: &[&str]) -> Option<&'a str> {
         .find_map(|p| v.pointer(p).and_then(Value::as_str))
 }
 
-/// Read a single-text chunk into `ev`; `false` when `v` has none of the shapes.
-pub(crate) fn read(v: &Value, ev: &mut Event) -> bool {
-    let Some(shape) = shape_of(v) else {
-        return false;
+/// What a single-text chunk says.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Single {
+    pub shape: Option<Shape>,
+    pub text: Option<String>,
+    /// Reasoning output (no text in the chunk), as its JSON.
+    pub reasoning: Option<String>,
+    pub stop: Option<String>,
+    /// Exact output tokens so far (Llama, Titan).
+    pub running: Option<u64>,
+    pub known_input: Option<u64>,
+}
+
+/// Read a single-text chunk; `None` when `v` has none of the shapes.
+pub(crate) fn read(v: &Value) -> Option<Single> {
+    let shape = shape_of(v)?;
+    let mut ev = Single {
+        shape: Some(shape),
+        ..Single::default()
     };
-    ev.single = Some(shape);
-    if let Some(t) = v.pointer(shape.text).and_then(Value::as_str) {
-        ev.delta = Some((0, Delta::Text(t.to_owned())));
-    }
-    let reasoning = [
-        "/choices/0/delta/reasoning_content",
-        "/choices/0/delta/reasoning",
-    ]
-    .iter()
-    .find_map(|p| v.pointer(p).filter(|r| !r.is_null()));
-    if let (None, Some(r)) = (&ev.delta, reasoning) {
-        ev.delta = Some((0, Delta::Other(r.to_string())));
+    ev.text = v
+        .pointer(shape.text)
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    if ev.text.is_none() {
+        ev.reasoning = [
+            "/choices/0/delta/reasoning_content",
+            "/choices/0/delta/reasoning",
+        ]
+        .iter()
+        .find_map(|p| v.pointer(p).filter(|r| !r.is_null()))
+        .map(Value::to_string);
     }
     let finished = v.get("is_finished").and_then(Value::as_bool);
     ev.stop = match finished {
@@ -156,7 +170,7 @@ pub(crate) fn read(v: &Value, ev: &mut Event) -> bool {
     ev.known_input = ["prompt_token_count", "inputTextTokenCount"]
         .iter()
         .find_map(|k| v.get(*k).and_then(Value::as_u64));
-    true
+    Some(ev)
 }
 
 /// Stop reasons that mean "the output limit was reached", in every format.
@@ -169,18 +183,13 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn ev(v: Value) -> Event {
-        let mut e = Event::default();
-        assert!(read(&v, &mut e), "{v}");
-        e
+    fn ev(v: Value) -> Single {
+        read(&v).unwrap_or_else(|| panic!("{v}"))
     }
 
     #[test]
     fn every_documented_shape_yields_its_text_and_stop() {
-        let text = |e: &Event| match &e.delta {
-            Some((0, Delta::Text(t))) => t.clone(),
-            other => panic!("{other:?}"),
-        };
+        let text = |e: &Single| e.text.clone().expect("a text");
         let cases = [
             (
                 json!({"generation":"a","generation_token_count":3,"stop_reason":null,"prompt_token_count":9}),
@@ -223,7 +232,7 @@ mod tests {
             let e = ev(v.clone());
             assert_eq!(text(&e), "a", "{v}");
             assert_eq!(e.stop.as_deref(), stop, "{v}");
-            assert!(e.single.is_some());
+            assert!(e.shape.is_some());
         }
         let e = ev(json!({"generation":"a","generation_token_count":3,"prompt_token_count":9}));
         assert_eq!((e.running, e.known_input), (Some(3), Some(9)));
@@ -231,8 +240,8 @@ mod tests {
             ev(json!({"is_finished":true,"event_type":"stream-end","finish_reason":"COMPLETE"}));
         assert_eq!(e.stop.as_deref(), Some("COMPLETE"));
         let e = ev(json!({"choices":[{"index":0,"delta":{"reasoning_content":"hm"}}]}));
-        assert!(matches!(e.delta, Some((0, Delta::Other(_)))));
-        assert!(!read(&json!({"t":"x"}), &mut Event::default()));
+        assert!(e.text.is_none() && e.reasoning.is_some());
+        assert!(read(&json!({"t":"x"})).is_none());
         assert!(is_limit_stop("LENGTH") && is_limit_stop("max_tokens") && !is_limit_stop("stop"));
     }
 }

@@ -396,10 +396,29 @@ fn invoke(_family: Family, v: &Value, ev: &mut Event) {
         converse(key, &v[*key], ev);
         !ev.unknown
     } else {
-        chunks::read(v, ev)
+        single(v, ev)
     };
     metrics(v, ev);
     ev.unknown = !known && !ev.terminal;
+}
+
+/// A single-text chunk (`chunks`) into `ev`; `false` when it is none of their shapes.
+fn single(v: &Value, ev: &mut Event) -> bool {
+    let Some(c) = chunks::read(v) else {
+        return false;
+    };
+    ev.single = c.shape;
+    ev.delta = match (c.text, c.reasoning) {
+        (Some(t), _) => Some((0, Delta::Text(t))),
+        (None, Some(r)) => Some((0, Delta::Other(r))),
+        (None, None) => None,
+    };
+    ev.stop = c.stop;
+    if c.running.is_some() {
+        ev.running = c.running;
+    }
+    ev.known_input = c.known_input;
+    true
 }
 
 fn claude(v: &Value, ev: &mut Event) {

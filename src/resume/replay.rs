@@ -6,7 +6,7 @@
 //! [`Divergence`]: the pump must then end the stream with a typed exception, never splice.
 
 use super::event::{BlockKind, Delta, Event};
-use super::splice::{Divergence, Out};
+use super::out::{Divergence, Out};
 use super::transcript::Transcript;
 use super::StreamFormat;
 

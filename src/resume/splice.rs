@@ -10,66 +10,13 @@
 
 use super::accounting::{Accounting, LimitGuard};
 use super::event::{self, Delta, Edits, Parsed};
+use super::out::Out;
+pub use super::out::{Divergence, Spliced};
 use super::replay::{Opaque, Replay};
 use super::seam::Seam;
 use super::transcript::Transcript;
 use super::{StreamFormat, Usage};
 use aws_smithy_types::event_stream::Message;
-
-/// One message for the client.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Spliced {
-    /// The upstream message as received: forward its original bytes.
-    Unchanged,
-    /// A rewritten or synthesised message: encode it (fresh CRCs).
-    Rewritten(Message),
-}
-
-impl Spliced {
-    /// The message to send, given the upstream message passed to [`Splicer::accept`].
-    pub fn into_message(self, upstream: &Message) -> Message {
-        match self {
-            Spliced::Unchanged => upstream.clone(),
-            Spliced::Rewritten(m) => m,
-        }
-    }
-}
-
-/// A replay produced something other than what the client already has.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("replay diverged from what the client has (block {block:?}): {reason}")]
-pub struct Divergence {
-    /// Client-visible block index, when the difference is inside a block.
-    pub block: Option<u32>,
-    pub reason: String,
-}
-
-impl Divergence {
-    pub(crate) fn new(block: Option<u32>, reason: impl Into<String>) -> Self {
-        Divergence {
-            block,
-            reason: reason.into(),
-        }
-    }
-}
-
-/// What to do with one upstream message.
-#[derive(Debug, Default)]
-pub(crate) struct Out {
-    /// Synthesised messages to send before it.
-    pub pre: Vec<Message>,
-    pub edits: Edits,
-    pub drop: bool,
-}
-
-impl Out {
-    pub(crate) fn drop() -> Out {
-        Out {
-            drop: true,
-            ..Out::default()
-        }
-    }
-}
 
 enum Mode {
     Passthrough,
@@ -131,7 +78,7 @@ impl Splicer {
         Splicer {
             format,
             mode,
-            acct: Accounting::from(t, true),
+            acct: Accounting::after(t.tallies(), t.delivered_count()),
             carried: None,
             running_offset,
             guard: guard_limit.then(LimitGuard::default),
@@ -147,7 +94,7 @@ impl Splicer {
         Splicer {
             format,
             mode,
-            acct: Accounting::from(t, false),
+            acct: Accounting::after(t.tallies(), 0),
             carried: None,
             running_offset: None,
             guard: None,
@@ -191,7 +138,15 @@ impl Splicer {
                     }
                 })
             }
-            Mode::Continue(c) => c.accept(msg, &parsed),
+            Mode::Continue(c) => {
+                let out = c.accept(msg, &parsed);
+                // The instructed seam refused (a restarted answer that differs): nothing of
+                // it was sent; the pump ends the stream with the typed error.
+                if let Some(why) = c.seam.take_failure() {
+                    return Err(Divergence::new(c.target.map(|t| t.0), why));
+                }
+                out
+            }
             Mode::Replay(r) => r.accept(ev)?,
         };
         if let (Some((input, _)), false) = (ev.usage, out.drop || self.acct.failed.is_empty()) {

@@ -93,7 +93,18 @@ impl Transcript {
         self.record(event::observe_frame(self.format, frame));
     }
 
-    fn record(&mut self, ev: event::Event) {
+    /// What a frame says, for deciding before it is forwarded (then [`Transcript::record`]).
+    pub(crate) fn read_frame(&self, frame: &crate::eventstream::Frame) -> event::Event {
+        event::observe_frame(self.format, frame)
+    }
+
+    /// What a message says (see [`Transcript::read_frame`]).
+    pub(crate) fn read(&self, msg: &Message) -> event::Event {
+        event::observe(self.format, msg)
+    }
+
+    /// Record what the client received, already read.
+    pub(crate) fn record(&mut self, ev: event::Event) {
         self.forwarded += 1;
         if let Some(raw) = &ev.raw_chunk {
             if ev.unknown || self.format == StreamFormat::Invoke(Family::Other) {

@@ -21,7 +21,8 @@ pub struct LogEntry {
     /// Id of the connection the request came on (counted from 1 across HTTP/1.1 and h2).
     #[serde(default)]
     pub connection: u64,
-    /// "valid" | "invalid" | "unknown_key" | "missing" | "bearer" | "unchecked".
+    /// "valid" | "invalid" | "unknown_key" | "missing" | "bearer" | "unchecked"; STS calls:
+    /// "unsigned" (as SDKs send their credential calls) or "unchecked".
     pub signature: String,
     /// The service a SigV4 signature was made for (its credential scope), if signed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -30,6 +31,10 @@ pub struct LogEntry {
     pub prefill: Option<String>,
     /// The request was an instructed continuation.
     pub continuation: bool,
+    /// The whole answer the model meant (see `plan::Plan::intended`).
+    pub intended: Option<String>,
+    /// Output tokens the answer reports (whether or not a fault cut it short).
+    pub output_tokens: Option<u32>,
     /// Kind of the injected fault, if any.
     pub fault: Option<String>,
     /// `sim:tag=` value found in the body, if any.
@@ -92,6 +97,8 @@ mod tests {
             service: None,
             prefill: None,
             continuation: false,
+            intended: None,
+            output_tokens: None,
             fault: None,
             tag: None,
             status: 200,

@@ -7,7 +7,8 @@
 use super::SimError;
 use serde_json::Value;
 
-/// Model family of an InvokeModel body, chosen by model id substring.
+/// The InvokeModel body families the simulator plays (a subset of the relay's own
+/// [`crate::resume::Family`], which decides by model id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
     Claude,
@@ -19,18 +20,14 @@ pub enum Family {
 
 impl Family {
     pub fn of(model_id: &str) -> Option<Family> {
-        if model_id.contains("anthropic.") {
-            Some(Family::Claude)
-        } else if model_id.contains("amazon.nova") {
-            Some(Family::Nova)
-        } else if model_id.contains("meta.llama") {
-            Some(Family::Llama)
-        } else if model_id.contains("mistral.") {
-            Some(Family::Mistral)
-        } else if model_id.contains("amazon.titan-text") {
-            Some(Family::Titan)
-        } else {
-            None
+        use crate::resume::Family as Relay;
+        match Relay::of(model_id) {
+            Relay::Claude => Some(Family::Claude),
+            Relay::Nova => Some(Family::Nova),
+            Relay::Llama => Some(Family::Llama),
+            Relay::Mistral => Some(Family::Mistral),
+            Relay::Titan => Some(Family::Titan),
+            _ => None,
         }
     }
 }

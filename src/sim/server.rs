@@ -1,10 +1,11 @@
 //! Accept loop, control endpoints and per-request dispatch.
 //!
-//! Owns the order of one attempt: control endpoints → classify → auth → parse → attempt
-//! counting → fault choice → plan → log → respond (in `wire`, with the fault cut in at its exact
-//! position). Shared state (rules, attempt counters, log, open h2 connections) lives in
-//! [`State`]. A connection that opens with the HTTP/2 preface is served by `h2`, which
-//! routes each stream through the same [`admit`] and control endpoints.
+//! Owns the order of one attempt: control endpoints → STS calls (answered by `sts`) → classify
+//! → auth → parse → attempt counting → fault choice → plan → log → respond (in `wire`, with
+//! the fault cut in at its exact position). Shared state (rules, attempt counters, log,
+//! issued credentials, open h2 connections) lives in [`State`]. A connection that opens with
+//! the HTTP/2 preface is served by `h2`, which routes each stream through the same control
+//! endpoints and [`admit`] (STS calls are answered over HTTP/1.1 only).
 
 mod control;
 
@@ -14,7 +15,7 @@ use super::log::{Log, LogEntry};
 use super::plan::{self, Plan};
 use super::render::{self, Latency};
 use super::request::{self, Family, Prompt};
-use super::sigv4::{self, Verdict};
+use super::sigv4::Verdict;
 use super::wire::{respond, send_error, Outcome, Reply};
 use super::{gen, sse, SimConfig, SimError};
 use crate::ops::{classify, Operation};
@@ -35,6 +36,8 @@ pub struct State {
     pub log: Log,
     seq: AtomicU64,
     attempts: Mutex<HashMap<u64, u32>>,
+    /// Temporary credentials issued by the simulator's STS.
+    pub sts: super::sts::Issued,
     /// Connection ids and the open h2 connections (for `POST /_sim/h2/reset`).
     pub h2: super::h2::Registry,
 }
@@ -46,6 +49,7 @@ impl State {
             log: Log::new(config.log_capacity),
             seq: AtomicU64::new(0),
             attempts: Mutex::new(HashMap::new()),
+            sts: Default::default(),
             h2: Default::default(),
             config,
         }
@@ -177,6 +181,9 @@ async fn handle(state: &State, mut conn: Conn, req: Request) -> Option<Conn> {
         return control(state, &mut conn, &req).await.ok().map(|_| conn);
     }
     let (seq, rid) = state.next_request();
+    if super::sts::is_sts(&req) {
+        return super::sts::serve(&state.sts, &state.log, conn, req, seq, &rid).await;
+    }
     let outcome = admit(state, &req, seq, conn.id);
     respond(&state.config, conn, outcome, &rid).await
 }
@@ -208,17 +215,7 @@ pub(super) fn admit(state: &State, req: &Request, seq: u64, connection: u64) -> 
             .to_owned(),
         None => String::new(),
     };
-    let verdict = sigv4::verify(
-        &sigv4::SignedRequest {
-            method: &req.method,
-            path: &req.path,
-            query: &req.query,
-            headers: &req.headers,
-            body: &req.body,
-        },
-        &state.config.credentials,
-        &state.config.bearer_tokens,
-    );
+    let verdict = super::sts::verify(&state.config, &state.sts, req);
     let prompt = match &body_json {
         Ok(v) => prompt_of(op, &model_id, v),
         Err(_) => Err(SimError::Validation(
@@ -291,6 +288,8 @@ pub(super) fn admit(state: &State, req: &Request, seq: u64, connection: u64) -> 
             .map(str::to_owned),
         prefill: planned.as_ref().and_then(|p| p.prefill.clone()),
         continuation: planned.as_ref().is_some_and(|p| p.continuation),
+        intended: planned.as_ref().and_then(|p| p.intended.clone()),
+        output_tokens: planned.as_ref().map(|p| p.output_tokens),
         fault: outcome.fault.as_ref().map(|f| f.kind().to_owned()),
         tag,
         status,

@@ -181,7 +181,10 @@ impl Upstream {
             Some(u) => u.clone(),
             None => mantle(&settings.region)?,
         };
-        for u in [&runtime, &agent, &mantle] {
+        for u in [&runtime, &agent, &mantle]
+            .into_iter()
+            .chain(settings.service_upstreams.values())
+        {
             if points_at(u, settings.listen) {
                 return Err(UpstreamError::Loop(u.to_string()));
             }

@@ -11,7 +11,8 @@ use crate::proxy::attempt::{Attempts, Failure, Policy};
 use crate::proxy::frames::{frame_class, FrameClass, Interruption, UpstreamFrames};
 use crate::proxy::outbound::Outbound;
 use crate::proxy::{Record, Relay};
-use crate::resume::{give_up_event, Spliced, Splicer, StreamFormat, Transcript};
+use crate::resume::{give_up_event, Offer, Spliced, Splicer, StreamFormat, ToolHold, Transcript};
+use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -36,6 +37,8 @@ struct Resumable {
     format: StreamFormat,
     transcript: Transcript,
     splicer: Splicer,
+    /// Tool-use blocks held until complete (`resume.hold_tool_use`).
+    hold: Option<ToolHold>,
 }
 
 /// How a stream ended, for logs and metrics.
@@ -54,6 +57,30 @@ enum Unforwardable {
 }
 
 impl Client {
+    /// Send a client-bound frame, through the tool-call hold when there is one; what goes
+    /// out is recorded in the transcript. `false`: the client has gone.
+    async fn offer(
+        &mut self,
+        r: &mut Resumable,
+        bytes: Bytes,
+        event: crate::resume::Observed,
+    ) -> bool {
+        let items = match r.hold.as_mut() {
+            None => vec![(bytes, event)],
+            Some(hold) => match hold.offer(bytes, event) {
+                Offer::Forward(items) => items,
+                Offer::Held => return true,
+            },
+        };
+        for (bytes, event) in items {
+            r.transcript.record(event);
+            if !self.send(bytes).await {
+                return false;
+            }
+        }
+        true
+    }
+
     /// Forward one upstream event, through the splicer when resuming. `Ok(false)`: client gone.
     async fn forward(
         &mut self,
@@ -64,9 +91,13 @@ impl Client {
             return Ok(self.send(frame.raw).await);
         };
         if r.splicer.is_passthrough() {
-            // The common case: the frame goes out as it came.
-            r.transcript.observe_frame(&frame);
-            return Ok(self.send(frame.raw).await);
+            // The common case: the frame goes out as it came (once its tool call is whole).
+            if r.hold.is_none() {
+                r.transcript.observe_frame(&frame);
+                return Ok(self.send(frame.raw).await);
+            }
+            let event = r.transcript.read_frame(&frame);
+            return Ok(self.offer(r, frame.raw, event).await);
         }
         let message = frame.message();
         let spliced = r
@@ -74,19 +105,15 @@ impl Client {
             .accept(&message)
             .map_err(|d| Unforwardable::Diverged(d.to_string()))?;
         for item in spliced {
-            let bytes = match item {
-                Spliced::Unchanged => {
-                    r.transcript.observe(&message);
-                    frame.raw.clone()
-                }
+            let (bytes, event) = match item {
+                Spliced::Unchanged => (frame.raw.clone(), r.transcript.read(&message)),
                 Spliced::Rewritten(m) => {
                     let bytes = eventstream::try_encode(&m)
                         .map_err(|e| Unforwardable::Encode(e.to_string()))?;
-                    r.transcript.observe(&m);
-                    bytes
+                    (bytes, r.transcript.read(&m))
                 }
             };
-            if !self.send(bytes).await {
+            if !self.offer(r, bytes, event).await {
                 return Ok(false);
             }
         }
@@ -105,10 +132,12 @@ impl Pump {
         tx: FrameSender,
     ) -> Self {
         let limit = relay.settings.resume.max_transcript_bytes;
+        let hold = relay.settings.resume.hold_tool_use;
         let resumable = format.map(|format| Resumable {
             format,
             transcript: Transcript::with_limit(format, limit),
             splicer: Splicer::passthrough(format),
+            hold: hold.then(ToolHold::default),
         });
         Pump {
             _active: ActiveStream::new(relay.clone()),
@@ -224,6 +253,11 @@ impl Pump {
                 .inc();
             self.attempts.record_late_failure(fault.retry_reason());
             fault_at = Some(Instant::now());
+            // A tool call the client has not received yet is dropped: the resumed answer
+            // brings it again, whole.
+            if let Some(hold) = self.resumable.as_mut().and_then(|r| r.hold.as_mut()) {
+                hold.discard();
+            }
             self.count_failed_attempt_tokens();
             // The client's output limit is used up: end the answer as Bedrock would.
             if self.finish_at_limit().await {
