@@ -12,6 +12,7 @@ mod cli;
 mod credential_calls;
 mod deploy_files;
 mod fuzz_inputs;
+mod h2_mass_reset;
 mod no_prefill_heal;
 mod no_prefill_tools;
 mod reasoning;

@@ -10,6 +10,7 @@
 //! gap after an injected reset.
 
 pub mod load;
+mod memory;
 pub mod phases;
 pub mod procs;
 pub mod report;
@@ -54,6 +55,9 @@ pub struct BenchArgs {
     /// Simulator first-token delay for the main phases (e.g. 0s, or 5ms to be realistic).
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     pub sim_ttft: Duration,
+    /// Only compare memory per open stream across upstream protocols (see `memory`).
+    #[arg(long)]
+    pub memory: bool,
     /// Directory for raw samples (CSV) and child-process scratch files.
     #[arg(long, env = "BENCH_OUT_DIR", default_value = "target/bench")]
     pub out_dir: PathBuf,
@@ -103,6 +107,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let bin = args.relay_bin();
     anyhow::ensure!(bin.is_file(), "relay binary {} not found", bin.display());
     println!("machine: {}", machine());
+    if args.memory {
+        return memory::run(&args, &bin).await;
+    }
     let ttft = humantime::format_duration(args.sim_ttft).to_string();
     let sim = procs::start_sim(&bin, &["--ttft", &ttft])?;
     let direct_target = load::Target {

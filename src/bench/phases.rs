@@ -130,13 +130,37 @@ async fn try_open_streams(
         Some((nb, dir)) => procs::start_nginx(nb, sim.addr, &dir.join("drip"))?,
         None => procs::start_relay(bin, sim.addr)?,
     };
-    let target = target(r.name, &proxy);
+    let held = hold(args.open_streams, &target(r.name, &proxy), &proxy).await;
+    r.open_streams = Some((held.streams, held.rss, held.base));
+    if let Some(e) = held.first_error {
+        let failed = args.open_streams - held.streams;
+        r.notes
+            .push(format!("{failed} streams failed to open, first: {e}"));
+    }
+    Ok(())
+}
+
+/// What holding streams open through a proxy cost it.
+pub struct Held {
+    /// Streams held open at once.
+    pub streams: usize,
+    /// The proxy's RSS with them open, and before (bytes).
+    pub rss: u64,
+    pub base: u64,
+    /// Descriptors the proxy's main process had open with them open.
+    pub fds: usize,
+    pub first_error: Option<LoadError>,
+}
+
+/// Open `n` streams through `proxy` (in front of a dripping simulator), wait until each has
+/// its first frame, measure the proxy's RSS, then close them.
+pub async fn hold(n: usize, target: &Target, proxy: &Proc) -> Held {
     // Let the proxy settle after start, then take its baseline.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let base = proxy.rss();
     let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(256));
     let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..args.open_streams {
+    for i in 0..n {
         let (target, gate) = (target.clone(), gate.clone());
         tasks.spawn(async move {
             let _permit = gate.acquire_owned().await.expect("semaphore open");
@@ -147,7 +171,7 @@ async fn try_open_streams(
             Ok::<_, LoadError>((conn, body))
         });
     }
-    let mut held = Vec::with_capacity(args.open_streams);
+    let mut held = Vec::with_capacity(n);
     let mut first_error = None;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     while let Ok(Some(joined)) = tokio::time::timeout_at(deadline, tasks.join_next()).await {
@@ -160,15 +184,15 @@ async fn try_open_streams(
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss = proxy.rss();
-    r.open_streams = Some((held.len(), rss, base));
-    if let Some(e) = first_error {
-        let failed = args.open_streams - held.len();
-        r.notes
-            .push(format!("{failed} streams failed to open, first: {e}"));
-    }
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", proxy.pid())).map_or(0, |d| d.count());
     tasks.abort_all();
-    drop(held);
-    Ok(())
+    Held {
+        streams: held.len(),
+        rss,
+        base,
+        fds,
+        first_error,
+    }
 }
 
 /// Time from an injected reset (after 50 frames) to the first resumed frame at the client,

@@ -163,6 +163,15 @@ pub fn start_sim(bin: &Path, extra: &[&str]) -> Result<Proc, ProcError> {
 
 /// Start `bedrock-relay serve` in front of `upstream` with static credentials.
 pub fn start_relay(bin: &Path, upstream: SocketAddr) -> Result<Proc, ProcError> {
+    start_relay_env(bin, upstream, &[])
+}
+
+/// [`start_relay`] with extra `BEDROCK_RELAY_*` settings in its environment.
+pub fn start_relay_env(
+    bin: &Path,
+    upstream: SocketAddr,
+    env: &[(&str, &str)],
+) -> Result<Proc, ProcError> {
     let (addr, admin) = (free_addr(), free_addr());
     let mut cmd = Command::new(bin);
     cmd.args(["serve", "--listen", &addr.to_string()])
@@ -174,7 +183,8 @@ pub fn start_relay(bin: &Path, upstream: SocketAddr) -> Result<Proc, ProcError> 
         .env("AWS_SECRET_ACCESS_KEY", "bench-secret-key")
         .env("AWS_REGION", "us-east-1")
         .env("BEDROCK_RELAY_BACKOFF_BASE", "1ms")
-        .env("BEDROCK_RELAY_BACKOFF_MAX", "1ms");
+        .env("BEDROCK_RELAY_BACKOFF_MAX", "1ms")
+        .envs(env.iter().copied());
     Proc::spawn("relay", cmd, addr, Duration::from_secs(20))
 }
 

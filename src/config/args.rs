@@ -88,6 +88,15 @@ pub struct ServeArgs {
     )]
     pub first_byte_timeout: Option<String>,
 
+    /// HTTP/2 towards Bedrock: auto (ALPN over TLS, h2 preferred; HTTP/1.1 over plain http),
+    /// always (h2 over TLS, h2c prior knowledge over http), never (HTTP/1.1) [default: auto].
+    #[arg(
+        long,
+        env = "BEDROCK_RELAY_UPSTREAM_HTTP2",
+        value_name = "auto|always|never"
+    )]
+    pub upstream_http2: Option<String>,
+
     /// Largest request body accepted, e.g. 20MiB [default: 20MiB].
     #[arg(long, env = "BEDROCK_RELAY_MAX_REQUEST_BODY", value_name = "SIZE")]
     pub max_request_body: Option<String>,

@@ -50,6 +50,7 @@ pub(crate) struct FileConfig {
     pub connect_timeout: Option<String>,
     pub first_byte_timeout: Option<String>,
     pub pool_idle_timeout: Option<String>,
+    pub upstream_http2: Option<String>,
     pub max_request_body: Option<SizeValue>,
     pub max_response_body: Option<SizeValue>,
     pub drain_timeout: Option<String>,
@@ -118,6 +119,7 @@ impl FileConfig {
         put("connect_timeout", self.connect_timeout.clone());
         put("first_byte_timeout", self.first_byte_timeout.clone());
         put("pool_idle_timeout", self.pool_idle_timeout.clone());
+        put("upstream_http2", self.upstream_http2.clone());
         put(
             "max_request_body",
             self.max_request_body.as_ref().map(SizeValue::text),

@@ -14,7 +14,7 @@ mod settings;
 
 pub use args::ServeArgs;
 pub use inbound::{ClientKey, InboundSettings, Secret, OPERATION_NAMES};
-pub use settings::{ConfigErrors, Instructed, LogFormat, ResumeSettings, Settings};
+pub use settings::{ConfigErrors, Instructed, LogFormat, ResumeSettings, Settings, UpstreamHttp2};
 
 use parse::{Problems, Raw};
 use std::collections::HashMap;
@@ -84,6 +84,7 @@ fn cli_values(a: &ServeArgs) -> HashMap<&'static str, Raw> {
         "first-byte-timeout",
         &a.first_byte_timeout,
     );
+    put("upstream_http2", "upstream-http2", &a.upstream_http2);
     put("max_request_body", "max-request-body", &a.max_request_body);
     put("drain_timeout", "drain-timeout", &a.drain_timeout);
     put("worker_threads", "worker-threads", &a.worker_threads);
@@ -279,6 +280,12 @@ fn build(raw: &HashMap<&'static str, Raw>, p: &mut Problems) -> Settings {
             g("pool_idle_timeout"),
             d.pool_idle_timeout,
             parse::duration,
+        ),
+        upstream_http2: p.parse(
+            "upstream_http2",
+            g("upstream_http2"),
+            d.upstream_http2,
+            UpstreamHttp2::parse,
         ),
         max_request_body: p.parse(
             "max_request_body",

@@ -36,6 +36,29 @@ pub enum LogFormat {
     Json,
 }
 
+/// Which HTTP version the relay speaks to Bedrock (`upstream_http2`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamHttp2 {
+    /// ALPN over TLS (h2 preferred, HTTP/1.1 fallback); HTTP/1.1 over plain http.
+    #[default]
+    Auto,
+    /// h2 only: over TLS by ALPN, over plain http with prior knowledge (h2c).
+    Always,
+    /// HTTP/1.1 only.
+    Never,
+}
+
+impl UpstreamHttp2 {
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(UpstreamHttp2::Auto),
+            "always" => Ok(UpstreamHttp2::Always),
+            "never" => Ok(UpstreamHttp2::Never),
+            _ => Err("must be auto, always or never".into()),
+        }
+    }
+}
+
 /// How broken streams may be resumed (see docs/design.md, "Continuing a model's output").
 #[derive(Debug, Clone)]
 pub struct ResumeSettings {
@@ -183,6 +206,8 @@ pub struct Settings {
     /// Per attempt of a streaming call, until response headers.
     pub first_byte_timeout: Duration,
     pub pool_idle_timeout: Duration,
+    /// HTTP/2 towards the upstreams (default: by ALPN over TLS).
+    pub upstream_http2: UpstreamHttp2,
     pub max_request_body: usize,
     /// Non-streaming responses are buffered whole, up to this size.
     pub max_response_body: usize,
@@ -221,6 +246,7 @@ impl Default for Settings {
             connect_timeout: Duration::from_secs(3),
             first_byte_timeout: Duration::from_secs(60),
             pool_idle_timeout: Duration::from_secs(60),
+            upstream_http2: UpstreamHttp2::Auto,
             max_request_body: 20 * MIB,
             max_response_body: 64 * MIB,
             drain_timeout: Duration::from_secs(30),

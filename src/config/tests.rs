@@ -272,6 +272,32 @@ fn same_listen_and_admin_rejected() {
 }
 
 #[test]
+fn upstream_http2_from_file_then_flag() {
+    let f = write_toml("region = \"r\"\nupstream_http2 = \"never\"\n");
+    let mut args = ServeArgs {
+        config: Some(f.path().to_path_buf()),
+        ..Default::default()
+    };
+    assert_eq!(
+        load_with(&args, no_region).expect("valid").upstream_http2,
+        UpstreamHttp2::Never
+    );
+    args.upstream_http2 = Some("Always".into());
+    assert_eq!(
+        load_with(&args, no_region).expect("valid").upstream_http2,
+        UpstreamHttp2::Always
+    );
+    args.upstream_http2 = Some("h2".into());
+    args.max_attempts = Some("0".into());
+    let e = load_with(&args, no_region).unwrap_err();
+    assert_eq!(e.0.len(), 2, "{e}");
+    assert!(e
+        .0
+        .iter()
+        .any(|p| p.starts_with("upstream_http2: must be auto, always or never")));
+}
+
+#[test]
 fn service_upstreams_from_file_and_flags() {
     let f = write_toml(
         "region = \"r\"\n[service_upstreams]\nsts = \"http://127.0.0.1:9000\"\nsso-oidc = \"https://oidc.internal\"\n",

@@ -4,7 +4,8 @@
 //! and decide (attempt cap, shared retry budget, deadline, backoff) whether another follows.
 //!
 //! Signing happens here, innermost, so every retry and every resume is signed afresh. The
-//! budget is charged here ([`Attempts::may_retry`]) and refunded here ([`Attempts::succeeded`]).
+//! budget is charged here ([`Attempts::may_retry`]) and refunded here ([`Attempts::succeeded`]);
+//! a reset of an upstream connection is charged once however many streams it carried.
 
 use super::error::RelayError;
 use super::outbound::Outbound;
@@ -12,6 +13,7 @@ use super::Relay;
 use crate::eventstream::Frame;
 use crate::ops::Operation;
 use crate::retry::{classify_status, RetryReason};
+use crate::upstream::ConnectionId;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Limited};
@@ -116,6 +118,8 @@ pub struct Attempts {
     deadline: Instant,
     /// Signing name when the request is forwarded to another AWS service.
     service: Option<String>,
+    /// The upstream connection of the last attempt's response, if it got one.
+    connection: Option<ConnectionId>,
 }
 
 impl Attempts {
@@ -128,6 +132,7 @@ impl Attempts {
             spent: 0,
             deadline,
             service: None,
+            connection: None,
         }
     }
 
@@ -184,6 +189,7 @@ impl Attempts {
         head_timeout: Duration,
     ) -> Result<Response<Incoming>, Failure> {
         self.made += 1;
+        self.connection = None;
         let relay = self.relay.clone();
         let signed = match &self.service {
             None => relay.signer.sign(&mut req).await,
@@ -214,6 +220,10 @@ impl Attempts {
             Ok(Ok(resp)) if resp.status().is_success() => Ok(resp),
             Ok(Ok(resp)) => Err(self.error_status(resp).await),
         };
+        self.connection = result
+            .as_ref()
+            .ok()
+            .and_then(|r| r.extensions().get::<ConnectionId>().copied());
         self.record(&result);
         result
     }
@@ -276,11 +286,20 @@ impl Attempts {
         if delay >= self.remaining() {
             return false;
         }
-        if !relay.budget.try_acquire(cost) {
-            relay.metrics.retry_budget_exhausted_total.inc();
-            return false;
+        // A connection that broke under many streams at once: paid for by its first stream.
+        let paid = reason == RetryReason::Reset
+            && self.connection.is_some_and(|c| {
+                !relay
+                    .budget
+                    .first_failure_of(c.0, std::time::Instant::now())
+            });
+        if !paid {
+            if !relay.budget.try_acquire(cost) {
+                relay.metrics.retry_budget_exhausted_total.inc();
+                return false;
+            }
+            self.spent += cost.tokens();
         }
-        self.spent += cost.tokens();
         relay
             .metrics
             .retry_budget_tokens

@@ -5,8 +5,26 @@
 //! `retries/standard.py`, `RetryQuotaChecker.release_retry_quota`, does the same for the
 //! last retry's cost; the relay returns every retry's, since a healed stream may need several).
 //! Lock-free: one `AtomicU32` updated with compare-exchange, since it is on every request.
+//!
+//! A broken upstream connection is paid for once: over h2 one connection carries hundreds of
+//! streams and its reset breaks them all at once. The first stream to report the connection
+//! pays ([`RetryBudget::first_failure_of`]); the others that report it within
+//! [`SHARED_FAILURE_WINDOW`] retry on that payment (each still with its own jittered backoff
+//! and attempt and resume caps). Otherwise a single reset of a shared connection would drain
+//! the bucket and leave most of its streams unhealed. Resets of single streams on a healthy
+//! connection, spread over time, each pay as before.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Broken connections remembered for [`RetryBudget::first_failure_of`].
+const REMEMBERED_CONNECTIONS: usize = 256;
+/// How long after a connection's first reported failure further failures of streams on it
+/// count as the same failure. A dead connection fails all its streams at once (one read
+/// error wakes them together), so a second is generous.
+pub const SHARED_FAILURE_WINDOW: Duration = Duration::from_secs(1);
 
 /// What kind of retry is being paid for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +50,8 @@ impl RetryCost {
 pub struct RetryBudget {
     capacity: u32,
     tokens: AtomicU32,
+    /// Upstream connections whose failure was paid for, and when; newest last.
+    broken: Mutex<VecDeque<(u64, Instant)>>,
 }
 
 impl RetryBudget {
@@ -40,7 +60,27 @@ impl RetryBudget {
         RetryBudget {
             capacity,
             tokens: AtomicU32::new(capacity),
+            broken: Mutex::new(VecDeque::new()),
         }
+    }
+
+    /// Whether a failure reported `now` for upstream connection `id` is a new one (the retry
+    /// pays), or the same failure as one paid for within [`SHARED_FAILURE_WINDOW`] (among
+    /// the last 256 connections that failed).
+    pub fn first_failure_of(&self, id: u64, now: Instant) -> bool {
+        let mut broken = self.broken.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(at) = broken.iter_mut().find(|(c, _)| *c == id).map(|(_, at)| at) {
+            if now.saturating_duration_since(*at) < SHARED_FAILURE_WINDOW {
+                return false;
+            }
+            *at = now;
+            return true;
+        }
+        if broken.len() == REMEMBERED_CONNECTIONS {
+            broken.pop_front();
+        }
+        broken.push_back((id, now));
+        true
     }
 
     /// Take the tokens for one retry; false (and nothing taken) when not enough are left.
@@ -78,6 +118,29 @@ impl RetryBudget {
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    #[test]
+    fn a_connection_failure_is_paid_once() {
+        let b = RetryBudget::new(10);
+        let t0 = Instant::now();
+        let later = |ms| t0 + Duration::from_millis(ms);
+        assert!(b.first_failure_of(7, t0));
+        assert!(!b.first_failure_of(7, later(5)), "the same failure");
+        assert!(!b.first_failure_of(7, later(900)));
+        assert!(b.first_failure_of(8, later(900)), "another connection");
+        assert!(
+            b.first_failure_of(7, later(1_000)),
+            "a stream reset a second later on a live connection pays again"
+        );
+        assert!(!b.first_failure_of(7, later(1_100)));
+        for id in 100..100 + REMEMBERED_CONNECTIONS as u64 {
+            assert!(b.first_failure_of(id, later(1_200)));
+        }
+        assert!(
+            b.first_failure_of(7, later(1_300)),
+            "forgotten after 256 newer failures"
+        );
+    }
 
     #[test]
     fn hundred_retries_exhaust_500() {

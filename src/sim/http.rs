@@ -55,6 +55,8 @@ impl Request {
 pub struct Conn {
     pub stream: TcpStream,
     buf: BytesMut,
+    /// The simulator's id of this connection (in the log).
+    pub id: u64,
 }
 
 impl Conn {
@@ -63,6 +65,7 @@ impl Conn {
         Conn {
             stream,
             buf: BytesMut::with_capacity(16 * 1024),
+            id: 0,
         }
     }
 

@@ -18,6 +18,9 @@ pub struct LogEntry {
     pub conversation: String,
     /// 1-based attempt number within the conversation.
     pub attempt: u32,
+    /// Id of the connection the request came on (counted from 1 across HTTP/1.1 and h2).
+    #[serde(default)]
+    pub connection: u64,
     /// "valid" | "invalid" | "unknown_key" | "missing" | "bearer" | "unchecked"; STS calls:
     /// "unsigned" (as SDKs send their credential calls) or "unchecked".
     pub signature: String,
@@ -89,6 +92,7 @@ mod tests {
             model_id: None,
             conversation: "0".into(),
             attempt: 1,
+            connection: 1,
             signature: "unchecked".into(),
             service: None,
             prefill: None,

@@ -5,12 +5,14 @@
 //! error kinds it answers with ([`SimError`]). The parts: `gen` (deterministic text),
 //! `request` (body parsing), `plan` (prefill and continuation rules), `sampled` (Claude 4.6+:
 //! sampled by default, sub-word tokens, how models continue when asked), `render` (wire
-//! shapes), `faults` (rules), `sigv4` (verifier), `http` (byte-exact HTTP/1.1), `server`
-//! (dispatch), `wire` (responses with faults cut in), `log` (per-attempt log), `sts` (temporary
-//! credentials for web identity and SAML). See `docs/simulator.md`.
+//! shapes), `faults` (rules), `sigv4` (verifier), `http` (byte-exact HTTP/1.1), `h2` (h2c
+//! prior knowledge, per-stream and connection-wide faults), `server` (dispatch), `wire`
+//! (responses with faults cut in), `log` (per-attempt log), `sts` (temporary credentials for
+//! web identity and SAML). See `docs/simulator.md`.
 
 pub mod faults;
 pub mod gen;
+mod h2;
 mod http;
 pub mod log;
 pub mod plan;
@@ -263,6 +265,12 @@ impl SimHandle {
     /// The attempt log (same as `GET /_sim/log`).
     pub fn log(&self) -> Vec<LogEntry> {
         self.state.log.entries()
+    }
+
+    /// Reset every open HTTP/2 connection with a TCP RST (same as `POST /_sim/h2/reset`),
+    /// breaking all streams on it at once; returns how many connections were reset.
+    pub fn reset_h2_connections(&self) -> usize {
+        self.state.h2.reset_all()
     }
 
     /// Clear the attempt log and the per-conversation attempt counters.

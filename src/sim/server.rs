@@ -3,7 +3,11 @@
 //! Owns the order of one attempt: control endpoints → STS calls (answered by `sts`) → classify
 //! → auth → parse → attempt counting → fault choice → plan → log → respond (in `wire`, with
 //! the fault cut in at its exact position). Shared state (rules, attempt counters, log,
-//! issued credentials) lives in [`State`].
+//! issued credentials, open h2 connections) lives in [`State`]. A connection that opens with
+//! the HTTP/2 preface is served by `h2`, which routes each stream through the same control
+//! endpoints and [`admit`] (STS calls are answered over HTTP/1.1 only).
+
+mod control;
 
 use super::faults::{self, Fault, FaultRule};
 use super::http::{Conn, HttpError, Request};
@@ -12,9 +16,11 @@ use super::plan::{self, Plan};
 use super::render::{self, Latency};
 use super::request::{self, Family, Prompt};
 use super::sigv4::Verdict;
-use super::wire::{respond, send_error, send_json, Outcome, Reply};
+use super::wire::{respond, send_error, Outcome, Reply};
 use super::{gen, sse, SimConfig, SimError};
 use crate::ops::{classify, Operation};
+use control::control;
+pub(super) use control::control_reply;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,6 +38,8 @@ pub struct State {
     attempts: Mutex<HashMap<u64, u32>>,
     /// Temporary credentials issued by the simulator's STS.
     pub sts: super::sts::Issued,
+    /// Connection ids and the open h2 connections (for `POST /_sim/h2/reset`).
+    pub h2: super::h2::Registry,
 }
 
 impl State {
@@ -42,6 +50,7 @@ impl State {
             seq: AtomicU64::new(0),
             attempts: Mutex::new(HashMap::new()),
             sts: Default::default(),
+            h2: Default::default(),
             config,
         }
     }
@@ -111,7 +120,7 @@ pub async fn serve(
         tokio::select! {
             _ = stopped.changed() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => { conns.spawn(connection(Conn::new(stream), state.clone())); }
+                Ok((stream, _)) => { conns.spawn(accepted_connection(stream, state.clone())); }
                 Err(e) => {
                     tracing::warn!(error = %e, "simulator accept failed");
                     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -122,6 +131,17 @@ pub async fn serve(
     }
     conns.abort_all();
     while conns.join_next().await.is_some() {}
+}
+
+/// HTTP/2 (prior knowledge) when the client opens with the preface, else HTTP/1.1.
+async fn accepted_connection(stream: tokio::net::TcpStream, state: Arc<State>) {
+    let id = state.h2.next_id();
+    if super::h2::starts_with_preface(&stream).await {
+        return super::h2::serve(stream, state, id).await;
+    }
+    let mut conn = Conn::new(stream);
+    conn.id = id;
+    connection(conn, state).await
 }
 
 async fn connection(mut conn: Conn, state: Arc<State>) {
@@ -156,63 +176,30 @@ fn request_id(seq: u64) -> String {
     )
 }
 
-/// Control endpoints under `/_sim/`.
-async fn control(state: &State, conn: &mut Conn, req: &Request) -> std::io::Result<()> {
-    let ok = |v: Value| (200u16, v);
-    let (status, body) = match (req.method.as_str(), req.path.as_str()) {
-        ("GET", "/_sim/log") => {
-            ok(serde_json::to_value(state.log.entries()).unwrap_or(Value::Null))
-        }
-        ("DELETE", "/_sim/log") => {
-            state.clear_log();
-            ok(json!({"cleared": true}))
-        }
-        ("GET", "/_sim/faults") => {
-            let rules = state
-                .rules
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
-            ok(serde_json::to_value(rules).unwrap_or(Value::Null))
-        }
-        ("POST", "/_sim/faults") => {
-            let text = String::from_utf8_lossy(&req.body);
-            let text = if text.trim_start().starts_with('{') {
-                format!("[{text}]")
-            } else {
-                text.into_owned()
-            };
-            match FaultRule::parse_json_list(&text) {
-                Ok(rules) => {
-                    let n = rules.len();
-                    state.add_rules(rules);
-                    ok(json!({"added": n}))
-                }
-                Err(e) => (400, json!({"message": e.to_string()})),
-            }
-        }
-        ("DELETE", "/_sim/faults") => {
-            state.clear_rules();
-            ok(json!({"cleared": true}))
-        }
-        ("GET", "/_sim/health") => ok(json!({"status": "ok"})),
-        _ => (
-            404,
-            json!({"message": format!("no simulator control endpoint {} {}", req.method, req.path)}),
-        ),
-    };
-    send_json(conn, status, &body, Vec::new(), "control").await
-}
-
 async fn handle(state: &State, mut conn: Conn, req: Request) -> Option<Conn> {
     if req.path.starts_with("/_sim/") {
         return control(state, &mut conn, &req).await.ok().map(|_| conn);
     }
-    let seq = state.seq.fetch_add(1, Ordering::Relaxed) + 1;
-    let rid = request_id(seq);
+    let (seq, rid) = state.next_request();
     if super::sts::is_sts(&req) {
         return super::sts::serve(&state.sts, &state.log, conn, req, seq, &rid).await;
     }
+    let outcome = admit(state, &req, seq, conn.id);
+    respond(&state.config, conn, outcome, &rid).await
+}
+
+impl State {
+    /// The next request's sequence number and request id.
+    pub(super) fn next_request(&self) -> (u64, String) {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        (seq, request_id(seq))
+    }
+}
+
+/// Everything about a model request before its bytes are written, on either protocol:
+/// classify, verify, parse, count the attempt, choose the fault, plan, and log it
+/// (`connection`: the id of the connection it came on).
+pub(super) fn admit(state: &State, req: &Request, seq: u64, connection: u64) -> Outcome {
     let method = http::Method::from_bytes(req.method.as_bytes()).unwrap_or(http::Method::GET);
     let classified = classify(&method, &req.path);
     let op = classified.operation;
@@ -228,7 +215,7 @@ async fn handle(state: &State, mut conn: Conn, req: Request) -> Option<Conn> {
             .to_owned(),
         None => String::new(),
     };
-    let verdict = super::sts::verify(&state.config, &state.sts, &req);
+    let verdict = super::sts::verify(&state.config, &state.sts, req);
     let prompt = match &body_json {
         Ok(v) => prompt_of(op, &model_id, v),
         Err(_) => Err(SimError::Validation(
@@ -291,6 +278,7 @@ async fn handle(state: &State, mut conn: Conn, req: Request) -> Option<Conn> {
         model_id: (!model_id.is_empty()).then(|| model_id.clone()),
         conversation: format!("{conversation:016x}"),
         attempt,
+        connection,
         signature: verdict.as_str().to_owned(),
         service: req
             .headers
@@ -314,7 +302,7 @@ async fn handle(state: &State, mut conn: Conn, req: Request) -> Option<Conn> {
         status,
         "simulator request"
     );
-    respond(&state.config, conn, outcome, &rid).await
+    outcome
 }
 
 fn prompt_of(op: Operation, model_id: &str, body: &Value) -> Result<Prompt, SimError> {

@@ -322,6 +322,7 @@ pub(super) async fn serve(
         model_id: None,
         conversation: String::new(),
         attempt: 1,
+        connection: conn.id,
         signature: signature.into(),
         service: req
             .header("authorization")

@@ -301,7 +301,7 @@ async fn send_stream(
 
 /// The frame with an extra `x-sim-padding` string header of 40,000 bytes, CRCs recomputed.
 /// Built by hand: the EventStream encoder refuses header values over 32,767 bytes.
-fn with_oversized_header(frame: &[u8]) -> Vec<u8> {
+pub(super) fn with_oversized_header(frame: &[u8]) -> Vec<u8> {
     const VALUE_LEN: u16 = 40_000;
     let name = b"x-sim-padding";
     let headers_len = u32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]) as usize;
@@ -324,7 +324,7 @@ fn with_oversized_header(frame: &[u8]) -> Vec<u8> {
     out
 }
 
-fn exception_frame(exception_type: &str) -> bytes::Bytes {
+pub(super) fn exception_frame(exception_type: &str) -> bytes::Bytes {
     let message = format!("Simulated {exception_type}");
     let body = if exception_type == "modelStreamErrorException" {
         json!({"message": message, "originalStatusCode": 500, "originalMessage": "Simulated model failure"})

@@ -1,7 +1,9 @@
 //! A connector wrapper that bounds the whole connect (TCP and TLS handshake) by the
 //! connect timeout; hyper-util's `HttpConnector` timeout covers TCP only, so a peer that
 //! accepts and then never answers the TLS handshake would otherwise hang an attempt.
+//! Each connection it makes is numbered ([`super::tagged`]).
 
+use super::tagged::Tagged;
 use http::Uri;
 use std::future::Future;
 use std::pin::Pin;
@@ -29,9 +31,9 @@ where
     C::Response: Send + 'static,
     C::Error: Into<BoxError>,
 {
-    type Response = C::Response;
+    type Response = Tagged<C::Response>;
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<C::Response, BoxError>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Tagged<C::Response>, BoxError>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -42,7 +44,7 @@ where
         let limit = self.timeout;
         Box::pin(async move {
             match tokio::time::timeout(limit, connecting).await {
-                Ok(result) => result.map_err(Into::into),
+                Ok(result) => result.map(Tagged::new).map_err(Into::into),
                 Err(_) => Err(Box::new(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
                     format!("connect (TCP and TLS) took longer than {limit:?}"),

@@ -1,18 +1,24 @@
 //! The HTTP client towards Bedrock: hyper-util's pooled client over rustls (aws-lc-rs,
-//! native roots with webpki-roots fallback, HTTP/1.1 and h2 by ALPN; plain http allowed
-//! for the simulator), plus the endpoint for each route.
+//! native roots with webpki-roots fallback; plain http allowed for the simulator), plus the
+//! endpoint for each route. `upstream_http2` picks the protocol: by ALPN (h2 preferred,
+//! HTTP/1.1 fallback; HTTP/1.1 over plain http), h2 only (h2c prior knowledge over plain
+//! http), or HTTP/1.1 only. Over h2 the pool shares one connection per endpoint between all
+//! streams (see `h2` for its settings).
 //!
 //! It applies the connect timeout only (TCP and TLS together); the caller applies first-byte and stall timeouts,
 //! since they differ per operation and attempt.
 
 mod connect;
 mod error;
+mod h2;
+mod tagged;
 
 #[cfg(test)]
 pub use error::FailureKind;
 pub use error::UpstreamError;
+pub use tagged::ConnectionId;
 
-use crate::config::Settings;
+use crate::config::{Settings, UpstreamHttp2};
 use crate::ops::Route;
 use bytes::Bytes;
 use connect::ConnectTimeout;
@@ -90,17 +96,28 @@ fn points_at(uri: &Uri, listen: SocketAddr) -> bool {
     ip == listen.ip() || (listen.ip().is_unspecified() && (ip.is_loopback() || ip.is_unspecified()))
 }
 
+/// The connector; `roots` replaces the system's trust anchors (tests only).
 fn connector(
     settings: &Settings,
+    roots: Option<rustls::RootCertStore>,
 ) -> Result<ConnectTimeout<HttpsConnector<HttpConnector>>, UpstreamError> {
     let mut http = HttpConnector::new();
     http.set_connect_timeout(Some(settings.connect_timeout));
     http.set_nodelay(true);
     http.enforce_http(false);
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = match HttpsConnectorBuilder::new()
-        .with_provider_and_native_roots(provider.clone())
-    {
+    let tls_setup = |e: rustls::Error| UpstreamError::Endpoint(format!("TLS setup: {e}"));
+    let native = match roots {
+        Some(roots) => Ok(HttpsConnectorBuilder::new().with_tls_config(
+            rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .map_err(tls_setup)?
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        )),
+        None => HttpsConnectorBuilder::new().with_provider_and_native_roots(provider.clone()),
+    };
+    let builder = match native {
         Ok(b) => b,
         Err(e) => {
             tracing::info!(error = %e, "no usable native root certificates; using webpki roots");
@@ -109,10 +126,13 @@ fn connector(
                 .map_err(|e| UpstreamError::Endpoint(format!("TLS setup: {e}")))?
         }
     };
-    let https = builder
-        .https_or_http()
-        .enable_all_versions()
-        .wrap_connector(http);
+    let builder = builder.https_or_http();
+    // ALPN offers only what the mode allows; over plain http the client's own setting decides.
+    let https = match settings.upstream_http2 {
+        UpstreamHttp2::Auto => builder.enable_all_versions().wrap_connector(http),
+        UpstreamHttp2::Always => builder.enable_http2().wrap_connector(http),
+        UpstreamHttp2::Never => builder.enable_http1().wrap_connector(http),
+    };
     Ok(ConnectTimeout::new(https, settings.connect_timeout))
 }
 
@@ -133,6 +153,22 @@ impl Upstream {
     /// Build the client. Refuses an endpoint override that points at the relay's own
     /// `listen` address (pass the bound address when listening on port 0).
     pub fn new(settings: &Settings) -> Result<Upstream, UpstreamError> {
+        Self::build(settings, None)
+    }
+
+    /// [`Upstream::new`] trusting only `roots` (tests of TLS and ALPN against a local server).
+    #[cfg(test)]
+    pub(crate) fn with_roots(
+        settings: &Settings,
+        roots: rustls::RootCertStore,
+    ) -> Result<Upstream, UpstreamError> {
+        Self::build(settings, Some(roots))
+    }
+
+    fn build(
+        settings: &Settings,
+        roots: Option<rustls::RootCertStore>,
+    ) -> Result<Upstream, UpstreamError> {
         let runtime = match &settings.upstream {
             Some(u) => u.clone(),
             None => regional("bedrock-runtime", &settings.region, settings.fips)?,
@@ -153,11 +189,13 @@ impl Upstream {
                 return Err(UpstreamError::Loop(u.to_string()));
             }
         }
-        let client = Client::builder(TokioExecutor::new())
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
             .pool_idle_timeout(settings.pool_idle_timeout)
             .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector(settings)?);
+            .timer(TokioTimer::new());
+        h2::configure(&mut builder, settings.upstream_http2);
+        let client = builder.build(connector(settings, roots)?);
         Ok(Upstream {
             client,
             runtime,
