@@ -87,6 +87,7 @@ mod replay;
 mod request;
 mod seam;
 mod splice;
+pub mod sse;
 mod transcript;
 
 #[cfg(test)]
