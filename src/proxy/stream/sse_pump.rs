@@ -201,7 +201,11 @@ impl SsePump {
                 self.count_resume("success");
             }
         }
-        self.finish(if failed.is_none() { "complete" } else { "failed" });
+        self.finish(if failed.is_none() {
+            "complete"
+        } else {
+            "failed"
+        });
     }
 
     /// After a fault: the answer ended at the client's limit (`Ok(None)`), a resumed stream,
@@ -216,7 +220,8 @@ impl SsePump {
         }
         let usage = h.transcript.attempt_usage_estimate();
         let m = &self.relay.metrics.failed_attempt_tokens_total;
-        m.with_label_values(&["input"]).inc_by(usage.input.unwrap_or(0));
+        m.with_label_values(&["input"])
+            .inc_by(usage.input.unwrap_or(0));
         m.with_label_values(&["output"]).inc_by(usage.output);
         if let Some(end) = h.codec.finish_at_limit(&self.outbound.body, &h.transcript) {
             for msg in end {
@@ -230,7 +235,10 @@ impl SsePump {
         }
         let settings = &self.relay.settings;
         if self.resumes >= settings.resume.max_resumes {
-            return Err(format!("gave up after {} resume(s) (max_resumes)", self.resumes));
+            return Err(format!(
+                "gave up after {} resume(s) (max_resumes)",
+                self.resumes
+            ));
         }
         let policy = Policy {
             attempts: settings.max_attempts,

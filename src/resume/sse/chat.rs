@@ -18,7 +18,13 @@ use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
 /// Fields of a chunk that differ between attempts of one answer.
-const PER_ATTEMPT: [&str; 5] = ["id", "created", "model", "system_fingerprint", "obfuscation"];
+const PER_ATTEMPT: [&str; 5] = [
+    "id",
+    "created",
+    "model",
+    "system_fingerprint",
+    "obfuscation",
+];
 
 #[derive(Debug, Default)]
 pub(super) struct Chat {
@@ -77,7 +83,11 @@ impl Chat {
         if let Some(c) = choice {
             self.start(&mut out);
             let delta = &c["delta"];
-            for (key, text) in [("reasoning_content", false), ("reasoning", false), ("content", true)] {
+            for (key, text) in [
+                ("reasoning_content", false),
+                ("reasoning", false),
+                ("content", true),
+            ] {
                 let Some(t) = delta[key].as_str().filter(|t| !t.is_empty()) else {
                     continue;
                 };
@@ -90,11 +100,15 @@ impl Chat {
                 } else {
                     json!({"type": "thinking_delta", "thinking": t})
                 };
-                out.push(core(json!({"type": "content_block_delta", "index": index, "delta": d})));
+                out.push(core(
+                    json!({"type": "content_block_delta", "index": index, "delta": d}),
+                ));
             }
             if let Some(reason) = c["finish_reason"].as_str() {
                 self.close(&mut out);
-                out.push(core(json!({"type": "message_delta", "delta": {"stop_reason": reason}})));
+                out.push(core(
+                    json!({"type": "message_delta", "delta": {"stop_reason": reason}}),
+                ));
             }
         }
         if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
@@ -111,7 +125,13 @@ impl Chat {
         let Some(choices) = v.get("choices").and_then(Value::as_array) else {
             return v.get("usage").is_some_and(Value::is_object);
         };
-        let known = ["role", "content", "reasoning_content", "reasoning", "refusal"];
+        let known = [
+            "role",
+            "content",
+            "reasoning_content",
+            "reasoning",
+            "refusal",
+        ];
         match choices.as_slice() {
             [] => v.get("usage").is_some_and(Value::is_object),
             [c] => c["delta"].as_object().is_some_and(|d| {
@@ -125,7 +145,9 @@ impl Chat {
     fn start(&mut self, out: &mut Vec<Message>) {
         if !self.started {
             self.started = true;
-            out.push(core(json!({"type": "message_start", "message": {"role": "assistant"}})));
+            out.push(core(
+                json!({"type": "message_start", "message": {"role": "assistant"}}),
+            ));
         }
     }
 
@@ -142,7 +164,9 @@ impl Chat {
         } else {
             json!({"type": "thinking", "thinking": ""})
         };
-        out.push(core(json!({"type": "content_block_start", "index": index, "content_block": block})));
+        out.push(core(
+            json!({"type": "content_block_start", "index": index, "content_block": block}),
+        ));
         self.open = Some((index, text));
         index
     }

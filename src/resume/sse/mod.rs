@@ -26,7 +26,9 @@
 mod chat;
 mod responses;
 
-use super::{plan, CannotResume, Continuation, Family, ModelCaps, Strategy, StreamFormat, Transcript};
+use super::{
+    plan, CannotResume, Continuation, Family, ModelCaps, Strategy, StreamFormat, Transcript,
+};
 use crate::eventstream;
 use crate::ops::Operation;
 use aws_smithy_types::event_stream::Message;
@@ -142,8 +144,16 @@ impl SseCodec {
                 let v: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
                 if v["type"] == "error" || f.event.as_deref() == Some("error") {
                     return Err(UpstreamError {
-                        kind: v.pointer("/error/type").and_then(Value::as_str).unwrap_or("error").into(),
-                        message: v.pointer("/error/message").and_then(Value::as_str).unwrap_or(&data).into(),
+                        kind: v
+                            .pointer("/error/type")
+                            .and_then(Value::as_str)
+                            .unwrap_or("error")
+                            .into(),
+                        message: v
+                            .pointer("/error/message")
+                            .and_then(Value::as_str)
+                            .unwrap_or(&data)
+                            .into(),
                     });
                 }
                 // The data as it came: an unchanged event is written back byte for byte.
@@ -191,13 +201,17 @@ impl SseCodec {
         } else {
             let claude: Value = serde_json::from_slice(&next.body)
                 .map_err(|_| CannotResume::BadRequestBody(super::BodyError::NotJson))?;
-            next.body = Bytes::from(self.from_claude(claude).to_string());
+            next.body = Bytes::from(self.api_body(claude).to_string());
         }
         Ok(next)
     }
 
     /// [`super::finish_at_limit`] for this API's body.
-    pub fn finish_at_limit(&self, original: &[u8], transcript: &Transcript) -> Option<Vec<Message>> {
+    pub fn finish_at_limit(
+        &self,
+        original: &[u8],
+        transcript: &Transcript,
+    ) -> Option<Vec<Message>> {
         super::finish_at_limit(&FORMAT, &self.to_claude(original), transcript)
     }
 
@@ -234,7 +248,7 @@ impl SseCodec {
     }
 
     /// A continuation built on [`Self::to_claude`]'s body, in the API's shape again.
-    fn from_claude(&self, mut v: Value) -> Value {
+    fn api_body(&self, mut v: Value) -> Value {
         let original_limit = |v: &Value| v.get("max_tokens").cloned();
         let Some(obj) = v.as_object_mut() else {
             return v;
@@ -246,11 +260,9 @@ impl SseCodec {
             }
         }
         match self.op {
-            Operation::ChatCompletions => {
-                if self.chat.used_completion_tokens {
-                    if let Some(n) = obj.remove("max_tokens") {
-                        obj.insert("max_completion_tokens".into(), n);
-                    }
+            Operation::ChatCompletions if self.chat.used_completion_tokens => {
+                if let Some(n) = obj.remove("max_tokens") {
+                    obj.insert("max_completion_tokens".into(), n);
                 }
             }
             Operation::Responses => {

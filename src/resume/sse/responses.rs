@@ -58,7 +58,9 @@ impl Responses {
                 if first && self.template.is_none() {
                     self.template = Some(v["response"].clone());
                 }
-                vec![core(json!({"type": "message_start", "message": {"role": "assistant"}}))]
+                vec![core(
+                    json!({"type": "message_start", "message": {"role": "assistant"}}),
+                )]
             }
             "response.in_progress"
             | "response.content_part.added"
@@ -74,12 +76,18 @@ impl Responses {
                 vec![core(json!({"type": "content_block_stop", "index": index}))]
             }
             "response.completed" | "response.incomplete" => {
-                let stop = if kind == "response.completed" { "end_turn" } else { "max_tokens" };
+                let stop = if kind == "response.completed" {
+                    "end_turn"
+                } else {
+                    "max_tokens"
+                };
                 let u = &v["response"]["usage"];
                 vec![
-                    core(json!({"type": "message_delta", "delta": {"stop_reason": stop},
+                    core(
+                        json!({"type": "message_delta", "delta": {"stop_reason": stop},
                         "usage": {"input_tokens": u["input_tokens"], "output_tokens": u["output_tokens"]},
-                        "sse_response": v["response"]})),
+                        "sse_response": v["response"]}),
+                    ),
                     core(json!({"type": "message_stop"})),
                 ]
             }
@@ -119,8 +127,11 @@ impl Responses {
             "content_block_delta" => {
                 let delta = v["delta"]["text"].as_str().unwrap_or("");
                 let id = self.item(index, |text| text.push_str(delta));
-                out += &self.event("response.output_text.delta", json!({"item_id": id,
-                    "output_index": index, "content_index": 0, "delta": delta}));
+                out += &self.event(
+                    "response.output_text.delta",
+                    json!({"item_id": id,
+                    "output_index": index, "content_index": 0, "delta": delta}),
+                );
             }
             "content_block_stop" => {
                 let mut text = String::new();
@@ -128,12 +139,18 @@ impl Responses {
                 if let Some(it) = self.items.iter_mut().find(|it| it.0 == index) {
                     it.3 = true;
                 }
-                out += &self.event("response.output_text.done", json!({"item_id": id,
-                    "output_index": index, "content_index": 0, "text": text}));
+                out += &self.event(
+                    "response.output_text.done",
+                    json!({"item_id": id,
+                    "output_index": index, "content_index": 0, "text": text}),
+                );
                 out += &self.event("response.content_part.done", json!({"item_id": id, "output_index": index,
                     "content_index": 0, "part": {"type": "output_text", "text": text, "annotations": []}}));
-                out += &self.event("response.output_item.done", json!({"output_index": index,
-                    "item": message_item(&id, &text)}));
+                out += &self.event(
+                    "response.output_item.done",
+                    json!({"output_index": index,
+                    "item": message_item(&id, &text)}),
+                );
             }
             "message_delta" => {
                 let incomplete = v.pointer("/delta/stop_reason") == Some(&json!("max_tokens"));
@@ -144,7 +161,10 @@ impl Responses {
                 };
                 let input = v["usage"]["input_tokens"].as_u64().unwrap_or(0);
                 let output = v["usage"]["output_tokens"].as_u64().unwrap_or(0);
-                let mut usage = v.pointer("/sse_response/usage").cloned().filter(Value::is_object)
+                let mut usage = v
+                    .pointer("/sse_response/usage")
+                    .cloned()
+                    .filter(Value::is_object)
                     .unwrap_or_else(|| json!({}));
                 usage["input_tokens"] = json!(input);
                 usage["output_tokens"] = json!(output);
@@ -157,7 +177,11 @@ impl Responses {
             }
             "sse_responses" => match (&v["event"], &v["data"]) {
                 (Value::Object(e), _) => {
-                    let kind = e.get("type").and_then(Value::as_str).unwrap_or("").to_owned();
+                    let kind = e
+                        .get("type")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_owned();
                     out += &self.event(&kind, Value::Object(e.clone()));
                 }
                 (_, Value::String(d)) => out += &format!("data: {d}\n\n"),
@@ -169,7 +193,11 @@ impl Responses {
     }
 
     fn id(&self) -> String {
-        self.template.as_ref().and_then(|t| t["id"].as_str()).unwrap_or("resp").to_owned()
+        self.template
+            .as_ref()
+            .and_then(|t| t["id"].as_str())
+            .unwrap_or("resp")
+            .to_owned()
     }
 
     /// Apply `f` to the text of the item at `index`; its id.
@@ -189,9 +217,17 @@ impl Responses {
 
     /// The response object: the first attempt's, with this status, output and usage.
     fn response(&self, status: &str, usage: Value) -> Value {
-        let mut r = self.template.clone().filter(Value::is_object).unwrap_or_else(|| json!({"object": "response"}));
+        let mut r = self
+            .template
+            .clone()
+            .filter(Value::is_object)
+            .unwrap_or_else(|| json!({"object": "response"}));
         r["status"] = json!(status);
-        let output: Vec<Value> = self.items.iter().map(|(_, id, text, _)| message_item(id, text)).collect();
+        let output: Vec<Value> = self
+            .items
+            .iter()
+            .map(|(_, id, text, _)| message_item(id, text))
+            .collect();
         r["output"] = json!(output);
         r["usage"] = usage;
         r

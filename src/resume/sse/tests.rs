@@ -1,0 +1,310 @@
+//! The SSE codecs through the real resume core: a stream cut mid-answer and continued reads
+//! as one answer in each API's own events.
+
+use super::*;
+use crate::resume::{Splicer, Strategy};
+use serde_json::Value;
+
+/// One client stream: codec, transcript, the current attempt's splicer, what the client got.
+struct Stream {
+    codec: SseCodec,
+    transcript: Transcript,
+    splicer: Splicer,
+    client: String,
+}
+
+impl Stream {
+    fn new(op: Operation, body: &str) -> Stream {
+        let mut codec = SseCodec::new(op).unwrap();
+        codec.observe_request(body.as_bytes());
+        Stream {
+            codec,
+            transcript: Transcript::with_limit(FORMAT, 1 << 20),
+            splicer: Splicer::passthrough(FORMAT),
+            client: String::new(),
+        }
+    }
+
+    fn feed(&mut self, raw: &str) {
+        let Read::Messages(msgs) = self.codec.read(raw.as_bytes()).expect("no error") else {
+            self.client.push_str(raw);
+            return;
+        };
+        for m in msgs {
+            for s in self.splicer.accept(&m).expect("no divergence") {
+                let out = s.into_message(&m);
+                self.client
+                    .push_str(std::str::from_utf8(&self.codec.write(&out)).unwrap());
+                self.transcript.observe(&out);
+            }
+        }
+    }
+
+    fn resume(&mut self, body: &str, caps: ModelCaps) -> (Strategy, Value) {
+        let next = self
+            .codec
+            .plan(body.as_bytes(), &mut self.transcript, &caps)
+            .unwrap();
+        self.splicer = next.splicer;
+        self.codec.begin_attempt();
+        (next.strategy, serde_json::from_slice(&next.body).unwrap())
+    }
+
+    /// The data of every client event, as JSON (`[DONE]` as a string).
+    fn events(&self) -> Vec<Value> {
+        self.client
+            .split("\n\n")
+            .filter_map(|e| fields(e.as_bytes()).data)
+            .map(|d| serde_json::from_str(&d).unwrap_or(Value::String(d)))
+            .collect()
+    }
+}
+
+const PREFILL: ModelCaps = ModelCaps {
+    prefill: true,
+    instructed: false,
+    replay: true,
+};
+const INSTRUCTED: ModelCaps = ModelCaps {
+    prefill: false,
+    instructed: true,
+    replay: true,
+};
+
+fn chat_chunk(id: &str, delta: Value, finish: Value) -> String {
+    let c = json!({"id": id, "object": "chat.completion.chunk", "created": 7, "model": "m",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+    format!("data: {c}\n\n")
+}
+
+fn chat_usage(id: &str, input: u64, output: u64) -> String {
+    let c = json!({"id": id, "object": "chat.completion.chunk", "created": 7, "model": "m", "choices": [],
+        "usage": {"prompt_tokens": input, "completion_tokens": output, "total_tokens": input + output}});
+    format!("data: {c}\n\n")
+}
+
+#[test]
+fn sse_fields_are_read_whatever_the_line_endings() {
+    let f = fields(b"event: x\r\ndata: a\r\ndata:b\r\n\r\n");
+    assert_eq!(f.event.as_deref(), Some("x"));
+    assert_eq!(f.data.as_deref(), Some("a\nb"));
+    assert_eq!(fields(b": keep-alive\n\n"), Fields::default());
+}
+
+#[test]
+fn anthropic_events_go_out_byte_for_byte_and_errors_are_faults() {
+    let mut s = Stream::new(Operation::AnthropicMessages, "{}");
+    let raw = "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n";
+    s.feed(raw);
+    assert_eq!(s.client, raw);
+    let err = s
+        .codec
+        .read(b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"busy\"}}\n\n")
+        .err()
+        .unwrap();
+    assert_eq!(
+        (err.kind.as_str(), err.message.as_str()),
+        ("overloaded_error", "busy")
+    );
+}
+
+#[test]
+fn a_cut_chat_completion_continues_as_one_completion() {
+    let body = r#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"max_completion_tokens":50,"messages":[{"role":"user","content":"Hi"}]}"#;
+    let mut s = Stream::new(Operation::ChatCompletions, body);
+    s.feed(&chat_chunk(
+        "a",
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    ));
+    s.feed(&chat_chunk("a", json!({"content": "Hello"}), Value::Null));
+    s.feed(&chat_chunk("a", json!({"content": " wide"}), Value::Null));
+    // Cut. A prefill continuation: the delivered text as the assistant's turn, the limit
+    // reduced to what is left, in the client's own field.
+    let (strategy, next) = s.resume(body, PREFILL);
+    assert_eq!(strategy, Strategy::Prefill);
+    assert_eq!(
+        next["messages"][1],
+        json!({"role": "assistant", "content": "Hello wide"})
+    );
+    assert!(next["max_completion_tokens"].as_u64().unwrap() < 50);
+    assert!(next.get("max_tokens").is_none());
+    s.feed(&chat_chunk(
+        "b",
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    ));
+    s.feed(&chat_chunk("b", json!({"content": " world"}), Value::Null));
+    s.feed(&chat_chunk("b", json!({}), json!("stop")));
+    s.feed(&chat_usage("b", 9, 1));
+    s.feed("data: [DONE]\n\n");
+    assert!(s.transcript.is_complete());
+    let events = s.events();
+    let roles = events
+        .iter()
+        .filter(|e| e.pointer("/choices/0/delta/role").is_some());
+    assert_eq!(roles.count(), 1, "{}", s.client);
+    let text: String = events
+        .iter()
+        .filter_map(|e| {
+            e.pointer("/choices/0/delta/content")
+                .and_then(Value::as_str)
+        })
+        .collect();
+    assert_eq!(text, "Hello wide world");
+    let finishes: Vec<_> = events
+        .iter()
+        .filter_map(|e| {
+            e.pointer("/choices/0/finish_reason")
+                .and_then(Value::as_str)
+        })
+        .collect();
+    assert_eq!(finishes, ["stop"]);
+    let usage: Vec<_> = events.iter().filter(|e| e["usage"].is_object()).collect();
+    assert_eq!(usage.len(), 1);
+    // The failed attempt's two deltas are added to the continuation's count.
+    assert_eq!(usage[0]["usage"]["completion_tokens"], 3);
+    assert_eq!(events.last(), Some(&json!("[DONE]")));
+    assert!(
+        events[..events.len() - 1].iter().all(|e| e["id"] == "a"),
+        "one completion id"
+    );
+}
+
+#[test]
+fn chat_tool_calls_are_only_replayed() {
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"Hi"}]}"#;
+    let mut s = Stream::new(Operation::ChatCompletions, body);
+    s.feed(&chat_chunk(
+        "a",
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    ));
+    let call = json!({"tool_calls": [{"index": 0, "id": "c1", "type": "function",
+        "function": {"name": "f", "arguments": "{\"x\""}}]});
+    s.feed(&chat_chunk("a", call.clone(), Value::Null));
+    assert_eq!(s.events()[1]["choices"][0]["delta"], call);
+    let (strategy, next) = s.resume(body, PREFILL);
+    assert_eq!(strategy, Strategy::Replay);
+    assert_eq!(next, serde_json::from_str::<Value>(body).unwrap());
+}
+
+fn resp_event(kind: &str, mut v: Value, seq: u64) -> String {
+    v["type"] = json!(kind);
+    v["sequence_number"] = json!(seq);
+    format!("event: {kind}\ndata: {v}\n\n")
+}
+
+/// One Responses attempt: created, a message item, `pieces` deltas, then (if `end`) the rest.
+fn responses_attempt(s: &mut Stream, id: &str, pieces: &[&str], end: Option<(u64, u64)>) {
+    let item = format!("msg_{id}");
+    let response = json!({"id": id, "object": "response", "status": "in_progress", "output": []});
+    let mut seq = 0;
+    let mut ev = |s: &mut Stream, kind: &str, v: Value| {
+        s.feed(&resp_event(kind, v, seq));
+        seq += 1;
+    };
+    ev(s, "response.created", json!({"response": response}));
+    ev(s, "response.in_progress", json!({"response": response}));
+    ev(
+        s,
+        "response.output_item.added",
+        json!({"output_index": 0,
+        "item": {"id": item, "type": "message", "role": "assistant", "content": []}}),
+    );
+    ev(
+        s,
+        "response.content_part.added",
+        json!({"item_id": item, "output_index": 0, "content_index": 0}),
+    );
+    for p in pieces {
+        ev(
+            s,
+            "response.output_text.delta",
+            json!({"item_id": item, "output_index": 0, "content_index": 0, "delta": p}),
+        );
+    }
+    if let Some((input, output)) = end {
+        let text = pieces.concat();
+        ev(
+            s,
+            "response.output_text.done",
+            json!({"item_id": item, "output_index": 0, "text": text}),
+        );
+        ev(
+            s,
+            "response.output_item.done",
+            json!({"output_index": 0,
+            "item": {"id": item, "type": "message", "content": [{"type": "output_text", "text": text}]}}),
+        );
+        ev(
+            s,
+            "response.completed",
+            json!({"response": {"id": id, "object": "response", "status": "completed",
+            "usage": {"input_tokens": input, "output_tokens": output, "total_tokens": input + output}}}),
+        );
+    }
+}
+
+#[test]
+fn a_cut_response_continues_as_one_response() {
+    let body = r#"{"model":"m","stream":true,"input":"Hi","max_output_tokens":40}"#;
+    let mut s = Stream::new(Operation::Responses, body);
+    responses_attempt(&mut s, "r1", &["Hello", " wide"], None);
+    let (strategy, next) = s.resume(body, INSTRUCTED);
+    assert_eq!(strategy, Strategy::Instructed);
+    let input = next["input"].as_array().unwrap();
+    assert_eq!(input[0], json!({"role": "user", "content": "Hi"}));
+    assert_eq!(
+        input[1],
+        json!({"role": "assistant", "content": "Hello wide"})
+    );
+    assert_eq!(
+        input[2]["content"],
+        json!(crate::resume::CONTINUE_INSTRUCTION)
+    );
+    assert!(next["max_output_tokens"].as_u64().unwrap() < 40);
+    assert!(next.get("messages").is_none() && next.get("max_tokens").is_none());
+    responses_attempt(&mut s, "r2", &[" world"], Some((20, 1)));
+    assert!(s.transcript.is_complete());
+    let events = s.events();
+    let seqs: Vec<u64> = events
+        .iter()
+        .map(|e| e["sequence_number"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        seqs,
+        (0..seqs.len() as u64).collect::<Vec<_>>(),
+        "{}",
+        s.client
+    );
+    let of = |t: &str| events.iter().filter(|e| e["type"] == t).collect::<Vec<_>>();
+    assert_eq!(of("response.created").len(), 1);
+    assert_eq!(of("response.output_item.added").len(), 1);
+    let text: String = of("response.output_text.delta")
+        .iter()
+        .map(|e| e["delta"].as_str().unwrap())
+        .collect();
+    assert_eq!(text, "Hello wide world");
+    assert!(of("response.output_text.delta")
+        .iter()
+        .all(|e| e["item_id"] == "msg_r1"));
+    let done = of("response.completed");
+    assert_eq!(done.len(), 1);
+    let r = &done[0]["response"];
+    assert_eq!(r["id"], "r1");
+    assert_eq!(r["output"][0]["content"][0]["text"], "Hello wide world");
+    assert_eq!(r["usage"]["output_tokens"], 3, "summed over attempts");
+}
+
+#[test]
+fn responses_errors_are_faults() {
+    let mut s = Stream::new(Operation::Responses, "{}");
+    for raw in [
+        "event: error\ndata: {\"type\":\"error\",\"code\":\"server_error\",\"message\":\"x\"}\n\n",
+        "data: {\"error\":{\"type\":\"server_error\",\"message\":\"x\"}}\n\n",
+        "event: response.failed\ndata: {\"type\":\"response.failed\",\"response\":{\"error\":{\"code\":\"c\",\"message\":\"x\"}}}\n\n",
+    ] {
+        assert_eq!(s.codec.read(raw.as_bytes()).err().unwrap().message, "x", "{raw}");
+    }
+}
