@@ -1,7 +1,8 @@
 """The OpenAI- and Anthropic-compatible streaming paths through the relay, with the real SDKs
 (`openai`, `anthropic`) as clients: events arrive as the upstream produces them (never
 buffered whole), the text is the model's, the client's own API key never reaches Bedrock,
-and a stream cut mid-answer ends in an error the SDK raises, never a silent end.
+and a stream cut on every attempt (healing impossible) ends in an error the SDK raises, never
+a silent end. Healing itself: test_sse_heal.py.
 
 The simulator paces its deltas (`--inter-token`), so "as produced" is measured against the
 upstream's own pacing: the first event must arrive well before the stream ends.

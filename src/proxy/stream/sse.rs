@@ -6,9 +6,10 @@
 //! arrived ([`FirstEvent`], run by the retry driver), so anything failing before it is
 //! retried invisibly. Then a supervised task forwards whole events only (a partial event is
 //! never sent), waits at most the stall timeout for each, and drops the upstream request when
-//! the client goes away. A fault after the first event ends the stream with the error event
-//! the client's API defines (its SDK raises it), never a silent end. These streams are not
-//! resumed yet: the error is typed, the answer is not healed.
+//! the client goes away. A fault after the first event is healed by the resume ladder
+//! (`sse_pump`, with the API's codec from `crate::resume::sse`); when it cannot be, the
+//! stream ends with the error event the client's API defines (its SDK raises it), never a
+//! silent end.
 
 use super::sse_pump::{Heal, SsePump};
 use super::{fault_failure, stream_head, supervise, ActiveStream, Client};

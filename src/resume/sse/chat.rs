@@ -134,10 +134,20 @@ impl Chat {
         ];
         match choices.as_slice() {
             [] => v.get("usage").is_some_and(Value::is_object),
-            [c] => c["delta"].as_object().is_some_and(|d| {
-                d.iter()
-                    .all(|(k, x)| known.contains(&k.as_str()) && (k != "refusal" || x.is_null()))
-            }),
+            [c] => {
+                let plain = c.as_object().is_some_and(|c| {
+                    c.iter().all(|(k, x)| {
+                        matches!(k.as_str(), "index" | "delta" | "finish_reason")
+                            || (k == "logprobs" && x.is_null())
+                    })
+                });
+                plain
+                    && c["delta"].as_object().is_some_and(|d| {
+                        d.iter().all(|(k, x)| {
+                            known.contains(&k.as_str()) && (k != "refusal" || x.is_null())
+                        })
+                    })
+            }
             _ => false,
         }
     }
