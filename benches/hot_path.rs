@@ -1,6 +1,10 @@
 //! Criterion benchmarks of the relay's per-request and per-event work: SigV4 signing of a
 //! typical ConverseStream request, and splitting + CRC-checking + re-encoding a typical
 //! `contentBlockDelta` frame. Run: `cargo bench --bench hot_path`.
+//!
+//! `sigv4/sign_converse_stream_2KiB` is the relay's signer (canonical request built in one
+//! buffer, signing key cached); `sigv4/aws_sigv4_full_2KiB` signs the same request with
+//! aws-sigv4's full signer and the same settings, the baseline of the same run.
 
 use bedrock_relay::eventstream::{self, FrameSplitter};
 use bedrock_relay::signing::Signer;
@@ -37,6 +41,59 @@ fn signing(c: &mut Criterion) {
                     .unwrap()
             },
             |mut req| rt.block_on(signer.sign(&mut req)).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function("aws_sigv4_full_2KiB", |b| {
+        use aws_credential_types::Credentials;
+        use aws_sigv4::http_request::{
+            sign, PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings,
+        };
+        let creds = Credentials::new(
+            "AKIDEXAMPLE",
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            None,
+            None,
+            "bench",
+        );
+        let identity = creds.into();
+        b.iter_batched(
+            || {
+                http::Request::post(uri)
+                    .header("content-type", "application/json")
+                    .header("x-amzn-bedrock-trace", "DISABLED")
+                    .header("host", "bedrock-runtime.us-east-1.amazonaws.com")
+                    .body(body.clone())
+                    .unwrap()
+            },
+            |mut req| {
+                let mut settings = SigningSettings::default();
+                settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+                let params = aws_sigv4::sign::v4::SigningParams::builder()
+                    .identity(&identity)
+                    .region("us-east-1")
+                    .name("bedrock")
+                    .time(std::time::SystemTime::now())
+                    .settings(settings)
+                    .build()
+                    .unwrap()
+                    .into();
+                let headers: Vec<(&str, &str)> = req
+                    .headers()
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.to_str().unwrap()))
+                    .collect();
+                let signable = SignableRequest::new(
+                    "POST",
+                    uri,
+                    headers.into_iter(),
+                    SignableBody::Bytes(req.body()),
+                )
+                .unwrap();
+                let (instructions, _) = sign(signable, &params).unwrap().into_parts();
+                instructions.apply_to_request_http1x(&mut req);
+                req
+            },
             BatchSize::SmallInput,
         )
     });

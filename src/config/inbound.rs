@@ -336,5 +336,4 @@ pub(crate) fn check_exposure(listen: std::net::SocketAddr, s: &InboundSettings, 
 }
 
 #[cfg(test)]
-#[path = "inbound_tests.rs"]
 mod tests;

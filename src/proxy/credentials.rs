@@ -17,8 +17,8 @@
 use super::error::{full, RelayError};
 use super::{outbound, Body, Relay};
 use crate::ops::{self, CredentialService};
+use crate::signing::strip_hop_by_hop;
 use bytes::Bytes;
-use http::header::{HeaderName, CONNECTION};
 use http::request::Parts;
 use http::{HeaderMap, Request, Response};
 use http_body_util::{BodyExt, Limited};
@@ -163,43 +163,8 @@ async fn exchange(
 fn passable(headers: &HeaderMap) -> HeaderMap {
     let mut h = headers.clone();
     strip_hop_by_hop(&mut h);
-    h.remove(http::header::HOST);
     h.remove(http::header::EXPECT);
     h
-}
-
-/// Remove hop-by-hop headers (RFC 9110 §7.6.1, those named by `connection`, `proxy-*`) and
-/// `content-length` (the body is sent whole; its length is set again).
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in [
-        "connection",
-        "keep-alive",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "content-length",
-    ] {
-        headers.remove(name);
-    }
-    let proxy: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("proxy-"))
-        .cloned()
-        .collect();
-    for name in proxy {
-        headers.remove(name);
-    }
 }
 
 #[cfg(test)]

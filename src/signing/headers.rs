@@ -23,10 +23,19 @@ const HOP: &[&str] = &[
 ];
 
 /// Removes client auth headers (authorization, x-amz-date, x-amz-security-token,
-/// x-amz-content-sha256), hop-by-hop headers (connection, keep-alive, proxy-*, te, trailer,
-/// transfer-encoding, upgrade, and those named by `connection`), plus `host` and
-/// `content-length`. Keeps every other header (Bedrock's `x-amzn-bedrock-*` among them).
+/// x-amz-content-sha256) and what [`strip_hop_by_hop`] removes. Keeps every other header
+/// (Bedrock's `x-amzn-bedrock-*` among them).
 pub fn strip_client_headers(headers: &mut HeaderMap) {
+    strip_hop_by_hop(headers);
+    for name in AUTH {
+        headers.remove(*name);
+    }
+}
+
+/// Removes hop-by-hop headers (RFC 9110 §7.6.1: connection, keep-alive, proxy-*, te,
+/// trailer, transfer-encoding, upgrade, and those named by `connection`), plus `host` and
+/// `content-length` (set again for the next hop).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named_by_connection: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
@@ -37,7 +46,7 @@ pub fn strip_client_headers(headers: &mut HeaderMap) {
     for name in named_by_connection {
         headers.remove(name);
     }
-    for name in AUTH.iter().chain(HOP) {
+    for name in HOP {
         headers.remove(*name);
     }
     let proxy: Vec<HeaderName> = headers

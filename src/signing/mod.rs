@@ -7,7 +7,7 @@ mod credentials;
 mod fast;
 mod headers;
 
-pub use headers::strip_client_headers;
+pub use headers::{strip_client_headers, strip_hop_by_hop};
 
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_credential_types::Credentials;

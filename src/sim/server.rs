@@ -211,7 +211,7 @@ async fn handle(state: &State, mut conn: Conn, req: Request) -> Option<Conn> {
     let seq = state.seq.fetch_add(1, Ordering::Relaxed) + 1;
     let rid = request_id(seq);
     if super::sts::is_sts(&req) {
-        return super::sts::serve(state, conn, req, seq, &rid).await;
+        return super::sts::serve(&state.sts, &state.log, conn, req, seq, &rid).await;
     }
     let method = http::Method::from_bytes(req.method.as_bytes()).unwrap_or(http::Method::GET);
     let classified = classify(&method, &req.path);
@@ -228,7 +228,7 @@ async fn handle(state: &State, mut conn: Conn, req: Request) -> Option<Conn> {
             .to_owned(),
         None => String::new(),
     };
-    let verdict = super::sts::verify(state, &req);
+    let verdict = super::sts::verify(&state.config, &state.sts, &req);
     let prompt = match &body_json {
         Ok(v) => prompt_of(op, &model_id, v),
         Err(_) => Err(SimError::Validation(

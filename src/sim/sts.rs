@@ -13,9 +13,9 @@
 
 use super::gen;
 use super::http::{Conn, Request};
-use super::log::LogEntry;
-use super::server::State;
+use super::log::{Log, LogEntry};
 use super::sigv4::{self, Verdict};
+use super::SimConfig;
 use crate::ops::form_value;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -303,19 +303,20 @@ fn escape(s: &str) -> String {
 
 /// Answer an STS call on `conn` and record it in the log.
 pub(super) async fn serve(
-    state: &State,
+    issued: &Issued,
+    log: &Log,
     mut conn: Conn,
     req: Request,
     seq: u64,
     rid: &str,
 ) -> Option<Conn> {
-    let a = answer(&state.sts, &req, rid);
+    let a = answer(issued, &req, rid);
     let signature = if req.header("authorization").is_some() {
         "unchecked"
     } else {
         "unsigned"
     };
-    state.log.push(LogEntry {
+    log.push(LogEntry {
         seq,
         operation: a.action.chars().take(64).collect(),
         model_id: None,
@@ -346,12 +347,11 @@ pub(super) async fn serve(
 /// Check the request's SigV4 signature (or bearer token) against the configured keys and,
 /// when verification is on, the temporary credentials the simulator's STS issued (their
 /// session token must come along).
-pub(super) fn verify(state: &State, req: &Request) -> Verdict {
-    let c = &state.config;
+pub(super) fn verify(c: &SimConfig, issued: &Issued, req: &Request) -> Verdict {
     let mut keys = c.credentials.clone();
     let checking = !c.credentials.is_empty() || !c.bearer_tokens.is_empty();
     if checking {
-        keys.extend(state.sts.keys());
+        keys.extend(issued.keys());
     }
     let verdict = sigv4::verify(
         &sigv4::SignedRequest {
@@ -371,10 +371,7 @@ pub(super) fn verify(state: &State, req: &Request) -> Verdict {
     let configured = |k: &str| c.credentials.iter().any(|(id, _)| id == k);
     match (verdict, key) {
         (Verdict::Valid, Some(k)) if !configured(&k) => {
-            match state
-                .sts
-                .token_matches(&k, req.header("x-amz-security-token"))
-            {
+            match issued.token_matches(&k, req.header("x-amz-security-token")) {
                 Some(false) => Verdict::UnknownKey,
                 _ => verdict,
             }
