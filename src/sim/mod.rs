@@ -18,6 +18,7 @@ pub mod request;
 mod server;
 pub mod sigv4;
 mod sse;
+mod sse_tool;
 pub mod sts;
 pub mod styles;
 mod wire;

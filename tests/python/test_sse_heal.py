@@ -11,6 +11,7 @@ One relay continues with a prefill (gpt-oss and Claude 4.5 allowed to take one),
 continuation for Claude Sonnet 4.6; another has the defaults (replay for gpt-oss); a third
 never resumes.
 """
+import json
 import urllib.request
 
 import anthropic
@@ -212,3 +213,61 @@ def test_where_healing_is_impossible_the_sdk_raises_the_apis_error(relays):
     with pytest.raises(openai.APIError) as err:
         chat(default.url, f"Write about ferns sim:len=20 sim:tag={tag}", temperature=1.0)
     assert "diverged" in str(err.value)
+
+
+WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}}
+
+
+def test_a_chat_completion_cut_inside_a_tool_call_brings_the_call_whole_once(relays):
+    """role + 8 text deltas + the call's start + 1 argument piece, then the cut: the partial
+    call is held back, the continuation brings it again, whole, with valid arguments."""
+    sim, clean, heal, _, _ = relays
+    tag = "heal-chat-tool"
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": WEATHER}}]
+    text, calls, finishes = "", {}, []
+    add_faults(sim.url, [{"kind": "reset_after_events", "events": 11, "tag": tag, "attempts": [1]}])
+    stream = oai(heal.url).chat.completions.create(
+        model=GPT, stream=True, tools=tools,
+        messages=[{"role": "user", "content": f"Weather in Lima sim:len=8 sim:tag={tag}"}])
+    for chunk in stream:
+        for choice in chunk.choices:
+            text += choice.delta.content or ""
+            for call in choice.delta.tool_calls or []:
+                c = calls.setdefault(call.index, {"id": None, "name": None, "args": ""})
+                c["id"] = c["id"] or call.id
+                c["name"] = c["name"] or (call.function.name if call.function else None)
+                c["args"] += (call.function.arguments or "") if call.function else ""
+            if choice.finish_reason:
+                finishes.append(choice.finish_reason)
+    assert list(calls) == [0] and calls[0]["id"] and calls[0]["name"] == "get_weather"
+    assert set(json.loads(calls[0]["args"])) == {"city"}
+    assert finishes == ["tool_calls"] and len(text.split()) == 8
+    assert len(attempts(sim, tag)) == 2
+
+
+def test_a_messages_stream_cut_inside_a_tool_use_block_brings_it_whole_once(relays):
+    sim, clean, heal, _, _ = relays
+    tag = "heal-msg-tool"
+    tools = [{"name": "get_weather", "input_schema": WEATHER}]
+    prompt = f"Weather in Lima sim:len=8 sim:tag={tag}"
+    add_faults(sim.url, [{"kind": "reset_after_events", "events": 13, "tag": tag, "attempts": [1]}])
+    final, events = messages(heal.url, CLAUDE_PREFILL, prompt, tools=tools)
+    kinds = [b.type for b in final.content]
+    assert kinds == ["text", "tool_use"] and final.stop_reason == "tool_use"
+    assert set(final.content[1].input) == {"city"}
+    assert events.count("message_start") == 1 and len(attempts(sim, tag)) == 2
+
+
+def test_a_response_cut_inside_a_function_call_brings_it_whole_once(relays):
+    sim, clean, heal, _, _ = relays
+    tag = "heal-resp-tool"
+    tools = [{"type": "function", "name": "get_weather", "parameters": WEATHER}]
+    add_faults(sim.url, [{"kind": "reset_after_events", "events": 17, "tag": tag, "attempts": [1]}])
+    text, completed, seqs, types = responses(heal.url, f"Weather in Lima sim:len=8 sim:tag={tag}",
+                                             tools=tools)
+    assert seqs == list(range(len(seqs)))
+    calls = [o for o in completed.output if o.type == "function_call"]
+    assert len(calls) == 1 and calls[0].name == "get_weather"
+    assert set(json.loads(calls[0].arguments)) == {"city"}
+    assert types.count("response.output_item.added") == 2 and len(attempts(sim, tag)) == 2
+    assert completed.output_text == text and len(text.split()) == 8

@@ -88,18 +88,19 @@ impl Heal {
             })?;
             for s in spliced {
                 let m = s.into_message(&msg);
-                let bytes = self.codec.write(&m);
+                let inner = SseCodec::inner(&m);
                 let event = self.transcript.read(&m);
+                // Held as the core event: written for the client only once released.
                 let items = match self.hold.as_mut() {
-                    None => vec![(bytes, event)],
-                    Some(hold) => match hold.offer(bytes, event) {
+                    None => vec![(inner, event)],
+                    Some(hold) => match hold.offer(inner, event) {
                         Offer::Forward(items) => items,
                         Offer::Held => continue,
                     },
                 };
-                for (bytes, event) in items {
+                for (inner, event) in items {
                     self.transcript.record(event);
-                    out.extend_from_slice(&bytes);
+                    out.extend_from_slice(&self.codec.write(&inner));
                 }
             }
         }
@@ -225,7 +226,7 @@ impl SsePump {
         m.with_label_values(&["output"]).inc_by(usage.output);
         if let Some(end) = h.codec.finish_at_limit(&self.outbound.body, &h.transcript) {
             for msg in end {
-                let bytes = h.codec.write(&msg);
+                let bytes = h.codec.write(&SseCodec::inner(&msg));
                 h.transcript.observe(&msg);
                 if !self.client.send(bytes).await {
                     break;

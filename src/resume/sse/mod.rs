@@ -19,12 +19,17 @@
 //!   is written by the codec: continuous `sequence_number`s, the first attempt's ids, item
 //!   and completed texts that hold the whole answer, summed usage.
 //!
-//! Tool calls on Chat Completions (`tool_calls` deltas) and Responses items other than
-//! messages are carried as events the core does not understand: such a stream is resumed
-//! only by byte-exact replay (ids and sequence numbers aside), never continued.
+//! Tool calls (Messages `tool_use` blocks, Chat Completions `tool_calls` deltas, Responses
+//! `function_call` items) are the core's tool-use blocks: held until whole
+//! (`resume.hold_tool_use`), so a cut inside one is invisible. Anything else the codec does
+//! not know (several choices, reasoning items, other tools) is carried as an event the core
+//! does not understand: such a stream is resumed only by verified replay (ids and sequence
+//! numbers aside), never continued.
 
 mod chat;
+mod chat_out;
 mod responses;
+mod responses_out;
 
 use super::{
     plan, CannotResume, Continuation, Family, ModelCaps, Strategy, StreamFormat, Transcript,
@@ -164,21 +169,28 @@ impl SseCodec {
         Ok(Read::Messages(msgs))
     }
 
-    /// The client's SSE bytes for one message the splicer sent (maybe none).
-    pub fn write(&mut self, msg: &Message) -> Bytes {
-        let Some(inner) = inner_bytes(msg) else {
+    /// What one message the splicer sent holds: its Claude event's JSON. This is what the
+    /// tool-call hold keeps; [`SseCodec::write`] turns it into the client's bytes once it is
+    /// released (so a held, discarded event never advances what the client was told).
+    pub fn inner(msg: &Message) -> Bytes {
+        inner_bytes(msg).map(Bytes::from).unwrap_or_default()
+    }
+
+    /// The client's SSE bytes for one released event ([`SseCodec::inner`]); maybe none.
+    pub fn write(&mut self, inner: &[u8]) -> Bytes {
+        if inner.is_empty() {
             return Bytes::new();
-        };
+        }
         match self.op {
-            Operation::ChatCompletions => self.chat.write(&inner),
-            Operation::Responses => self.responses.write(&inner),
+            Operation::ChatCompletions => self.chat.write(inner),
+            Operation::Responses => self.responses.write(inner),
             _ => {
-                let kind = serde_json::from_slice::<Value>(&inner)
+                let kind = serde_json::from_slice::<Value>(inner)
                     .ok()
                     .and_then(|v| v["type"].as_str().map(str::to_owned))
                     .unwrap_or_else(|| "message".into());
                 let mut out = format!("event: {kind}\ndata: ").into_bytes();
-                out.extend_from_slice(&inner);
+                out.extend_from_slice(inner);
                 out.extend_from_slice(b"\n\n");
                 Bytes::from(out)
             }

@@ -1,31 +1,39 @@
-//! OpenAI Responses events ↔ the core's Claude events.
+//! OpenAI Responses events → the core's Claude events (the writing back is in
+//! `responses_out`).
 //!
 //! Read: `response.created` → `message_start`; a `message` output item → a text block at its
-//! `output_index` (`output_text.delta` its deltas, `output_item.done` its stop);
+//! `output_index` (`output_text.delta` its deltas, `output_item.done` its stop); a
+//! `function_call` item → a tool-use block (`function_call_arguments.delta` its input deltas;
+//! held until whole by `resume.hold_tool_use`);
 //! `response.completed` / `response.incomplete` → `message_delta` (stop reason `end_turn` /
 //! `max_tokens`, usage) then `message_stop`. `response.in_progress`, `content_part.*` and
 //! `output_text.done` carry nothing new: the codec writes them itself. `error` and
-//! `response.failed` are faults. Anything else (function calls, reasoning items,
-//! annotations) is carried whole (`sse_responses`): replay only, verified.
-//!
-//! Write: every event by the codec, so the client sees one response: the first attempt's
-//! response and item ids, `sequence_number`s counting from 0 without a gap, output indexes
-//! as the core numbers its blocks (continuous), texts and the final `output` holding the
-//! whole answer, usage summed over attempts.
+//! `response.failed` are faults. Anything else (reasoning items, annotations, other tools)
+//! is carried whole (`sse_responses`): replay only, verified.
 
 use super::{core, UpstreamError};
 use aws_smithy_types::event_stream::Message;
-use bytes::Bytes;
 use serde_json::{json, Value};
 
 #[derive(Debug, Default)]
 pub(super) struct Responses {
     /// The first attempt's response object (`response.created`).
-    template: Option<Value>,
+    pub(super) template: Option<Value>,
     /// Next `sequence_number`.
-    seq: u64,
-    /// Message items written so far: (output index, item id, text, done).
-    items: Vec<(u64, String, String, bool)>,
+    pub(super) seq: u64,
+    /// Output items written so far.
+    pub(super) items: Vec<Item>,
+}
+
+/// An output item the client has (or is receiving).
+#[derive(Debug)]
+pub(super) struct Item {
+    pub index: u64,
+    pub id: String,
+    /// The message's text, or the call's arguments.
+    pub text: String,
+    /// A function call: its `call_id` and `name`.
+    pub call: Option<(Value, Value)>,
 }
 
 impl Responses {
@@ -37,7 +45,9 @@ impl Responses {
         };
         let kind = v["type"].as_str().unwrap_or("").to_owned();
         let index = v["output_index"].as_u64();
-        let is_message = v.pointer("/item/type").and_then(Value::as_str) == Some("message");
+        let item_type = v.pointer("/item/type").and_then(Value::as_str);
+        let is_message = item_type == Some("message");
+        let is_call = item_type == Some("function_call");
         let error = v.get("error").filter(|e| e.is_object());
         let msgs = match kind.as_str() {
             _ if error.is_some() && kind.is_empty() => {
@@ -70,6 +80,20 @@ impl Responses {
                 vec![core(json!({"type": "content_block_start", "index": index,
                     "content_block": {"type": "text", "text": ""}, "sse_item": v["item"]["id"]}))]
             }
+            "response.output_item.added" if is_call => {
+                let item = &v["item"];
+                vec![core(json!({"type": "content_block_start", "index": index,
+                    "content_block": {"type": "tool_use", "id": item["call_id"], "name": item["name"], "input": {}},
+                    "sse_item": item["id"]}))]
+            }
+            "response.function_call_arguments.delta" => {
+                vec![core(json!({"type": "content_block_delta",
+                "index": index, "delta": {"type": "input_json_delta", "partial_json": v["delta"]}}))]
+            }
+            "response.function_call_arguments.done" => vec![],
+            "response.output_item.done" if is_call => {
+                vec![core(json!({"type": "content_block_stop", "index": index}))]
+            }
             "response.output_text.delta" => vec![core(json!({"type": "content_block_delta",
                 "index": index, "delta": {"type": "text_delta", "text": v["delta"]}}))],
             "response.output_item.done" if is_message => {
@@ -100,148 +124,4 @@ impl Responses {
         };
         Ok(msgs)
     }
-
-    pub(super) fn write(&mut self, inner: &[u8]) -> Bytes {
-        let Ok(v) = serde_json::from_slice::<Value>(inner) else {
-            return Bytes::new();
-        };
-        let mut out = String::new();
-        let index = v["index"].as_u64().unwrap_or(0);
-        match v["type"].as_str().unwrap_or("") {
-            "message_start" => {
-                let r = self.response("in_progress", Value::Null);
-                out += &self.event("response.created", json!({"response": r}));
-                out += &self.event("response.in_progress", json!({"response": r}));
-            }
-            "content_block_start" => {
-                let id = match v["sse_item"].as_str() {
-                    Some(id) => id.to_owned(),
-                    None => format!("msg_{}_{index}", self.id()),
-                };
-                self.items.push((index, id.clone(), String::new(), false));
-                out += &self.event("response.output_item.added", json!({"output_index": index,
-                    "item": {"id": id, "type": "message", "role": "assistant", "status": "in_progress", "content": []}}));
-                out += &self.event("response.content_part.added", json!({"item_id": id, "output_index": index,
-                    "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}}));
-            }
-            "content_block_delta" => {
-                let delta = v["delta"]["text"].as_str().unwrap_or("");
-                let id = self.item(index, |text| text.push_str(delta));
-                out += &self.event(
-                    "response.output_text.delta",
-                    json!({"item_id": id,
-                    "output_index": index, "content_index": 0, "delta": delta}),
-                );
-            }
-            "content_block_stop" => {
-                let mut text = String::new();
-                let id = self.item(index, |t| text = t.clone());
-                if let Some(it) = self.items.iter_mut().find(|it| it.0 == index) {
-                    it.3 = true;
-                }
-                out += &self.event(
-                    "response.output_text.done",
-                    json!({"item_id": id,
-                    "output_index": index, "content_index": 0, "text": text}),
-                );
-                out += &self.event("response.content_part.done", json!({"item_id": id, "output_index": index,
-                    "content_index": 0, "part": {"type": "output_text", "text": text, "annotations": []}}));
-                out += &self.event(
-                    "response.output_item.done",
-                    json!({"output_index": index,
-                    "item": message_item(&id, &text)}),
-                );
-            }
-            "message_delta" => {
-                let incomplete = v.pointer("/delta/stop_reason") == Some(&json!("max_tokens"));
-                let (kind, status) = if incomplete {
-                    ("response.incomplete", "incomplete")
-                } else {
-                    ("response.completed", "completed")
-                };
-                let input = v["usage"]["input_tokens"].as_u64().unwrap_or(0);
-                let output = v["usage"]["output_tokens"].as_u64().unwrap_or(0);
-                let mut usage = v
-                    .pointer("/sse_response/usage")
-                    .cloned()
-                    .filter(Value::is_object)
-                    .unwrap_or_else(|| json!({}));
-                usage["input_tokens"] = json!(input);
-                usage["output_tokens"] = json!(output);
-                usage["total_tokens"] = json!(input + output);
-                let mut r = self.response(status, usage);
-                if incomplete {
-                    r["incomplete_details"] = json!({"reason": "max_output_tokens"});
-                }
-                out += &self.event(kind, json!({"response": r}));
-            }
-            "sse_responses" => match (&v["event"], &v["data"]) {
-                (Value::Object(e), _) => {
-                    let kind = e
-                        .get("type")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_owned();
-                    out += &self.event(&kind, Value::Object(e.clone()));
-                }
-                (_, Value::String(d)) => out += &format!("data: {d}\n\n"),
-                _ => {}
-            },
-            _ => {}
-        }
-        Bytes::from(out)
-    }
-
-    fn id(&self) -> String {
-        self.template
-            .as_ref()
-            .and_then(|t| t["id"].as_str())
-            .unwrap_or("resp")
-            .to_owned()
-    }
-
-    /// Apply `f` to the text of the item at `index`; its id.
-    fn item(&mut self, index: u64, f: impl FnOnce(&mut String)) -> String {
-        let pos = match self.items.iter().position(|it| it.0 == index) {
-            Some(pos) => pos,
-            None => {
-                let id = format!("msg_{}_{index}", self.id());
-                self.items.push((index, id, String::new(), false));
-                self.items.len() - 1
-            }
-        };
-        let it = &mut self.items[pos];
-        f(&mut it.2);
-        it.1.clone()
-    }
-
-    /// The response object: the first attempt's, with this status, output and usage.
-    fn response(&self, status: &str, usage: Value) -> Value {
-        let mut r = self
-            .template
-            .clone()
-            .filter(Value::is_object)
-            .unwrap_or_else(|| json!({"object": "response"}));
-        r["status"] = json!(status);
-        let output: Vec<Value> = self
-            .items
-            .iter()
-            .map(|(_, id, text, _)| message_item(id, text))
-            .collect();
-        r["output"] = json!(output);
-        r["usage"] = usage;
-        r
-    }
-
-    fn event(&mut self, kind: &str, mut body: Value) -> String {
-        body["type"] = json!(kind);
-        body["sequence_number"] = json!(self.seq);
-        self.seq += 1;
-        format!("event: {kind}\ndata: {body}\n\n")
-    }
-}
-
-fn message_item(id: &str, text: &str) -> Value {
-    json!({"id": id, "type": "message", "role": "assistant", "status": "completed",
-        "content": [{"type": "output_text", "text": text, "annotations": []}]})
 }

@@ -33,8 +33,9 @@ impl Stream {
         for m in msgs {
             for s in self.splicer.accept(&m).expect("no divergence") {
                 let out = s.into_message(&m);
-                self.client
-                    .push_str(std::str::from_utf8(&self.codec.write(&out)).unwrap());
+                self.client.push_str(
+                    std::str::from_utf8(&self.codec.write(&SseCodec::inner(&out))).unwrap(),
+                );
                 self.transcript.observe(&out);
             }
         }
@@ -172,18 +173,45 @@ fn a_cut_chat_completion_continues_as_one_completion() {
 }
 
 #[test]
-fn chat_tool_calls_are_only_replayed() {
+fn chat_tool_calls_are_tool_use_blocks_written_back_as_tool_calls() {
     let body = r#"{"model":"m","messages":[{"role":"user","content":"Hi"}]}"#;
     let mut s = Stream::new(Operation::ChatCompletions, body);
     s.feed(&chat_chunk(
         "a",
-        json!({"role": "assistant", "content": ""}),
+        json!({"role": "assistant", "content": "Let me look."}),
         Value::Null,
     ));
-    let call = json!({"tool_calls": [{"index": 0, "id": "c1", "type": "function",
-        "function": {"name": "f", "arguments": "{\"x\""}}]});
-    s.feed(&chat_chunk("a", call.clone(), Value::Null));
-    assert_eq!(s.events()[1]["choices"][0]["delta"], call);
+    let start = json!({"tool_calls": [{"index": 0, "id": "c1", "type": "function",
+        "function": {"name": "f", "arguments": ""}}]});
+    s.feed(&chat_chunk("a", start.clone(), Value::Null));
+    let args = json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"x\":1}"}}]});
+    s.feed(&chat_chunk("a", args.clone(), Value::Null));
+    s.feed(&chat_chunk("a", json!({}), json!("tool_calls")));
+    s.feed("data: [DONE]\n\n");
+    assert!(s.transcript.is_complete());
+    let blocks = s.transcript.blocks();
+    assert_eq!(blocks.len(), 2);
+    assert!(blocks[1].kind.is_tool() && blocks[1].text == "{\"x\":1}");
+    let events = s.events();
+    let deltas: Vec<&Value> = events.iter().map(|e| &e["choices"][0]["delta"]).collect();
+    assert_eq!(deltas[2], &start);
+    assert_eq!(deltas[3], &args);
+}
+
+#[test]
+fn chunks_the_codec_does_not_know_are_only_replayed() {
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"Hi"}]}"#;
+    let mut s = Stream::new(Operation::ChatCompletions, body);
+    s.feed(&chat_chunk(
+        "a",
+        json!({"role": "assistant", "content": "Hi"}),
+        Value::Null,
+    ));
+    let odd = json!({"id": "a", "object": "chat.completion.chunk", "created": 7, "model": "m",
+        "choices": [{"index": 0, "delta": {"content": "x"}, "finish_reason": null},
+                    {"index": 1, "delta": {"content": "y"}, "finish_reason": null}]});
+    s.feed(&format!("data: {odd}\n\n"));
+    assert_eq!(s.events()[2], odd, "carried whole");
     let (strategy, next) = s.resume(body, PREFILL);
     assert_eq!(strategy, Strategy::Replay);
     assert_eq!(next, serde_json::from_str::<Value>(body).unwrap());
