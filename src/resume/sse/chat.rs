@@ -1,5 +1,4 @@
-//! OpenAI Chat Completions chunks → the core's Claude events (the writing back is in
-//! `chat_out`).
+//! OpenAI Chat Completions chunks ↔ the core's Claude events.
 //!
 //! Read: the role delta → `message_start`; `delta.content` → a text block;
 //! `delta.reasoning_content` (or `reasoning`) → a thinking block (replay only, as for every
@@ -11,9 +10,15 @@
 //! sums over attempts; `data: [DONE]` → `message_stop`. Chunks with several choices or
 //! fields the codec does not know are carried whole (`sse_chat`), which the core treats as
 //! not understood: replay only, verified.
+//!
+//! Write: every chunk from the first attempt's chunk template (`id`, `created`, `model`,
+//! …), so the client sees one completion: one role delta, continuous content, tool calls
+//! numbered from 0 in the order the client receives them, one `finish_reason`, one usage
+//! chunk (the summed counts), one `[DONE]`.
 
 use super::{core, UpstreamError};
 use aws_smithy_types::event_stream::Message;
+use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
 /// Fields of a chunk that differ between attempts of one answer.
@@ -38,7 +43,7 @@ const KNOWN_DELTA: [&str; 6] = [
 #[derive(Debug, Default)]
 pub(super) struct Chat {
     /// The first attempt's chunk without `choices` and `usage`.
-    pub(super) template: Option<Map<String, Value>>,
+    template: Option<Map<String, Value>>,
     /// This attempt's open block: (core index, kind).
     open: Option<(u32, Kind)>,
     next_index: u32,
@@ -46,9 +51,9 @@ pub(super) struct Chat {
     /// This attempt's tool calls: (the chunk's `index`, core block index).
     calls: Vec<(u64, u32)>,
     /// Where the upstream puts reasoning text.
-    pub(super) reasoning_key: Option<String>,
+    reasoning_key: Option<String>,
     /// Core block indexes of the tool calls written to the client, in order.
-    pub(super) written_calls: Vec<u64>,
+    written_calls: Vec<u64>,
     /// The request sets `max_completion_tokens` (kept in continuations).
     pub used_completion_tokens: bool,
 }
@@ -245,4 +250,90 @@ fn plain_calls(calls: &Value) -> bool {
     calls
         .as_array()
         .is_some_and(|calls| calls.iter().all(plain_call))
+}
+
+impl Chat {
+    pub(super) fn write(&mut self, inner: &[u8]) -> Bytes {
+        let Ok(v) = serde_json::from_slice::<Value>(inner) else {
+            return Bytes::new();
+        };
+        let mut out = String::new();
+        let index = v["index"].as_u64().unwrap_or(0);
+        match v["type"].as_str().unwrap_or("") {
+            "message_start" => {
+                out += &self.chunk(json!({"role": "assistant", "content": ""}), Value::Null);
+            }
+            "content_block_start" if v["content_block"]["type"] == "tool_use" => {
+                let at = self.written_calls.len();
+                self.written_calls.push(index);
+                let b = &v["content_block"];
+                let call = json!({"index": at, "id": b["id"], "type": "function",
+                    "function": {"name": b["name"], "arguments": ""}});
+                out += &self.chunk(json!({"tool_calls": [call]}), Value::Null);
+            }
+            "content_block_delta" => match v.pointer("/delta/type").and_then(Value::as_str) {
+                Some("text_delta") => {
+                    out += &self.chunk(json!({"content": v["delta"]["text"]}), Value::Null)
+                }
+                Some("thinking_delta") => {
+                    let key = self.reasoning_key.as_deref().unwrap_or("reasoning_content");
+                    out += &self.chunk(json!({key: v["delta"]["thinking"]}), Value::Null)
+                }
+                Some("input_json_delta") => {
+                    let at = self.written_calls.iter().position(|i| *i == index);
+                    let call = json!({"index": at.unwrap_or(0),
+                        "function": {"arguments": v["delta"]["partial_json"]}});
+                    out += &self.chunk(json!({"tool_calls": [call]}), Value::Null);
+                }
+                _ => {}
+            },
+            "message_delta" => {
+                if let Some(reason) = v.pointer("/delta/stop_reason").filter(|r| !r.is_null()) {
+                    out += &self.chunk(json!({}), reason.clone());
+                }
+                if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
+                    out += &self.usage(&v, u);
+                }
+            }
+            "message_stop" => out += "data: [DONE]\n\n",
+            "sse_chat" => match (&v["chunk"], &v["data"]) {
+                (Value::Object(c), _) => {
+                    let mut chunk = self.template.clone().unwrap_or_default();
+                    chunk.extend(c.clone());
+                    out += &format!("data: {}\n\n", Value::Object(chunk));
+                }
+                (_, Value::String(d)) => out += &format!("data: {d}\n\n"),
+                _ => {}
+            },
+            _ => {}
+        }
+        Bytes::from(out)
+    }
+
+    /// A usage chunk with the (summed) counts of `u`.
+    fn usage(&self, v: &Value, u: &Value) -> String {
+        let mut usage = v
+            .get("sse_usage")
+            .cloned()
+            .filter(Value::is_object)
+            .unwrap_or_else(|| json!({}));
+        let input = u["input_tokens"].as_u64().unwrap_or(0);
+        let output = u["output_tokens"].as_u64().unwrap_or(0);
+        usage["prompt_tokens"] = json!(input);
+        usage["completion_tokens"] = json!(output);
+        usage["total_tokens"] = json!(input + output);
+        let mut chunk = self.template.clone().unwrap_or_default();
+        chunk.insert("choices".into(), json!([]));
+        chunk.insert("usage".into(), usage);
+        format!("data: {}\n\n", Value::Object(chunk))
+    }
+
+    fn chunk(&self, delta: Value, finish: Value) -> String {
+        let mut chunk = self.template.clone().unwrap_or_default();
+        chunk.insert(
+            "choices".into(),
+            json!([{"index": 0, "delta": delta, "finish_reason": finish}]),
+        );
+        format!("data: {}\n\n", Value::Object(chunk))
+    }
 }

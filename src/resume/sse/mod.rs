@@ -27,9 +27,7 @@
 //! numbers aside), never continued.
 
 mod chat;
-mod chat_out;
 mod responses;
-mod responses_out;
 
 use super::{
     plan, CannotResume, Continuation, Family, ModelCaps, Strategy, StreamFormat, Transcript,
