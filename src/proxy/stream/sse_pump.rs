@@ -41,6 +41,15 @@ pub(super) struct SsePump {
     pub _active: ActiveStream,
 }
 
+/// What a recovery from a fault gave.
+enum Recovered {
+    /// The resumed upstream stream.
+    Stream(SseEvents),
+    /// The relay ended the answer itself (the client's output limit is used up).
+    Ended,
+    ClientGone,
+}
+
 /// Why an event could not be forwarded.
 enum Stop {
     /// An interruption to resume from.
@@ -173,8 +182,9 @@ impl SsePump {
             }
             fault_at = Some(Instant::now());
             match self.recover(&fault).await {
-                Ok(Some(next)) => events = next,
-                Ok(None) => break None,
+                Ok(Recovered::Stream(next)) => events = next,
+                Ok(Recovered::Ended) => break None,
+                Ok(Recovered::ClientGone) => return self.finish("client_gone"),
                 Err(why) => {
                     self.count_resume("failed");
                     break Some(format!("{}; {why}", fault.describe()));
@@ -209,9 +219,9 @@ impl SsePump {
         });
     }
 
-    /// After a fault: the answer ended at the client's limit (`Ok(None)`), a resumed stream,
-    /// or why there is none.
-    async fn recover(&mut self, fault: &Interruption) -> Result<Option<SseEvents>, String> {
+    /// After a fault: a resumed stream, the answer ended at the client's limit, or why
+    /// there is none.
+    async fn recover(&mut self, fault: &Interruption) -> Result<Recovered, String> {
         let Some(h) = self.heal.as_mut() else {
             return Err("this stream cannot be resumed".into());
         };
@@ -229,10 +239,10 @@ impl SsePump {
                 let bytes = h.codec.write(&SseCodec::inner(&msg));
                 h.transcript.observe(&msg);
                 if !self.client.send(bytes).await {
-                    break;
+                    return Ok(Recovered::ClientGone);
                 }
             }
-            return Ok(None);
+            return Ok(Recovered::Ended);
         }
         let settings = &self.relay.settings;
         if self.resumes >= settings.resume.max_resumes {
@@ -256,7 +266,7 @@ impl SsePump {
         let client = self.client.tx.clone();
         let result = tokio::select! {
             r = Box::pin(self.attempts.drive(&mut exchange, policy)) => r,
-            _ = client.closed() => return Err("the client went away".into()),
+            _ = client.closed() => return Ok(Recovered::ClientGone),
         };
         self.last_strategy = exchange.strategy.map(|s| s.label());
         match result {
@@ -265,7 +275,7 @@ impl SsePump {
                 self.resumes += 1;
                 self.record.strategy = self.last_strategy;
                 tracing::info!(model = %self.model, strategy = self.last_strategy.unwrap_or("-"), resume = self.resumes, "stream resumed");
-                Ok(Some(events))
+                Ok(Recovered::Stream(events))
             }
             Err(failure) => Err(super::pump::why_not_resumed(failure)),
         }

@@ -56,6 +56,19 @@ pub(super) struct Chat {
     written_calls: Vec<u64>,
     /// The request sets `max_completion_tokens` (kept in continuations).
     pub used_completion_tokens: bool,
+    /// The request asks for a usage chunk (`stream_options.include_usage`).
+    pub include_usage: bool,
+    usage_written: bool,
+}
+
+/// A stop reason as Chat Completions names it (the relay's own ends use Claude's names).
+fn finish_reason(reason: &str) -> &str {
+    match reason {
+        "max_tokens" => "length",
+        "end_turn" | "stop_sequence" => "stop",
+        "tool_use" => "tool_calls",
+        other => other,
+    }
 }
 
 /// What a core block holds.
@@ -288,14 +301,24 @@ impl Chat {
                 _ => {}
             },
             "message_delta" => {
-                if let Some(reason) = v.pointer("/delta/stop_reason").filter(|r| !r.is_null()) {
-                    out += &self.chunk(json!({}), reason.clone());
+                if let Some(reason) = v.pointer("/delta/stop_reason").and_then(Value::as_str) {
+                    out += &self.chunk(json!({}), json!(finish_reason(reason)));
                 }
-                if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
+                // The upstream's usage chunk (the relay's own end at the limit has none).
+                if let (Some(u), true) = (v.get("usage"), v.get("sse_usage").is_some()) {
+                    self.usage_written = true;
                     out += &self.usage(&v, u);
                 }
             }
-            "message_stop" => out += "data: [DONE]\n\n",
+            "message_stop" => {
+                // The relay ended the answer at the client's limit: its usage, if asked for.
+                let metrics = v.get("amazon-bedrock-invocationMetrics");
+                if let (Some(m), true, false) = (metrics, self.include_usage, self.usage_written) {
+                    let u = json!({"input_tokens": m["inputTokenCount"], "output_tokens": m["outputTokenCount"]});
+                    out += &self.usage(&v, &u);
+                }
+                out += "data: [DONE]\n\n";
+            }
             "sse_chat" => match (&v["chunk"], &v["data"]) {
                 (Value::Object(c), _) => {
                     let mut chunk = self.template.clone().unwrap_or_default();

@@ -294,6 +294,8 @@ impl SseCodec {
     pub fn observe_request(&mut self, original: &[u8]) {
         if let Ok(v) = serde_json::from_slice::<Value>(original) {
             self.chat.used_completion_tokens = v.get("max_completion_tokens").is_some();
+            self.chat.include_usage =
+                v.pointer("/stream_options/include_usage") == Some(&json!(true));
         }
     }
 }

@@ -28,6 +28,8 @@ pub(super) struct Responses {
     seq: u64,
     /// Output items written so far.
     items: Vec<Item>,
+    /// The relay's own `message_delta`, until its `message_stop`.
+    pending: Option<Value>,
 }
 
 /// An output item the client has (or is receiving).
@@ -206,29 +208,18 @@ impl Responses {
                     json!({"output_index": index, "item": done}),
                 );
             }
-            "message_delta" => {
-                let incomplete = v.pointer("/delta/stop_reason") == Some(&json!("max_tokens"));
-                let (kind, status) = if incomplete {
-                    ("response.incomplete", "incomplete")
-                } else {
-                    ("response.completed", "completed")
-                };
-                let input = v["usage"]["input_tokens"].as_u64().unwrap_or(0);
-                let output = v["usage"]["output_tokens"].as_u64().unwrap_or(0);
-                let mut usage = v
-                    .pointer("/sse_response/usage")
-                    .cloned()
-                    .filter(Value::is_object)
-                    .unwrap_or_else(|| json!({}));
-                usage["input_tokens"] = json!(input);
-                usage["output_tokens"] = json!(output);
-                usage["total_tokens"] = json!(input + output);
-                let mut r = self.response(status, usage);
-                if incomplete {
-                    r["incomplete_details"] = json!({"reason": "max_output_tokens"});
+            // The relay's own end at the client's limit: written at its `message_stop`, whose
+            // invocation metrics hold the input count.
+            "message_delta" if v.get("sse_response").is_none() => self.pending = Some(v),
+            "message_stop" => {
+                if let Some(mut end) = self.pending.take() {
+                    let m = &v["amazon-bedrock-invocationMetrics"];
+                    end["usage"] = json!({"input_tokens": m["inputTokenCount"],
+                        "output_tokens": m["outputTokenCount"]});
+                    out += &self.end(&end);
                 }
-                out += &self.event(kind, json!({"response": r}));
             }
+            "message_delta" => out += &self.end(&v),
             "sse_responses" => match (&v["event"], &v["data"]) {
                 (Value::Object(e), _) => {
                     let kind = e
@@ -244,6 +235,31 @@ impl Responses {
             _ => {}
         }
         Bytes::from(out)
+    }
+
+    /// `response.completed` (or `incomplete`) for a `message_delta` with the summed usage.
+    fn end(&mut self, v: &Value) -> String {
+        let incomplete = v.pointer("/delta/stop_reason") == Some(&json!("max_tokens"));
+        let (kind, status) = if incomplete {
+            ("response.incomplete", "incomplete")
+        } else {
+            ("response.completed", "completed")
+        };
+        let input = v["usage"]["input_tokens"].as_u64().unwrap_or(0);
+        let output = v["usage"]["output_tokens"].as_u64().unwrap_or(0);
+        let mut usage = v
+            .pointer("/sse_response/usage")
+            .cloned()
+            .filter(Value::is_object)
+            .unwrap_or_else(|| json!({}));
+        usage["input_tokens"] = json!(input);
+        usage["output_tokens"] = json!(output);
+        usage["total_tokens"] = json!(input + output);
+        let mut r = self.response(status, usage);
+        if incomplete {
+            r["incomplete_details"] = json!({"reason": "max_output_tokens"});
+        }
+        self.event(kind, json!({"response": r}))
     }
 
     fn id(&self) -> String {

@@ -336,3 +336,66 @@ fn responses_errors_are_faults() {
         assert_eq!(s.codec.read(raw.as_bytes()).err().unwrap().message, "x", "{raw}");
     }
 }
+
+impl Stream {
+    /// What the pump does at a fault when the client's limit is used up.
+    fn finish_at_limit(&mut self, body: &str) -> bool {
+        let Some(end) = self
+            .codec
+            .finish_at_limit(body.as_bytes(), &self.transcript)
+        else {
+            return false;
+        };
+        for m in end {
+            let bytes = self.codec.write(&SseCodec::inner(&m));
+            self.client.push_str(std::str::from_utf8(&bytes).unwrap());
+            self.transcript.observe(&m);
+        }
+        true
+    }
+}
+
+#[test]
+fn a_chat_completion_cut_at_its_limit_ends_as_the_api_would() {
+    let body = r#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"max_tokens":2,"messages":[{"role":"user","content":"Hi"}]}"#;
+    let mut s = Stream::new(Operation::ChatCompletions, body);
+    s.feed(&chat_chunk(
+        "a",
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    ));
+    s.feed(&chat_chunk("a", json!({"content": "Hello"}), Value::Null));
+    s.feed(&chat_chunk("a", json!({"content": " wide"}), Value::Null));
+    assert!(s.finish_at_limit(body));
+    assert!(s.transcript.is_complete());
+    let events = s.events();
+    let n = events.len();
+    assert_eq!(events[n - 3]["choices"][0]["finish_reason"], "length");
+    assert_eq!(events[n - 2]["usage"]["completion_tokens"], 2);
+    assert_eq!(events[n - 1], json!("[DONE]"));
+}
+
+#[test]
+fn a_response_cut_at_its_limit_ends_incomplete() {
+    let body = r#"{"model":"m","stream":true,"input":"Hi","max_output_tokens":2}"#;
+    let mut s = Stream::new(Operation::Responses, body);
+    responses_attempt(&mut s, "r1", &["Hello", " wide"], None);
+    assert!(s.finish_at_limit(body));
+    let events = s.events();
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "response.incomplete");
+    assert_eq!(
+        last["response"]["output"][0]["content"][0]["text"],
+        "Hello wide"
+    );
+    assert_eq!(last["response"]["usage"]["output_tokens"], 2);
+    assert_eq!(
+        last["response"]["incomplete_details"]["reason"],
+        "max_output_tokens"
+    );
+    let seqs: Vec<u64> = events
+        .iter()
+        .map(|e| e["sequence_number"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>());
+}
