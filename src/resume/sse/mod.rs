@@ -316,3 +316,5 @@ fn flatten_text(m: &mut Value) {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_responses;

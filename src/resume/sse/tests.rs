@@ -1,20 +1,21 @@
 //! The SSE codecs through the real resume core: a stream cut mid-answer and continued reads
-//! as one answer in each API's own events.
+//! as one answer in each API's own events (Anthropic Messages and Chat Completions here,
+//! Responses in `tests_responses`).
 
 use super::*;
 use crate::resume::{Splicer, Strategy};
 use serde_json::Value;
 
 /// One client stream: codec, transcript, the current attempt's splicer, what the client got.
-struct Stream {
-    codec: SseCodec,
-    transcript: Transcript,
+pub(super) struct Stream {
+    pub codec: SseCodec,
+    pub transcript: Transcript,
     splicer: Splicer,
-    client: String,
+    pub client: String,
 }
 
 impl Stream {
-    fn new(op: Operation, body: &str) -> Stream {
+    pub(super) fn new(op: Operation, body: &str) -> Stream {
         let mut codec = SseCodec::new(op).unwrap();
         codec.observe_request(body.as_bytes());
         Stream {
@@ -25,7 +26,7 @@ impl Stream {
         }
     }
 
-    fn feed(&mut self, raw: &str) {
+    pub(super) fn feed(&mut self, raw: &str) {
         let Read::Messages(msgs) = self.codec.read(raw.as_bytes()).expect("no error") else {
             self.client.push_str(raw);
             return;
@@ -41,7 +42,7 @@ impl Stream {
         }
     }
 
-    fn resume(&mut self, body: &str, caps: ModelCaps) -> (Strategy, Value) {
+    pub(super) fn resume(&mut self, body: &str, caps: ModelCaps) -> (Strategy, Value) {
         let next = self
             .codec
             .plan(body.as_bytes(), &mut self.transcript, &caps)
@@ -52,7 +53,7 @@ impl Stream {
     }
 
     /// The data of every client event, as JSON (`[DONE]` as a string).
-    fn events(&self) -> Vec<Value> {
+    pub(super) fn events(&self) -> Vec<Value> {
         self.client
             .split("\n\n")
             .filter_map(|e| fields(e.as_bytes()).data)
@@ -66,7 +67,7 @@ const PREFILL: ModelCaps = ModelCaps {
     instructed: false,
     replay: true,
 };
-const INSTRUCTED: ModelCaps = ModelCaps {
+pub(super) const INSTRUCTED: ModelCaps = ModelCaps {
     prefill: false,
     instructed: true,
     replay: true,
@@ -217,129 +218,9 @@ fn chunks_the_codec_does_not_know_are_only_replayed() {
     assert_eq!(next, serde_json::from_str::<Value>(body).unwrap());
 }
 
-fn resp_event(kind: &str, mut v: Value, seq: u64) -> String {
-    v["type"] = json!(kind);
-    v["sequence_number"] = json!(seq);
-    format!("event: {kind}\ndata: {v}\n\n")
-}
-
-/// One Responses attempt: created, a message item, `pieces` deltas, then (if `end`) the rest.
-fn responses_attempt(s: &mut Stream, id: &str, pieces: &[&str], end: Option<(u64, u64)>) {
-    let item = format!("msg_{id}");
-    let response = json!({"id": id, "object": "response", "status": "in_progress", "output": []});
-    let mut seq = 0;
-    let mut ev = |s: &mut Stream, kind: &str, v: Value| {
-        s.feed(&resp_event(kind, v, seq));
-        seq += 1;
-    };
-    ev(s, "response.created", json!({"response": response}));
-    ev(s, "response.in_progress", json!({"response": response}));
-    ev(
-        s,
-        "response.output_item.added",
-        json!({"output_index": 0,
-        "item": {"id": item, "type": "message", "role": "assistant", "content": []}}),
-    );
-    ev(
-        s,
-        "response.content_part.added",
-        json!({"item_id": item, "output_index": 0, "content_index": 0}),
-    );
-    for p in pieces {
-        ev(
-            s,
-            "response.output_text.delta",
-            json!({"item_id": item, "output_index": 0, "content_index": 0, "delta": p}),
-        );
-    }
-    if let Some((input, output)) = end {
-        let text = pieces.concat();
-        ev(
-            s,
-            "response.output_text.done",
-            json!({"item_id": item, "output_index": 0, "text": text}),
-        );
-        ev(
-            s,
-            "response.output_item.done",
-            json!({"output_index": 0,
-            "item": {"id": item, "type": "message", "content": [{"type": "output_text", "text": text}]}}),
-        );
-        ev(
-            s,
-            "response.completed",
-            json!({"response": {"id": id, "object": "response", "status": "completed",
-            "usage": {"input_tokens": input, "output_tokens": output, "total_tokens": input + output}}}),
-        );
-    }
-}
-
-#[test]
-fn a_cut_response_continues_as_one_response() {
-    let body = r#"{"model":"m","stream":true,"input":"Hi","max_output_tokens":40}"#;
-    let mut s = Stream::new(Operation::Responses, body);
-    responses_attempt(&mut s, "r1", &["Hello", " wide"], None);
-    let (strategy, next) = s.resume(body, INSTRUCTED);
-    assert_eq!(strategy, Strategy::Instructed);
-    let input = next["input"].as_array().unwrap();
-    assert_eq!(input[0], json!({"role": "user", "content": "Hi"}));
-    assert_eq!(
-        input[1],
-        json!({"role": "assistant", "content": "Hello wide"})
-    );
-    assert_eq!(
-        input[2]["content"],
-        json!(crate::resume::CONTINUE_INSTRUCTION)
-    );
-    assert!(next["max_output_tokens"].as_u64().unwrap() < 40);
-    assert!(next.get("messages").is_none() && next.get("max_tokens").is_none());
-    responses_attempt(&mut s, "r2", &[" world"], Some((20, 1)));
-    assert!(s.transcript.is_complete());
-    let events = s.events();
-    let seqs: Vec<u64> = events
-        .iter()
-        .map(|e| e["sequence_number"].as_u64().unwrap())
-        .collect();
-    assert_eq!(
-        seqs,
-        (0..seqs.len() as u64).collect::<Vec<_>>(),
-        "{}",
-        s.client
-    );
-    let of = |t: &str| events.iter().filter(|e| e["type"] == t).collect::<Vec<_>>();
-    assert_eq!(of("response.created").len(), 1);
-    assert_eq!(of("response.output_item.added").len(), 1);
-    let text: String = of("response.output_text.delta")
-        .iter()
-        .map(|e| e["delta"].as_str().unwrap())
-        .collect();
-    assert_eq!(text, "Hello wide world");
-    assert!(of("response.output_text.delta")
-        .iter()
-        .all(|e| e["item_id"] == "msg_r1"));
-    let done = of("response.completed");
-    assert_eq!(done.len(), 1);
-    let r = &done[0]["response"];
-    assert_eq!(r["id"], "r1");
-    assert_eq!(r["output"][0]["content"][0]["text"], "Hello wide world");
-    assert_eq!(r["usage"]["output_tokens"], 3, "summed over attempts");
-}
-
-#[test]
-fn responses_errors_are_faults() {
-    let mut s = Stream::new(Operation::Responses, "{}");
-    for raw in [
-        "event: error\ndata: {\"type\":\"error\",\"code\":\"server_error\",\"message\":\"x\"}\n\n",
-        "data: {\"error\":{\"type\":\"server_error\",\"message\":\"x\"}}\n\n",
-        "event: response.failed\ndata: {\"type\":\"response.failed\",\"response\":{\"error\":{\"code\":\"c\",\"message\":\"x\"}}}\n\n",
-    ] {
-        assert_eq!(s.codec.read(raw.as_bytes()).err().unwrap().message, "x", "{raw}");
-    }
-}
-
 impl Stream {
     /// What the pump does at a fault when the client's limit is used up.
-    fn finish_at_limit(&mut self, body: &str) -> bool {
+    pub(super) fn finish_at_limit(&mut self, body: &str) -> bool {
         let Some(end) = self
             .codec
             .finish_at_limit(body.as_bytes(), &self.transcript)
@@ -376,26 +257,47 @@ fn a_chat_completion_cut_at_its_limit_ends_as_the_api_would() {
 }
 
 #[test]
-fn a_response_cut_at_its_limit_ends_incomplete() {
-    let body = r#"{"model":"m","stream":true,"input":"Hi","max_output_tokens":2}"#;
-    let mut s = Stream::new(Operation::Responses, body);
-    responses_attempt(&mut s, "r1", &["Hello", " wide"], None);
-    assert!(s.finish_at_limit(body));
+fn anthropic_usage_and_invocation_metrics_are_summed_over_attempts() {
+    let body = r#"{"model":"m","max_tokens":100,"messages":[{"role":"user","content":"Hi"}]}"#;
+    let mut s = Stream::new(Operation::AnthropicMessages, body);
+    let ev = |v: Value| format!("event: {}\ndata: {v}\n\n", v["type"].as_str().unwrap());
+    let start = json!({"type": "message_start", "message": {"role": "assistant", "usage": {"input_tokens": 5, "output_tokens": 1}}});
+    let block = json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}});
+    let text = |t: &str| json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}});
+    for v in [start.clone(), block.clone(), text("Hello"), text(" wide")] {
+        s.feed(&ev(v));
+    }
+    assert_eq!(s.resume(body, PREFILL).0, Strategy::Prefill);
+    for v in [
+        start,
+        block,
+        text(" world"),
+        json!({"type": "content_block_stop", "index": 0}),
+        json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 1}}),
+        json!({"type": "message_stop", "amazon-bedrock-invocationMetrics": {"inputTokenCount": 7, "outputTokenCount": 1}}),
+    ] {
+        s.feed(&ev(v));
+    }
     let events = s.events();
-    let last = events.last().unwrap();
-    assert_eq!(last["type"], "response.incomplete");
     assert_eq!(
-        last["response"]["output"][0]["content"][0]["text"],
-        "Hello wide"
+        events
+            .iter()
+            .filter(|e| e["type"] == "message_start")
+            .count(),
+        1
     );
-    assert_eq!(last["response"]["usage"]["output_tokens"], 2);
-    assert_eq!(
-        last["response"]["incomplete_details"]["reason"],
-        "max_output_tokens"
-    );
-    let seqs: Vec<u64> = events
+    let delta = events
         .iter()
-        .map(|e| e["sequence_number"].as_u64().unwrap())
-        .collect();
-    assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>());
+        .find(|e| e["type"] == "message_delta")
+        .unwrap();
+    assert_eq!(
+        delta["usage"]["output_tokens"], 3,
+        "1 + the cut attempt's 2 deltas"
+    );
+    let metrics = &events.last().unwrap()["amazon-bedrock-invocationMetrics"];
+    assert_eq!(metrics["outputTokenCount"], 3);
+    assert!(
+        metrics["inputTokenCount"].as_u64().unwrap() > 7,
+        "the cut attempt's input too"
+    );
 }
