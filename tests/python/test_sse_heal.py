@@ -9,7 +9,7 @@ one `message_start` and one `message_stop` (Messages). Where healing is impossib
 
 One relay continues with a prefill (gpt-oss and Claude 4.5 allowed to take one), instructed
 continuation for Claude Sonnet 4.6; another has the defaults (replay for gpt-oss); a third
-never resumes.
+never resumes; a fourth continues gpt-oss by instruction.
 """
 import json
 import urllib.request
@@ -55,8 +55,9 @@ def relays(tmp_path_factory):
                                          "instructed_models = ['claude-sonnet-4-6']\n")
     default = start_relay(sim, tmp, "default", "")
     never = start_relay(sim, tmp, "never", "", "--max-resumes", "0")
-    yield sim, clean, heal, default, never
-    for p in (heal, default, never, sim, clean):
+    instructed = start_relay(sim, tmp, "instructed", "[resume]\ninstructed_models = ['gpt-oss']\n")
+    yield sim, clean, heal, default, never, instructed
+    for p in (heal, default, never, instructed, sim, clean):
         p.stop()
 
 
@@ -122,7 +123,7 @@ def resumes(relay, strategy):
 
 @pytest.mark.parametrize("fault", list(FAULTS))
 def test_a_cut_chat_completion_heals_whole_and_once(relays, fault):
-    sim, clean, heal, _, _ = relays
+    sim, clean, heal, _, _, _ = relays
     tag = f"heal-chat-{fault}"
     prompt = f"Write about ferns sim:len=20 sim:tag={tag}"
     usage = {"stream_options": {"include_usage": True}}
@@ -141,7 +142,7 @@ def test_a_cut_chat_completion_heals_whole_and_once(relays, fault):
 
 
 def test_a_cut_chat_completion_heals_by_replay_where_no_prefill(relays):
-    sim, clean, _, default, _ = relays
+    sim, clean, _, default, _, _ = relays
     tag = "heal-chat-replay"
     prompt = f"Write about ferns sim:len=20 sim:tag={tag}"
     want, _, _, _ = chat(clean.url, prompt)
@@ -151,8 +152,30 @@ def test_a_cut_chat_completion_heals_by_replay_where_no_prefill(relays):
     assert resumes(default, "replay") >= 1
 
 
+def test_chat_completions_and_responses_heal_by_instructed_continuation(relays):
+    """A model that takes no prefill: the delivered text as the assistant's turn, then a user
+    turn asking to continue; the echoed overlap is cut at the seam."""
+    sim, clean, _, _, _, instructed = relays
+    tag = "heal-chat-instructed"
+    prompt = f"Write about ferns sim:len=30 sim:tag={tag}"
+    want, _, _, _ = chat(clean.url, prompt)
+    cut(sim, tag, "reset")
+    text, finishes, roles, _ = chat(instructed.url, prompt)
+    assert (text, finishes, roles) == (want, ["stop"], 1)
+    log = attempts(sim, tag)
+    assert log[1]["continuation"] and log[1]["body"]["messages"][-1]["role"] == "user"
+    tag = "heal-resp-instructed"
+    prompt = f"Write about kites sim:len=30 sim:tag={tag}"
+    want, _, _, _ = responses(clean.url, prompt)
+    cut(sim, tag, "reset")
+    text, completed, seqs, _ = responses(instructed.url, prompt)
+    assert text == want and completed.output_text == want and seqs == list(range(len(seqs)))
+    assert attempts(sim, tag)[1]["continuation"]
+    assert resumes(instructed, "instructed") == 2
+
+
 def test_a_sampled_chat_completion_heals_coherently(relays):
-    sim, _, heal, _, _ = relays
+    sim, _, heal, _, _, _ = relays
     tag = "heal-chat-sampled"
     cut(sim, tag, "reset")
     text, finishes, roles, _ = chat(heal.url, f"Write about ferns sim:len=20 sim:tag={tag}", temperature=1.0)
@@ -164,7 +187,7 @@ def test_a_sampled_chat_completion_heals_coherently(relays):
 
 @pytest.mark.parametrize("fault", ["reset", "stall", "exception"])
 def test_a_cut_response_heals_whole_and_once(relays, fault):
-    sim, clean, heal, _, _ = relays
+    sim, clean, heal, _, _, _ = relays
     tag = f"heal-resp-{fault}"
     prompt = f"Write about kites sim:len=20 sim:tag={tag}"
     want, want_done, _, _ = responses(clean.url, prompt)
@@ -181,7 +204,7 @@ def test_a_cut_response_heals_whole_and_once(relays, fault):
 @pytest.mark.parametrize("model,strategy", [(CLAUDE_PREFILL, "prefill"), (CLAUDE_INSTRUCTED, "instructed")])
 @pytest.mark.parametrize("fault", ["reset", "truncate", "exception"])
 def test_a_cut_messages_stream_heals_whole_and_once(relays, model, strategy, fault):
-    sim, clean, heal, _, _ = relays
+    sim, clean, heal, _, _, _ = relays
     tag = f"heal-msg-{strategy}-{fault}"
     prompt = f"Write about owls sim:len=20 sim:tag={tag}"
     want, _ = messages(clean.url, model, prompt)
@@ -195,7 +218,7 @@ def test_a_cut_messages_stream_heals_whole_and_once(relays, model, strategy, fau
 
 
 def test_where_healing_is_impossible_the_sdk_raises_the_apis_error(relays):
-    sim, clean, _, default, never = relays
+    sim, clean, _, default, never, _ = relays
     # max_resumes = 0.
     tag = "heal-never"
     cut(sim, tag, "reset")
@@ -221,7 +244,7 @@ WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}}
 def test_a_chat_completion_cut_inside_a_tool_call_brings_the_call_whole_once(relays):
     """role + 8 text deltas + the call's start + 1 argument piece, then the cut: the partial
     call is held back, the continuation brings it again, whole, with valid arguments."""
-    sim, clean, heal, _, _ = relays
+    sim, clean, heal, _, _, _ = relays
     tag = "heal-chat-tool"
     tools = [{"type": "function", "function": {"name": "get_weather", "parameters": WEATHER}}]
     text, calls, finishes = "", {}, []
@@ -246,7 +269,7 @@ def test_a_chat_completion_cut_inside_a_tool_call_brings_the_call_whole_once(rel
 
 
 def test_a_messages_stream_cut_inside_a_tool_use_block_brings_it_whole_once(relays):
-    sim, clean, heal, _, _ = relays
+    sim, clean, heal, _, _, _ = relays
     tag = "heal-msg-tool"
     tools = [{"name": "get_weather", "input_schema": WEATHER}]
     prompt = f"Weather in Lima sim:len=8 sim:tag={tag}"
@@ -259,7 +282,7 @@ def test_a_messages_stream_cut_inside_a_tool_use_block_brings_it_whole_once(rela
 
 
 def test_a_response_cut_inside_a_function_call_brings_it_whole_once(relays):
-    sim, clean, heal, _, _ = relays
+    sim, clean, heal, _, _, _ = relays
     tag = "heal-resp-tool"
     tools = [{"type": "function", "name": "get_weather", "parameters": WEATHER}]
     add_faults(sim.url, [{"kind": "reset_after_events", "events": 17, "tag": tag, "attempts": [1]}])
