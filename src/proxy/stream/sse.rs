@@ -269,7 +269,7 @@ pub(in crate::proxy) fn start(
     } = opened;
     let (tx, rx) = body::channel();
     let heal = Heal::new(&relay, &outbound, &record);
-    let pump = SsePump {
+    let mut pump = SsePump {
         _active: ActiveStream::new(relay.clone()),
         relay: relay.clone(),
         model: record.model.clone().unwrap_or_default(),
@@ -280,8 +280,12 @@ pub(in crate::proxy) fn start(
         heal,
         resumes: 0,
         last_strategy: None,
+        unsent: None,
+        done: false,
     };
-    tokio::spawn(supervise(relay, pump.run(events, first)));
+    // The first event goes into the body before the head leaves (one write for both).
+    let pending = pump.prime(first);
+    tokio::spawn(supervise(relay, pump.run(events, pending)));
     Response::from_parts(stream_head(head), rx.boxed())
 }
 

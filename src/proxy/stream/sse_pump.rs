@@ -38,6 +38,11 @@ pub(super) struct SsePump {
     pub heal: Option<Heal>,
     pub resumes: u32,
     pub last_strategy: Option<&'static str>,
+    /// The first event went into the body before the head (see [`SsePump::prime`]) but
+    /// could not be queued; the task sends it first.
+    pub unsent: Option<Bytes>,
+    /// A stream the relay does not heal saw its API's terminal event in the first one.
+    pub done: bool,
     pub _active: ActiveStream,
 }
 
@@ -118,13 +123,47 @@ impl Heal {
 }
 
 impl SsePump {
-    /// Run the stream from its first event.
-    pub(super) async fn run(mut self, mut events: SseEvents, first: Bytes) {
+    /// Before the response head is returned: put what the client gets for the first event
+    /// into its body, so head and first event are written at once. Returns the event when
+    /// it is left to [`SsePump::run`] (an error event: the loop's business).
+    pub(super) fn prime(&mut self, first: Bytes) -> Option<Bytes> {
+        let bytes = match self.heal.as_mut() {
+            None => {
+                self.done = is_terminal(self.record.operation, &first);
+                first
+            }
+            Some(h) => match h.feed(&first) {
+                Ok(bytes) => bytes,
+                Err(_) => return Some(first),
+            },
+        };
+        if !bytes.is_empty() {
+            self.client.bytes += bytes.len() as u64;
+            if !self.client.tx.try_send(bytes.clone()) {
+                // Not sent: the first write of the task sends it.
+                self.client.bytes -= bytes.len() as u64;
+                self.unsent = Some(bytes);
+            }
+        }
+        None
+    }
+
+    /// Run the stream from its first event (`pending`: left by [`SsePump::prime`]).
+    pub(super) async fn run(mut self, mut events: SseEvents, mut pending: Option<Bytes>) {
         let op = self.record.operation;
-        let mut pending = Some(first);
-        let mut done = false;
+        if let Some(bytes) = self.unsent.take() {
+            if !self.client.send(bytes).await {
+                return self.finish("client_gone");
+            }
+        }
+        let mut done = self.done;
         let mut fault_at: Option<Instant> = None;
+        let whole = |h: &Option<Heal>| h.as_ref().is_some_and(|h| h.transcript.is_complete());
         let failed = loop {
+            // A primed first event may already have made the answer whole.
+            if pending.is_none() && whole(&self.heal) {
+                break None;
+            }
             let next = match pending.take() {
                 Some(event) => Ok(Some(event)),
                 None => {
