@@ -2,10 +2,13 @@
 //! streaming a few conversations through the relay, in one process, with no AWS account.
 //!
 //! Each conversation's first upstream attempt is broken in a different way (reset,
-//! in-stream exception, torn frame, silent truncation). The client prints the answer as it
-//! arrives and marks each moment the relay healed the stream; at the end it compares every
-//! answer with an uninterrupted reference and prints a summary. Exit code 0 means every
-//! answer was identical to its reference.
+//! in-stream exception, torn frame, silent truncation), the last one on Claude Sonnet 4.6,
+//! which takes no prefill and samples at temperature 1: the relay heals it by instructed
+//! continuation, and the simulated model answers with a preamble and its last words again,
+//! which the seam removes. The client prints the answer as it arrives and marks each moment
+//! the relay healed the stream; at the end it compares every answer with an uninterrupted
+//! reference (for the sampled model: the same first sample) and prints a summary. Exit code 0
+//! means every answer was identical to its reference.
 
 use crate::config::{self, ServeArgs};
 use crate::eventstream::{FrameSplitter, Kind};
@@ -34,11 +37,14 @@ const RELAY_SECRET: &str = "demo-relay-secret";
 /// The marker printed where the relay spliced the continuation in.
 const HEALED: &str = " ⟲ relay healed the stream here ";
 const MODEL: &str = "anthropic.claude-3-5-sonnet-20240620-v1:0";
+/// Takes no prefill, samples at temperature 1: healed by instructed continuation.
+const MODEL_4_6: &str = "us.anthropic.claude-sonnet-4-6-v1:0";
 
 struct Scenario {
     title: &'static str,
     topic: &'static str,
     fault: Fault,
+    model: &'static str,
 }
 
 fn scenarios() -> Vec<Scenario> {
@@ -47,6 +53,7 @@ fn scenarios() -> Vec<Scenario> {
             title: "connection reset mid-answer",
             topic: "lighthouses",
             fault: Fault::ResetAfterEvents { events: 14 },
+            model: MODEL,
         },
         Scenario {
             title: "modelStreamErrorException mid-answer",
@@ -55,16 +62,28 @@ fn scenarios() -> Vec<Scenario> {
                 events: 22,
                 exception_type: "modelStreamErrorException".into(),
             },
+            model: MODEL,
         },
         Scenario {
             title: "reset in the middle of a frame",
             topic: "glaciers",
             fault: Fault::ResetMidFrame { events: 9 },
+            model: MODEL,
         },
         Scenario {
             title: "stream ends cleanly without its last events",
             topic: "volcanoes",
             fault: Fault::Truncate { events: 30 },
+            model: MODEL,
+        },
+        Scenario {
+            title: "Claude Sonnet 4.6 (no prefill, sampled): serviceUnavailableException",
+            topic: "coral reefs sim:cont=preamble-echo",
+            fault: Fault::Exception {
+                events: 18,
+                exception_type: "serviceUnavailableException".into(),
+            },
+            model: MODEL_4_6,
         },
     ]
 }
@@ -168,6 +187,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<bool> {
         let got = client
             .stream(
                 &relay_url,
+                s.model,
                 &prompt,
                 |text| {
                     if live {
@@ -189,7 +209,12 @@ async fn demo(args: DemoArgs) -> anyhow::Result<bool> {
             let seam = log
                 .iter()
                 .filter(|e| e.tag.as_deref() == Some(tag.as_str()))
-                .find_map(|e| e.prefill.as_ref().map(String::len));
+                .find_map(|e| {
+                    e.prefill
+                        .as_ref()
+                        .map(String::len)
+                        .or_else(|| delivered_len(e))
+                });
             match seam {
                 Some(at) if got.text.is_char_boundary(at) => {
                     print!(
@@ -203,7 +228,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<bool> {
             }
         }
         let reference = client
-            .stream(&clean.url(), &prompt, |_| {}, || None)
+            .stream(&clean.url(), s.model, &prompt, |_| {}, || None)
             .await?;
         let same = got.text == reference.text && got.complete;
         matched += usize::from(same);
@@ -221,33 +246,22 @@ async fn demo(args: DemoArgs) -> anyhow::Result<bool> {
             took.as_millis()
         );
     }
-    let m = &relay.metrics;
-    let interrupted = m
-        .stream_interruptions_total
-        .with_label_values(&["reset"])
-        .get()
-        + m.stream_interruptions_total
-            .with_label_values(&["exception"])
-            .get()
-        + m.stream_interruptions_total
-            .with_label_values(&["corrupt_frame"])
-            .get()
-        + m.stream_interruptions_total
-            .with_label_values(&["truncated"])
-            .get()
-        + m.stream_interruptions_total
-            .with_label_values(&["eof"])
-            .get();
+    let interrupted = interruptions(&relay);
     println!("{}", paint.bold("summary"));
     println!("  conversations                 {}", list.len());
     println!("  upstream interruptions        {interrupted}");
-    println!(
-        "  resumed streams               {}",
+    let resumed = |strategy: &str| {
         relay
             .metrics
             .stream_resumes_total
-            .with_label_values(&["prefill", "success"])
+            .with_label_values(&[strategy, "success"])
             .get()
+    };
+    println!(
+        "  resumed streams               {} (prefill {}, instructed {})",
+        resumed("prefill") + resumed("instructed"),
+        resumed("prefill"),
+        resumed("instructed")
     );
     println!(
         "  added latency (all streams)   {} ms",
@@ -258,6 +272,16 @@ async fn demo(args: DemoArgs) -> anyhow::Result<bool> {
     faulty.shutdown().await;
     clean.shutdown().await;
     Ok(matched == list.len())
+}
+
+/// Length of the delivered text an instructed continuation request carried (its assistant
+/// turn before the final user turn).
+fn delivered_len(e: &sim::LogEntry) -> Option<usize> {
+    let msgs = e.body.get("messages")?.as_array()?;
+    let turn = msgs.get(msgs.len().checked_sub(2)?)?;
+    (e.continuation && turn["role"] == "assistant")
+        .then(|| turn.pointer("/content/0/text")?.as_str().map(str::len))
+        .flatten()
 }
 
 fn interruptions(relay: &crate::app::RelayHandle) -> u64 {
@@ -310,6 +334,7 @@ impl DemoClient {
     async fn stream(
         &self,
         base: &str,
+        model: &str,
         prompt: &str,
         mut on_text: impl FnMut(&str),
         mut on_event: impl FnMut() -> Option<String>,
@@ -317,7 +342,7 @@ impl DemoClient {
         let body =
             serde_json::json!({"messages": [{"role": "user", "content": [{"text": prompt}]}]})
                 .to_string();
-        let mut req = http::Request::post(format!("{base}/model/{MODEL}/converse-stream"))
+        let mut req = http::Request::post(format!("{base}/model/{model}/converse-stream"))
             .header("content-type", "application/json")
             .body(Bytes::from(body))?;
         self.signer.sign(&mut req).await.context("signing")?;

@@ -122,17 +122,22 @@ fn the_demo_heals_every_broken_stream_and_exits_0() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("answers identical to reference 4/4"),
+        stdout.contains("answers identical to reference 5/5"),
         "{stdout}"
     );
     assert_eq!(
         stdout.matches("relay healed the stream here").count(),
-        4,
+        5,
         "{stdout}"
     );
     assert!(
-        stdout.contains("upstream interruptions        4"),
+        stdout.contains("upstream interruptions        5"),
         "{stdout}"
+    );
+    assert!(stdout.contains("(prefill 4, instructed 1)"), "{stdout}");
+    assert!(
+        !stdout.contains("Continuing"),
+        "the preamble never reaches the client: {stdout}"
     );
 }
 

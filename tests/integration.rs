@@ -12,6 +12,8 @@ mod cli;
 mod credential_calls;
 mod deploy_files;
 mod fuzz_inputs;
+mod no_prefill_heal;
+mod no_prefill_tools;
 mod relay_e2e;
 mod resume_ladder;
 mod resume_matrix;

@@ -89,14 +89,51 @@ async fn instructed_continuation_removes_the_words_the_model_repeats() {
 }
 
 #[tokio::test]
-async fn a_prefill_rejection_is_learned_and_the_stream_is_replayed() {
+async fn a_prefill_rejection_is_learned_and_the_stream_continued_by_instruction() {
     // Misconfigured: the relay believes Claude 4.6 takes prefill. Bedrock says otherwise.
     let h = Harness::start_full(|_| {}, |s| s.resume.no_prefill_models.clear()).await;
-    for (i, tag) in ["learn-1", "learn-2"].into_iter().enumerate() {
+    for (i, tag) in ["learn-i1", "learn-i2"].into_iter().enumerate() {
+        // Sampled (no temperature: 1): the clean simulator's first attempt is the same sample.
         let req = ConverseReq::new(
             CLAUDE_46,
-            format!("Write about sand sim:len=40 sim:tag={tag}"),
+            format!("Write about dunes sim:len=40 sim:cont=echo2 sim:tag={tag}"),
         );
+        let reference = canon::converse_stream(&h.reference, &req).await;
+        h.fault(tag, Some(vec![1]), Fault::ResetAfterEvents { events: 12 });
+        let got = canon::converse_stream(&h.client, &req).await;
+        assert_eq!(got.error, None, "{tag}");
+        assert_eq!(got.text(), reference.text(), "{tag}");
+        let attempts = h.attempts_for(tag);
+        // First stream: reset, prefill refused (400), instructed. Second: reset, instructed.
+        assert_eq!(attempts.len(), if i == 0 { 3 } else { 2 }, "{tag}");
+        assert!(attempts.last().unwrap().continuation, "{tag}");
+    }
+    for (strategy, outcome, n) in [("prefill", "rejected", 1.0), ("instructed", "success", 2.0)] {
+        let labels = [("strategy", strategy), ("outcome", outcome)];
+        let m = h
+            .metric("bedrock_relay_stream_resumes_total", &labels)
+            .await;
+        assert_eq!(m, n, "{strategy} {outcome}");
+    }
+}
+
+#[tokio::test]
+async fn a_prefill_rejection_is_learned_and_the_stream_is_replayed() {
+    // Misconfigured: the relay believes Claude 4.6 takes prefill, and instructed continuation
+    // is switched off. At temperature 0 the replay is exact.
+    let h = Harness::start_full(
+        |a| a.instructed = Some("off".into()),
+        |s| s.resume.no_prefill_models.clear(),
+    )
+    .await;
+    for (i, tag) in ["learn-1", "learn-2"].into_iter().enumerate() {
+        let req = ConverseReq {
+            temperature: Some(0.0),
+            ..ConverseReq::new(
+                CLAUDE_46,
+                format!("Write about sand sim:len=40 sim:tag={tag}"),
+            )
+        };
         let reference = canon::converse_stream(&h.reference, &req).await;
         h.fault(tag, Some(vec![1]), Fault::ResetAfterEvents { events: 12 });
         let got = canon::converse_stream(&h.client, &req).await;

@@ -66,6 +66,8 @@ fn converse(model: &str, prompt: &str, tools: bool, reasoning: bool) -> Call {
     Call::Converse(ConverseReq {
         tools,
         reasoning,
+        // Claude 4.6+ samples at 1 by default: only a greedy answer replays byte-exactly.
+        temperature: (model == NO_PREFILL_MODEL).then_some(0.0),
         ..ConverseReq::new(model, prompt)
     })
 }
@@ -124,8 +126,14 @@ fn position_of(r: &Received, what: &str) -> usize {
 
 #[tokio::test]
 async fn every_fault_at_every_position_heals_byte_exactly() {
-    // 250 faulted streams in a row would (rightly) drain the default retry budget.
-    let h = Harness::start_with(|a| a.retry_budget = Some("100000".into())).await;
+    // 250 faulted streams in a row would (rightly) drain the default retry budget. Instructed
+    // continuation (the default for Claude 4.6+) is off: this matrix is about exactness, and
+    // `no_prefill_heal` measures instructed healing.
+    let h = Harness::start_with(|a| {
+        a.retry_budget = Some("100000".into());
+        a.instructed = Some("off".into());
+    })
+    .await;
     let mut failures = Vec::new();
     let positions: [(&str, Position); 3] = [
         ("first", |_| 1),
@@ -345,7 +353,8 @@ async fn persistent_faults_end_in_a_modelled_exception_within_the_deadline() {
 
 #[tokio::test]
 async fn a_replay_that_diverges_ends_in_a_typed_error_not_a_different_answer() {
-    let h = Harness::start().await;
+    // Instructed continuation switched off: the no-prefill model is replayed.
+    let h = Harness::start_with(|a| a.instructed = Some("off".into())).await;
     // temperature > 0: the simulator answers differently on every attempt, so replay of a
     // model without prefill cannot verify what the client already has.
     let req = ConverseReq {

@@ -91,7 +91,10 @@ async fn prefill_and_instructed_continuation() {
     // Instructed continuation on a model without prefill.
     let nref = sim::reference_text(NO_PREFILL, "", &[("user", q)]);
     let delivered = nref[..nref.len() / 3].trim_end();
-    let ask = "Your previous response was cut off. Continue exactly where it stopped, without repeating anything.";
+    // Claude 4.6+ samples by default (the reference is its first sample) and, asked to
+    // continue, here repeats its last two words.
+    let ask =
+        "Your previous response was cut off. Continue exactly where it stopped. sim:cont=echo2";
     let r = send(
         sim.addr,
         "POST",

@@ -67,6 +67,11 @@ pub struct ServeArgs {
     #[arg(long, env = "BEDROCK_RELAY_MAX_RESUMES", value_name = "N")]
     pub max_resumes: Option<String>,
 
+    /// When instructed continuation is used: no-prefill (models that take no prefill, as
+    /// configured or learned, plus resume.instructed_models), listed, or off [default: no-prefill].
+    #[arg(long, env = "BEDROCK_RELAY_INSTRUCTED", value_name = "MODE")]
+    pub instructed: Option<String>,
+
     /// Overall limit per request, resumes included [default: 15m].
     #[arg(long, env = "BEDROCK_RELAY_REQUEST_DEADLINE", value_name = "DURATION")]
     pub request_deadline: Option<String>,

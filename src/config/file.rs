@@ -22,6 +22,7 @@ pub(crate) struct ResumeFile {
     pub max_resumes: Option<u64>,
     pub prefill_models: Option<Vec<String>>,
     pub no_prefill_models: Option<Vec<String>>,
+    pub instructed: Option<String>,
     pub instructed_models: Option<Vec<String>>,
     pub replay: Option<bool>,
     pub hold_tool_use: Option<bool>,
@@ -131,6 +132,7 @@ impl FileConfig {
         put("log_level", self.log_level.clone());
         let r = self.resume.clone().unwrap_or_default();
         put("max_resumes", r.max_resumes.map(|n| n.to_string()));
+        put("instructed", r.instructed.clone());
         put(
             "max_transcript_bytes",
             r.max_transcript_bytes.as_ref().map(SizeValue::text),

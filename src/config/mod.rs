@@ -14,7 +14,7 @@ mod settings;
 
 pub use args::ServeArgs;
 pub use inbound::{ClientKey, InboundSettings, Secret, OPERATION_NAMES};
-pub use settings::{ConfigErrors, LogFormat, ResumeSettings, Settings};
+pub use settings::{ConfigErrors, Instructed, LogFormat, ResumeSettings, Settings};
 
 use parse::{Problems, Raw};
 use std::collections::HashMap;
@@ -75,6 +75,7 @@ fn cli_values(a: &ServeArgs) -> HashMap<&'static str, Raw> {
     put("backoff_base", "backoff-base", &a.backoff_base);
     put("backoff_max", "backoff-max", &a.backoff_max);
     put("max_resumes", "max-resumes", &a.max_resumes);
+    put("instructed", "instructed", &a.instructed);
     put("retry_budget", "retry-budget", &a.retry_budget);
     put("request_deadline", "request-deadline", &a.request_deadline);
     put("connect_timeout", "connect-timeout", &a.connect_timeout);
@@ -197,6 +198,12 @@ fn build(raw: &HashMap<&'static str, Raw>, p: &mut Problems) -> Settings {
     };
     let resume = ResumeSettings {
         max_resumes: p.parse("max_resumes", g("max_resumes"), 3, parse::u32_at_least(0)),
+        instructed: p.parse(
+            "instructed",
+            g("instructed"),
+            d.resume.instructed,
+            settings::Instructed::parse,
+        ),
         max_transcript_bytes: p.parse(
             "max_transcript_bytes",
             g("max_transcript_bytes"),

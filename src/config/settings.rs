@@ -2,6 +2,7 @@
 //! their built-in defaults. Produced only by `config::load` (or `Default` in tests).
 
 use super::inbound::InboundSettings;
+use crate::resume::ModelCaps;
 use regex::Regex;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -44,7 +45,9 @@ pub struct ResumeSettings {
     pub prefill_models: Vec<Regex>,
     /// Models that reject prefill; overrides `prefill_models`.
     pub no_prefill_models: Vec<Regex>,
-    /// Models where instructed continuation may be used (default none).
+    /// When instructed continuation is used (default: for models that take no prefill).
+    pub instructed: Instructed,
+    /// Models where instructed continuation may be used besides those that take no prefill.
     pub instructed_models: Vec<Regex>,
     /// Whether replay-with-verification may be used (default true).
     pub replay: bool,
@@ -62,9 +65,54 @@ impl ResumeSettings {
             && self.prefill_models.iter().any(|r| r.is_match(model_id))
     }
 
-    /// True when instructed continuation may be used for `model_id`.
-    pub fn instructed_allowed(&self, model_id: &str) -> bool {
-        self.instructed_models.iter().any(|r| r.is_match(model_id))
+    /// True when instructed continuation may be used for `model_id`; `learned_no_prefill`:
+    /// the model rejected a prefill at run time.
+    pub fn instructed_allowed(&self, model_id: &str, learned_no_prefill: bool) -> bool {
+        let listed = self.instructed_models.iter().any(|r| r.is_match(model_id));
+        match self.instructed {
+            Instructed::Off => false,
+            Instructed::Listed => listed,
+            Instructed::NoPrefill => {
+                listed
+                    || learned_no_prefill
+                    || self.no_prefill_models.iter().any(|r| r.is_match(model_id))
+            }
+        }
+    }
+
+    /// The rungs of the ladder `model_id` allows; `learned_no_prefill`: it rejected a
+    /// prefill at run time (the relay remembers that).
+    pub fn caps(&self, model_id: &str, learned_no_prefill: bool) -> ModelCaps {
+        ModelCaps {
+            prefill: self.prefill_allowed(model_id) && !learned_no_prefill,
+            instructed: self.instructed_allowed(model_id, learned_no_prefill),
+            replay: self.replay,
+        }
+    }
+}
+
+/// When instructed continuation ("continue exactly where you stopped") is used
+/// (`resume.instructed`, `--instructed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Instructed {
+    /// For models that take no prefill (`no_prefill_models`, or learned from Bedrock's
+    /// rejection at run time) and for `instructed_models`.
+    #[default]
+    NoPrefill,
+    /// Only for `instructed_models`.
+    Listed,
+    /// Never: such streams are replayed (exact only at temperature 0) or end typed.
+    Off,
+}
+
+impl Instructed {
+    pub(crate) fn parse(s: &str) -> Result<Instructed, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "no-prefill" | "no_prefill" => Ok(Instructed::NoPrefill),
+            "listed" => Ok(Instructed::Listed),
+            "off" | "false" | "none" => Ok(Instructed::Off),
+            _ => Err("must be no-prefill, listed or off".into()),
+        }
     }
 }
 
@@ -79,9 +127,13 @@ pub(crate) const DEFAULT_PREFILL: &[&str] = &[
     r"mistral\.",
     r"amazon\.titan-text",
 ];
+/// Claude 4.6 and later (4.6 … 4.19, 5 … 99, the Fable family), matched anywhere in the id so
+/// that `us.`/`eu.`/`apac.`/`global.` profiles and ARNs match too; the version must end at a
+/// non-digit so `claude-sonnet-4-20250514` (Sonnet 4) and `claude-3-5-sonnet` do not.
 pub(crate) const DEFAULT_NO_PREFILL: &[&str] = &[
-    r"claude-(opus|sonnet|haiku)-4-[6-9]",
-    r"claude-(opus|sonnet|haiku)-[5-9]",
+    r"(?i)anthropic\.claude-(opus|sonnet|haiku)-4-(1[0-9]|[6-9])([^0-9]|$)",
+    r"(?i)anthropic\.claude-(opus|sonnet|haiku)-([5-9]|[1-9][0-9])([^0-9]|$)",
+    r"(?i)anthropic\.(claude-)?fable",
 ];
 
 impl Default for ResumeSettings {
@@ -90,6 +142,7 @@ impl Default for ResumeSettings {
             max_resumes: 3,
             prefill_models: default_regexes(DEFAULT_PREFILL),
             no_prefill_models: default_regexes(DEFAULT_NO_PREFILL),
+            instructed: Instructed::NoPrefill,
             instructed_models: Vec::new(),
             replay: true,
             hold_tool_use: true,

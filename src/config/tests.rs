@@ -170,7 +170,94 @@ fn prefill_defaults() {
     assert!(!r.prefill_allowed("anthropic.claude-sonnet-4-7"));
     assert!(!r.prefill_allowed("us.anthropic.claude-haiku-5-0"));
     assert!(!r.prefill_allowed("cohere.command-r-v1:0"));
-    assert!(!r.instructed_allowed("anthropic.claude-opus-4-6-v1"));
+    assert!(r.instructed_allowed("anthropic.claude-opus-4-6-v1", false));
+}
+
+#[test]
+fn no_prefill_defaults_match_every_id_shape_of_claude_4_6_and_later() {
+    let r = ResumeSettings::default();
+    for id in [
+        "anthropic.claude-sonnet-4-6",
+        "us.anthropic.claude-sonnet-4-6-v1:0",
+        "eu.anthropic.claude-opus-4-7-v1:0",
+        "apac.anthropic.claude-sonnet-4-8-20260101-v1:0",
+        "global.anthropic.claude-opus-5-v1:0",
+        "us.anthropic.claude-sonnet-5-v1:0",
+        "anthropic.claude-haiku-4-10-v1:0",
+        "global.anthropic.claude-fable-1-v1:0",
+        "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-sonnet-4-6-v1:0",
+        "arn:aws:bedrock:eu-west-1::foundation-model/anthropic.claude-opus-5-v1:0",
+    ] {
+        let caps = r.caps(id, false);
+        assert!(!caps.prefill && caps.instructed && caps.replay, "{id}: {caps:?}");
+    }
+    for id in [
+        "anthropic.claude-sonnet-4-20250514-v1:0",
+        "us.anthropic.claude-opus-4-1-20250805-v1:0",
+        "global.anthropic.claude-sonnet-4-5-20250929-v1:0",
+        "anthropic.claude-3-5-sonnet-20240620-v1:0",
+        "us.anthropic.claude-3-5-haiku-20241022-v1:0",
+    ] {
+        let caps = r.caps(id, false);
+        assert!(caps.prefill && !caps.instructed, "{id}: {caps:?}");
+    }
+}
+
+#[test]
+fn instructed_follows_its_mode_and_what_was_learned() {
+    let mut r = ResumeSettings::default();
+    let old = "anthropic.claude-3-5-sonnet-20240620-v1:0";
+    let learned = r.caps(old, true);
+    assert!(
+        !learned.prefill && learned.instructed,
+        "learned at run time"
+    );
+    r.instructed = Instructed::Off;
+    assert!(
+        !r.caps("us.anthropic.claude-sonnet-4-6-v1:0", false)
+            .instructed
+    );
+    assert!(!r.caps(old, true).instructed);
+    r.instructed = Instructed::Listed;
+    assert!(
+        !r.caps("us.anthropic.claude-sonnet-4-6-v1:0", false)
+            .instructed
+    );
+    r.instructed_models = vec![regex::Regex::new("nova").unwrap()];
+    assert!(r.caps("amazon.nova-pro-v1:0", false).instructed);
+    r.instructed = Instructed::NoPrefill;
+    assert!(r.caps("amazon.nova-pro-v1:0", false).instructed, "widened");
+}
+
+#[test]
+fn instructed_mode_from_file_env_or_flag_with_every_error_at_once() {
+    let f = write_toml("region = \"r\"\n[resume]\ninstructed = \"off\"\n");
+    let args = ServeArgs {
+        config: Some(f.path().to_path_buf()),
+        ..Default::default()
+    };
+    let s = load_with(&args, no_region).expect("valid");
+    assert_eq!(s.resume.instructed, Instructed::Off);
+    let args = ServeArgs {
+        config: Some(f.path().to_path_buf()),
+        instructed: Some("listed".into()),
+        ..Default::default()
+    };
+    let s = load_with(&args, no_region).expect("valid");
+    assert_eq!(s.resume.instructed, Instructed::Listed, "the flag wins");
+    let args = ServeArgs {
+        region: Some("r".into()),
+        instructed: Some("sometimes".into()),
+        max_resumes: Some("x".into()),
+        ..Default::default()
+    };
+    let e = load_with(&args, no_region).unwrap_err();
+    assert_eq!(e.0.len(), 2, "{e}");
+    assert!(
+        e.to_string()
+            .contains("--instructed / BEDROCK_RELAY_INSTRUCTED"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -50,12 +50,8 @@ impl Relay {
 
     /// Which rungs of the ladder a model allows: configuration, then what was learned.
     pub(crate) fn caps(&self, model: &str) -> ModelCaps {
-        let r = &self.settings.resume;
-        ModelCaps {
-            prefill: r.prefill_allowed(model) && !self.models.prefill_forbidden(model),
-            instructed: r.instructed_allowed(model),
-            replay: r.replay,
-        }
+        let learned = self.models.prefill_forbidden(model);
+        self.settings.resume.caps(model, learned)
     }
 }
 

@@ -21,14 +21,16 @@
 //!
 //! Strategies (the ladder of docs/design.md): [`Strategy::Prefill`] (the delivered text as an
 //! assistant prefill), [`Strategy::Instructed`] (delivered text + a user turn asking to
-//! continue; the echoed overlap is removed), [`Strategy::Replay`] (resend the original request,
+//! continue; the seam removes what the model repeats or adds, see `seam`), [`Strategy::Replay`] (resend the original request,
 //! swallow what the client has while verifying it exactly, forward the rest; a mismatch is a
 //! [`Divergence`]). When nothing was delivered yet, [`plan`] returns a `Replay` with nothing to
 //! verify: a plain retry, always exact, allowed whatever the caps say.
 //!
 //! Buffers: the [`Transcript`] holds the content the client received, bounded by
 //! [`Transcript::with_limit`] (`max_transcript_bytes`); a replay [`Splicer`] holds a copy of it
-//! for verification; a continuation splicer holds at most ~200 bytes of seam look-ahead.
+//! for verification; a prefill splicer holds only whitespace at the seam; an instructed one
+//! holds a copy of the delivered text (to recognise a restarted answer) and at most 1 KiB of
+//! seam look-ahead, only while a seam rule is undecided.
 //!
 //! ```
 //! use bedrock_relay::eventstream::{self, event};
@@ -86,6 +88,7 @@ mod plan;
 mod replay;
 mod request;
 mod seam;
+mod seam_rules;
 mod splice;
 pub mod sse;
 mod transcript;
@@ -119,8 +122,11 @@ pub use transcript::Transcript;
 use crate::ops::Operation;
 
 /// The text of the user turn added by [`Strategy::Instructed`].
+/// It asks for exactly the missing text: no repetition, no introduction, a cut word finished.
 pub const CONTINUE_INSTRUCTION: &str =
-    "Your previous response was cut off. Continue exactly where it stopped, without repeating anything.";
+    "Your previous response was cut off. Continue exactly where it stopped: \
+do not repeat anything already written, do not add any introduction or comment, and if it \
+stopped in the middle of a word, finish that word.";
 
 /// How a resumable stream encodes model output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

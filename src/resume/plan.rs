@@ -182,3 +182,129 @@ pub fn plan(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eventstream::event;
+    use serde_json::{json, Value};
+
+    fn delivered(format: StreamFormat, msgs: &[(&str, &str)]) -> Transcript {
+        let mut t = Transcript::with_limit(format, 1 << 20);
+        for (kind, payload) in msgs {
+            t.observe(&event(kind, payload.to_string()));
+        }
+        t
+    }
+
+    const NO_PREFILL: ModelCaps = ModelCaps {
+        prefill: false,
+        instructed: true,
+        replay: true,
+    };
+
+    /// Everything but the messages (and the output limit), and the messages before the
+    /// continuation, are as sent.
+    fn assert_kept(original: &Value, next: &Value, text_block: Value, ask: Value) {
+        let (mut a, mut b) = (original.clone(), next.clone());
+        let msgs = b["messages"].as_array_mut().unwrap().split_off(1);
+        assert_eq!(
+            msgs.len(),
+            2,
+            "exactly an assistant turn and a user turn added"
+        );
+        assert_eq!(
+            msgs[0],
+            json!({"role": "assistant", "content": [text_block]})
+        );
+        assert_eq!(msgs[1]["role"], "user");
+        assert_eq!(msgs[1]["content"], json!([ask]));
+        // The output limit may be lowered to what is left (the splice's business).
+        for v in [&mut a, &mut b] {
+            v.as_object_mut().unwrap().remove("max_tokens");
+            if let Some(c) = v.get_mut("inferenceConfig").and_then(Value::as_object_mut) {
+                c.remove("maxTokens");
+            }
+        }
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn instructed_continuation_keeps_the_whole_converse_request() {
+        let original = json!({
+            "messages": [{"role": "user", "content": [{"text": "Plan my trip"}]}],
+            "system": [{"text": "Be brief."}, {"guardContent": {"text": {"text": "x"}}}],
+            "inferenceConfig": {"maxTokens": 900, "temperature": 1, "topP": 0.9, "stopSequences": ["END"]},
+            "toolConfig": {"tools": [{"toolSpec": {"name": "weather", "inputSchema": {"json": {"type": "object"}}}}],
+                           "toolChoice": {"auto": {}}},
+            "guardrailConfig": {"guardrailIdentifier": "g1", "guardrailVersion": "2", "streamProcessingMode": "async"},
+            "additionalModelRequestFields": {"top_k": 40},
+            "promptVariables": {"city": {"text": "Oslo"}},
+            "requestMetadata": {"team": "travel"}
+        });
+        let mut t = delivered(
+            StreamFormat::Converse,
+            &[
+                ("messageStart", r#"{"role":"assistant"}"#),
+                (
+                    "contentBlockDelta",
+                    r#"{"contentBlockIndex":0,"delta":{"text":"Day one: the harbour. "}}"#,
+                ),
+            ],
+        );
+        let body = serde_json::to_vec(&original).unwrap();
+        let c = plan(&StreamFormat::Converse, &body, &mut t, &NO_PREFILL).unwrap();
+        assert_eq!(c.strategy, Strategy::Instructed);
+        let next: Value = serde_json::from_slice(&c.body).unwrap();
+        assert_kept(
+            &original,
+            &next,
+            json!({"text": "Day one: the harbour."}),
+            json!({"text": super::super::CONTINUE_INSTRUCTION}),
+        );
+    }
+
+    #[test]
+    fn instructed_continuation_keeps_the_whole_claude_messages_request() {
+        let original = json!({
+            "anthropic_version": "bedrock-2023-05-31",
+            "max_tokens": 900,
+            "system": "Be brief.",
+            "messages": [{"role": "user", "content": "Plan my trip"}],
+            "tools": [{"name": "weather", "input_schema": {"type": "object"}}],
+            "tool_choice": {"type": "auto"},
+            "temperature": 1,
+            "top_k": 40,
+            "stop_sequences": ["END"]
+        });
+        let format = StreamFormat::Invoke(Family::Claude);
+        let chunk = |v: Value| {
+            use base64::Engine as _;
+            let b = base64::engine::general_purpose::STANDARD.encode(v.to_string());
+            ("chunk", format!(r#"{{"bytes":"{b}"}}"#))
+        };
+        let msgs = [
+            chunk(
+                json!({"type": "message_start", "message": {"role": "assistant", "usage": {"input_tokens": 5}}}),
+            ),
+            chunk(
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            ),
+            chunk(
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Day one"}}),
+            ),
+        ];
+        let msgs: Vec<(&str, &str)> = msgs.iter().map(|(k, p)| (*k, p.as_str())).collect();
+        let mut t = delivered(format, &msgs);
+        let body = serde_json::to_vec(&original).unwrap();
+        let c = plan(&format, &body, &mut t, &NO_PREFILL).unwrap();
+        assert_eq!(c.strategy, Strategy::Instructed);
+        let next: Value = serde_json::from_slice(&c.body).unwrap();
+        assert_kept(
+            &original,
+            &next,
+            json!({"type": "text", "text": "Day one"}),
+            json!({"type": "text", "text": super::super::CONTINUE_INSTRUCTION}),
+        );
+    }
+}

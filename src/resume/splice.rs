@@ -138,7 +138,15 @@ impl Splicer {
                     }
                 })
             }
-            Mode::Continue(c) => c.accept(msg, &parsed),
+            Mode::Continue(c) => {
+                let out = c.accept(msg, &parsed);
+                // The instructed seam refused (a restarted answer that differs): nothing of
+                // it was sent; the pump ends the stream with the typed error.
+                if let Some(why) = c.seam.take_failure() {
+                    return Err(Divergence::new(c.target.map(|t| t.0), why));
+                }
+                out
+            }
             Mode::Replay(r) => r.accept(ev)?,
         };
         if let (Some((input, _)), false) = (ev.usage, out.drop || self.acct.failed.is_empty()) {

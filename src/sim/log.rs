@@ -28,6 +28,10 @@ pub struct LogEntry {
     pub prefill: Option<String>,
     /// The request was an instructed continuation.
     pub continuation: bool,
+    /// The whole answer the model meant (see `plan::Plan::intended`).
+    pub intended: Option<String>,
+    /// Output tokens the answer reports (whether or not a fault cut it short).
+    pub output_tokens: Option<u32>,
     /// Kind of the injected fault, if any.
     pub fault: Option<String>,
     /// `sim:tag=` value found in the body, if any.
@@ -89,6 +93,8 @@ mod tests {
             service: None,
             prefill: None,
             continuation: false,
+            intended: None,
+            output_tokens: None,
             fault: None,
             tag: None,
             status: 200,

@@ -3,7 +3,8 @@
 //! Owns the simulator's public surface: its CLI flags ([`SimArgs`]), typed configuration
 //! ([`SimConfig`]), starting and stopping it in-process ([`start`], [`SimHandle`]), and the
 //! error kinds it answers with ([`SimError`]). The parts: `gen` (deterministic text),
-//! `request` (body parsing), `plan` (prefill and continuation rules), `render` (wire
+//! `request` (body parsing), `plan` (prefill and continuation rules), `sampled` (Claude 4.6+:
+//! sampled by default, sub-word tokens, how models continue when asked), `render` (wire
 //! shapes), `faults` (rules), `sigv4` (verifier), `http` (byte-exact HTTP/1.1), `server`
 //! (dispatch), `wire` (responses with faults cut in), `log` (per-attempt log), `sts` (temporary
 //! credentials for web identity and SAML). See `docs/simulator.md`.
@@ -15,6 +16,7 @@ pub mod log;
 pub mod plan;
 pub mod render;
 pub mod request;
+pub mod sampled;
 mod server;
 pub mod sigv4;
 mod sse;
@@ -25,6 +27,7 @@ mod wire;
 
 pub use faults::{Fault, FaultRule};
 pub use log::LogEntry;
+pub use sampled::{reference_pieces, reference_pieces_at, reference_text};
 
 use anyhow::Context as _;
 use regex::Regex;
@@ -34,7 +37,8 @@ use std::time::Duration;
 
 /// Models that reject assistant prefill by default: Claude 4.6 and later (`claude-opus-4-6`,
 /// `claude-sonnet-4-7`, `claude-*-5*`), matched anywhere in the model id (ARNs, profiles).
-pub const DEFAULT_NO_PREFILL: &str = r"anthropic\.claude-[a-z]+-(4-[6-9]|[5-9])";
+pub const DEFAULT_NO_PREFILL: &str =
+    r"(?i)anthropic\.(claude-[a-z]+-(4-(1[0-9]|[6-9])|[5-9]|[1-9][0-9])([^0-9]|$)|(claude-)?fable)";
 
 /// Command-line flags of `bedrock-relay sim`.
 #[derive(clap::Args, Debug, Clone)]
@@ -71,7 +75,8 @@ pub struct SimArgs {
     /// Delay before every content delta, e.g. `20ms`.
     #[arg(long = "inter-token", default_value = "0s", value_parser = humantime::parse_duration)]
     pub inter_token: Duration,
-    /// Regex over the model id of models that reject assistant prefill.
+    /// Regex over the model id of models that reject assistant prefill; they also sample at
+    /// temperature 1 unless the request sets one, and continue as real models do when asked.
     #[arg(long = "no-prefill-models", default_value = DEFAULT_NO_PREFILL)]
     pub no_prefill_models: String,
     /// Number of attempts kept by `GET /_sim/log` (oldest dropped first).
@@ -181,27 +186,6 @@ fn load_faults_file(path: &std::path::Path) -> anyhow::Result<Vec<FaultRule>> {
     } else {
         FaultRule::parse_json_list(&text)?
     })
-}
-
-/// The uninterrupted greedy answer (no temperature, no `maxTokens` cap, attempt 1) the
-/// simulator gives to a conversation, computed without a request. `turns` are
-/// `(role, text)` pairs ending with a user turn; a Converse message's text is its text blocks
-/// concatenated, Claude/Nova invoke messages likewise, Llama/Mistral/Titan prompts split
-/// into turns as in `request`. The length is `sim:len=N` from any turn or the system text,
-/// else [`gen::DEFAULT_PIECES`]. [`reference_pieces`] gives the same text as streamed deltas.
-pub fn reference_text(model_id: &str, system: &str, turns: &[(&str, &str)]) -> String {
-    reference_pieces(model_id, system, turns).concat()
-}
-
-/// [`reference_text`] split into its pieces: exactly the text deltas of the stream.
-pub fn reference_pieces(model_id: &str, system: &str, turns: &[(&str, &str)]) -> Vec<String> {
-    let all: Vec<&str> = std::iter::once(system)
-        .chain(turns.iter().map(|(_, t)| *t))
-        .collect();
-    let n = gen::directive_num(&all.join("\n"), "len")
-        .map(|n| (n as usize).clamp(1, gen::MAX_PIECES))
-        .unwrap_or(gen::DEFAULT_PIECES);
-    gen::pieces(gen::seed(model_id, system, turns, None, 1), n)
 }
 
 /// Errors the simulator answers with, each mapping to Bedrock's status and error type.

@@ -6,6 +6,7 @@
 
 use super::gen;
 use super::request::Prompt;
+use super::sampled::{self, Behaviour};
 use super::styles::{self, Style};
 use super::SimError;
 use regex::Regex;
@@ -53,6 +54,9 @@ pub struct Plan {
     pub prefill: Option<String>,
     /// The request was an instructed continuation.
     pub continuation: bool,
+    /// The whole answer the model means (prefill or delivered text included), unless cut by
+    /// `maxTokens` or a stop sequence: what a correctly spliced stream gives the client.
+    pub intended: Option<String>,
     /// The stop sequence that ended the answer (`Stop::StopSequence`).
     pub stop_sequence: Option<String>,
     /// Which of the family's APIs the request used.
@@ -107,12 +111,22 @@ pub fn plan(
         turns.pop();
     }
 
-    let seed_of = |turns: &[(&str, &str)]| {
-        gen::seed(model_id, &prompt.system, turns, prompt.temperature, attempt)
+    // Claude 4.6+ samples at temperature 1 unless told otherwise (see `sampled`).
+    let sampled_model = no_prefill.is_match(model_id);
+    let temperature = sampled::temperature(prompt.temperature, sampled_model);
+    let seed_at =
+        |turns: &[(&str, &str)], a: u32| gen::seed(model_id, &prompt.system, turns, temperature, a);
+    let seed_of = |turns: &[(&str, &str)]| seed_at(turns, attempt);
+    let reference_at = |turns: &[(&str, &str)], a: u32| {
+        let pieces = match sampled_model {
+            true => sampled::answer(seed_at(turns, a), n),
+            false => gen::pieces(seed_at(turns, a), n),
+        };
+        styles::with_inserts(pieces, &all_text)
     };
-    let reference_of =
-        |turns: &[(&str, &str)]| styles::with_inserts(gen::pieces(seed_of(turns), n), &all_text);
+    let reference_of = |turns: &[(&str, &str)]| reference_at(turns, attempt);
     let mut continuation = false;
+    let mut intended = None;
     let mut text = match &prefill {
         Some(p) => {
             let reference = reference_of(&turns);
@@ -121,14 +135,27 @@ pub fn plan(
                 gen::fallback_continuation(seed_of(&turns), p, n.saturating_sub(used).max(1))
             })
         }
-        None => instructed(&turns, &seed_of, &reference_of, &all_text).map_or_else(
-            || reference_of(&turns),
-            |rest| {
+        None => match instructed(
+            &turns,
+            &seed_of,
+            &reference_at,
+            attempt,
+            &all_text,
+            sampled_model,
+        ) {
+            Some(c) => {
                 continuation = true;
-                rest
-            },
-        ),
+                intended = Some(c.intended);
+                c.pieces
+            }
+            None => reference_of(&turns),
+        },
     };
+    if sampled_model {
+        text = sampled::subwords(text);
+    }
+    let intended = intended
+        .unwrap_or_else(|| format!("{}{}", prefill.as_deref().unwrap_or(""), text.concat()));
 
     let reasoning = prompt.reasoning.then(|| {
         let pieces = gen::pieces(seed_of(&turns) ^ 0x5EA5_0111, 12);
@@ -163,6 +190,7 @@ pub fn plan(
         }
         _ => None,
     };
+    let intended = matches!(stop, Stop::EndTurn | Stop::ToolUse).then_some(intended);
     let tool_tokens = tool.as_ref().map_or(0, |t| t.input_pieces.len());
     let output = text.len() * tpp + reasoning_tokens + tool_tokens;
     Ok(Plan {
@@ -174,6 +202,7 @@ pub fn plan(
         output_tokens: u32::try_from(output).unwrap_or(u32::MAX),
         prefill,
         continuation,
+        intended,
         stop_sequence: stop_sequence.filter(|_| stop == Stop::StopSequence),
         style: prompt.style,
         tokens_per_piece: tpp as u32,
@@ -183,18 +212,21 @@ pub fn plan(
 
 /// Seed of the reference for a list of turns.
 type SeedOf<'a> = dyn Fn(&[(&str, &str)]) -> u64 + 'a;
-/// Reference pieces for a list of turns.
-type ReferenceOf<'a> = dyn Fn(&[(&str, &str)]) -> Vec<String> + 'a;
+/// Reference pieces for a list of turns at an attempt.
+type ReferenceAt<'a> = dyn Fn(&[(&str, &str)], u32) -> Vec<String> + 'a;
 
 /// Instructed continuation: the conversation ends with [assistant A, user "…continue…"] and A
-/// is a prefix of the reference of the turns before A. Returns the rest, led by a repeat of
-/// A's last 1-3 words on about half of the conversations (or as `sim:overlap=N` says).
+/// is a prefix of the answer of an earlier attempt to the turns before A. Claude 4.6+ (and
+/// any conversation with `sim:cont=`) behave as in [`sampled::Behaviour`]; other models
+/// repeat A's last 1-3 words on about half of the conversations (or as `sim:overlap=N` says).
 fn instructed(
     turns: &[(&str, &str)],
     seed_of: &SeedOf<'_>,
-    reference_of: &ReferenceOf<'_>,
+    reference_at: &ReferenceAt<'_>,
+    attempt: u32,
     all_text: &str,
-) -> Option<Vec<String>> {
+    sampled_model: bool,
+) -> Option<sampled::Continued> {
     let [before @ .., ("assistant", delivered), ("user", ask)] = turns else {
         return None;
     };
@@ -202,26 +234,17 @@ fn instructed(
         return None;
     }
     let base = seed_of(before);
-    let reference = reference_of(before);
-    let mut rest = gen::continuation(&reference, delivered)?;
-    let overlap = match gen::directive_num(all_text, "overlap") {
-        Some(k) => k as usize,
-        None if base % 2 == 0 => 1 + (base / 2 % 3) as usize,
-        None => 0,
-    };
-    if overlap > 0 {
-        let repeat = gen::last_words(delivered, overlap);
-        // The repeat replaces the whitespace that would otherwise open the rest.
-        if let Some(first) = rest.first_mut() {
-            let trimmed = first.trim_start().to_owned();
-            let sep = &first[..first.len() - trimmed.len()];
-            let sep = if sep.is_empty() { "" } else { sep };
-            *first = format!("{repeat}{sep}{trimmed}");
-        } else {
-            rest.push(repeat.to_owned());
+    let behaviour = match gen::directive_num(all_text, "overlap") {
+        Some(0) => Behaviour::Clean,
+        Some(k) => Behaviour::Echo(k as usize),
+        None if sampled_model || gen::directive(all_text, "cont").is_some() => {
+            Behaviour::choose(all_text, base)
         }
-    }
-    Some(rest)
+        None if base % 2 == 0 => Behaviour::Echo(1 + (base / 2 % 3) as usize),
+        None => Behaviour::Clean,
+    };
+    let reference = |a: u32| reference_at(before, a);
+    sampled::continue_after(delivered, attempt, &reference, behaviour, base)
 }
 
 fn tool_call(tool: &super::request::Tool, seed: u64, attempt: u32, nonce: u64) -> ToolCall {
@@ -252,147 +275,4 @@ fn tool_call(tool: &super::request::Tool, seed: u64, attempt: u32, nonce: u64) -
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::sim::request::Turn;
-
-    fn prompt(turns: &[(&str, &str)]) -> Prompt {
-        Prompt {
-            turns: turns
-                .iter()
-                .map(|(r, t)| Turn {
-                    role: r.to_string(),
-                    text: t.to_string(),
-                    tool_result: false,
-                })
-                .collect(),
-            ..Prompt::default()
-        }
-    }
-
-    fn re() -> Regex {
-        Regex::new(super::super::DEFAULT_NO_PREFILL).unwrap()
-    }
-
-    const M: &str = "anthropic.claude-3-5-sonnet";
-
-    #[test]
-    fn prefill_continues_the_reference() {
-        let full = plan(M, &prompt(&[("user", "hi sim:len=80")]), 1, 0, &re()).unwrap();
-        let text = full.text();
-        for cut in [1, 10, 57, text.trim_end().len() - 3] {
-            let pre = text[..cut].trim_end();
-            let p = plan(
-                M,
-                &prompt(&[("user", "hi sim:len=80"), ("assistant", pre)]),
-                2,
-                0,
-                &re(),
-            )
-            .unwrap();
-            assert_eq!(format!("{pre}{}", p.text()), text);
-            assert_eq!(p.prefill.as_deref(), Some(pre));
-        }
-    }
-
-    #[test]
-    fn prefill_errors_carry_bedrock_messages() {
-        let err = |m: &str, pre: &str| {
-            plan(
-                m,
-                &prompt(&[("user", "hi"), ("assistant", pre)]),
-                1,
-                0,
-                &re(),
-            )
-            .unwrap_err()
-            .to_string()
-        };
-        assert!(err(M, "Hello ").contains("trailing whitespace"));
-        assert!(err("anthropic.claude-opus-4-6-v1", "Hello")
-            .contains("does not support assistant message prefill"));
-        assert!(err("us.anthropic.claude-sonnet-4-7", "Hello").contains("prefill"));
-        let mut p = prompt(&[("user", "hi"), ("assistant", "Hello")]);
-        p.reasoning = true;
-        assert!(plan(M, &p, 1, 0, &re()).is_err());
-        assert!(plan(
-            "anthropic.claude-sonnet-4-5-20250929-v1:0",
-            &prompt(&[("user", "hi"), ("assistant", "He")]),
-            1,
-            0,
-            &re()
-        )
-        .is_ok());
-    }
-
-    #[test]
-    fn instructed_continuation_answers_the_rest_with_optional_overlap() {
-        let m = "anthropic.claude-opus-4-6-v1";
-        for k in 0..3 {
-            let q = format!("question {k} sim:len=60 sim:overlap={k}");
-            let full = plan(m, &prompt(&[("user", &q)]), 1, 0, &re())
-                .unwrap()
-                .text();
-            let a = full[..full.len() / 2].trim_end();
-            let ask = "Your previous response was cut off. Continue exactly where it stopped, without repeating anything.";
-            let p = plan(
-                m,
-                &prompt(&[("user", &q), ("assistant", a), ("user", ask)]),
-                2,
-                0,
-                &re(),
-            )
-            .unwrap();
-            assert!(p.continuation);
-            let got = p.text();
-            let rest = &full[a.len()..];
-            let repeat = gen::last_words(a, k);
-            if k == 0 {
-                assert_eq!(got, rest);
-            } else {
-                assert!(got.starts_with(repeat), "{got:?} vs {repeat:?}");
-                assert_eq!(got[repeat.len()..].trim_start(), rest.trim_start());
-            }
-        }
-    }
-
-    #[test]
-    fn max_tokens_caps_and_tools_get_fresh_ids() {
-        let mut p = prompt(&[("user", "hi")]);
-        p.max_tokens = Some(5);
-        let capped = plan(M, &p, 1, 0, &re()).unwrap();
-        assert_eq!((capped.text.len(), capped.stop), (5, Stop::MaxTokens));
-        p.max_tokens = None;
-        p.tool = Some(super::super::request::Tool {
-            name: "get_weather".into(),
-            properties: vec![("city".into(), "string".into())],
-        });
-        let a = plan(M, &p, 1, 1, &re()).unwrap();
-        let b = plan(M, &p, 2, 2, &re()).unwrap();
-        let (ta, tb) = (a.tool.clone().unwrap(), b.tool.unwrap());
-        assert_eq!(a.stop, Stop::ToolUse);
-        assert_ne!(ta.id, tb.id);
-        assert_eq!(ta.input, tb.input);
-        assert_eq!(ta.input_pieces.concat(), ta.input);
-        assert!(serde_json::from_str::<serde_json::Value>(&ta.input).is_ok());
-        let text = a.text();
-        p.turns.push(Turn {
-            role: "assistant".into(),
-            text: text[..text.len() / 2].trim_end().into(),
-            tool_result: false,
-        });
-        let resumed = plan(M, &p, 3, 3, &re()).unwrap();
-        assert_eq!(
-            resumed.stop,
-            Stop::ToolUse,
-            "a prefilled answer still ends in the call"
-        );
-        assert_eq!(resumed.tool.unwrap().input, ta.input);
-        p.turns.push(Turn {
-            role: "user".into(),
-            text: String::new(),
-            tool_result: true,
-        });
-        assert!(plan(M, &p, 4, 4, &re()).unwrap().tool.is_none());
-    }
-}
+mod tests;

@@ -300,6 +300,8 @@ async fn handle(state: &State, mut conn: Conn, req: Request) -> Option<Conn> {
             .map(str::to_owned),
         prefill: planned.as_ref().and_then(|p| p.prefill.clone()),
         continuation: planned.as_ref().is_some_and(|p| p.continuation),
+        intended: planned.as_ref().and_then(|p| p.intended.clone()),
+        output_tokens: planned.as_ref().map(|p| p.output_tokens),
         fault: outcome.fault.as_ref().map(|f| f.kind().to_owned()),
         tag,
         status,

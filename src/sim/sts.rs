@@ -329,6 +329,8 @@ pub(super) async fn serve(
             .map(str::to_owned),
         prefill: None,
         continuation: false,
+        intended: None,
+        output_tokens: None,
         fault: None,
         tag: None,
         status: a.status,

@@ -7,6 +7,7 @@ import json
 import os
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.request
 
@@ -46,9 +47,14 @@ def wait_for(url, timeout=20):
 
 
 class Proc:
+    """A relay or simulator process. Its log goes to a file (`log_path`), never to a pipe
+    nobody reads: a full pipe would block the process once it has logged 64 KiB."""
+
     def __init__(self, args, env, url):
         self.url = url
-        self.p = subprocess.Popen([BIN, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.log = tempfile.NamedTemporaryFile(prefix="bedrock-relay-", suffix=".log", delete=False)
+        self.log_path = self.log.name
+        self.p = subprocess.Popen([BIN, *args], env=env, stdout=subprocess.DEVNULL, stderr=self.log)
 
     def stop(self):
         self.p.terminate()
@@ -56,6 +62,8 @@ class Proc:
             self.p.wait(10)
         except subprocess.TimeoutExpired:
             self.p.kill()
+        self.log.close()
+        os.unlink(self.log_path)
 
 
 def start_sim(*extra):
