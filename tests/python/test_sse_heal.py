@@ -84,7 +84,7 @@ def chat(base, prompt, **kw):
 def responses(base, prompt, **kw):
     """(delta text, completed response, sequence numbers, event types)."""
     deltas, completed, seqs, types = [], None, [], []
-    with oai(base).responses.stream(model=GPT, input=prompt, **kw) as stream:
+    with oai(base).responses.stream(model=kw.pop("model", GPT), input=prompt, **kw) as stream:
         for event in stream:
             seqs.append(event.sequence_number)
             types.append(event.type)
@@ -172,6 +172,40 @@ def test_chat_completions_and_responses_heal_by_instructed_continuation(relays):
     assert text == want and completed.output_text == want and seqs == list(range(len(seqs)))
     assert attempts(sim, tag)[1]["continuation"]
     assert resumes(instructed, "instructed") == 2
+
+
+@pytest.mark.parametrize("api", ["messages", "chat", "responses"])
+def test_sampled_no_prefill_streams_heal_into_the_answer_the_model_meant(relays, api):
+    """Claude Sonnet 4.6 takes no prefill and samples (temperature 1): the default relay
+    continues it by instruction; the simulator's continuations echo, restart or add a
+    preamble as real ones do, and the client gets exactly the answer the model meant (the
+    simulator logs it), or, where the restart differs, the API's error after the model's
+    own text."""
+    sim, _, _, default, _, _ = relays
+    healed = 0
+    for i in range(6):
+        tag = f"heal-sampled-{api}-{i}"
+        prompt = f"Tell me about tides, part {i} sim:len={30 + 7 * i} sim:tag={tag}"
+        add_faults(sim.url, [{**FAULTS["reset"], "events": 6 + 3 * i, "tag": tag, "attempts": [1]}])
+        try:
+            if api == "messages":
+                final, _ = messages(default.url, CLAUDE_INSTRUCTED, prompt, extra_body={"temperature": 1.0})
+                text = final.content[0].text
+            elif api == "chat":
+                text, finishes, roles, _ = chat(default.url, prompt, model=CLAUDE_INSTRUCTED, temperature=1.0)
+                assert (finishes, roles) == (["stop"], 1)
+            else:
+                text, completed, seqs, _ = responses(default.url, prompt, model=CLAUDE_INSTRUCTED,
+                                                     temperature=1.0)
+                assert seqs == list(range(len(seqs))) and completed.output_text == text
+        except (openai.APIError, anthropic.APIError) as e:
+            assert "bedrock-relay" in str(e), e
+            continue
+        log = attempts(sim, tag)
+        assert len(log) == 2 and log[1]["continuation"], tag
+        assert text == log[-1]["intended"], tag
+        healed += 1
+    assert healed >= 5, f"healed {healed} of 6"
 
 
 def test_a_sampled_chat_completion_heals_coherently(relays):
