@@ -300,15 +300,17 @@ impl SseCodec {
     }
 }
 
-/// A message whose content is only text blocks gets a plain string content.
+/// A message whose content is only plain text blocks (`type` and `text`, nothing else: a
+/// `cache_control` or citation is kept as it is) gets a plain string content.
 fn flatten_text(m: &mut Value) {
     let Some(Value::Array(parts)) = m.get("content") else {
         return;
     };
-    let texts: Option<Vec<&str>> = parts
-        .iter()
-        .map(|p| (p["type"] == "text").then(|| p["text"].as_str()).flatten())
-        .collect();
+    fn plain(p: &Value) -> Option<&str> {
+        let keys = p.as_object().is_some_and(|o| o.len() == 2);
+        (keys && p["type"] == "text").then(|| p["text"].as_str())?
+    }
+    let texts: Option<Vec<&str>> = parts.iter().map(plain).collect();
     if let Some(texts) = texts {
         m["content"] = json!(texts.concat());
     }

@@ -381,3 +381,25 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn continuation_bodies_keep_what_the_client_sent() {
+    // A cached user turn keeps its content blocks; only the added turns are plain strings.
+    let body = r#"{"model":"m","max_tokens":50,"stop":["END"],"messages":[{"role":"user","content":[{"type":"text","text":"Hi","cache_control":{"type":"ephemeral"}}]}]}"#;
+    let mut s = Stream::new(Operation::ChatCompletions, body);
+    s.feed(&chat_chunk(
+        "a",
+        json!({"role": "assistant", "content": "Hello"}),
+        Value::Null,
+    ));
+    let (strategy, next) = s.resume(body, INSTRUCTED);
+    assert_eq!(strategy, Strategy::Instructed);
+    let original: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(next["messages"][0], original["messages"][0]);
+    assert_eq!(
+        next["messages"][1],
+        json!({"role": "assistant", "content": "Hello"})
+    );
+    assert_eq!(next["stop"], original["stop"]);
+    assert!(next["max_tokens"].as_u64().unwrap() < 50);
+}
