@@ -186,10 +186,13 @@ impl SsePump {
                 }
                 (Ok(Some(event)), Some(h)) => match h.feed(&event) {
                     Ok(bytes) => {
-                        if !bytes.is_empty() && !self.client.send(bytes).await {
+                        let sent = !bytes.is_empty();
+                        if sent && !self.client.send(bytes).await {
                             return self.finish("client_gone");
                         }
-                        if let Some(at) = fault_at.take() {
+                        // The pause the client saw: until the resumed stream's first bytes.
+                        if let (true, Some(at)) = (sent, fault_at) {
+                            fault_at = None;
                             let gap = at.elapsed().as_secs_f64();
                             self.relay.metrics.resume_gap_seconds.observe(gap);
                         }
