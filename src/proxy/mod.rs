@@ -164,7 +164,7 @@ async fn relay_request(
             Ok(Ok(first)) => {
                 record.attempts = attempts.made();
                 return Ok(Answer::Sse(Box::new(stream::SseOpened::new(
-                    first, attempts,
+                    first, outbound, attempts,
                 ))));
             }
             Ok(Err(resp)) => Ok(resp),

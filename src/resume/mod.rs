@@ -90,6 +90,7 @@ mod request;
 mod seam;
 mod seam_rules;
 mod splice;
+pub mod sse;
 mod transcript;
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ pub mod sampled;
 mod server;
 pub mod sigv4;
 mod sse;
+mod sse_tool;
 pub mod sts;
 pub mod styles;
 mod wire;

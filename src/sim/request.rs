@@ -142,7 +142,11 @@ fn system_text(v: Option<&Value>) -> String {
     v.map(|s| content_text(s).0).unwrap_or_default()
 }
 
-fn first_tool(tools: Option<&Value>, spec_key: Option<&str>, schema_path: &[&str]) -> Option<Tool> {
+pub(super) fn first_tool(
+    tools: Option<&Value>,
+    spec_key: Option<&str>,
+    schema_path: &[&str],
+) -> Option<Tool> {
     let first = tools?.as_array()?.first()?;
     let spec = match spec_key {
         Some(k) => first.get(k)?,

@@ -14,6 +14,7 @@
 use super::plan::{Plan, Stop};
 use super::render::Stream;
 use super::request::{Prompt, Turn};
+use super::sse_tool;
 use super::SimError;
 use crate::ops::Operation;
 use bytes::Bytes;
@@ -55,7 +56,7 @@ pub fn parse(op: Operation, body: &Value) -> Result<(String, Prompt, SseAsk), Si
             for m in messages(&body["messages"])? {
                 match m["role"].as_str() {
                     Some("system" | "developer") => prompt.system.push_str(&text_of(&m["content"])),
-                    Some(role) => prompt.turns.push(turn(role, &m["content"])),
+                    Some(role) => prompt.turns.push(turn(op, role, m)),
                     None => return Err(SimError::Validation("messages: role required".into())),
                 }
             }
@@ -64,12 +65,12 @@ pub fn parse(op: Operation, body: &Value) -> Result<(String, Prompt, SseAsk), Si
             prompt.max_tokens = limit(&["max_output_tokens"]);
             prompt.system = body["instructions"].as_str().unwrap_or("").to_owned();
             match &body["input"] {
-                Value::String(s) => prompt.turns.push(turn("user", &Value::String(s.clone()))),
+                Value::String(s) => prompt.turns.push(turn(op, "user", &json!({"content": s}))),
                 Value::Array(items) => {
                     for m in items {
                         prompt
                             .turns
-                            .push(turn(m["role"].as_str().unwrap_or("user"), &m["content"]));
+                            .push(turn(op, m["role"].as_str().unwrap_or("user"), m));
                     }
                 }
                 _ => return Err(SimError::Validation("input: field required".into())),
@@ -81,10 +82,11 @@ pub fn parse(op: Operation, body: &Value) -> Result<(String, Prompt, SseAsk), Si
             for m in messages(&body["messages"])? {
                 prompt
                     .turns
-                    .push(turn(m["role"].as_str().unwrap_or("user"), &m["content"]));
+                    .push(turn(op, m["role"].as_str().unwrap_or("user"), m));
             }
         }
     }
+    prompt.tool = sse_tool::tool_of(op, body);
     if prompt.turns.is_empty() {
         return Err(SimError::Validation(
             "messages: at least one message is required".into(),
@@ -98,11 +100,11 @@ fn messages(v: &Value) -> Result<&Vec<Value>, SimError> {
         .ok_or_else(|| SimError::Validation("messages: field required".into()))
 }
 
-fn turn(role: &str, content: &Value) -> Turn {
+fn turn(op: Operation, role: &str, m: &Value) -> Turn {
     Turn {
         role: role.to_owned(),
-        text: text_of(content),
-        tool_result: false,
+        text: text_of(&m["content"]),
+        tool_result: sse_tool::is_tool_result(op, m),
     }
 }
 
@@ -129,7 +131,11 @@ pub fn render(
     let mut out = Events::default();
     match op {
         Operation::ChatCompletions => {
-            let finish = if length { "length" } else { "stop" };
+            let finish = match plan.stop {
+                Stop::MaxTokens => "length",
+                Stop::ToolUse => "tool_calls",
+                _ => "stop",
+            };
             let usage = json!({"prompt_tokens": input, "completion_tokens": output, "total_tokens": input + output});
             if !ask.stream {
                 return Err(
@@ -148,6 +154,9 @@ pub fn render(
             );
             for piece in &plan.text {
                 out.data(chunk(json!({"content": piece}), Value::Null), true);
+            }
+            if let Some(t) = &plan.tool {
+                sse_tool::chat(&mut out, &chunk, t);
             }
             let terminal_from = out.len();
             out.data(chunk(json!({}), json!(finish)), false);
@@ -169,8 +178,10 @@ pub fn render(
                 json!({"id": id, "object": "response",
                 "created_at": 0, "model": model, "status": status, "output": output, "usage": usage})
             };
+            let mut output = vec![item(&text)];
+            output.extend(plan.tool.iter().map(|t| sse_tool::item(id, t, true)));
             if !ask.stream {
-                return Err(response(status, json!([item(&text)]), usage));
+                return Err(response(status, json!(output), usage));
             }
             let item_id = format!("msg_{id}");
             let mut seq = 0u64;
@@ -215,7 +226,7 @@ pub fn render(
                     true,
                 );
             }
-            let terminal_from = out.len();
+            let mut terminal_from = out.len();
             event(
                 &mut out,
                 "response.output_text.done",
@@ -235,6 +246,10 @@ pub fn render(
                 json!({"output_index": 0, "item": item(&text)}),
                 false,
             );
+            if let Some(t) = &plan.tool {
+                sse_tool::responses(&mut out, &mut event, id, t);
+                terminal_from = out.len();
+            }
             let last = if length {
                 "response.incomplete"
             } else {
@@ -243,13 +258,17 @@ pub fn render(
             event(
                 &mut out,
                 last,
-                json!({"response": response(status, json!([item(&text)]), usage)}),
+                json!({"response": response(status, json!(output), usage)}),
                 false,
             );
             Ok(out.into_stream(terminal_from))
         }
         _ => {
-            let stop = if length { "max_tokens" } else { "end_turn" };
+            let stop = match plan.stop {
+                Stop::MaxTokens => "max_tokens",
+                Stop::ToolUse => "tool_use",
+                _ => "end_turn",
+            };
             let message = |content: Value, stop: Value, out_tokens: u32| {
                 json!({"id": id, "type": "message", "role": "assistant",
                 "model": model, "content": content, "stop_reason": stop, "stop_sequence": null,
@@ -281,12 +300,19 @@ pub fn render(
                     true,
                 );
             }
-            let terminal_from = out.len();
-            out.named(
-                "content_block_stop",
-                json!({"type": "content_block_stop", "index": 0}),
-                false,
-            );
+            let text_stop = json!({"type": "content_block_stop", "index": 0});
+            let terminal_from = match &plan.tool {
+                Some(t) => {
+                    out.named("content_block_stop", text_stop, false);
+                    sse_tool::messages(&mut out, 1, t);
+                    out.len()
+                }
+                None => {
+                    let from = out.len();
+                    out.named("content_block_stop", text_stop, false);
+                    from
+                }
+            };
             out.named("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null},
                 "usage": {"output_tokens": output}}), false);
             out.named("message_stop", json!({"type": "message_stop"}), false);
@@ -312,17 +338,17 @@ pub fn error_event(op: Operation, message: &str) -> Bytes {
 
 /// Events being rendered, with which of them carry generated content.
 #[derive(Default)]
-struct Events {
+pub(super) struct Events {
     frames: Vec<Bytes>,
     delta: Vec<bool>,
 }
 
 impl Events {
-    fn data(&mut self, v: Value, delta: bool) {
+    pub(super) fn data(&mut self, v: Value, delta: bool) {
         self.raw(&format!("data: {v}\n\n"), delta);
     }
 
-    fn named(&mut self, event: &str, v: Value, delta: bool) {
+    pub(super) fn named(&mut self, event: &str, v: Value, delta: bool) {
         self.raw(&format!("event: {event}\ndata: {v}\n\n"), delta);
     }
 

@@ -17,6 +17,8 @@
 mod pump;
 mod resume;
 mod sse;
+mod sse_pump;
+mod sse_resume;
 
 pub(super) use sse::{start as start_sse, FirstEvent, SseOpened};
 

@@ -433,7 +433,7 @@ impl Pump {
 }
 
 /// Why the driver could not open a resumed stream, for the client's error message.
-fn why_not_resumed(failure: Failure) -> String {
+pub(super) fn why_not_resumed(failure: Failure) -> String {
     let retryable = failure.retry_reason().is_some();
     let detail = match failure {
         Failure::Fatal(e) => return e.to_string(),

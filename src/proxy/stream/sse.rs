@@ -6,10 +6,12 @@
 //! arrived ([`FirstEvent`], run by the retry driver), so anything failing before it is
 //! retried invisibly. Then a supervised task forwards whole events only (a partial event is
 //! never sent), waits at most the stall timeout for each, and drops the upstream request when
-//! the client goes away. A fault after the first event ends the stream with the error event
-//! the client's API defines (its SDK raises it), never a silent end. These streams are not
-//! resumed yet: the error is typed, the answer is not healed.
+//! the client goes away. A fault after the first event is healed by the resume ladder
+//! (`sse_pump`, with the API's codec from `crate::resume::sse`); when it cannot be, the
+//! stream ends with the error event the client's API defines (its SDK raises it), never a
+//! silent end.
 
+use super::sse_pump::{Heal, SsePump};
 use super::{fault_failure, stream_head, supervise, ActiveStream, Client};
 use crate::body;
 use crate::ops::Operation;
@@ -40,16 +42,18 @@ pub(in crate::proxy) struct SseOpened {
     head: Parts,
     events: SseEvents,
     first: Bytes,
+    outbound: Outbound,
     attempts: Attempts,
 }
 
 impl SseOpened {
-    pub(in crate::proxy) fn new(first: SseFirst, attempts: Attempts) -> Self {
+    pub(in crate::proxy) fn new(first: SseFirst, outbound: Outbound, attempts: Attempts) -> Self {
         let (head, events, first) = first;
         SseOpened {
             head,
             events,
             first,
+            outbound,
             attempts,
         }
     }
@@ -96,7 +100,7 @@ impl Exchange for FirstEvent<'_> {
     }
 }
 
-fn is_sse(headers: &http::HeaderMap) -> bool {
+pub(super) fn is_sse(headers: &http::HeaderMap) -> bool {
     headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -113,7 +117,7 @@ pub(in crate::proxy) struct SseEvents {
 }
 
 impl SseEvents {
-    fn new(body: Incoming, stall: Duration) -> Self {
+    pub(super) fn new(body: Incoming, stall: Duration) -> Self {
         SseEvents {
             body,
             buf: BytesMut::new(),
@@ -124,7 +128,7 @@ impl SseEvents {
 
     /// The next whole event (its bytes up to and including the blank line that ends it);
     /// `Ok(None)` at a clean end of the body.
-    async fn next(&mut self) -> Result<Option<Bytes>, Interruption> {
+    pub(super) async fn next(&mut self) -> Result<Option<Bytes>, Interruption> {
         loop {
             if let Some(event) = self.buffered()? {
                 return Ok(Some(event));
@@ -205,7 +209,7 @@ fn event_end(buf: &[u8], from: usize) -> Option<usize> {
 }
 
 /// Whether `event` is the one that ends the API's stream.
-fn is_terminal(op: Operation, event: &[u8]) -> bool {
+pub(super) fn is_terminal(op: Operation, event: &[u8]) -> bool {
     let text = String::from_utf8_lossy(event);
     let lines = || text.lines().map(str::trim_end);
     match op {
@@ -229,7 +233,7 @@ fn is_terminal(op: Operation, event: &[u8]) -> bool {
 
 /// The error event the API defines, which its SDK raises; `None`: no shape is known, the
 /// connection is cut instead.
-fn error_event(op: Operation, message: &str) -> Option<Bytes> {
+pub(super) fn error_event(op: Operation, message: &str) -> Option<Bytes> {
     let text = match op {
         Operation::ChatCompletions => format!(
             "data: {}\n\n",
@@ -249,7 +253,8 @@ fn error_event(op: Operation, message: &str) -> Option<Bytes> {
     Some(Bytes::from(text))
 }
 
-/// Phase 2: answer the client with the stream's head and start its pump.
+/// Phase 2: answer the client with the stream's head and start its pump (which heals the
+/// stream when its API is one the relay knows).
 pub(in crate::proxy) fn start(
     relay: Arc<Relay>,
     opened: SseOpened,
@@ -259,108 +264,29 @@ pub(in crate::proxy) fn start(
         head,
         events,
         first,
+        outbound,
         attempts,
     } = opened;
     let (tx, rx) = body::channel();
-    let mut client = Client::new(tx);
-    // The first event goes into the body before the head leaves (one write for both).
-    let primed = client.tx.try_send(first.clone());
-    if primed {
-        client.bytes += first.len() as u64;
-    }
-    let pump = SsePump {
+    let heal = Heal::new(&relay, &outbound, &record);
+    let mut pump = SsePump {
         _active: ActiveStream::new(relay.clone()),
         relay: relay.clone(),
+        model: record.model.clone().unwrap_or_default(),
+        outbound,
         record,
         attempts,
-        client,
+        client: Client::new(tx),
+        heal,
+        resumes: 0,
+        last_strategy: None,
+        unsent: None,
+        done: false,
     };
-    tokio::spawn(supervise(
-        relay,
-        pump.run(events, (!primed).then_some(first)),
-    ));
+    // The first event goes into the body before the head leaves (one write for both).
+    let pending = pump.prime(first);
+    tokio::spawn(supervise(relay, pump.run(events, pending)));
     Response::from_parts(stream_head(head), rx.boxed())
-}
-
-struct SsePump {
-    relay: Arc<Relay>,
-    record: Record,
-    attempts: Attempts,
-    client: Client,
-    _active: ActiveStream,
-}
-
-impl SsePump {
-    async fn run(mut self, mut events: SseEvents, mut pending: Option<Bytes>) {
-        let op = self.record.operation;
-        let mut done = pending.as_deref().is_some_and(|e| is_terminal(op, e));
-        let fault = loop {
-            let next = match pending.take() {
-                Some(event) => Ok(Some(event)),
-                None => {
-                    if !self.client.flush().await {
-                        return self.finish("client_gone");
-                    }
-                    tokio::select! {
-                        r = events.next() => r,
-                        _ = self.client.tx.closed() => return self.finish("client_gone"),
-                    }
-                }
-            };
-            match next {
-                Ok(Some(event)) => {
-                    done |= is_terminal(op, &event);
-                    if !self.client.send(event).await {
-                        return self.finish("client_gone");
-                    }
-                }
-                Ok(None) if done || !op.is_sse() => break None,
-                Ok(None) => break Some(Interruption::Truncated),
-                // The upstream connection may break once the answer is whole.
-                Err(_) if done => break None,
-                Err(fault) => break Some(fault),
-            }
-        };
-        if let Some(fault) = &fault {
-            self.relay
-                .metrics
-                .stream_interruptions_total
-                .with_label_values(&[fault.label()])
-                .inc();
-            self.attempts.record_late_failure(fault.retry_reason());
-            let message = format!(
-                "bedrock-relay: {}; this stream cannot be resumed. Attempts: {}.",
-                fault.describe(),
-                self.attempts.made()
-            );
-            tracing::warn!(operation = op.name(), %message, "stream failed");
-            match error_event(op, &message) {
-                Some(event) => {
-                    self.client.send(event).await;
-                }
-                None => self.client.cut = true,
-            }
-        }
-        self.client.close().await;
-        if fault.is_none() {
-            self.attempts.succeeded();
-        }
-        self.finish(if fault.is_none() {
-            "complete"
-        } else {
-            "failed"
-        });
-    }
-
-    fn finish(mut self, end: &str) {
-        if end == "client_gone" {
-            self.relay.metrics.client_disconnects_total.inc();
-        }
-        self.record.attempts = self.attempts.made();
-        self.record.bytes_out = self.client.bytes;
-        let relay = self.relay.clone();
-        self.record.finish(&relay, 200);
-    }
 }
 
 #[cfg(test)]
