@@ -214,6 +214,13 @@ pub fn count_tokens<'a>(texts: impl IntoIterator<Item = &'a str>) -> u32 {
     u32::try_from(n.max(1)).unwrap_or(u32::MAX)
 }
 
+/// The signature the simulated model gives its reasoning text: a request that sends a
+/// reasoning block back with another signature is refused, as Bedrock refuses a signature
+/// that does not belong to its text.
+pub fn reasoning_signature(text: &str) -> String {
+    format!("sig{:016x}", hash_parts([text]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -75,13 +75,6 @@ impl Plan {
     }
 }
 
-/// The signature the simulated model gives its reasoning text: a request that sends a
-/// reasoning block back with another signature is refused, as Bedrock refuses a signature
-/// that does not belong to its text.
-pub fn reasoning_signature(text: &str) -> String {
-    format!("sig{:016x}", gen::hash_parts([text]))
-}
-
 /// Build the plan for a request. `attempt` (1-based, per conversation) varies sampled output
 /// and tool ids; `nonce` makes tool ids unique across attempts.
 pub fn plan(
@@ -166,7 +159,7 @@ pub fn plan(
 
     let reasoning = prompt.reasoning.then(|| {
         let pieces = gen::pieces(seed_of(&turns) ^ 0x5EA5_0111, 12);
-        let signature = reasoning_signature(&pieces.concat());
+        let signature = gen::reasoning_signature(&pieces.concat());
         (pieces, signature)
     });
     let reasoning_tokens = reasoning.as_ref().map_or(0, |(p, _)| p.len());

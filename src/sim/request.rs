@@ -212,7 +212,7 @@ fn check_reasoning_signatures(body: &Value) -> Result<(), SimError> {
             };
             let text = r.get("text").and_then(Value::as_str).unwrap_or("");
             let signature = r.get("signature").and_then(Value::as_str).unwrap_or("");
-            if signature != super::plan::reasoning_signature(text) {
+            if signature != super::gen::reasoning_signature(text) {
                 return Err(SimError::Validation(format!(
                     "messages.{m}.content.{b}: Invalid `signature` in `reasoningContent` block"
                 )));

@@ -17,6 +17,7 @@
 mod pump;
 mod resume;
 mod sse;
+mod sse_events;
 mod sse_pump;
 mod sse_resume;
 

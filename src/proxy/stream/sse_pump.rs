@@ -7,7 +7,7 @@
 //!
 //! An SSE answer to an API the relay does not heal is forwarded event by event as it came.
 
-use super::sse::{error_event, is_terminal, SseEvents};
+use super::sse_events::{error_event, is_terminal, SseEvents};
 use super::sse_resume::SseResume;
 use super::{ActiveStream, Client};
 use crate::proxy::attempt::{Attempts, Policy};

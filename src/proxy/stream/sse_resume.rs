@@ -7,7 +7,7 @@
 //! the next one, replay last); Bedrock's "does not support assistant message prefill" is
 //! remembered for the model, as on the EventStream path.
 
-use super::sse::{is_sse, SseEvents};
+use super::sse_events::{is_sse, SseEvents};
 use crate::proxy::attempt::{Exchange, Failure};
 use crate::proxy::error::RelayError;
 use crate::proxy::outbound::Outbound;
