@@ -94,19 +94,7 @@ pub mod sse;
 mod transcript;
 
 #[cfg(test)]
-mod proptests;
-#[cfg(test)]
-mod sdk_check;
-#[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod tests_invoke;
-#[cfg(test)]
-mod tests_seams;
-#[cfg(test)]
-mod testutil;
-#[cfg(test)]
-mod testwire;
 
 pub use accounting::AttemptUsage;
 pub use chunks::is_limit_stop;

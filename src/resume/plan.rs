@@ -122,9 +122,8 @@ pub fn plan(
         }
         _ => false,
     };
-    let reasoning = (wants_reasoning || blocks.iter().any(|b| b.kind.needs_replay()))
-        && !text_after_reasoning
-        && !(wants_reasoning && matches!(blocks, [b] if b.kind.is_text()));
+    let reasoning =
+        (wants_reasoning || blocks.iter().any(|b| b.kind.needs_replay())) && !text_after_reasoning;
     let open_tool = blocks
         .last()
         .is_some_and(|b| b.kind.is_tool() && !b.stopped);

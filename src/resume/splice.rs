@@ -209,6 +209,8 @@ struct Continue {
     /// The new attempt's reasoning blocks before the continued text: dropped, since the
     /// client already has its own reasoning, signed, before the text being continued.
     dropped: Vec<u32>,
+    /// The client has reasoning before the continued text (then the new attempt's is dropped).
+    after_reasoning: bool,
 }
 
 impl Continue {
@@ -231,12 +233,13 @@ impl Continue {
             map: Vec::new(),
             next_index,
             dropped: Vec::new(),
+            after_reasoning: t.blocks().iter().any(|b| b.kind == BlockKind::Reasoning),
         }
     }
 
     /// A reasoning block of the new attempt, before anything was continued: its index.
     fn new_reasoning(&self, ev: &event::Event) -> Option<u32> {
-        if !self.map.is_empty() || self.target.is_none() {
+        if !self.after_reasoning || !self.map.is_empty() || self.target.is_none() {
             return None;
         }
         match (&ev.block_start, &ev.delta) {

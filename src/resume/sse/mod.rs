@@ -318,7 +318,3 @@ fn flatten_text(m: &mut Value) {
 
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod tests_property;
-#[cfg(test)]
-mod tests_responses;

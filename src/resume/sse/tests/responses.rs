@@ -1,8 +1,8 @@
 //! The Responses codec through the real resume core: continuous sequence numbers, one
 //! response with the whole text and summed usage, the API's own end at the client's limit.
 
-use super::tests::{Stream, INSTRUCTED};
-use super::*;
+use super::{Stream, INSTRUCTED};
+use crate::resume::sse::*;
 use crate::resume::Strategy;
 use serde_json::Value;
 

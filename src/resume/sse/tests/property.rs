@@ -1,8 +1,8 @@
 //! Property test: whatever the upstream sends, the SSE codecs (read, splice, write, plan,
 //! end at the limit) never panic.
 
-use super::tests::{Stream, PREFILL};
-use super::*;
+use super::{Stream, PREFILL};
+use crate::resume::sse::*;
 
 /// JSON-ish event data: real field names with random values, or random text.
 fn odd_data() -> impl proptest::strategy::Strategy<Value = String> {

@@ -4,9 +4,9 @@
 //! words at random) or replays exactly. The client must see exactly the reference, as one
 //! well-formed stream; a replay that differs from the delivered content must be a Divergence.
 
-use super::testutil::*;
-use super::testwire::Wire;
-use super::{ModelCaps, Strategy as Rung};
+use super::util::*;
+use super::wire::Wire;
+use crate::resume::{ModelCaps, Strategy as Rung};
 use aws_smithy_types::event_stream::Message;
 use proptest::prelude::*;
 use proptest::strategy::Strategy;
@@ -295,7 +295,7 @@ fn run(
 }
 
 proptest! {
-    // Failures are saved beside this file (src/resume/proptests.proptest-regressions).
+    // Failures are saved beside this file (src/resume/tests/prop.proptest-regressions).
     #![proptest_config(ProptestConfig {
         cases: 256,
         max_shrink_iters: 2000,

@@ -1,8 +1,8 @@
 //! Rule tests for invoke streams (Claude, Nova, Llama, Mistral, Titan, unknown families).
 
-use super::testutil::*;
-use super::testwire::check_claude;
-use super::*;
+use super::util::*;
+use super::wire::check_claude;
+use crate::resume::*;
 use serde_json::{json, Value};
 
 fn last_message(body: &Value) -> &Value {
@@ -113,7 +113,7 @@ fn transcript_counts_bytes_and_unknown_families_replay_byte_exact() {
     let other = StreamFormat::Invoke(Family::Other);
     let chunks: Vec<_> = ["{\"t\":\"a\"}", "{\"t\":\"b\"}"]
         .iter()
-        .map(|s| testutil::claude_chunk(serde_json::from_str(s).unwrap()))
+        .map(|s| claude_chunk(serde_json::from_str(s).unwrap()))
         .collect();
     let mut c = Client::new(other);
     c.feed(&chunks[..1]).unwrap();

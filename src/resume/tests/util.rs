@@ -2,8 +2,8 @@
 //! a client that runs attempts through Transcript + plan + Splicer, and an independent
 //! validator of what the client received (one start, ordered blocks, one terminal sequence).
 
-use super::*;
 use crate::eventstream::{self, Kind};
+use crate::resume::*;
 use aws_smithy_types::event_stream::Message;
 use serde_json::{json, Value};
 
@@ -108,7 +108,7 @@ pub(crate) fn converse_stream(blocks: &[RefBlock], stop: &str, input: u64) -> Ve
 }
 
 pub(crate) fn claude_chunk(v: Value) -> Message {
-    super::event::chunk(v)
+    crate::resume::event::chunk(v)
 }
 
 /// A complete Claude invoke stream of text blocks.

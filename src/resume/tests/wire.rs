@@ -1,9 +1,9 @@
 //! Test wires for the property tests: one reference answer rendered as Converse, Claude or
 //! Llama frames, and a structural check of what the client received on each.
 
-use super::testutil::*;
-use super::*;
+use super::util::*;
 use crate::eventstream;
+use crate::resume::*;
 use aws_smithy_types::event_stream::Message;
 use serde_json::{json, Value};
 

@@ -1,8 +1,11 @@
 //! The SSE codecs through the real resume core: a stream cut mid-answer and continued reads
 //! as one answer in each API's own events (Anthropic Messages and Chat Completions here,
-//! Responses in `tests_responses`).
+//! Responses in `responses`).
 
-use super::*;
+mod property;
+mod responses;
+
+use crate::resume::sse::*;
 use crate::resume::{Splicer, Strategy};
 use serde_json::Value;
 

@@ -1,8 +1,8 @@
 //! Rule tests for the seams of issue 10: limits (finish at a used-up limit), usage with
 //! cache tokens and latency, running counters, opaque streams replayed byte-exact.
 
-use super::testutil::*;
-use super::*;
+use super::util::*;
+use crate::resume::*;
 use serde_json::json;
 
 fn llama(text: &str, n: u64) -> aws_smithy_types::event_stream::Message {

@@ -3,9 +3,9 @@
 //! served over loopback HTTP to `aws-sdk-bedrockruntime`, which must decode them as one
 //! ordinary response (or as its modelled stream error).
 
-use super::testutil::*;
-use super::*;
+use super::util::*;
 use crate::eventstream;
+use crate::resume::*;
 use aws_sdk_bedrockruntime::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_bedrockruntime::types::{
     ContentBlock, ContentBlockDelta, ContentBlockStart, ConversationRole, ConverseStreamOutput,
