@@ -222,7 +222,8 @@ impl Pump {
                             Ok(false) => break End::ClientGone,
                             Err(Unforwardable::Diverged(divergence)) => {
                                 self.count_resume("diverged");
-                                self.fail(None, &format!("the replayed answer diverged from what was already sent ({divergence})")).await;
+                                let why = diverged(self.last_strategy, &divergence);
+                                self.fail(None, &why).await;
                                 break End::Failed;
                             }
                             Err(Unforwardable::Encode(e)) => {
@@ -429,6 +430,17 @@ impl Pump {
         self.record.bytes_out = self.client.bytes;
         let relay = self.relay.clone();
         self.record.finish(&relay, 200);
+    }
+}
+
+/// What a divergence means for the client's error message: a replay that produced another
+/// answer, or a continuation that restarted the answer differently.
+pub(super) fn diverged(strategy: Option<&str>, divergence: &str) -> String {
+    match strategy {
+        Some("instructed") => format!(
+            "the continuation restarted the answer and differed from what was already sent ({divergence})"
+        ),
+        _ => format!("the replayed answer diverged from what was already sent ({divergence})"),
     }
 }
 
