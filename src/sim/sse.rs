@@ -14,7 +14,7 @@
 use super::plan::{Plan, Stop};
 use super::render::Stream;
 use super::request::{Prompt, Turn};
-use super::sse_tool;
+use super::sse_tool::{self, Events};
 use super::SimError;
 use crate::ops::Operation;
 use bytes::Bytes;
@@ -334,39 +334,4 @@ pub fn error_event(op: Operation, message: &str) -> Bytes {
         ),
     };
     Bytes::from(text)
-}
-
-/// Events being rendered, with which of them carry generated content.
-#[derive(Default)]
-pub(super) struct Events {
-    frames: Vec<Bytes>,
-    delta: Vec<bool>,
-}
-
-impl Events {
-    pub(super) fn data(&mut self, v: Value, delta: bool) {
-        self.raw(&format!("data: {v}\n\n"), delta);
-    }
-
-    pub(super) fn named(&mut self, event: &str, v: Value, delta: bool) {
-        self.raw(&format!("event: {event}\ndata: {v}\n\n"), delta);
-    }
-
-    fn raw(&mut self, text: &str, delta: bool) {
-        self.frames.push(Bytes::from(text.to_owned()));
-        self.delta.push(delta);
-    }
-
-    fn len(&self) -> usize {
-        self.frames.len()
-    }
-
-    fn into_stream(self, terminal_from: usize) -> Stream {
-        let terminal = self.frames.len() - terminal_from;
-        Stream {
-            frames: self.frames,
-            delta: self.delta,
-            terminal,
-        }
-    }
 }

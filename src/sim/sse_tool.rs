@@ -6,9 +6,10 @@
 //! argument piece is one generated "event" for the fault rules.
 
 use super::plan::ToolCall;
+use super::render::Stream;
 use super::request::{first_tool, Tool};
-use super::sse::Events;
 use crate::ops::Operation;
+use bytes::Bytes;
 use serde_json::{json, Value};
 
 /// The first tool a request declares, in its API's shape.
@@ -96,4 +97,39 @@ pub(super) fn responses(
     event(out, "response.function_call_arguments.done", done, false);
     let done = json!({"output_index": 1, "item": item(id, t, true)});
     event(out, "response.output_item.done", done, false);
+}
+
+/// Events being rendered, with which of them carry generated content.
+#[derive(Default)]
+pub(super) struct Events {
+    frames: Vec<Bytes>,
+    delta: Vec<bool>,
+}
+
+impl Events {
+    pub(super) fn data(&mut self, v: Value, delta: bool) {
+        self.raw(&format!("data: {v}\n\n"), delta);
+    }
+
+    pub(super) fn named(&mut self, event: &str, v: Value, delta: bool) {
+        self.raw(&format!("event: {event}\ndata: {v}\n\n"), delta);
+    }
+
+    pub(super) fn raw(&mut self, text: &str, delta: bool) {
+        self.frames.push(Bytes::from(text.to_owned()));
+        self.delta.push(delta);
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    pub(super) fn into_stream(self, terminal_from: usize) -> Stream {
+        let terminal = self.frames.len() - terminal_from;
+        Stream {
+            frames: self.frames,
+            delta: self.delta,
+            terminal,
+        }
+    }
 }
