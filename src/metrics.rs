@@ -27,6 +27,9 @@ pub struct Metrics {
     pub active_streams: IntGauge,
     /// Streams that broke after bytes reached the client, by `reason`.
     pub stream_interruptions_total: IntCounterVec,
+    /// Streams interrupted after bytes reached the client, by model `family` and how they
+    /// ended (`healed`, `failed`): the heal ratio per family.
+    pub interrupted_streams_total: IntCounterVec,
     /// Resume attempts by `strategy` (retry, prefill, instructed, replay, exception) and `outcome`.
     pub stream_resumes_total: IntCounterVec,
     /// Tokens billed for attempts that failed, by `kind` (input or output).
@@ -131,6 +134,11 @@ impl Metrics {
             "Streams that broke after bytes reached the client, by reason.",
             &["reason"],
         );
+        let interrupted_streams_total = counter_vec(
+            "interrupted_streams_total",
+            "Streams interrupted after bytes reached the client, by model family and outcome (healed, failed).",
+            &["family", "outcome"],
+        );
         let stream_resumes_total = counter_vec(
             "stream_resumes_total",
             "Resume attempts, by strategy and outcome.",
@@ -187,6 +195,7 @@ impl Metrics {
             active_streams,
             stream_interruptions_total,
             stream_resumes_total,
+            interrupted_streams_total,
             failed_attempt_tokens_total,
             resume_gap_seconds,
             client_disconnects_total,

@@ -170,11 +170,24 @@ async fn labels_are_bounded() {
         "service",
         "version",
         "le",
+        "family",
+    ];
+    // Model families are a fixed set, never the model id itself.
+    let families = [
+        "claude", "nova", "llama", "mistral", "titan", "cohere", "ai21", "deepseek", "openai",
+        "qwen", "other",
     ];
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         for c in re.captures_iter(line) {
             let (key, value) = (&c[1], &c[2]);
             assert!(allowed.contains(&key), "unexpected label {key}: {line}");
+            if key == "family" {
+                assert!(
+                    families.contains(&value),
+                    "unbounded family {value}: {line}"
+                );
+                continue;
+            }
             assert!(
                 !value.contains("claude") && !value.contains("metrics-") && value.len() <= 40,
                 "request-derived label value: {line}"

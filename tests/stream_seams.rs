@@ -53,6 +53,14 @@ async fn a_frame_that_cannot_be_reframed_ends_in_a_typed_error_not_a_short_answe
         h.metric("bedrock_relay_stream_panics_total", &[]).await,
         0.0
     );
+    assert_eq!(
+        h.metric(
+            "bedrock_relay_interrupted_streams_total",
+            &[("family", "claude"), ("outcome", "failed")]
+        )
+        .await,
+        1.0
+    );
 }
 
 #[tokio::test]
@@ -133,6 +141,15 @@ async fn hundreds_of_healed_streams_leave_the_retry_budget_full() {
         h.metric("bedrock_relay_retry_budget_tokens", &[]).await,
         500.0,
         "successful heals gave back what they took"
+    );
+    assert_eq!(
+        h.metric(
+            "bedrock_relay_interrupted_streams_total",
+            &[("family", "claude"), ("outcome", "healed")]
+        )
+        .await,
+        STREAMS as f64,
+        "the heal ratio per family counts every healed stream"
     );
 }
 

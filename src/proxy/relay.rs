@@ -119,6 +119,8 @@ pub struct Record {
     pub resumes: u32,
     /// The strategy of the last successful resume (`prefill`, `instructed`, `replay`).
     pub strategy: Option<&'static str>,
+    /// A stream interrupted after bytes reached the client: whether it was healed.
+    pub healed: Option<bool>,
     pub bytes_out: u64,
 }
 
@@ -131,6 +133,7 @@ impl Record {
             attempts: 0,
             resumes: 0,
             strategy: None,
+            healed: None,
             bytes_out: 0,
         }
     }
@@ -150,6 +153,15 @@ impl Record {
             .request_duration_seconds
             .with_label_values(&[op])
             .observe(secs);
+        if let Some(healed) = self.healed {
+            let family = crate::resume::Family::of(self.model.as_deref().unwrap_or("")).label();
+            let outcome = if healed { "healed" } else { "failed" };
+            relay
+                .metrics
+                .interrupted_streams_total
+                .with_label_values(&[family, outcome])
+                .inc();
+        }
         tracing::info!(
             target: "bedrock_relay::access",
             operation = op,

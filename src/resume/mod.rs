@@ -150,6 +150,23 @@ pub enum Family {
 
 impl Family {
     /// Family of a model id (plain id, inference-profile id such as `us.anthropic...`, or ARN).
+    /// Metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Family::Claude => "claude",
+            Family::Nova => "nova",
+            Family::Llama => "llama",
+            Family::Mistral => "mistral",
+            Family::Titan => "titan",
+            Family::Cohere => "cohere",
+            Family::Ai21 => "ai21",
+            Family::DeepSeek => "deepseek",
+            Family::OpenAi => "openai",
+            Family::Qwen => "qwen",
+            Family::Other => "other",
+        }
+    }
+
     pub fn of(model_id: &str) -> Family {
         if model_id.contains("anthropic.") {
             Family::Claude

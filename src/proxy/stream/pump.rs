@@ -29,6 +29,8 @@ pub(super) struct Pump {
     resumable: Option<Resumable>,
     resumes: u32,
     last_strategy: Option<&'static str>,
+    /// The stream broke after bytes reached the client.
+    interrupted: bool,
     _active: ActiveStream,
 }
 
@@ -150,6 +152,7 @@ impl Pump {
             resumable,
             resumes: 0,
             last_strategy: None,
+            interrupted: false,
         }
     }
 
@@ -252,6 +255,7 @@ impl Pump {
                 .stream_interruptions_total
                 .with_label_values(&[fault.label()])
                 .inc();
+            self.interrupted = true;
             self.attempts.record_late_failure(fault.retry_reason());
             fault_at = Some(Instant::now());
             // A tool call the client has not received yet is dropped: the resumed answer
@@ -425,6 +429,12 @@ impl Pump {
             }
             End::Failed => {}
         }
+        self.record.healed = match end {
+            _ if !self.interrupted => None,
+            End::Complete => Some(true),
+            End::Failed => Some(false),
+            End::ClientGone => None,
+        };
         self.record.attempts = self.attempts.made();
         self.record.resumes = self.resumes;
         self.record.bytes_out = self.client.bytes;

@@ -125,6 +125,7 @@ pub(in crate::proxy) fn start(
         last_strategy: None,
         unsent: None,
         done: false,
+        interrupted: false,
     };
     // The first event goes into the body before the head leaves (one write for both).
     let pending = pump.prime(first);

@@ -43,6 +43,8 @@ pub(super) struct SsePump {
     pub unsent: Option<Bytes>,
     /// A stream the relay does not heal saw its API's terminal event in the first one.
     pub done: bool,
+    /// The stream broke after bytes reached the client.
+    pub interrupted: bool,
     pub _active: ActiveStream,
 }
 
@@ -217,6 +219,7 @@ impl SsePump {
                 .stream_interruptions_total
                 .with_label_values(&[fault.label()])
                 .inc();
+            self.interrupted = true;
             self.attempts.record_late_failure(fault.retry_reason());
             tracing::info!(operation = op.name(), model = %self.model, fault = %fault.describe(), "stream interrupted");
             if !self.client.flush().await {
@@ -335,6 +338,12 @@ impl SsePump {
         if end == "client_gone" {
             self.relay.metrics.client_disconnects_total.inc();
         }
+        self.record.healed = match end {
+            _ if !self.interrupted => None,
+            "complete" => Some(true),
+            "failed" => Some(false),
+            _ => None,
+        };
         self.record.attempts = self.attempts.made();
         self.record.resumes = self.resumes;
         self.record.bytes_out = self.client.bytes;
