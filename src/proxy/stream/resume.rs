@@ -12,7 +12,7 @@ use crate::proxy::error::RelayError;
 use crate::proxy::frames::UpstreamFrames;
 use crate::proxy::outbound::Outbound;
 use crate::proxy::Relay;
-use crate::resume::{plan, Splicer, Strategy, StreamFormat, Transcript};
+use crate::resume::{plan, ModelCaps, Splicer, Strategy, StreamFormat, Transcript};
 use crate::retry::{rejects_prefill, RetryReason};
 use bytes::Bytes;
 use http::{Request, Response};
@@ -30,8 +30,62 @@ pub(super) struct Resume<'a> {
     /// The strategy of the last continuation request planned.
     pub strategy: Option<Strategy>,
     splicer: Option<Splicer>,
+    rungs: Rungs,
+}
+
+/// The rungs a stream's continuation requests have closed (refused with a 4xx), shared by
+/// the EventStream and SSE resumes.
+#[derive(Debug, Default)]
+pub(super) struct Rungs {
     prefill_refused: bool,
     instructed_refused: bool,
+}
+
+impl Rungs {
+    /// What the model (configuration, what was learned) and this stream still allow.
+    pub(super) fn caps(&self, relay: &Relay, model: &str) -> ModelCaps {
+        let mut caps = relay.caps(model);
+        caps.prefill &= !self.prefill_refused;
+        caps.instructed &= !self.instructed_refused;
+        caps
+    }
+
+    /// A continuation request (of `strategy`) failed: a 4xx closes its rung (and a prefill
+    /// refusal is learned for the model), so the next attempt plans the next one; anything
+    /// else is retried as the failure says.
+    pub(super) fn after(
+        &mut self,
+        relay: &Relay,
+        model: &str,
+        strategy: Option<Strategy>,
+        failure: &Failure,
+    ) -> Option<RetryReason> {
+        let refused_rung = match failure {
+            Failure::Status {
+                response,
+                retry: None,
+            } if response.status().is_client_error() => Some(response),
+            _ => None,
+        };
+        match (refused_rung, strategy) {
+            (Some(response), Some(Strategy::Prefill)) => {
+                if rejects_prefill(response.status(), response.body()) {
+                    // Learned: this model takes no prefill.
+                    relay.models.forbid_prefill(model);
+                }
+                self.prefill_refused = true;
+            }
+            (Some(_), Some(Strategy::Instructed)) => self.instructed_refused = true,
+            _ => return failure.retry_reason(),
+        }
+        tracing::info!(model = %model, strategy = ?strategy, status = %failure_status(failure), "continuation refused: trying the next rung");
+        relay
+            .metrics
+            .stream_resumes_total
+            .with_label_values(&[strategy.map_or("none", Strategy::label), "rejected"])
+            .inc();
+        Some(RetryReason::InStreamError)
+    }
 }
 
 impl<'a> Resume<'a> {
@@ -51,8 +105,7 @@ impl<'a> Resume<'a> {
             stall: relay.settings.stall_timeout_for(model),
             strategy: None,
             splicer: None,
-            prefill_refused: false,
-            instructed_refused: false,
+            rungs: Rungs::default(),
         }
     }
 }
@@ -61,9 +114,7 @@ impl Exchange for Resume<'_> {
     type Output = (UpstreamFrames, Splicer);
 
     fn request(&mut self) -> Result<Request<Bytes>, Failure> {
-        let mut caps = self.relay.caps(self.model);
-        caps.prefill &= !self.prefill_refused;
-        caps.instructed &= !self.instructed_refused;
+        let caps = self.rungs.caps(self.relay, self.model);
         let next = plan(&self.format, &self.outbound.body, self.transcript, &caps)
             .map_err(|e| cannot(e.to_string()))?;
         self.strategy = Some(next.strategy);
@@ -90,31 +141,8 @@ impl Exchange for Resume<'_> {
     }
 
     fn retry_reason(&mut self, failure: &Failure) -> Option<RetryReason> {
-        let refused_rung = match failure {
-            Failure::Status {
-                response,
-                retry: None,
-            } if response.status().is_client_error() => Some(response),
-            _ => None,
-        };
-        match (refused_rung, self.strategy) {
-            (Some(response), Some(Strategy::Prefill)) => {
-                if rejects_prefill(response.status(), response.body()) {
-                    // Learned: this model takes no prefill.
-                    self.relay.models.forbid_prefill(self.model);
-                }
-                self.prefill_refused = true;
-            }
-            (Some(_), Some(Strategy::Instructed)) => self.instructed_refused = true,
-            _ => return failure.retry_reason(),
-        }
-        tracing::info!(model = %self.model, strategy = ?self.strategy, status = %failure_status(failure), "continuation refused: trying the next rung");
-        self.relay
-            .metrics
-            .stream_resumes_total
-            .with_label_values(&[self.strategy.map_or("none", Strategy::label), "rejected"])
-            .inc();
-        Some(RetryReason::InStreamError)
+        self.rungs
+            .after(self.relay, self.model, self.strategy, failure)
     }
 }
 

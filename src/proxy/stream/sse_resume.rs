@@ -7,6 +7,7 @@
 //! the next one, replay last); Bedrock's "does not support assistant message prefill" is
 //! remembered for the model, as on the EventStream path.
 
+use super::resume::Rungs;
 use super::sse_events::{is_sse, SseEvents};
 use crate::proxy::attempt::{Exchange, Failure};
 use crate::proxy::error::RelayError;
@@ -14,7 +15,7 @@ use crate::proxy::outbound::Outbound;
 use crate::proxy::Relay;
 use crate::resume::sse::SseCodec;
 use crate::resume::{Splicer, Strategy, Transcript};
-use crate::retry::{rejects_prefill, RetryReason};
+use crate::retry::RetryReason;
 use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -31,8 +32,7 @@ pub(super) struct SseResume<'a> {
     /// The strategy of the last continuation request planned.
     pub strategy: Option<Strategy>,
     splicer: Option<Splicer>,
-    prefill_refused: bool,
-    instructed_refused: bool,
+    rungs: Rungs,
 }
 
 impl<'a> SseResume<'a> {
@@ -52,8 +52,7 @@ impl<'a> SseResume<'a> {
             stall: relay.settings.stall_timeout_for(model),
             strategy: None,
             splicer: None,
-            prefill_refused: false,
-            instructed_refused: false,
+            rungs: Rungs::default(),
         }
     }
 }
@@ -62,9 +61,7 @@ impl Exchange for SseResume<'_> {
     type Output = (SseEvents, Splicer);
 
     fn request(&mut self) -> Result<Request<Bytes>, Failure> {
-        let mut caps = self.relay.caps(self.model);
-        caps.prefill &= !self.prefill_refused;
-        caps.instructed &= !self.instructed_refused;
+        let caps = self.rungs.caps(self.relay, self.model);
         let next = self
             .codec
             .plan(&self.outbound.body, self.transcript, &caps)
@@ -94,30 +91,8 @@ impl Exchange for SseResume<'_> {
     }
 
     fn retry_reason(&mut self, failure: &Failure) -> Option<RetryReason> {
-        let refused = match failure {
-            Failure::Status {
-                response,
-                retry: None,
-            } if response.status().is_client_error() => Some(response),
-            _ => None,
-        };
-        match (refused, self.strategy) {
-            (Some(response), Some(Strategy::Prefill)) => {
-                if rejects_prefill(response.status(), response.body()) {
-                    self.relay.models.forbid_prefill(self.model);
-                }
-                self.prefill_refused = true;
-            }
-            (Some(_), Some(Strategy::Instructed)) => self.instructed_refused = true,
-            _ => return failure.retry_reason(),
-        }
-        tracing::info!(model = %self.model, strategy = ?self.strategy, "continuation refused: trying the next rung");
-        self.relay
-            .metrics
-            .stream_resumes_total
-            .with_label_values(&[self.strategy.map_or("none", Strategy::label), "rejected"])
-            .inc();
-        Some(RetryReason::InStreamError)
+        self.rungs
+            .after(self.relay, self.model, self.strategy, failure)
     }
 }
 
