@@ -7,7 +7,7 @@ use super::resume::Resume;
 use super::{ActiveStream, Client};
 use crate::body::FrameSender;
 use crate::eventstream::{self, Frame};
-use crate::proxy::attempt::{Attempts, Failure, Policy};
+use crate::proxy::attempt::{Attempts, Failure};
 use crate::proxy::frames::{frame_class, FrameClass, Interruption, UpstreamFrames};
 use crate::proxy::outbound::Outbound;
 use crate::proxy::{Record, Relay};
@@ -326,18 +326,7 @@ impl Pump {
         let Some(r) = self.resumable.as_mut() else {
             return Err("this stream's format cannot be resumed".into());
         };
-        let settings = &self.relay.settings;
-        if self.resumes >= settings.resume.max_resumes {
-            return Err(format!(
-                "gave up after {} resume(s) (max_resumes)",
-                self.resumes
-            ));
-        }
-        let policy = Policy {
-            attempts: settings.max_attempts,
-            head_timeout: settings.first_byte_timeout,
-            after: Some(fault.retry_reason()),
-        };
+        let policy = super::resume::policy(&self.relay, self.resumes, fault)?;
         let mut exchange = Resume::new(
             &self.relay,
             &self.outbound,

@@ -7,9 +7,9 @@
 //! Bedrock's "does not support assistant message prefill" is also remembered for the model.
 
 use super::is_eventstream;
-use crate::proxy::attempt::{Exchange, Failure};
+use crate::proxy::attempt::{Exchange, Failure, Policy};
 use crate::proxy::error::RelayError;
-use crate::proxy::frames::UpstreamFrames;
+use crate::proxy::frames::{Interruption, UpstreamFrames};
 use crate::proxy::outbound::Outbound;
 use crate::proxy::Relay;
 use crate::resume::{plan, ModelCaps, Splicer, Strategy, StreamFormat, Transcript};
@@ -144,6 +144,20 @@ impl Exchange for Resume<'_> {
         self.rungs
             .after(self.relay, self.model, self.strategy, failure)
     }
+}
+
+/// How a resume after `fault` may run: refused once the stream has used up `max_resumes`,
+/// else up to `max_attempts` attempts, the first already a retry (budget and backoff).
+pub(super) fn policy(relay: &Relay, resumes: u32, fault: &Interruption) -> Result<Policy, String> {
+    let settings = &relay.settings;
+    if resumes >= settings.resume.max_resumes {
+        return Err(format!("gave up after {resumes} resume(s) (max_resumes)"));
+    }
+    Ok(Policy {
+        attempts: settings.max_attempts,
+        head_timeout: settings.first_byte_timeout,
+        after: Some(fault.retry_reason()),
+    })
 }
 
 fn failure_status(failure: &Failure) -> String {

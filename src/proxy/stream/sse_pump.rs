@@ -10,7 +10,7 @@
 use super::sse_events::{error_event, is_terminal, SseEvents};
 use super::sse_resume::SseResume;
 use super::{ActiveStream, Client};
-use crate::proxy::attempt::{Attempts, Policy};
+use crate::proxy::attempt::Attempts;
 use crate::proxy::frames::Interruption;
 use crate::proxy::outbound::Outbound;
 use crate::proxy::{Record, Relay};
@@ -289,18 +289,7 @@ impl SsePump {
             }
             return Ok(Recovered::Ended);
         }
-        let settings = &self.relay.settings;
-        if self.resumes >= settings.resume.max_resumes {
-            return Err(format!(
-                "gave up after {} resume(s) (max_resumes)",
-                self.resumes
-            ));
-        }
-        let policy = Policy {
-            attempts: settings.max_attempts,
-            head_timeout: settings.first_byte_timeout,
-            after: Some(fault.retry_reason()),
-        };
+        let policy = super::resume::policy(&self.relay, self.resumes, fault)?;
         let mut exchange = SseResume::new(
             &self.relay,
             &self.outbound,
