@@ -10,6 +10,7 @@
 //! `credentials`, which passes them on untouched and answers them itself.
 
 mod attempt;
+mod bidi;
 mod credentials;
 pub mod error;
 mod frames;
@@ -61,6 +62,10 @@ pub async fn handle(relay: Arc<Relay>, req: Request<Incoming>) -> Response<Body>
         Ok(Answer::Whole(resp)) => finish_whole(&relay, record, resp),
         Ok(Answer::Stream(opened)) => stream::start(relay, *opened, record),
         Ok(Answer::Sse(opened)) => stream::start_sse(relay, *opened, record),
+        Ok(Answer::Bidi(resp)) => {
+            record.finish(&relay, resp.status().as_u16());
+            resp
+        }
         Err(e) => finish_error(&relay, record, e),
     };
     match admission {
@@ -77,6 +82,8 @@ enum Answer {
     Stream(Box<stream::Opened>),
     /// A Server-Sent Events stream whose first event has arrived.
     Sse(Box<stream::SseOpened>),
+    /// A bidirectional session, open (its output streams as it comes), or its refusal.
+    Bidi(Response<Body>),
 }
 
 /// Steps 2–5 for an admitted request.
@@ -88,6 +95,15 @@ async fn relay_request(
     record: &mut Record,
 ) -> Result<Answer, RelayError> {
     let operation = record.operation;
+    // The bidirectional stream's body is a live session: never read whole.
+    if operation == ops::Operation::InvokeModelWithBidirectionalStream
+        && outbound::other_service(&parts.headers).is_none()
+        && ops::Route::of_path(parts.uri.path()).0.is_none()
+    {
+        return bidi::open(relay, parts, body, admission)
+            .await
+            .map(Answer::Bidi);
+    }
     // A request signed for another AWS service is refused, or forwarded re-signed for that
     // service when the operator enabled it.
     let other_service = outbound::other_service(&parts.headers);

@@ -1,0 +1,204 @@
+//! `InvokeModelWithBidirectionalStream` through the relay, spoken by aws-sdk-bedrockruntime.
+//!
+//! The SDK needs HTTP/2 for this operation; its default HTTP client does not speak h2c to
+//! an `http://` endpoint, so the test gives it a small `HttpClient` over hyper-util's
+//! h2-only client (prior knowledge). Everything else — the request's SigV4 head, the
+//! event-stream encoding and each input event's chained signature — is the SDK's own. The
+//! SDK signs with the client's keys, which the simulator does not know: the session
+//! completes only because the relay re-signs the head and every event with its own chain,
+//! and the simulator checks every link (`events_verified` in its log).
+
+use crate::support::{self, Harness, CLIENT_KEY, CLIENT_SECRET};
+use aws_sdk_bedrockruntime::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_bedrockruntime::primitives::Blob;
+use aws_sdk_bedrockruntime::types::{
+    BidirectionalInputPayloadPart, InvokeModelWithBidirectionalStreamInput as In,
+    InvokeModelWithBidirectionalStreamOutput as Out,
+};
+use aws_sdk_bedrockruntime::Client;
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient,
+    SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
+use aws_smithy_runtime_api::client::result::ConnectorError;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::body::SdkBody;
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::BodyExt;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+type H2Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// The SDK's HTTP client: h2c with prior knowledge.
+#[derive(Clone, Debug)]
+struct H2c(
+    hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, H2Body>,
+);
+
+impl H2c {
+    fn shared() -> SharedHttpClient {
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .http2_only(true)
+                .build_http();
+        SharedHttpClient::new(H2c(client))
+    }
+}
+
+impl HttpConnector for H2c {
+    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+        let client = self.0.clone();
+        HttpConnectorFuture::new(async move {
+            let req = request
+                .try_into_http1x()
+                .map_err(|e| ConnectorError::other(e.into(), None))?
+                .map(|b: SdkBody| b.boxed());
+            let resp = client
+                .request(req)
+                .await
+                .map_err(|e| ConnectorError::io(e.into()))?;
+            let resp = resp.map(SdkBody::from_body_1_x);
+            aws_smithy_runtime_api::http::Response::try_from(resp)
+                .map_err(|e| ConnectorError::other(e.into(), None))
+        })
+    }
+}
+
+impl HttpClient for H2c {
+    fn http_connector(
+        &self,
+        _: &HttpConnectorSettings,
+        _: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        SharedHttpConnector::new(self.clone())
+    }
+}
+
+fn h2_client(endpoint: &str) -> Client {
+    let conf = aws_sdk_bedrockruntime::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new(
+            CLIENT_KEY,
+            CLIENT_SECRET,
+            None,
+            None,
+            "test",
+        ))
+        .retry_config(aws_sdk_bedrockruntime::config::retry::RetryConfig::disabled())
+        .http_client(H2c::shared())
+        .build();
+    Client::from_conf(conf)
+}
+
+fn chunk(text: &str) -> In {
+    In::Chunk(
+        BidirectionalInputPayloadPart::builder()
+            .bytes(Blob::new(text.as_bytes()))
+            .build(),
+    )
+}
+
+/// The echo model's text in one output event.
+fn text_of(out: Out) -> String {
+    let Out::Chunk(part) = out else {
+        panic!("unexpected output {out:?}")
+    };
+    let v: serde_json::Value = serde_json::from_slice(part.bytes().unwrap().as_ref()).unwrap();
+    v["event"]["textOutput"]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+const MODEL: &str = "amazon.nova-sonic-v1:0";
+
+#[tokio::test]
+async fn a_session_through_the_relay_has_every_input_event_re_signed_and_verified() {
+    let h = Harness::start().await;
+    let client = h2_client(&format!("http://{}", h.relay.addr));
+    let (tx, rx) = mpsc::channel::<
+        Result<
+            In,
+            aws_sdk_bedrockruntime::types::error::InvokeModelWithBidirectionalStreamInputError,
+        >,
+    >(4);
+    let input =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|i| (i, rx)) });
+    tx.send(Ok(chunk(r#"{"event":{"sessionStart":{}}}"#)))
+        .await
+        .unwrap();
+    let mut out = tokio::time::timeout(
+        Duration::from_secs(10),
+        client
+            .invoke_model_with_bidirectional_stream()
+            .model_id(MODEL)
+            .body(input.into())
+            .send(),
+    )
+    .await
+    .expect("the session opens")
+    .expect("the relay accepts the session");
+    // Each answer arrives while the input is still open: nothing is buffered either way.
+    let mut answers = Vec::new();
+    for text in ["", "hello", "world"] {
+        if !text.is_empty() {
+            tx.send(Ok(chunk(text))).await.unwrap();
+        }
+        let event = tokio::time::timeout(Duration::from_secs(5), out.body.recv())
+            .await
+            .expect("an answer before the input ends")
+            .expect("no error event")
+            .expect("the output is open");
+        answers.push(text_of(event));
+    }
+    assert_eq!(
+        answers,
+        [r#"{"event":{"sessionStart":{}}}"#, "hello", "world"]
+    );
+    drop(tx);
+    let end = tokio::time::timeout(Duration::from_secs(5), out.body.recv())
+        .await
+        .unwrap();
+    assert!(
+        matches!(end, Ok(None)),
+        "the output ends with the input: {end:?}"
+    );
+
+    let log = h.sim.log();
+    let entry = log
+        .iter()
+        .find(|e| e.operation == "InvokeModelWithBidirectionalStream")
+        .expect("the simulator saw the session");
+    assert_eq!(entry.signature, "valid", "the head is signed by the relay");
+    assert_eq!(
+        entry.events_verified,
+        Some(4),
+        "3 events and the signed end, each verified: {entry:?}"
+    );
+    assert_eq!(entry.fault, None);
+}
+
+#[tokio::test]
+async fn without_the_relay_the_clients_own_signatures_are_refused() {
+    let h = Harness::start().await;
+    let client = h2_client(&h.sim.url());
+    let input = futures_util::stream::iter([Ok(chunk("hello"))]);
+    let res = client
+        .invoke_model_with_bidirectional_stream()
+        .model_id(MODEL)
+        .body(input.into())
+        .send()
+        .await;
+    let err = res.expect_err("the simulator refuses the client's keys");
+    let text = format!(
+        "{:?}",
+        aws_sdk_bedrockruntime::error::DisplayErrorContext(&err)
+    );
+    assert!(text.contains("UnrecognizedClient"), "{text}");
+    let _ = support::CLIENT_SECRET;
+}
