@@ -30,6 +30,8 @@ use http_body_util::BodyExt;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
+type InputError =
+    aws_sdk_bedrockruntime::types::error::InvokeModelWithBidirectionalStreamInputError;
 type H2Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
 /// The SDK's HTTP client: h2c with prior knowledge.
@@ -200,5 +202,140 @@ async fn without_the_relay_the_clients_own_signatures_are_refused() {
         aws_sdk_bedrockruntime::error::DisplayErrorContext(&err)
     );
     assert!(text.contains("UnrecognizedClient"), "{text}");
-    let _ = support::CLIENT_SECRET;
+}
+
+/// A session open through the relay, one event answered; the input sender stays open.
+async fn opened(
+    h: &Harness,
+) -> (
+    mpsc::Sender<Result<In, InputError>>,
+    aws_sdk_bedrockruntime::operation::invoke_model_with_bidirectional_stream::InvokeModelWithBidirectionalStreamOutput,
+){
+    let client = h2_client(&format!("http://{}", h.relay.addr));
+    let (tx, rx) = mpsc::channel::<Result<In, InputError>>(4);
+    let input =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|i| (i, rx)) });
+    tx.send(Ok(chunk("first"))).await.unwrap();
+    let mut out = client
+        .invoke_model_with_bidirectional_stream()
+        .model_id(MODEL)
+        .body(input.into())
+        .send()
+        .await
+        .expect("the session opens");
+    let first = out.body.recv().await.unwrap().unwrap();
+    assert_eq!(text_of(first), "first");
+    (tx, out)
+}
+
+#[tokio::test]
+async fn an_upstream_fault_mid_session_ends_it_with_a_typed_error_event() {
+    let h = Harness::start().await;
+    let (_tx, mut out) = opened(&h).await;
+    assert!(h.sim.reset_h2_connections() >= 1);
+    let end = tokio::time::timeout(Duration::from_secs(5), out.body.recv())
+        .await
+        .expect("the session ends at once");
+    let err = end.expect_err("an error event, not a silent end");
+    let text = format!(
+        "{:?}",
+        aws_sdk_bedrockruntime::error::DisplayErrorContext(&err)
+    );
+    assert!(text.contains("ModelStreamErrorException"), "{text}");
+    assert!(text.contains("cannot be resumed"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_goes_away_ends_the_session_upstream() {
+    let h = Harness::start().await;
+    let relay = h.relay.addr;
+    // A raw h2c client on its own runtime: dropping that runtime closes its socket, with no
+    // signed end of input and no clean end of stream.
+    let client = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(one_event_then_wait(relay));
+        drop(rt);
+    });
+    tokio::task::spawn_blocking(move || client.join().unwrap())
+        .await
+        .unwrap();
+    let mut entry = None;
+    for _ in 0..100 {
+        entry = h
+            .sim
+            .log()
+            .into_iter()
+            .find(|e| e.operation == "InvokeModelWithBidirectionalStream");
+        if entry.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let entry = entry.expect("the simulator's session ended with the client's");
+    assert_eq!(
+        entry.events_verified,
+        Some(1),
+        "one event, no signed end: {entry:?}"
+    );
+}
+
+/// Open a session on `relay`, send one unsigned event, read its answer, return with the
+/// session still open (its input never ended).
+async fn one_event_then_wait(relay: std::net::SocketAddr) {
+    let tcp = tokio::net::TcpStream::connect(relay).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let (tx, mut rx) = mpsc::channel::<Result<hyper::body::Frame<Bytes>, std::io::Error>>(4);
+    let body =
+        http_body_util::StreamBody::new(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+    let req = http::Request::post(format!(
+        "http://{relay}/model/{MODEL}/invoke-with-bidirectional-stream"
+    ))
+    .body(body)
+    .unwrap();
+    let event = bedrock_relay::eventstream::event("chunk", r#"{"bytes":"aGk="}"#);
+    let frame = hyper::body::Frame::data(bedrock_relay::eventstream::encode(&event));
+    tx.send(Ok(frame)).await.unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let answer = resp.into_body().frame().await.unwrap().unwrap();
+    assert!(!answer.into_data().unwrap().is_empty());
+    // The input stays open: only the runtime's end closes the connection.
+    std::mem::forget(tx);
+}
+
+#[tokio::test]
+async fn a_relay_with_a_bearer_token_refuses_the_session_clearly() {
+    let sim = bedrock_relay::sim::start(bedrock_relay::sim::SimConfig::default())
+        .await
+        .unwrap();
+    let settings = bedrock_relay::config::load(&support::args(&sim.url())).unwrap();
+    let signer = bedrock_relay::signing::Signer::bearer("relay-token", "us-east-1");
+    let relay = bedrock_relay::app::start_with_signer(settings, signer)
+        .await
+        .unwrap();
+    let client = h2_client(&format!("http://{}", relay.addr));
+    let input = futures_util::stream::iter([Ok(chunk("hello"))]);
+    let err = client
+        .invoke_model_with_bidirectional_stream()
+        .model_id(MODEL)
+        .body(input.into())
+        .send()
+        .await
+        .expect_err("bearer mode cannot sign input events");
+    let text = format!(
+        "{:?}",
+        aws_sdk_bedrockruntime::error::DisplayErrorContext(&err)
+    );
+    assert!(text.contains("AccessDeniedException"), "{text}");
+    assert!(text.contains("only SigV4"), "{text}");
+    assert!(sim.log().is_empty(), "nothing went upstream");
 }
