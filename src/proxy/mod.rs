@@ -5,7 +5,9 @@
 //! held against the client's concurrency slot here, every error mapped to HTTP here (by
 //! `error`). Beside it: `outbound` (body limit, other services, the upstream template),
 //! `attempt` (the one retry driver: sign, send, judge, back off), `stream` (the EventStream
-//! pump with resumption), `relay` (shared state and the request's record). The SDK's own
+//! pump with resumption), `relay` (shared state and the request's record), `bidi` (the
+//! bidirectional stream: a live HTTP/2 session whose body is never read whole, each input
+//! event re-signed as it passes). The SDK's own
 //! credential calls (a global `AWS_ENDPOINT_URL`) leave before admission, through
 //! `credentials`, which passes them on untouched and answers them itself.
 

@@ -176,5 +176,4 @@ pub fn unwrap_client(message: Message) -> Result<Input, String> {
 }
 
 #[cfg(test)]
-#[path = "events_tests.rs"]
 mod tests;
