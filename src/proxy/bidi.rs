@@ -167,15 +167,15 @@ async fn pump(mut input: Incoming, mut signer: EventSigner, tx: Sender) {
 
 /// The output stream: whole EventStream frames as they arrive; a fault upstream (reset,
 /// torn frame) becomes one `modelStreamErrorException` event and the end.
-struct Output {
-    upstream: Incoming,
+struct Output<B = Incoming> {
+    upstream: B,
     /// Bytes of a frame not yet complete.
     pending: BytesMut,
     done: bool,
     _pump: AbortOnDrop,
 }
 
-impl Output {
+impl<B> Output<B> {
     /// The complete frames at the front of `pending`.
     fn whole_frames(&mut self) -> Option<Bytes> {
         let mut at = 0;
@@ -208,7 +208,11 @@ fn error_event(why: &str) -> Bytes {
     ))
 }
 
-impl HttpBody for Output {
+impl<B> HttpBody for Output<B>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
     type Data = Bytes;
     type Error = std::io::Error;
 
@@ -239,5 +243,69 @@ impl HttpBody for Output {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eventstream::{encode, event};
+
+    /// What the client reads from an output whose upstream sends `chunks`, then `end`.
+    async fn read(chunks: Vec<Bytes>, end: Option<&str>) -> Vec<Bytes> {
+        let mut items: Vec<Result<Frame<Bytes>, std::io::Error>> =
+            chunks.into_iter().map(|c| Ok(Frame::data(c))).collect();
+        if let Some(why) = end {
+            items.push(Err(std::io::Error::other(why.to_owned())));
+        }
+        let upstream = http_body_util::StreamBody::new(futures_util::stream::iter(items));
+        let output = Output {
+            upstream,
+            pending: BytesMut::new(),
+            done: false,
+            _pump: AbortOnDrop(tokio::spawn(async {})),
+        };
+        let mut body = output.boxed();
+        let mut got = Vec::new();
+        while let Some(frame) = body.frame().await {
+            got.push(frame.unwrap().into_data().unwrap());
+        }
+        got
+    }
+
+    fn is_stream_error(frame: &Bytes) -> bool {
+        let message = aws_smithy_eventstream::frame::read_message_from(&mut frame.clone()).unwrap();
+        message.headers().iter().any(|h| {
+            h.name().as_str() == ":exception-type"
+                && h.value().as_string().map(|s| s.as_str()) == Ok("modelStreamErrorException")
+        })
+    }
+
+    #[tokio::test]
+    async fn frames_go_out_whole_however_they_arrive() {
+        let (a, b) = (
+            encode(&event("chunk", "{}")),
+            encode(&event("chunk", "{\"x\":1}")),
+        );
+        let joined = [a.clone(), b.clone()].concat();
+        let (head, tail) = joined.split_at(a.len() + 3);
+        let got = read(
+            vec![Bytes::copy_from_slice(head), Bytes::copy_from_slice(tail)],
+            None,
+        )
+        .await;
+        assert_eq!(got, vec![a, b]);
+    }
+
+    #[tokio::test]
+    async fn a_torn_frame_or_a_reset_ends_with_a_typed_error_event() {
+        let a = encode(&event("chunk", "{}"));
+        let torn = read(vec![a.clone(), a.slice(..10)], None).await;
+        assert_eq!(torn.len(), 2);
+        assert_eq!(torn[0], a);
+        assert!(is_stream_error(&torn[1]));
+        let reset = read(vec![a.clone()], Some("stream reset")).await;
+        assert_eq!(reset.len(), 2);
+        assert!(is_stream_error(&reset[1]));
     }
 }
