@@ -1,8 +1,9 @@
 //! `InvokeModelWithBidirectionalStream` through the relay, spoken by aws-sdk-bedrockruntime.
 //!
 //! The SDK needs HTTP/2 for this operation; its default HTTP client does not speak h2c to
-//! an `http://` endpoint, so the test gives it a small `HttpClient` over hyper-util's
-//! h2-only client (prior knowledge). Everything else — the request's SigV4 head, the
+//! an `http://` endpoint, so most tests give it a small `HttpClient` over hyper-util's
+//! h2-only client (`support::h2c`); one uses the SDK's own HTTPS client against the
+//! relay's TLS listener (ALPN h2, the test certificate trusted). Everything else — the request's SigV4 head, the
 //! event-stream encoding and each input event's chained signature — is the SDK's own. The
 //! SDK signs with the client's keys, which the simulator does not know: the session
 //! completes only because the relay re-signs the head and every event with its own chain,
@@ -16,69 +17,13 @@ use aws_sdk_bedrockruntime::types::{
     InvokeModelWithBidirectionalStreamOutput as Out,
 };
 use aws_sdk_bedrockruntime::Client;
-use aws_smithy_runtime_api::client::http::{
-    HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient,
-    SharedHttpConnector,
-};
-use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
-use aws_smithy_runtime_api::client::result::ConnectorError;
-use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
-use aws_smithy_types::body::SdkBody;
 use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
 use http_body_util::BodyExt;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
 type InputError =
     aws_sdk_bedrockruntime::types::error::InvokeModelWithBidirectionalStreamInputError;
-type H2Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
-
-/// The SDK's HTTP client: h2c with prior knowledge.
-#[derive(Clone, Debug)]
-struct H2c(
-    hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, H2Body>,
-);
-
-impl H2c {
-    fn shared() -> SharedHttpClient {
-        let client =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .http2_only(true)
-                .build_http();
-        SharedHttpClient::new(H2c(client))
-    }
-}
-
-impl HttpConnector for H2c {
-    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
-        let client = self.0.clone();
-        HttpConnectorFuture::new(async move {
-            let req = request
-                .try_into_http1x()
-                .map_err(|e| ConnectorError::other(e.into(), None))?
-                .map(|b: SdkBody| b.boxed());
-            let resp = client
-                .request(req)
-                .await
-                .map_err(|e| ConnectorError::io(e.into()))?;
-            let resp = resp.map(SdkBody::from_body_1_x);
-            aws_smithy_runtime_api::http::Response::try_from(resp)
-                .map_err(|e| ConnectorError::other(e.into(), None))
-        })
-    }
-}
-
-impl HttpClient for H2c {
-    fn http_connector(
-        &self,
-        _: &HttpConnectorSettings,
-        _: &RuntimeComponents,
-    ) -> SharedHttpConnector {
-        SharedHttpConnector::new(self.clone())
-    }
-}
-
 fn h2_client(endpoint: &str) -> Client {
     let conf = aws_sdk_bedrockruntime::Config::builder()
         .behavior_version(BehaviorVersion::latest())
@@ -92,7 +37,7 @@ fn h2_client(endpoint: &str) -> Client {
             "test",
         ))
         .retry_config(aws_sdk_bedrockruntime::config::retry::RetryConfig::disabled())
-        .http_client(H2c::shared())
+        .http_client(support::h2c::H2c::shared())
         .build();
     Client::from_conf(conf)
 }
@@ -338,4 +283,65 @@ async fn a_relay_with_a_bearer_token_refuses_the_session_clearly() {
     assert!(text.contains("AccessDeniedException"), "{text}");
     assert!(text.contains("only SigV4"), "{text}");
     assert!(sim.log().is_empty(), "nothing went upstream");
+}
+
+#[tokio::test]
+async fn the_sdks_own_https_client_speaks_it_to_the_relays_tls_listener() {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls");
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(
+        &mut file,
+        format!(
+            "[inbound]\ntls_cert_file = \"{fixtures}/cert-a.pem\"\ntls_key_file = \"{fixtures}/key-a.pem\"\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let path = file.path().to_path_buf();
+    let h = Harness::start_with(move |a| a.config = Some(path)).await;
+    use aws_smithy_http_client::tls;
+    let pem = std::fs::read(format!("{fixtures}/cert-a.pem")).unwrap();
+    let trust = tls::TlsContext::builder()
+        .with_trust_store(tls::TrustStore::empty().with_pem_certificate(pem))
+        .build()
+        .unwrap();
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::AwsLc,
+        ))
+        .tls_context(trust)
+        .build_https();
+    let conf = aws_sdk_bedrockruntime::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(format!("https://127.0.0.1:{}", h.relay.addr.port()))
+        .credentials_provider(Credentials::new(
+            CLIENT_KEY,
+            CLIENT_SECRET,
+            None,
+            None,
+            "test",
+        ))
+        .http_client(http)
+        .build();
+    let client = Client::from_conf(conf);
+    let input = futures_util::stream::iter([Ok(chunk("over tls")), Ok(chunk("and h2"))]);
+    let mut out = client
+        .invoke_model_with_bidirectional_stream()
+        .model_id(MODEL)
+        .body(input.into())
+        .send()
+        .await
+        .expect("the session opens over TLS");
+    let mut answers = Vec::new();
+    while let Some(event) = out.body.recv().await.expect("no error event") {
+        answers.push(text_of(event));
+    }
+    assert_eq!(answers, ["over tls", "and h2"]);
+    let log = h.sim.log();
+    let entry = log
+        .iter()
+        .find(|e| e.operation == "InvokeModelWithBidirectionalStream")
+        .unwrap();
+    assert_eq!(entry.events_verified, Some(3), "{entry:?}");
 }
