@@ -345,3 +345,34 @@ async fn the_sdks_own_https_client_speaks_it_to_the_relays_tls_listener() {
         .unwrap();
     assert_eq!(entry.events_verified, Some(3), "{entry:?}");
 }
+
+#[tokio::test]
+async fn bedrocks_own_refusal_of_the_head_reaches_the_client_as_it_came() {
+    let sim = bedrock_relay::sim::start(bedrock_relay::sim::SimConfig {
+        credentials: vec![(support::RELAY_KEY.into(), support::RELAY_SECRET.into())],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let settings = bedrock_relay::config::load(&support::args(&sim.url())).unwrap();
+    let signer =
+        bedrock_relay::signing::Signer::for_tests("AKIDUNKNOWN", "wrong", None, "us-east-1");
+    let relay = bedrock_relay::app::start_with_signer(settings, signer)
+        .await
+        .unwrap();
+    let client = h2_client(&format!("http://{}", relay.addr));
+    let input = futures_util::stream::iter([Ok(chunk("hello"))]);
+    let err = client
+        .invoke_model_with_bidirectional_stream()
+        .model_id(MODEL)
+        .body(input.into())
+        .send()
+        .await
+        .expect_err("the upstream refuses the relay's key");
+    let text = format!(
+        "{:?}",
+        aws_sdk_bedrockruntime::error::DisplayErrorContext(&err)
+    );
+    assert!(text.contains("UnrecognizedClient"), "{text}");
+    assert_eq!(sim.log()[0].signature, "unknown_key");
+}

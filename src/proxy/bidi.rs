@@ -15,7 +15,7 @@
 //! ends the output with a `modelStreamErrorException` event, never a silent end.
 
 use super::error::RelayError;
-use super::outbound::{read_body, Outbound};
+use super::outbound::Outbound;
 use super::relay::Relay;
 use crate::body::Body;
 use crate::inbound::Admission;
@@ -100,7 +100,22 @@ async fn session(
     parts.headers.remove(http::header::CONTENT_LENGTH);
     if !parts.status.is_success() {
         // Bedrock's own error, whole (the session never started).
-        let bytes = read_body(upstream, relay.settings.max_response_body).await?;
+        let limit = relay.settings.max_response_body;
+        let bytes = match http_body_util::Limited::new(upstream, limit)
+            .collect()
+            .await
+        {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return Err(RelayError::ResponseTooLarge { limit })
+            }
+            Err(e) => {
+                return Err(RelayError::Reset {
+                    attempts: 1,
+                    detail: e.to_string(),
+                })
+            }
+        };
         return Ok(Response::from_parts(parts, crate::body::full(bytes)));
     }
     let output = Output {
