@@ -8,6 +8,7 @@ mod sim_support;
 mod support;
 
 mod bench_smoke;
+mod bidi_stream;
 mod cli;
 mod credential_calls;
 mod deploy_files;

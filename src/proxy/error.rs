@@ -58,6 +58,8 @@ pub enum RelayError {
     Exhausted,
     #[error("{0}")]
     CannotResume(String),
+    #[error("Amazon Bedrock accepts only SigV4 on InvokeModelWithBidirectionalStream (its input events are signed one by one), and this relay signs with a bearer token (AWS_BEARER_TOKEN_BEDROCK): run the relay with AWS credentials to use the bidirectional stream")]
+    BearerEventStream,
 }
 
 impl RelayError {
@@ -95,6 +97,7 @@ impl RelayError {
                 "ServiceUnavailableException",
             ),
             RelayError::Inbound(d) => d.status_and_type(),
+            RelayError::BearerEventStream => (StatusCode::FORBIDDEN, "AccessDeniedException"),
         }
     }
 

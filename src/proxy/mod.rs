@@ -5,11 +5,14 @@
 //! held against the client's concurrency slot here, every error mapped to HTTP here (by
 //! `error`). Beside it: `outbound` (body limit, other services, the upstream template),
 //! `attempt` (the one retry driver: sign, send, judge, back off), `stream` (the EventStream
-//! pump with resumption), `relay` (shared state and the request's record). The SDK's own
+//! pump with resumption), `relay` (shared state and the request's record), `bidi` (the
+//! bidirectional stream: a live HTTP/2 session whose body is never read whole, each input
+//! event re-signed as it passes). The SDK's own
 //! credential calls (a global `AWS_ENDPOINT_URL`) leave before admission, through
 //! `credentials`, which passes them on untouched and answers them itself.
 
 mod attempt;
+mod bidi;
 mod credentials;
 pub mod error;
 mod frames;
@@ -61,6 +64,10 @@ pub async fn handle(relay: Arc<Relay>, req: Request<Incoming>) -> Response<Body>
         Ok(Answer::Whole(resp)) => finish_whole(&relay, record, resp),
         Ok(Answer::Stream(opened)) => stream::start(relay, *opened, record),
         Ok(Answer::Sse(opened)) => stream::start_sse(relay, *opened, record),
+        Ok(Answer::Bidi(resp)) => {
+            record.finish(&relay, resp.status().as_u16());
+            resp
+        }
         Err(e) => finish_error(&relay, record, e),
     };
     match admission {
@@ -77,6 +84,8 @@ enum Answer {
     Stream(Box<stream::Opened>),
     /// A Server-Sent Events stream whose first event has arrived.
     Sse(Box<stream::SseOpened>),
+    /// A bidirectional session, open (its output streams as it comes), or its refusal.
+    Bidi(Response<Body>),
 }
 
 /// Steps 2–5 for an admitted request.
@@ -88,6 +97,15 @@ async fn relay_request(
     record: &mut Record,
 ) -> Result<Answer, RelayError> {
     let operation = record.operation;
+    // The bidirectional stream's body is a live session: never read whole.
+    if operation == ops::Operation::InvokeModelWithBidirectionalStream
+        && outbound::other_service(&parts.headers).is_none()
+        && ops::Route::of_path(parts.uri.path()).0.is_none()
+    {
+        return bidi::open(relay, parts, body, admission)
+            .await
+            .map(Answer::Bidi);
+    }
     // A request signed for another AWS service is refused, or forwarded re-signed for that
     // service when the operator enabled it.
     let other_service = outbound::other_service(&parts.headers);

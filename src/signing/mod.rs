@@ -4,6 +4,7 @@
 //! resumes are always signed. Secrets never reach logs: `Debug` of [`Signer`] redacts.
 
 mod credentials;
+pub mod events;
 mod fast;
 mod headers;
 
@@ -37,6 +38,8 @@ pub enum SigningError {
     Request(String),
     #[error("request URI must be absolute (scheme and host)")]
     RelativeUri,
+    #[error("Bedrock accepts only SigV4 on InvokeModelWithBidirectionalStream (its input events are signed), not the relay's bearer token (AWS_BEARER_TOKEN_BEDROCK): run the relay with AWS credentials for this operation")]
+    BearerEventStream,
     #[error("SigV4 signing failed: {0}")]
     Sign(#[from] aws_sigv4::http_request::SigningError),
 }
@@ -196,6 +199,34 @@ impl Signer {
                     Some(()) => Ok(()),
                     None => sign_sigv4(req, &creds, region, service, at, PAYLOAD_HEADER),
                 }
+            }
+        }
+    }
+}
+
+impl Signer {
+    /// Sign the head of an event-stream request (`InvokeModelWithBidirectionalStream`) for
+    /// Bedrock and return the signer of its input events, chained from this signature.
+    /// Bearer mode cannot: Bedrock takes only SigV4 on this operation.
+    pub async fn sign_event_stream(
+        &self,
+        req: &mut http::Request<Bytes>,
+    ) -> Result<events::EventSigner, SigningError> {
+        set_host(req)?;
+        for name in [
+            "authorization",
+            "x-amz-date",
+            "x-amz-content-sha256",
+            "x-amz-security-token",
+        ] {
+            req.headers_mut().remove(name);
+        }
+        match &self.inner.mode {
+            Mode::Bearer(_) => Err(SigningError::BearerEventStream),
+            Mode::SigV4(cache) => {
+                let creds = cache.get().await.map_err(SigningError::Credentials)?;
+                let region = &self.inner.region;
+                events::EventSigner::start(req, creds, region, BEDROCK_SERVICE, SystemTime::now())
             }
         }
     }

@@ -35,7 +35,7 @@ const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Streams one connection may carry at once (hyper's default is 200; a relay multiplexes more).
 const MAX_STREAMS: u32 = 10_000;
 
-type Body = BoxBody<Bytes, std::io::Error>;
+pub(super) type Body = BoxBody<Bytes, std::io::Error>;
 
 /// Connection ids (HTTP/1.1 and h2 alike) and a kill switch per open h2 connection.
 #[derive(Default)]
@@ -118,33 +118,17 @@ async fn stream_of(
     req: http::Request<Incoming>,
     connection: u64,
 ) -> Result<http::Response<Body>, std::io::Error> {
+    if super::bidi::is_bidi(&req) {
+        return Ok(super::bidi::serve(state, req, connection));
+    }
     let (parts, body) = req.into_parts();
     let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(b) => b.to_bytes().to_vec(),
         Err(e) => return Err(std::io::Error::other(format!("request body: {e}"))),
     };
-    let mut headers: Vec<(String, String)> = parts
-        .headers
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.to_string(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
-    if !parts.headers.contains_key(http::header::HOST) {
-        if let Some(a) = parts.uri.authority() {
-            headers.push(("host".into(), a.to_string()));
-        }
-    }
     let req = Request {
-        method: parts.method.to_string(),
-        path: parts.uri.path().to_owned(),
-        query: parts.uri.query().unwrap_or("").to_owned(),
-        headers,
         body,
-        close: false,
+        ..Request::head_of(&parts)
     };
     if req.path.starts_with("/_sim/") {
         let (status, body) = control_reply(&state, &req);
@@ -155,7 +139,7 @@ async fn stream_of(
     respond(state, outcome, rid).await
 }
 
-fn json_response(
+pub(super) fn json_response(
     status: u16,
     body: &Value,
     extra: Vec<(&str, String)>,
@@ -172,7 +156,7 @@ fn json_response(
     b.body(full.boxed()).expect("valid response head")
 }
 
-fn error_response(err: &SimError, rid: &str) -> http::Response<Body> {
+pub(super) fn error_response(err: &SimError, rid: &str) -> http::Response<Body> {
     let (status, ty) = err.status_and_type();
     let ty = format!("{ty}:http://internal.amazon.com/coral/com.amazon.bedrock/");
     let body = json!({ "message": err.to_string() });
@@ -222,7 +206,7 @@ async fn respond(
     Ok(b.body(channel_body(rx)).expect("valid response head"))
 }
 
-fn channel_body(mut rx: mpsc::Receiver<Result<Frame<Bytes>, std::io::Error>>) -> Body {
+pub(super) fn channel_body(mut rx: mpsc::Receiver<Result<Frame<Bytes>, std::io::Error>>) -> Body {
     StreamBody::new(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))).boxed()
 }
 

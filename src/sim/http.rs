@@ -43,6 +43,33 @@ pub struct Request {
 }
 
 impl Request {
+    /// The request's head as the simulator's `Request` (empty body; `host` from `:authority`).
+    pub(super) fn head_of(parts: &http::request::Parts) -> Request {
+        let mut headers: Vec<(String, String)> = parts
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        if !parts.headers.contains_key(http::header::HOST) {
+            if let Some(a) = parts.uri.authority() {
+                headers.push(("host".into(), a.to_string()));
+            }
+        }
+        Request {
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_owned(),
+            query: parts.uri.query().unwrap_or("").to_owned(),
+            headers,
+            body: Vec::new(),
+            close: false,
+        }
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()

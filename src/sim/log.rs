@@ -43,6 +43,9 @@ pub struct LogEntry {
     pub status: u16,
     /// The request body as received (JSON, or a string when it was not JSON).
     pub body: serde_json::Value,
+    /// Bidirectional streams: input messages whose chained signature verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events_verified: Option<u64>,
 }
 
 /// Bounded, thread-safe log.
@@ -103,6 +106,7 @@ mod tests {
             tag: None,
             status: 200,
             body: serde_json::Value::Null,
+            events_verified: None,
         }
     }
 

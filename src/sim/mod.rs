@@ -10,6 +10,8 @@
 //! (responses with faults cut in), `log` (per-attempt log), `sts` (temporary credentials for
 //! web identity and SAML). See `docs/simulator.md`.
 
+mod bidi;
+pub mod events;
 pub mod faults;
 pub mod gen;
 mod h2;

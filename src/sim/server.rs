@@ -294,6 +294,7 @@ pub(super) fn admit(state: &State, req: &Request, seq: u64, connection: u64) -> 
         tag,
         status,
         body: body_json.unwrap_or_else(|_| Value::String(body_text.into_owned())),
+        events_verified: None,
     });
     tracing::debug!(
         seq,

@@ -336,6 +336,7 @@ pub(super) async fn serve(
         tag: None,
         status: a.status,
         body: a.logged_params,
+        events_verified: None,
     });
     let headers = [
         ("content-type", "text/xml".to_string()),

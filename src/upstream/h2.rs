@@ -207,4 +207,30 @@ mod tests {
             assert_eq!(body, want.as_bytes(), "{mode:?} against {offered:?}");
         }
     }
+
+    #[tokio::test]
+    async fn the_bidirectional_client_is_h2_whatever_the_mode() {
+        let both: &[&[u8]] = &[b"h2", b"http/1.1"];
+        for mode in [UpstreamHttp2::Auto, UpstreamHttp2::Never] {
+            let (tls, roots) = tls_server(both).await;
+            let (plain, _) = h2c_server().await;
+            let settings = Settings {
+                upstream_http2: mode,
+                ..Settings::default()
+            };
+            let u = Upstream::with_roots(&settings, roots).unwrap();
+            for uri in [format!("https://{tls}/m"), format!("http://{plain}/m")] {
+                let body = Full::new(Bytes::from_static(b"event"))
+                    .map_err(|never| match never {})
+                    .boxed();
+                let r = http::Request::post(&uri).body(body).unwrap();
+                let resp = tokio::time::timeout(Duration::from_secs(5), u.bidi.send(r))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                let got = resp.into_body().collect().await.unwrap().to_bytes();
+                assert_eq!(got, "HTTP/2.0".as_bytes(), "{mode:?} {uri}");
+            }
+        }
+    }
 }

@@ -8,6 +8,7 @@
 //! It applies the connect timeout only (TCP and TLS together); the caller applies first-byte and stall timeouts,
 //! since they differ per operation and attempt.
 
+pub mod bidi;
 mod connect;
 mod error;
 mod h2;
@@ -36,6 +37,8 @@ use std::sync::Arc;
 #[derive(Clone, Debug)]
 pub struct Upstream {
     client: Client<ConnectTimeout<HttpsConnector<HttpConnector>>, Full<Bytes>>,
+    /// HTTP/2 with streaming request bodies (the bidirectional stream).
+    pub bidi: bidi::BidiClient,
     runtime: Uri,
     agent: Uri,
     mantle: Uri,
@@ -195,9 +198,10 @@ impl Upstream {
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new());
         h2::configure(&mut builder, settings.upstream_http2);
-        let client = builder.build(connector(settings, roots)?);
+        let client = builder.build(connector(settings, roots.clone())?);
         Ok(Upstream {
             client,
+            bidi: bidi::BidiClient::build(settings, roots)?,
             runtime,
             agent,
             mantle,

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod canon;
+pub mod h2c;
 
 use aws_sdk_bedrockruntime::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_bedrockruntime::Client;
