@@ -11,7 +11,6 @@
 use super::{SigningError, PAYLOAD_HEADER};
 use aws_credential_types::Credentials;
 use aws_sigv4::event_stream::{sign_empty_message, sign_message};
-use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
 use aws_sigv4::sign::v4;
 use aws_smithy_eventstream::frame::{read_message_from, write_message_to};
 use aws_smithy_types::event_stream::Message;
@@ -48,42 +47,15 @@ impl EventSigner {
         service: &str,
         time: SystemTime,
     ) -> Result<EventSigner, SigningError> {
-        if req.uri().scheme().is_none() || req.uri().authority().is_none() {
-            return Err(SigningError::RelativeUri);
-        }
-        let mut settings = SigningSettings::default();
-        settings.payload_checksum_kind = PAYLOAD_HEADER;
-        let identity = creds.clone().into();
-        let params = v4::SigningParams::builder()
-            .identity(&identity)
-            .region(region)
-            .name(service)
-            .time(time)
-            .settings(settings)
-            .build()
-            .map_err(|e| SigningError::Request(e.to_string()))?
-            .into();
-        let uri = req.uri().to_string();
-        let mut headers = Vec::with_capacity(req.headers().len());
-        for (k, v) in req.headers() {
-            let v = v
-                .to_str()
-                .map_err(|_| SigningError::Request(format!("header {k} is not visible ASCII")))?;
-            headers.push((k.as_str(), v));
-        }
-        let signable = SignableRequest::new(
-            req.method().as_str(),
-            uri,
-            headers.into_iter(),
-            SignableBody::Precomputed(STREAMING_EVENTS.to_owned()),
+        let seed = super::sign_head(
+            req,
+            &creds,
+            region,
+            service,
+            time,
+            PAYLOAD_HEADER,
+            Some(STREAMING_EVENTS),
         )?;
-        let (instructions, seed) = sign(signable, &params)?.into_parts();
-        instructions.apply_to_request_http1x(req);
-        for name in ["authorization", "x-amz-security-token"] {
-            if let Some(v) = req.headers_mut().get_mut(name) {
-                v.set_sensitive(true);
-            }
-        }
         Ok(EventSigner {
             creds,
             region: region.to_owned(),

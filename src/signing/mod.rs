@@ -257,6 +257,20 @@ pub(crate) fn sign_sigv4(
     time: SystemTime,
     payload_header: PayloadChecksumKind,
 ) -> Result<(), SigningError> {
+    sign_head(req, creds, region, service, time, payload_header, None).map(drop)
+}
+
+/// [`sign_sigv4`] with the payload hash given (`precomputed`, e.g. an event stream's) instead
+/// of the body's; returns the signature (an event stream's seed).
+pub(crate) fn sign_head(
+    req: &mut http::Request<Bytes>,
+    creds: &Credentials,
+    region: &str,
+    service: &str,
+    time: SystemTime,
+    payload_header: PayloadChecksumKind,
+    precomputed: Option<&str>,
+) -> Result<String, SigningError> {
     if req.uri().scheme().is_none() || req.uri().authority().is_none() {
         return Err(SigningError::RelativeUri);
     }
@@ -284,16 +298,19 @@ pub(crate) fn sign_sigv4(
         req.method().as_str(),
         uri,
         headers.into_iter(),
-        SignableBody::Bytes(req.body()),
+        match precomputed {
+            Some(hash) => SignableBody::Precomputed(hash.to_owned()),
+            None => SignableBody::Bytes(req.body()),
+        },
     )?;
-    let (instructions, _signature) = sign(signable, &params)?.into_parts();
+    let (instructions, signature) = sign(signable, &params)?.into_parts();
     instructions.apply_to_request_http1x(req);
     for name in ["authorization", "x-amz-security-token"] {
         if let Some(v) = req.headers_mut().get_mut(name) {
             v.set_sensitive(true);
         }
     }
-    Ok(())
+    Ok(signature)
 }
 
 /// aws-sigv4's full signer with the relay's settings: the reference `fast` is tested against.
