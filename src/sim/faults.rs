@@ -74,6 +74,25 @@ impl Fault {
         }
     }
 
+    /// Where a stream of `frames` frames (the last `terminal` of them terminal) is cut: the
+    /// index of the first frame the fault replaces or precedes; `usize::MAX` for faults that
+    /// do not cut a stream.
+    pub fn cut_at(&self, frames: usize, terminal: usize) -> usize {
+        match self {
+            Fault::ResetMidBody => frames / 2,
+            Fault::Truncate { events } => (*events).min(frames.saturating_sub(terminal)),
+            Fault::CorruptCrc { events } => (*events).min(frames.saturating_sub(1)),
+            Fault::ResetAfterEvents { events }
+            | Fault::ResetMidFrame { events }
+            | Fault::EofNoTerminator { events }
+            | Fault::Stall { events, .. }
+            | Fault::Exception { events, .. } => (*events).min(frames),
+            Fault::Status { .. } | Fault::ResetBeforeHeaders | Fault::OversizedHeader { .. } => {
+                usize::MAX
+            }
+        }
+    }
+
     fn validate(&self) -> Result<(), FaultError> {
         match self {
             Fault::Status { code } if !(400..=599).contains(code) => Err(FaultError::Invalid(

@@ -213,18 +213,9 @@ async fn send_stream(
         Fault::ResetMidBody => Fault::ResetMidFrame { events: n / 2 },
         other => other,
     });
-    let at = match &fault {
-        Some(Fault::Truncate { events }) => (*events).min(n.saturating_sub(stream.terminal)),
-        Some(Fault::CorruptCrc { events }) => (*events).min(n.saturating_sub(1)),
-        Some(
-            Fault::ResetAfterEvents { events }
-            | Fault::ResetMidFrame { events }
-            | Fault::EofNoTerminator { events }
-            | Fault::Stall { events, .. }
-            | Fault::Exception { events, .. },
-        ) => (*events).min(n),
-        _ => usize::MAX,
-    };
+    let at = fault
+        .as_ref()
+        .map_or(usize::MAX, |f| f.cut_at(n, stream.terminal));
     let mut batch: Vec<u8> = Vec::with_capacity(BATCH + 1024);
     for i in 0..=n {
         if i == at {
