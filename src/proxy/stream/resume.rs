@@ -167,6 +167,6 @@ fn failure_status(failure: &Failure) -> String {
     }
 }
 
-fn cannot(why: String) -> Failure {
+pub(super) fn cannot(why: String) -> Failure {
     Failure::Fatal(RelayError::CannotResume(why))
 }

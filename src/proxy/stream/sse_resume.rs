@@ -7,10 +7,9 @@
 //! the next one, replay last); Bedrock's "does not support assistant message prefill" is
 //! remembered for the model, as on the EventStream path.
 
-use super::resume::Rungs;
+use super::resume::{cannot, Rungs};
 use super::sse_events::{is_sse, SseEvents};
 use crate::proxy::attempt::{Exchange, Failure};
-use crate::proxy::error::RelayError;
 use crate::proxy::outbound::Outbound;
 use crate::proxy::Relay;
 use crate::resume::sse::SseCodec;
@@ -94,8 +93,4 @@ impl Exchange for SseResume<'_> {
         self.rungs
             .after(self.relay, self.model, self.strategy, failure)
     }
-}
-
-fn cannot(why: String) -> Failure {
-    Failure::Fatal(RelayError::CannotResume(why))
 }
