@@ -176,16 +176,7 @@ impl Signer {
         req: &mut http::Request<Bytes>,
         service: &str,
     ) -> Result<(), SigningError> {
-        set_host(req)?;
-        // Never sign over (or next to) stale auth headers, whoever left them.
-        for name in [
-            "authorization",
-            "x-amz-date",
-            "x-amz-content-sha256",
-            "x-amz-security-token",
-        ] {
-            req.headers_mut().remove(name);
-        }
+        prepare(req)?;
         match &self.inner.mode {
             Mode::Bearer(v) => {
                 req.headers_mut().insert(AUTHORIZATION, v.clone());
@@ -212,15 +203,7 @@ impl Signer {
         &self,
         req: &mut http::Request<Bytes>,
     ) -> Result<events::EventSigner, SigningError> {
-        set_host(req)?;
-        for name in [
-            "authorization",
-            "x-amz-date",
-            "x-amz-content-sha256",
-            "x-amz-security-token",
-        ] {
-            req.headers_mut().remove(name);
-        }
+        prepare(req)?;
         match &self.inner.mode {
             Mode::Bearer(_) => Err(SigningError::BearerEventStream),
             Mode::SigV4(cache) => {
@@ -230,6 +213,21 @@ impl Signer {
             }
         }
     }
+}
+
+/// Before signing: `host` set from the URI, and no stale auth headers left to sign over (or
+/// next to), whoever left them.
+fn prepare(req: &mut http::Request<Bytes>) -> Result<(), SigningError> {
+    set_host(req)?;
+    for name in [
+        "authorization",
+        "x-amz-date",
+        "x-amz-content-sha256",
+        "x-amz-security-token",
+    ] {
+        req.headers_mut().remove(name);
+    }
+    Ok(())
 }
 
 fn set_host(req: &mut http::Request<Bytes>) -> Result<(), SigningError> {
