@@ -59,10 +59,7 @@ pub(super) fn serve(
         attempt: 1,
         connection,
         signature: verdict.as_str().to_owned(),
-        service: head
-            .header("authorization")
-            .and_then(crate::ops::signed_service)
-            .map(str::to_owned),
+        service: head.signed_service(),
         prefill: None,
         continuation: false,
         intended: None,

@@ -74,6 +74,19 @@ impl Fault {
         }
     }
 
+    /// The HTTP status an exception of this type has as an error response (a stream faulted
+    /// with it before any frame, answered as an error instead).
+    pub fn exception_status(exception_type: &str) -> u16 {
+        match exception_type {
+            "throttlingException" => 429,
+            "validationException" => 400,
+            "serviceUnavailableException" => 503,
+            "modelTimeoutException" => 408,
+            "modelStreamErrorException" => 424,
+            _ => 500,
+        }
+    }
+
     /// Where a stream of `frames` frames (the last `terminal` of them terminal) is cut: the
     /// index of the first frame the fault replaces or precedes; `usize::MAX` for faults that
     /// do not cut a stream.

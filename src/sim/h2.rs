@@ -251,14 +251,7 @@ async fn json_body(
             | Fault::Truncate { .. },
         ) => true,
         Some(Fault::Exception { exception_type, .. }) => {
-            let status = match exception_type.as_str() {
-                "throttlingException" => 429,
-                "validationException" => 400,
-                "serviceUnavailableException" => 503,
-                "modelTimeoutException" => 408,
-                "modelStreamErrorException" => 424,
-                _ => 500,
-            };
+            let status = Fault::exception_status(exception_type.as_str());
             let message = format!("Simulated {exception_type}");
             return error_response(&SimError::Injected { status, message }, rid);
         }

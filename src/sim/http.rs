@@ -76,6 +76,13 @@ impl Request {
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
+
+    /// The service a SigV4 `authorization` header was signed for (for the log).
+    pub fn signed_service(&self) -> Option<String> {
+        self.header("authorization")
+            .and_then(crate::ops::signed_service)
+            .map(str::to_owned)
+    }
 }
 
 /// A connection: the socket and bytes read past the previous request.

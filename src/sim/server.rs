@@ -280,12 +280,7 @@ pub(super) fn admit(state: &State, req: &Request, seq: u64, connection: u64) -> 
         attempt,
         connection,
         signature: verdict.as_str().to_owned(),
-        service: req
-            .headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
-            .and_then(|(_, v)| crate::ops::signed_service(v))
-            .map(str::to_owned),
+        service: req.signed_service(),
         prefill: planned.as_ref().and_then(|p| p.prefill.clone()),
         continuation: planned.as_ref().is_some_and(|p| p.continuation),
         intended: planned.as_ref().and_then(|p| p.intended.clone()),

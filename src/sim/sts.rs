@@ -324,10 +324,7 @@ pub(super) async fn serve(
         attempt: 1,
         connection: conn.id,
         signature: signature.into(),
-        service: req
-            .header("authorization")
-            .and_then(crate::ops::signed_service)
-            .map(str::to_owned),
+        service: req.signed_service(),
         prefill: None,
         continuation: false,
         intended: None,

@@ -149,14 +149,7 @@ async fn send_body(
             None
         }
         Some(Fault::Exception { exception_type, .. }) => {
-            let status = match exception_type.as_str() {
-                "throttlingException" => 429,
-                "validationException" => 400,
-                "serviceUnavailableException" => 503,
-                "modelTimeoutException" => 408,
-                "modelStreamErrorException" => 424,
-                _ => 500,
-            };
+            let status = Fault::exception_status(exception_type.as_str());
             let err = SimError::Injected {
                 status,
                 message: format!("Simulated {exception_type}"),
