@@ -171,6 +171,11 @@ impl Attempts {
         self
     }
 
+    /// The relay these attempts belong to.
+    pub fn relay(&self) -> &Relay {
+        &self.relay
+    }
+
     /// Attempts made so far.
     pub fn made(&self) -> u32 {
         self.made

@@ -207,6 +207,24 @@ impl Drop for ActiveStream {
     }
 }
 
+/// A stream broke after bytes reached the client: logged, counted by reason, and recorded
+/// as the late failure of its attempt.
+fn count_interruption(
+    attempts: &Attempts,
+    operation: crate::ops::Operation,
+    model: &str,
+    fault: &Interruption,
+) {
+    tracing::info!(operation = operation.name(), model = %model, fault = %fault.describe(), "stream interrupted");
+    attempts
+        .relay()
+        .metrics
+        .stream_interruptions_total
+        .with_label_values(&[fault.label()])
+        .inc();
+    attempts.record_late_failure(fault.retry_reason());
+}
+
 /// The response head of a stream: framing headers go (hyper frames the body itself).
 fn stream_head(mut head: Parts) -> Parts {
     for h in [

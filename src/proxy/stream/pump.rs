@@ -249,14 +249,8 @@ impl Pump {
             if !self.client.flush().await {
                 break End::ClientGone;
             }
-            tracing::info!(operation = self.record.operation.name(), model = %self.model, fault = %fault.describe(), "stream interrupted");
-            self.relay
-                .metrics
-                .stream_interruptions_total
-                .with_label_values(&[fault.label()])
-                .inc();
+            super::count_interruption(&self.attempts, self.record.operation, &self.model, &fault);
             self.interrupted = true;
-            self.attempts.record_late_failure(fault.retry_reason());
             fault_at = Some(Instant::now());
             // A tool call the client has not received yet is dropped: the resumed answer
             // brings it again, whole.

@@ -214,14 +214,8 @@ impl SsePump {
                 (Ok(None), _) => Interruption::Truncated,
                 (Err(fault), _) => fault,
             };
-            self.relay
-                .metrics
-                .stream_interruptions_total
-                .with_label_values(&[fault.label()])
-                .inc();
+            super::count_interruption(&self.attempts, op, &self.model, &fault);
             self.interrupted = true;
-            self.attempts.record_late_failure(fault.retry_reason());
-            tracing::info!(operation = op.name(), model = %self.model, fault = %fault.describe(), "stream interrupted");
             if !self.client.flush().await {
                 return self.finish("client_gone");
             }
