@@ -23,13 +23,33 @@ pub(crate) const MAX_HELD_BYTES: usize = 4 * 1024 * 1024;
 /// A client-bound frame and what it says.
 pub(crate) type Item = (Bytes, Event);
 
-/// What to do with an offered frame.
+/// What to do with an offered frame: iterate it for the frames to forward now, in order.
+// A value returned and consumed at once, per frame: boxing the common `Pass` would cost
+// the allocation per frame this enum exists to avoid.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(crate) enum Offer {
-    /// Forward these frames now, in order (the offered one last).
-    Forward(Vec<Item>),
+    /// Not part of a tool-use block: forward it now (the common case, no allocation).
+    Pass(Item),
+    /// A held tool-use block is complete (or must be released): these frames, the offered
+    /// one last.
+    Release(Vec<Item>),
     /// Kept until its tool-use block is complete.
     Held,
+}
+
+impl IntoIterator for Offer {
+    type Item = Item;
+    type IntoIter = std::iter::Chain<std::option::IntoIter<Item>, std::vec::IntoIter<Item>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        let (one, many) = match self {
+            Offer::Pass(item) => (Some(item), Vec::new()),
+            Offer::Release(items) => (None, items),
+            Offer::Held => (None, Vec::new()),
+        };
+        one.into_iter().chain(many)
+    }
 }
 
 /// The tool-use block being held, if any.
@@ -41,6 +61,14 @@ pub(crate) struct ToolHold {
 }
 
 impl ToolHold {
+    /// [`ToolHold::offer`] through a hold that may be off (`None`: every frame passes).
+    pub(crate) fn offer_through(hold: Option<&mut ToolHold>, bytes: Bytes, event: Event) -> Offer {
+        match hold {
+            Some(hold) => hold.offer(bytes, event),
+            None => Offer::Pass((bytes, event)),
+        }
+    }
+
     /// The next frame the client would get, with its parsed event.
     pub(crate) fn offer(&mut self, bytes: Bytes, event: Event) -> Offer {
         let Some(index) = self.open else {
@@ -50,7 +78,7 @@ impl ToolHold {
                     self.push(bytes, event);
                     Offer::Held
                 }
-                _ => Offer::Forward(vec![(bytes, event)]),
+                _ => Offer::Pass((bytes, event)),
             };
         };
         let inside = event.block_start.is_none()
@@ -61,7 +89,7 @@ impl ToolHold {
         let closes = event.block_stop == Some(index);
         self.push(bytes, event);
         if closes || !inside || self.bytes > MAX_HELD_BYTES {
-            return Offer::Forward(self.release());
+            return Offer::Release(self.release());
         }
         Offer::Held
     }
@@ -115,10 +143,7 @@ mod tests {
     }
 
     fn forwarded(o: Offer) -> Vec<Bytes> {
-        match o {
-            Offer::Forward(items) => items.into_iter().map(|(b, _)| b).collect(),
-            Offer::Held => Vec::new(),
-        }
+        o.into_iter().map(|(b, _)| b).collect()
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::proxy::attempt::{Attempts, Failure};
 use crate::proxy::frames::{frame_class, FrameClass, Interruption, UpstreamFrames};
 use crate::proxy::outbound::Outbound;
 use crate::proxy::{Record, Relay};
-use crate::resume::{give_up_event, Offer, Spliced, Splicer, StreamFormat, ToolHold, Transcript};
+use crate::resume::{give_up_event, Spliced, Splicer, StreamFormat, ToolHold, Transcript};
 use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Instant;
@@ -67,14 +67,7 @@ impl Client {
         bytes: Bytes,
         event: crate::resume::Observed,
     ) -> bool {
-        let items = match r.hold.as_mut() {
-            None => vec![(bytes, event)],
-            Some(hold) => match hold.offer(bytes, event) {
-                Offer::Forward(items) => items,
-                Offer::Held => return true,
-            },
-        };
-        for (bytes, event) in items {
+        for (bytes, event) in ToolHold::offer_through(r.hold.as_mut(), bytes, event) {
             r.transcript.record(event);
             if !self.send(bytes).await {
                 return false;

@@ -15,7 +15,7 @@ use crate::proxy::frames::Interruption;
 use crate::proxy::outbound::Outbound;
 use crate::proxy::{Record, Relay};
 use crate::resume::sse::{Read, SseCodec, FORMAT};
-use crate::resume::{Offer, Splicer, ToolHold, Transcript};
+use crate::resume::{Splicer, ToolHold, Transcript};
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
 use std::time::Instant;
@@ -107,14 +107,7 @@ impl Heal {
                 let inner = SseCodec::inner(&m);
                 let event = self.transcript.read(&m);
                 // Held as the core event: written for the client only once released.
-                let items = match self.hold.as_mut() {
-                    None => vec![(inner, event)],
-                    Some(hold) => match hold.offer(inner, event) {
-                        Offer::Forward(items) => items,
-                        Offer::Held => continue,
-                    },
-                };
-                for (inner, event) in items {
+                for (inner, event) in ToolHold::offer_through(self.hold.as_mut(), inner, event) {
                     self.transcript.record(event);
                     out.extend_from_slice(&self.codec.write(&inner));
                 }
