@@ -15,7 +15,7 @@ use http::header::{HeaderName, HeaderValue, AUTHORIZATION};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use sha2::{Digest, Sha256};
 use std::fmt::Write as _;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The AWS URI encoding of a path (aws-smithy-http's greedy label set): everything but
@@ -48,7 +48,7 @@ struct CachedKey {
     date: String,
     region: String,
     service: String,
-    key: Vec<u8>,
+    key: Arc<[u8]>,
 }
 
 impl KeyCache {
@@ -59,7 +59,7 @@ impl KeyCache {
         date: &str,
         region: &str,
         service: &str,
-    ) -> Vec<u8> {
+    ) -> Arc<[u8]> {
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(k) = last.as_ref().filter(|k| {
             k.date == date
@@ -70,9 +70,9 @@ impl KeyCache {
         }) {
             return k.key.clone();
         }
-        let key = v4::generate_signing_key(creds.secret_access_key(), time, region, service)
-            .as_ref()
-            .to_vec();
+        let key: Arc<[u8]> = Arc::from(
+            v4::generate_signing_key(creds.secret_access_key(), time, region, service).as_ref(),
+        );
         *last = Some(CachedKey {
             access_key: creds.access_key_id().to_owned(),
             secret: creds.secret_access_key().to_owned(),
