@@ -1,11 +1,11 @@
 //! Listener hardening: the [`Limits`] each connection is served with, and the wait for a
 //! client's first bytes that runs before hyper's own header timer.
 //!
-//! hyper-util's auto builder first reads enough bytes to tell HTTP/1.1 from the HTTP/2
-//! preface (`PRI * HTTP/2.0...`, 24 bytes), without a deadline. [`preface_decided`] peeks
-//! (never consumes) until that decision is possible, so `server::serve_with` can bound it
-//! with the header read timeout; from then on hyper's `header_read_timeout` bounds every
-//! request head, including the wait on an idle keep-alive connection.
+//! A plain-text connection is HTTP/1.1 unless its first 24 bytes are the HTTP/2 preface
+//! (`PRI * HTTP/2.0...`). [`sniff`] peeks (never consumes) until that decision is possible,
+//! so `server::serve_with` bounds it with the header read timeout and hands the connection
+//! to hyper's HTTP/1.1 or HTTP/2 server directly; from then on hyper's `header_read_timeout`
+//! bounds every request head, including the wait on an idle keep-alive connection.
 
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -55,18 +55,29 @@ impl Limits {
     }
 }
 
-/// Resolves `true` once the bytes the client sent tell HTTP/1.1 from HTTP/2 (they differ
-/// from the preface, or are the whole preface), `false` if the client closed first.
-pub async fn preface_decided(stream: &TcpStream) -> bool {
+/// The protocol a plain-text client speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http1,
+    /// Prior knowledge (h2c): the connection starts with the HTTP/2 preface.
+    Http2,
+}
+
+/// Resolves once the bytes the client sent tell HTTP/1.1 from HTTP/2 (they differ from the
+/// preface, or are the whole preface); `None` if the client closed first.
+pub async fn sniff(stream: &TcpStream) -> Option<Protocol> {
     let mut buf = [0u8; H2_PREFACE.len()];
     let mut seen = 0;
     loop {
         let n = match stream.peek(&mut buf).await {
-            Ok(0) | Err(_) => return false,
+            Ok(0) | Err(_) => return None,
             Ok(n) => n,
         };
-        if n == buf.len() || buf[..n] != H2_PREFACE[..n] {
-            return true;
+        if buf[..n] != H2_PREFACE[..n] {
+            return Some(Protocol::Http1);
+        }
+        if n == buf.len() {
+            return Some(Protocol::Http2);
         }
         if n == seen {
             // peek returns the same bytes at once until more arrive: do not spin.
@@ -93,25 +104,25 @@ mod tests {
     async fn http1_is_decided_on_the_first_differing_byte() {
         let (mut c, s) = pair().await;
         c.write_all(b"G").await.unwrap();
-        assert!(preface_decided(&s).await);
+        assert_eq!(sniff(&s).await, Some(Protocol::Http1));
     }
 
     #[tokio::test]
     async fn a_partial_h2_preface_is_not_decided() {
         let (mut c, s) = pair().await;
         c.write_all(b"PRI * HTTP/2").await.unwrap();
-        let r = tokio::time::timeout(Duration::from_millis(200), preface_decided(&s)).await;
+        let r = tokio::time::timeout(Duration::from_millis(200), sniff(&s)).await;
         assert!(r.is_err(), "must wait for more bytes");
         c.write_all(&H2_PREFACE[12..]).await.unwrap();
-        assert!(preface_decided(&s).await);
+        assert_eq!(sniff(&s).await, Some(Protocol::Http2));
     }
 
     #[tokio::test]
-    async fn silence_is_not_decided_and_close_is_false() {
+    async fn silence_is_not_decided_and_close_is_none() {
         let (c, s) = pair().await;
-        let r = tokio::time::timeout(Duration::from_millis(100), preface_decided(&s)).await;
+        let r = tokio::time::timeout(Duration::from_millis(100), sniff(&s)).await;
         assert!(r.is_err());
         drop(c);
-        assert!(!preface_decided(&s).await);
+        assert_eq!(sniff(&s).await, None);
     }
 }

@@ -1,7 +1,8 @@
 //! Listeners and connection handling: an accept loop serving HTTP/1.1 and h2c on one port
-//! (hyper-util's auto builder), and graceful shutdown: on [`Shutdown`], stop accepting
-//! (the listener is closed, so new connections are refused), let in-flight requests finish
-//! for up to the drain timeout, then close whatever is left.
+//! (told apart by the h2 preface, or by ALPN under TLS, then served by hyper's own HTTP/1.1
+//! or HTTP/2 server), and graceful shutdown: on [`Shutdown`], stop accepting (the listener
+//! is closed, so new connections are refused), let in-flight requests finish for up to the
+//! drain timeout, then close whatever is left.
 //!
 //! Hardening ([`Limits`]): a client must send its first bytes, and then each request head,
 //! within the header read timeout (slowloris; the same timer bounds idle keep-alive
@@ -20,17 +21,23 @@ pub use guard::Limits;
 pub use shutdown::Shutdown;
 
 use crate::inbound::PeerAddr;
+use guard::Protocol;
 use http::{Request, Response};
 use hyper::body::{Body, Incoming};
+use hyper::rt::bounds::Http2ServerConnExec;
+use hyper::server::conn::{http1, http2};
+use hyper::service::HttpService;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use std::convert::Infallible;
 use std::error::Error as StdError;
 use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 
 /// What happened during a drain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -79,16 +86,7 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8192));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    let builders = Arc::new(Builders::new(&limits));
     let graceful = GracefulShutdown::new();
     let mut conns = JoinSet::new();
 
@@ -113,45 +111,19 @@ where
                     let h = handler.clone();
                     async move { Ok::<_, Infallible>(h(req).await) }
                 });
-                let builder = builder.clone();
-                let watcher = graceful.watcher();
-                let stop = shutdown.clone();
-                let first_bytes = limits.header_read_timeout;
-                let tls = limits.tls.clone();
-                conns.spawn(async move {
-                    if let Some(acceptor) = tls {
-                        let handshake = tokio::select! {
-                            r = tokio::time::timeout(first_bytes, acceptor.accept(stream)) => r,
-                            _ = stop.triggered() => return,
-                        };
-                        let Ok(Ok(stream)) = handshake else {
-                            tracing::debug!(%peer, "TLS handshake failed or timed out; closing");
-                            return;
-                        };
-                        let h2 = stream.get_ref().1.alpn_protocol() == Some(&b"h2"[..]);
-                        let builder = if h2 { builder.http2_only() } else { builder.http1_only() };
-                        let conn = builder.serve_connection(TokioIo::new(stream), service);
-                        if let Err(e) = watcher.watch(conn.into_owned()).await {
-                            tracing::debug!(%peer, error = %e, "TLS connection ended with error");
-                        }
-                        return;
-                    }
-                    // hyper-util sniffs the protocol before hyper's own header timer runs,
-                    // with no deadline: a client that connects and sends nothing (or a
-                    // few bytes) is closed here after the header read timeout.
-                    let sniffed = tokio::select! {
-                        r = tokio::time::timeout(first_bytes, guard::preface_decided(&stream)) => r,
-                        _ = stop.triggered() => return,
-                    };
-                    if !matches!(sniffed, Ok(true)) {
-                        tracing::debug!(%peer, "no request within header_read_timeout; closing");
-                        return;
-                    }
-                    let conn = builder.serve_connection(TokioIo::new(stream), service);
-                    if let Err(e) = watcher.watch(conn.into_owned()).await {
-                        tracing::debug!(%peer, error = %e, "connection ended with error");
-                    }
-                });
+                let conn = Conn {
+                    builders: builders.clone(),
+                    watcher: graceful.watcher(),
+                    stop: shutdown.clone(),
+                    first_bytes: limits.header_read_timeout,
+                    peer,
+                };
+                // Two task types: a plain connection's task does not carry the size of a
+                // TLS session's state.
+                match &limits.tls {
+                    Some(acceptor) => conns.spawn(conn.serve_tls(acceptor.clone(), stream, service)),
+                    None => conns.spawn(conn.serve_plain(stream, service)),
+                };
             }
         }
     }
@@ -169,6 +141,115 @@ where
     conns.abort_all();
     while conns.join_next().await.is_some() {}
     DrainReport { forced }
+}
+
+/// hyper's HTTP/1.1 and HTTP/2 servers, configured once per listener. The protocol is
+/// decided before a connection is handed over (the h2 preface, or ALPN), so a connection
+/// holds only its own protocol's state.
+struct Builders {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    fn new(limits: &Limits) -> Self {
+        let mut http1 = http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(limits.max_header_bytes.max(8192));
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+        Builders { http1, http2 }
+    }
+}
+
+/// One accepted connection, before its protocol is known.
+struct Conn {
+    builders: Arc<Builders>,
+    watcher: Watcher,
+    stop: Shutdown,
+    /// The client's first bytes (or its TLS handshake) must arrive within this.
+    first_bytes: Duration,
+    peer: SocketAddr,
+}
+
+impl Conn {
+    /// A plain-text connection: h2c if it starts with the HTTP/2 preface, else HTTP/1.1.
+    /// Nothing else bounds the wait for a client's first bytes: a client that connects and
+    /// sends nothing (or a few bytes of the preface) is closed after the header read timeout.
+    async fn serve_plain<S, B>(self, stream: TcpStream, service: S)
+    where
+        S: HttpService<Incoming, ResBody = B> + Send + 'static,
+        S::Error: Into<Box<dyn StdError + Send + Sync>>,
+        B: Body + Send + 'static,
+        B::Error: Into<Box<dyn StdError + Send + Sync>>,
+        TokioExecutor: Http2ServerConnExec<S::Future, B>,
+    {
+        let sniffed = tokio::select! {
+            r = tokio::time::timeout(self.first_bytes, guard::sniff(&stream)) => r,
+            _ = self.stop.triggered() => return,
+        };
+        let Ok(Some(protocol)) = sniffed else {
+            tracing::debug!(peer = %self.peer, "no request within header_read_timeout; closing");
+            return;
+        };
+        self.serve(TokioIo::new(stream), protocol, service).await;
+    }
+
+    /// A TLS connection: the handshake within the header read timeout, then the protocol
+    /// ALPN chose.
+    async fn serve_tls<S, B>(self, acceptor: TlsAcceptor, stream: TcpStream, service: S)
+    where
+        S: HttpService<Incoming, ResBody = B> + Send + 'static,
+        S::Error: Into<Box<dyn StdError + Send + Sync>>,
+        B: Body + Send + 'static,
+        B::Error: Into<Box<dyn StdError + Send + Sync>>,
+        TokioExecutor: Http2ServerConnExec<S::Future, B>,
+    {
+        let handshake = tokio::select! {
+            r = tokio::time::timeout(self.first_bytes, acceptor.accept(stream)) => r,
+            _ = self.stop.triggered() => return,
+        };
+        let Ok(Ok(stream)) = handshake else {
+            tracing::debug!(peer = %self.peer, "TLS handshake failed or timed out; closing");
+            return;
+        };
+        let protocol = match stream.get_ref().1.alpn_protocol() {
+            Some(b"h2") => Protocol::Http2,
+            _ => Protocol::Http1,
+        };
+        self.serve(TokioIo::new(stream), protocol, service).await;
+    }
+
+    /// Serve the connection until it closes, or until a graceful shutdown closes it.
+    async fn serve<I, S, B>(self, io: I, protocol: Protocol, service: S)
+    where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+        S: HttpService<Incoming, ResBody = B> + Send + 'static,
+        S::Error: Into<Box<dyn StdError + Send + Sync>>,
+        B: Body + Send + 'static,
+        B::Error: Into<Box<dyn StdError + Send + Sync>>,
+        TokioExecutor: Http2ServerConnExec<S::Future, B>,
+    {
+        let b = &self.builders;
+        let result = match protocol {
+            Protocol::Http1 => {
+                self.watcher
+                    .watch(b.http1.serve_connection(io, service))
+                    .await
+            }
+            // Boxed: an HTTP/2 connection's state is larger, and rarer on this listener.
+            Protocol::Http2 => {
+                Box::pin(self.watcher.watch(b.http2.serve_connection(io, service))).await
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(peer = %self.peer, error = %e, "connection ended with error");
+        }
+    }
 }
 
 #[cfg(test)]
