@@ -101,7 +101,7 @@ pub use chunks::is_limit_stop;
 pub use event::usage_of;
 pub(crate) use event::Event as Observed;
 pub use finish::finish_at_limit;
-pub(crate) use hold::ToolHold;
+pub(crate) use hold::{Offer, ToolHold};
 pub use plan::{plan, CannotResume, Continuation};
 pub use request::BodyError;
 pub use splice::{Divergence, Spliced, Splicer};

@@ -131,9 +131,14 @@ pub(super) fn start(relay: Arc<Relay>, opened: Opened, record: Record) -> Respon
 
 /// Run a pump; a panic in it is logged and counted. Its client's body then ends with an
 /// error (the pump never called `finish`), and the active-stream gauge is put right by the
-/// pump's guard, which unwinding drops.
-async fn supervise(relay: Arc<Relay>, pump: impl std::future::Future<Output = ()>) {
-    if let Err(panic) = AssertUnwindSafe(pump).catch_unwind().await {
+/// pump's guard, which unwinding drops. A combinator, not an `async fn`: an `async fn` would
+/// keep the pump's state twice in every stream's task (its argument and the awaited future).
+fn supervise(
+    relay: Arc<Relay>,
+    pump: impl std::future::Future<Output = ()>,
+) -> impl std::future::Future<Output = ()> {
+    AssertUnwindSafe(pump).catch_unwind().map(move |result| {
+        let Err(panic) = result else { return };
         let what = panic
             .downcast_ref::<&str>()
             .map(|s| s.to_string())
@@ -141,7 +146,7 @@ async fn supervise(relay: Arc<Relay>, pump: impl std::future::Future<Output = ()
             .unwrap_or_default();
         relay.metrics.stream_panics_total.inc();
         tracing::error!(panic = %what, "stream pump panicked: client connection cut");
-    }
+    })
 }
 
 /// The client's side of a stream: what is gathered for its next write, bytes sent.

@@ -11,7 +11,9 @@ use crate::proxy::attempt::{Attempts, Failure};
 use crate::proxy::frames::{frame_class, FrameClass, Interruption, UpstreamFrames};
 use crate::proxy::outbound::Outbound;
 use crate::proxy::{Record, Relay};
-use crate::resume::{give_up_event, Spliced, Splicer, StreamFormat, ToolHold, Transcript};
+use crate::resume::{
+    give_up_event, Observed, Offer, Spliced, Splicer, StreamFormat, ToolHold, Transcript,
+};
 use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Instant;
@@ -58,16 +60,45 @@ enum Unforwardable {
     Encode(String),
 }
 
+/// What a frame offered through the tool-call hold turns into.
+enum Outgoing {
+    Frame(Bytes),
+    /// Held until its tool-use block is complete.
+    Nothing,
+    /// A tool-use block released whole, with each frame's event.
+    Block(Vec<(Bytes, Observed)>),
+}
+
+impl Resumable {
+    /// Offer a client-bound frame to the tool-call hold (when there is one); what is to go
+    /// out now is recorded in the transcript.
+    fn offer(&mut self, bytes: Bytes, event: Observed) -> Outgoing {
+        match ToolHold::offer_through(self.hold.as_mut(), bytes, event) {
+            Offer::Pass((bytes, event)) => {
+                self.transcript.record(event);
+                Outgoing::Frame(bytes)
+            }
+            Offer::Held => Outgoing::Nothing,
+            Offer::Release(frames) => Outgoing::Block(frames),
+        }
+    }
+}
+
+// Every stream's task holds the largest state of any future it awaits, so what the common
+// path awaits carries no parsed event (a few hundred bytes each), and rare paths are boxed.
 impl Client {
-    /// Send a client-bound frame, through the tool-call hold when there is one; what goes
-    /// out is recorded in the transcript. `false`: the client has gone.
-    async fn offer(
-        &mut self,
-        r: &mut Resumable,
-        bytes: Bytes,
-        event: crate::resume::Observed,
-    ) -> bool {
-        for (bytes, event) in ToolHold::offer_through(r.hold.as_mut(), bytes, event) {
+    /// Send what the hold let out. `false`: the client has gone.
+    async fn deliver(&mut self, r: &mut Resumable, out: Outgoing) -> bool {
+        match out {
+            Outgoing::Frame(bytes) => self.send(bytes).await,
+            Outgoing::Nothing => true,
+            Outgoing::Block(frames) => Box::pin(self.release(r, frames)).await,
+        }
+    }
+
+    /// Send a released tool-use block, frame by frame; each is recorded as it goes out.
+    async fn release(&mut self, r: &mut Resumable, frames: Vec<(Bytes, Observed)>) -> bool {
+        for (bytes, event) in frames {
             r.transcript.record(event);
             if !self.send(bytes).await {
                 return false;
@@ -85,15 +116,22 @@ impl Client {
         let Some(r) = resumable else {
             return Ok(self.send(frame.raw).await);
         };
-        if r.splicer.is_passthrough() {
-            // The common case: the frame goes out as it came (once its tool call is whole).
-            if r.hold.is_none() {
-                r.transcript.observe_frame(&frame);
-                return Ok(self.send(frame.raw).await);
-            }
-            let event = r.transcript.read_frame(&frame);
-            return Ok(self.offer(r, frame.raw, event).await);
+        if !r.splicer.is_passthrough() {
+            // Boxed: only a resumed attempt is spliced.
+            return Box::pin(self.splice(frame, r)).await;
         }
+        // The common case: the frame goes out as it came (once its tool call is whole).
+        if r.hold.is_none() {
+            r.transcript.observe_frame(&frame);
+            return Ok(self.send(frame.raw).await);
+        }
+        let event = r.transcript.read_frame(&frame);
+        let out = r.offer(frame.raw, event);
+        Ok(self.deliver(r, out).await)
+    }
+
+    /// Forward one event of a resumed attempt through its splicer.
+    async fn splice(&mut self, frame: Frame, r: &mut Resumable) -> Result<bool, Unforwardable> {
         let message = frame.message();
         let spliced = r
             .splicer
@@ -108,7 +146,8 @@ impl Client {
                     (bytes, r.transcript.read(&m))
                 }
             };
-            if !self.offer(r, bytes, event).await {
+            let out = r.offer(bytes, event);
+            if !self.deliver(r, out).await {
                 return Ok(false);
             }
         }
@@ -219,15 +258,12 @@ impl Pump {
                             Err(Unforwardable::Diverged(divergence)) => {
                                 self.count_resume("diverged");
                                 let why = diverged(self.last_strategy, &divergence);
-                                self.fail(None, &why).await;
+                                Box::pin(self.fail(None, &why)).await;
                                 break End::Failed;
                             }
                             Err(Unforwardable::Encode(e)) => {
-                                self.fail(
-                                    None,
-                                    &format!("an upstream event could not be re-framed ({e})"),
-                                )
-                                .await;
+                                let why = format!("an upstream event could not be re-framed ({e})");
+                                Box::pin(self.fail(None, &why)).await;
                                 break End::Failed;
                             }
                         }
@@ -252,7 +288,7 @@ impl Pump {
             }
             self.count_failed_attempt_tokens();
             // The client's output limit is used up: end the answer as Bedrock would.
-            if self.finish_at_limit().await {
+            if Box::pin(self.finish_at_limit()).await {
                 break End::Complete;
             }
             let client = self.client.tx.clone();
@@ -266,7 +302,7 @@ impl Pump {
                 Ok(next_frames) => frames = next_frames,
                 Err(why) => {
                     self.count_resume("failed");
-                    self.fail(Some(fault), &why).await;
+                    Box::pin(self.fail(Some(fault), &why)).await;
                     break End::Failed;
                 }
             }
