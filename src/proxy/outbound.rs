@@ -7,20 +7,30 @@
 use super::error::RelayError;
 use crate::config::Settings;
 use crate::ops::Protocol;
-use bytes::Bytes;
-use http::{request::Parts, HeaderMap, Method, Request, Uri};
-use http_body_util::{BodyExt, Limited};
+use bytes::{Bytes, BytesMut};
+use http::{request::Parts, HeaderMap, HeaderValue, Method, Request, Uri};
+use http_body_util::BodyExt;
+use hyper::body::Body as _;
 use hyper::body::Incoming;
 
-/// Read the whole request body, refusing more than `limit` bytes.
-pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, RelayError> {
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(RelayError::BodyTooLarge { limit })
+/// Read the whole request body into a buffer of its own, refusing more than `limit` bytes.
+///
+/// Of its own: hyper hands a small body over as a slice of the connection's read buffer,
+/// and the body lives as long as the request (a stream's: minutes), so a slice would keep
+/// that buffer (8 KiB or more) alive beside the one hyper reads the next bytes into.
+pub async fn read_body(mut body: Incoming, limit: usize) -> Result<Bytes, RelayError> {
+    let expected = usize::try_from(body.size_hint().lower()).unwrap_or(usize::MAX);
+    let mut buf = BytesMut::with_capacity(expected.min(limit));
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| RelayError::BadRequestBody(e.to_string()))?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > limit {
+                return Err(RelayError::BodyTooLarge { limit });
+            }
+            buf.extend_from_slice(&data);
         }
-        Err(e) => Err(RelayError::BadRequestBody(e.to_string())),
     }
+    Ok(buf.freeze())
 }
 
 /// The AWS service a request was signed for when it is not Bedrock (a global
@@ -83,7 +93,7 @@ impl Outbound {
     /// Cut the template from the client's request, aimed at `uri` (the upstream base plus
     /// the client's path and query, byte-exact). Client auth and hop-by-hop headers go.
     pub fn new(parts: &Parts, uri: Uri, body: Bytes) -> Self {
-        let mut headers = parts.headers.clone();
+        let mut headers = owned(&parts.headers);
         crate::signing::strip_client_headers(&mut headers);
         Outbound {
             method: parts.method.clone(),
@@ -106,6 +116,19 @@ impl Outbound {
         *req.headers_mut() = self.headers.clone();
         req
     }
+}
+
+/// A copy of `headers` whose values own their bytes. hyper's values are slices of the
+/// connection's read buffer; the template lives as long as the request, and would keep
+/// that buffer alive with them.
+fn owned(headers: &HeaderMap) -> HeaderMap {
+    let mut copy = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        let mut own = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+        own.set_sensitive(value.is_sensitive());
+        copy.append(name.clone(), own);
+    }
+    copy
 }
 
 #[cfg(test)]
