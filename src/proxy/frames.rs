@@ -9,7 +9,12 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use std::pin::Pin;
 use std::time::Duration;
+use tokio::time::{Instant, Sleep};
+
+/// A stall timeout too large to add to the clock: never.
+const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
 
 /// How an upstream stream broke.
 #[derive(Debug)]
@@ -99,6 +104,10 @@ pub struct UpstreamFrames {
     body: Incoming,
     splitter: FrameSplitter,
     stall: Duration,
+    /// One stall timer for the body, pushed back before each wait: moving a tokio timer
+    /// later only records the new deadline, where a timer per wait was an insert into and
+    /// a removal from the timer wheel for every frame.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl UpstreamFrames {
@@ -107,6 +116,7 @@ impl UpstreamFrames {
             body,
             splitter: FrameSplitter::new(),
             stall,
+            timer: None,
         }
     }
 
@@ -116,14 +126,22 @@ impl UpstreamFrames {
             if let Some(frame) = self.buffered()? {
                 return Ok(Some(frame));
             }
-            let read = tokio::time::timeout(self.stall, self.body.frame()).await;
-            match read {
-                Err(_) => return Err(Interruption::Stall(self.stall)),
-                Ok(read) => {
-                    if let Some(end) = self.take(read) {
-                        return end;
-                    }
+            let now = Instant::now();
+            let deadline = now.checked_add(self.stall).unwrap_or(now + FAR_FUTURE);
+            let timer = match &mut self.timer {
+                Some(timer) => {
+                    timer.as_mut().reset(deadline);
+                    timer
                 }
+                none => none.insert(Box::pin(tokio::time::sleep_until(deadline))),
+            };
+            let read = tokio::select! {
+                biased;
+                read = self.body.frame() => read,
+                () = timer.as_mut() => return Err(Interruption::Stall(self.stall)),
+            };
+            if let Some(end) = self.take(read) {
+                return end;
             }
         }
     }
