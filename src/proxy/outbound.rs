@@ -8,7 +8,7 @@ use super::error::RelayError;
 use crate::config::Settings;
 use crate::ops::Protocol;
 use bytes::{Bytes, BytesMut};
-use http::{request::Parts, HeaderMap, HeaderValue, Method, Request, Uri};
+use http::{request::Parts, HeaderMap, Method, Request, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Body as _;
 use hyper::body::Incoming;
@@ -93,8 +93,7 @@ impl Outbound {
     /// Cut the template from the client's request, aimed at `uri` (the upstream base plus
     /// the client's path and query, byte-exact). Client auth and hop-by-hop headers go.
     pub fn new(parts: &Parts, uri: Uri, body: Bytes) -> Self {
-        let mut headers = owned(&parts.headers);
-        crate::signing::strip_client_headers(&mut headers);
+        let headers = crate::signing::forwarded_copy(&parts.headers);
         Outbound {
             method: parts.method.clone(),
             uri,
@@ -116,19 +115,6 @@ impl Outbound {
         *req.headers_mut() = self.headers.clone();
         req
     }
-}
-
-/// A copy of `headers` whose values own their bytes. hyper's values are slices of the
-/// connection's read buffer; the template lives as long as the request, and would keep
-/// that buffer alive with them.
-fn owned(headers: &HeaderMap) -> HeaderMap {
-    let mut copy = HeaderMap::with_capacity(headers.len());
-    for (name, value) in headers {
-        let mut own = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
-        own.set_sensitive(value.is_sensitive());
-        copy.append(name.clone(), own);
-    }
-    copy
 }
 
 #[cfg(test)]

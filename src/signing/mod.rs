@@ -8,7 +8,7 @@ pub mod events;
 mod fast;
 mod headers;
 
-pub use headers::{strip_client_headers, strip_hop_by_hop};
+pub use headers::{forwarded_copy, strip_hop_by_hop};
 
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_credential_types::Credentials;
@@ -219,12 +219,7 @@ impl Signer {
 /// next to), whoever left them.
 fn prepare(req: &mut http::Request<Bytes>) -> Result<(), SigningError> {
     set_host(req)?;
-    for name in [
-        "authorization",
-        "x-amz-date",
-        "x-amz-content-sha256",
-        "x-amz-security-token",
-    ] {
+    for name in headers::AUTH {
         req.headers_mut().remove(name);
     }
     Ok(())
