@@ -37,7 +37,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::{server::TlsStream, TlsAcceptor};
 
 /// What happened during a drain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -127,9 +127,17 @@ where
                 };
                 // Two task types: a plain connection's task does not carry the size of a
                 // TLS session's state.
-                match &limits.tls {
-                    Some(acceptor) => conns.spawn(conn.serve_tls(acceptor.clone(), stream, service)),
-                    None => conns.spawn(conn.serve_plain(stream, service)),
+                match limits.tls.clone() {
+                    Some(acceptor) => conns.spawn(async move {
+                        if let Some((tls, protocol)) = conn.handshake(acceptor, stream).await {
+                            conn.serve(TokioIo::new(tls), protocol, service).await;
+                        }
+                    }),
+                    None => conns.spawn(async move {
+                        if let Some(protocol) = conn.sniff(&stream).await {
+                            conn.serve(TokioIo::new(stream), protocol, service).await;
+                        }
+                    }),
                 };
             }
         }
@@ -184,51 +192,42 @@ struct Conn {
 }
 
 impl Conn {
-    /// A plain-text connection: h2c if it starts with the HTTP/2 preface, else HTTP/1.1.
-    /// Nothing else bounds the wait for a client's first bytes: a client that connects and
-    /// sends nothing (or a few bytes of the preface) is closed after the header read timeout.
-    async fn serve_plain<S, B>(self, stream: TcpStream, service: S)
-    where
-        S: HttpService<Incoming, ResBody = B> + Send + 'static,
-        S::Error: Into<Box<dyn StdError + Send + Sync>>,
-        B: Body + Send + 'static,
-        B::Error: Into<Box<dyn StdError + Send + Sync>>,
-        TokioExecutor: Http2ServerConnExec<S::Future, B>,
-    {
+    /// A plain-text connection's protocol: h2c if it starts with the HTTP/2 preface, else
+    /// HTTP/1.1. Nothing else bounds the wait for a client's first bytes: a client that
+    /// connects and sends nothing (or a few bytes of the preface) is closed after the header
+    /// read timeout. `None`: closed.
+    async fn sniff(&self, stream: &TcpStream) -> Option<Protocol> {
         let sniffed = tokio::select! {
-            r = tokio::time::timeout(self.first_bytes, guard::sniff(&stream)) => r,
-            _ = self.stop.triggered() => return,
+            r = tokio::time::timeout(self.first_bytes, guard::sniff(stream)) => r,
+            _ = self.stop.triggered() => return None,
         };
-        let Ok(Some(protocol)) = sniffed else {
+        let protocol = sniffed.ok().flatten();
+        if protocol.is_none() {
             tracing::debug!(peer = %self.peer, "no request within header_read_timeout; closing");
-            return;
-        };
-        self.serve(TokioIo::new(stream), protocol, service).await;
+        }
+        protocol
     }
 
-    /// A TLS connection: the handshake within the header read timeout, then the protocol
-    /// ALPN chose.
-    async fn serve_tls<S, B>(self, acceptor: TlsAcceptor, stream: TcpStream, service: S)
-    where
-        S: HttpService<Incoming, ResBody = B> + Send + 'static,
-        S::Error: Into<Box<dyn StdError + Send + Sync>>,
-        B: Body + Send + 'static,
-        B::Error: Into<Box<dyn StdError + Send + Sync>>,
-        TokioExecutor: Http2ServerConnExec<S::Future, B>,
-    {
+    /// A TLS connection after its handshake (within the header read timeout), with the
+    /// protocol ALPN chose. `None`: closed.
+    async fn handshake(
+        &self,
+        acceptor: TlsAcceptor,
+        stream: TcpStream,
+    ) -> Option<(TlsStream<TcpStream>, Protocol)> {
         let handshake = tokio::select! {
             r = tokio::time::timeout(self.first_bytes, acceptor.accept(stream)) => r,
-            _ = self.stop.triggered() => return,
+            _ = self.stop.triggered() => return None,
         };
         let Ok(Ok(stream)) = handshake else {
             tracing::debug!(peer = %self.peer, "TLS handshake failed or timed out; closing");
-            return;
+            return None;
         };
         let protocol = match stream.get_ref().1.alpn_protocol() {
             Some(b"h2") => Protocol::Http2,
             _ => Protocol::Http1,
         };
-        self.serve(TokioIo::new(stream), protocol, service).await;
+        Some((stream, protocol))
     }
 
     /// Serve the connection until it closes, or until a graceful shutdown closes it.
