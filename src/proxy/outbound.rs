@@ -19,8 +19,11 @@ use hyper::body::Incoming;
 /// and the body lives as long as the request (a stream's: minutes), so a slice would keep
 /// that buffer (8 KiB or more) alive beside the one hyper reads the next bytes into.
 pub async fn read_body(mut body: Incoming, limit: usize) -> Result<Bytes, RelayError> {
+    // Sized from the announced length, but a claim is not data: at most this up front, so
+    // connections announcing large bodies and sending nothing hold nothing large.
+    const UP_FRONT: usize = 256 * 1024;
     let expected = usize::try_from(body.size_hint().lower()).unwrap_or(usize::MAX);
-    let mut buf = BytesMut::with_capacity(expected.min(limit));
+    let mut buf = BytesMut::with_capacity(expected.min(limit).min(UP_FRONT));
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| RelayError::BadRequestBody(e.to_string()))?;
         if let Ok(data) = frame.into_data() {
