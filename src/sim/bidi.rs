@@ -60,15 +60,8 @@ pub(super) fn serve(
         connection,
         signature: verdict.as_str().to_owned(),
         service: head.signed_service(),
-        prefill: None,
-        continuation: false,
-        intended: None,
-        output_tokens: None,
-        fault: None,
-        tag: None,
         status: 200,
-        body: Value::Null,
-        events_verified: None,
+        ..LogEntry::default()
     };
     let error = match verdict {
         Verdict::Valid | Verdict::Unchecked => None,

@@ -7,8 +7,10 @@ use serde::Serialize;
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
-/// One request attempt as the simulator saw it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// One request attempt as the simulator saw it. `Default` leaves out everything a model
+/// request adds (plan, fault, tag), for the calls that are not one (STS, the bidirectional
+/// stream's head).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct LogEntry {
     pub seq: u64,
     /// `crate::ops::Operation::name()` of the request.
@@ -92,21 +94,12 @@ mod tests {
         LogEntry {
             seq,
             operation: "Converse".into(),
-            model_id: None,
             conversation: "0".into(),
             attempt: 1,
             connection: 1,
             signature: "unchecked".into(),
-            service: None,
-            prefill: None,
-            continuation: false,
-            intended: None,
-            output_tokens: None,
-            fault: None,
-            tag: None,
             status: 200,
-            body: serde_json::Value::Null,
-            events_verified: None,
+            ..LogEntry::default()
         }
     }
 

@@ -325,15 +325,9 @@ pub(super) async fn serve(
         connection: conn.id,
         signature: signature.into(),
         service: req.signed_service(),
-        prefill: None,
-        continuation: false,
-        intended: None,
-        output_tokens: None,
-        fault: None,
-        tag: None,
         status: a.status,
         body: a.logged_params,
-        events_verified: None,
+        ..LogEntry::default()
     });
     let headers = [
         ("content-type", "text/xml".to_string()),
