@@ -205,13 +205,108 @@ pub fn directive<'a>(text: &'a str, name: &str) -> Option<&'a str> {
     Some(&rest[..end]).filter(|v| !v.is_empty())
 }
 
-/// Input token count: whitespace-separated words of all input text (at least 1).
+/// Input token count: whitespace-separated words of all input text (at least 1), the
+/// whole-word tokenizer ([`tokens`] without sub-words).
 pub fn count_tokens<'a>(texts: impl IntoIterator<Item = &'a str>) -> u32 {
-    let n: usize = texts
-        .into_iter()
-        .map(|t| t.split_whitespace().count())
-        .sum();
+    let n: usize = texts.into_iter().map(|t| token_count(t, false)).sum();
     u32::try_from(n.max(1)).unwrap_or(u32::MAX)
+}
+
+/// Alphanumeric characters per sub-word piece of a long word.
+pub const SUBWORD_CHARS: usize = 4;
+/// Words whose leading letters and digits number at least this are split into sub-words.
+pub const SUBWORD_MIN: usize = 7;
+
+/// The simulator's tokenizer: `text` split into the pieces the simulated model streams (one
+/// piece = one output token). Each piece holds one word (a run of non-whitespace); the
+/// whitespace between two words goes to the earlier word up to and including its last
+/// newline, the rest (spaces) to the later one; whitespace at either end stays with the
+/// nearest word. With `subword`, a word whose leading letters and digits number
+/// [`SUBWORD_MIN`] or more is split every [`SUBWORD_CHARS`] of them (`" lant"` `"ern,"`).
+///
+/// It is prefix-stable: cut `text` after any of its pieces and the prefix splits into exactly
+/// those pieces. So counting an assistant turn (CountTokens) gives exactly the output tokens
+/// the simulator billed for streaming it. The generator's answers are already in this form
+/// (`gen::pieces` without sub-words, `sampled::subwords(sampled::answer(..))` with them).
+pub fn tokens(text: &str, subword: bool) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut cur = String::new();
+    let mut chars = text.char_indices().peekable();
+    // Leading whitespace belongs to the first word.
+    while let Some(&(_, c)) = chars.peek() {
+        if !c.is_whitespace() {
+            break;
+        }
+        cur.push(c);
+        chars.next();
+    }
+    while chars.peek().is_some() {
+        // One word: its letters and digits first (chunked), then the rest of it.
+        let mut alnum = 0usize;
+        let mut in_lead = true;
+        let mut word = String::new();
+        while let Some(&(_, c)) = chars.peek() {
+            if c.is_whitespace() {
+                break;
+            }
+            word.push(c);
+            chars.next();
+        }
+        let lead_len = word.chars().take_while(|c| c.is_alphanumeric()).count();
+        let split = subword && lead_len >= SUBWORD_MIN;
+        for c in word.chars() {
+            if in_lead && !c.is_alphanumeric() {
+                in_lead = false;
+            }
+            if split && in_lead && alnum > 0 && alnum % SUBWORD_CHARS == 0 {
+                out.push(std::mem::take(&mut cur));
+            }
+            if in_lead {
+                alnum += 1;
+            }
+            cur.push(c);
+        }
+        // The whitespace after it: up to the last newline stays, the rest moves on.
+        let mut ws = String::new();
+        while let Some(&(_, c)) = chars.peek() {
+            if !c.is_whitespace() {
+                break;
+            }
+            ws.push(c);
+            chars.next();
+        }
+        if chars.peek().is_none() {
+            cur.push_str(&ws);
+            break;
+        }
+        let keep = ws.rfind('\n').map_or(0, |i| i + 1);
+        cur.push_str(&ws[..keep]);
+        out.push(std::mem::take(&mut cur));
+        cur.push_str(&ws[keep..]);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// How many pieces [`tokens`] splits `text` into.
+pub fn token_count(text: &str, subword: bool) -> usize {
+    let mut n = 0;
+    for word in text.split_whitespace() {
+        let lead = word.chars().take_while(|c| c.is_alphanumeric()).count();
+        n += if subword && lead >= SUBWORD_MIN {
+            lead.div_ceil(SUBWORD_CHARS)
+        } else {
+            1
+        };
+    }
+    // Whitespace alone is one piece, as [`tokens`] keeps it.
+    if n == 0 && !text.is_empty() {
+        1
+    } else {
+        n
+    }
 }
 
 /// The signature the simulated model gives its reasoning text: a request that sends a
@@ -312,6 +407,45 @@ mod tests {
         let fb = fallback_continuation(5, "Definitely not it", 10);
         assert_eq!(fb.len(), 10);
         assert!(fb.iter().all(|p| p.starts_with(' ')));
+    }
+
+    #[test]
+    fn the_tokenizer_splits_as_the_generator_streams_and_is_prefix_stable() {
+        assert_eq!(
+            tokens("The lantern,  glowed.\n\nAncient morningstar", true),
+            [
+                "The",
+                " lant",
+                "ern,",
+                "  glowed.\n\n",
+                "Anci",
+                "ent",
+                " morn",
+                "ings",
+                "tar"
+            ]
+        );
+        assert_eq!(tokens(" a \n b ", false), [" a \n", " b "]);
+        assert_eq!(tokens("", true), Vec::<String>::new());
+        assert_eq!(tokens("\n", true), ["\n"]);
+        for seed in 0..40u64 {
+            let pieces = pieces(seed, 150);
+            let text = pieces.concat();
+            assert_eq!(tokens(&text, false), pieces, "{seed}");
+            for k in 0..=pieces.len() {
+                let prefix = pieces[..k].concat();
+                assert_eq!(tokens(&prefix, false), pieces[..k], "{seed} {k}");
+                assert_eq!(token_count(&prefix, false), k);
+            }
+        }
+        let long = "Supercalifragilistic wordsmiths everywhere.";
+        let t = tokens(long, true);
+        assert_eq!(t.concat(), long);
+        for k in 0..=t.len() {
+            let prefix = t[..k].concat();
+            assert_eq!(tokens(&prefix, true), t[..k], "{k}");
+            assert_eq!(token_count(&prefix, true), k, "{k}");
+        }
     }
 
     #[test]

@@ -33,6 +33,10 @@ pub struct LogEntry {
     pub prefill: Option<String>,
     /// The request was an instructed continuation.
     pub continuation: bool,
+    /// An instructed continuation under the continuation protocol: the class of its reply
+    /// (`phrasing::Class::name`, e.g. `echo-words`, `complete-marker`, `broken-clean`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phrasing: Option<String>,
     /// The whole answer the model meant (see `plan::Plan::intended`).
     pub intended: Option<String>,
     /// Output tokens the answer reports (whether or not a fault cut it short).

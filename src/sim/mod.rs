@@ -4,7 +4,8 @@
 //! ([`SimConfig`]), starting and stopping it in-process ([`start`], [`SimHandle`]), and the
 //! error kinds it answers with ([`SimError`]). The parts: `gen` (deterministic text),
 //! `request` (body parsing), `plan` (prefill and continuation rules), `sampled` (Claude 4.6+:
-//! sampled by default, sub-word tokens, how models continue when asked), `render` (wire
+//! sampled by default, sub-word tokens, how models continue when asked), `phrasing` (replies
+//! to the continuation protocol's turn), `render` (wire
 //! shapes), `faults` (rules), `sigv4` (verifier), `http` (byte-exact HTTP/1.1), `h2` (h2c
 //! prior knowledge, per-stream and connection-wide faults), `server` (dispatch), `wire`
 //! (responses with faults cut in), `log` (per-attempt log), `sts` (temporary credentials for
@@ -17,6 +18,7 @@ pub mod gen;
 mod h2;
 mod http;
 pub mod log;
+pub mod phrasing;
 pub mod plan;
 pub mod render;
 pub mod request;
@@ -86,6 +88,10 @@ pub struct SimArgs {
     /// Number of attempts kept by `GET /_sim/log` (oldest dropped first).
     #[arg(long = "log-capacity", default_value_t = 10_000)]
     pub log_capacity: usize,
+    /// Refuse every CountTokens request with 403 AccessDeniedException (also switchable at
+    /// run time: `POST /_sim/controls {"deny_count_tokens": true}`).
+    #[arg(long = "deny-count-tokens")]
+    pub deny_count_tokens: bool,
 }
 
 /// Typed simulator configuration.
@@ -103,6 +109,9 @@ pub struct SimConfig {
     pub inter_token: Duration,
     pub no_prefill_models: Regex,
     pub log_capacity: usize,
+    /// Refuse CountTokens with 403 AccessDeniedException (initial value of the run-time
+    /// control `deny_count_tokens`).
+    pub deny_count_tokens: bool,
 }
 
 impl Default for SimConfig {
@@ -119,6 +128,7 @@ impl Default for SimConfig {
             inter_token: Duration::ZERO,
             no_prefill_models: Regex::new(DEFAULT_NO_PREFILL).expect("default regex is valid"),
             log_capacity: 10_000,
+            deny_count_tokens: false,
         }
     }
 }
@@ -173,6 +183,7 @@ impl SimConfig {
                 inter_token: args.inter_token,
                 no_prefill_models,
                 log_capacity: args.log_capacity.max(1),
+                deny_count_tokens: args.deny_count_tokens,
             }),
             _ => anyhow::bail!(
                 "invalid simulator configuration:\n  {}",
@@ -205,6 +216,9 @@ pub enum SimError {
     MissingAuthentication,
     #[error("Invalid bearer token")]
     AccessDenied,
+    /// 403 AccessDeniedException with its message (an IAM refusal).
+    #[error("{0}")]
+    NotAuthorized(String),
     #[error("{0}")]
     UnknownOperation(String),
     #[error("{message}")]
@@ -219,7 +233,7 @@ impl SimError {
             SimError::UnrecognizedClient => (403, "UnrecognizedClientException"),
             SimError::InvalidSignature => (403, "InvalidSignatureException"),
             SimError::MissingAuthentication => (403, "MissingAuthenticationTokenException"),
-            SimError::AccessDenied => (403, "AccessDeniedException"),
+            SimError::AccessDenied | SimError::NotAuthorized(_) => (403, "AccessDeniedException"),
             SimError::UnknownOperation(_) => (404, "UnknownOperationException"),
             SimError::Injected { status, .. } => (*status, error_type_for(*status)),
         }
@@ -274,6 +288,12 @@ impl SimHandle {
     /// breaking all streams on it at once; returns how many connections were reset.
     pub fn reset_h2_connections(&self) -> usize {
         self.state.h2.reset_all()
+    }
+
+    /// Refuse CountTokens with 403 AccessDeniedException, or stop refusing (same as
+    /// `POST /_sim/controls {"deny_count_tokens": deny}`).
+    pub fn set_deny_count_tokens(&self, deny: bool) {
+        self.state.set_deny_count_tokens(deny);
     }
 
     /// Clear the attempt log and the per-conversation attempt counters.

@@ -439,6 +439,7 @@ mod tests {
             output_tokens: 5,
             prefill: None,
             continuation: false,
+            phrasing: None,
             intended: None,
             stop_sequence: None,
             style: Style::Native,

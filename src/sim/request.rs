@@ -59,6 +59,10 @@ pub struct Prompt {
     pub max_tokens: Option<u32>,
     pub temperature: Option<f64>,
     pub reasoning: bool,
+    /// Claude's extended thinking was enabled (`thinking.type = "enabled"`), with this
+    /// `budget_tokens` if given (checked by `plan::check_thinking`).
+    pub thinking_enabled: bool,
+    pub thinking_budget: Option<u64>,
     pub tool: Option<Tool>,
     /// Stop sequences of the request (checked against the generated text only).
     pub stop_sequences: Vec<String>,
@@ -182,10 +186,13 @@ pub fn parse_converse(body: &Value) -> Result<Prompt, SimError> {
         e.pointer("/thinking/type").and_then(Value::as_str) == Some("enabled")
             || e.get("reasoningConfig").is_some()
     });
+    let thinking = extra.and_then(|e| e.get("thinking"));
     Ok(Prompt {
         system: system_text(body.get("system")),
         turns: messages(body)?,
         max_tokens: as_u32(cfg.and_then(|c| c.get("maxTokens"))),
+        thinking_enabled: thinking_enabled(thinking),
+        thinking_budget: thinking_budget(thinking),
         temperature: cfg
             .and_then(|c| c.get("temperature"))
             .and_then(Value::as_f64),
@@ -198,6 +205,17 @@ pub fn parse_converse(body: &Value) -> Result<Prompt, SimError> {
         stop_sequences: super::styles::stop_sequences(body),
         ..Prompt::default()
     })
+}
+
+fn thinking_enabled(thinking: Option<&Value>) -> bool {
+    thinking.and_then(|t| t.get("type")).and_then(Value::as_str) == Some("enabled")
+}
+
+fn thinking_budget(thinking: Option<&Value>) -> Option<u64> {
+    thinking
+        .filter(|t| thinking_enabled(Some(t)))
+        .and_then(|t| t.get("budget_tokens"))
+        .and_then(Value::as_u64)
 }
 
 /// Every reasoning block sent back (`reasoningContent.reasoningText`) must carry the
@@ -249,7 +267,9 @@ fn parse_native(family: Family, body: &Value) -> Result<Prompt, SimError> {
             turns: messages(body)?,
             max_tokens: as_u32(body.get("max_tokens")),
             temperature: body.get("temperature").and_then(Value::as_f64),
-            reasoning: body.pointer("/thinking/type").and_then(Value::as_str) == Some("enabled"),
+            reasoning: thinking_enabled(body.get("thinking")),
+            thinking_enabled: thinking_enabled(body.get("thinking")),
+            thinking_budget: thinking_budget(body.get("thinking")),
             tool: first_tool(body.get("tools"), None, &["input_schema"]),
             ..Prompt::default()
         }),

@@ -5,9 +5,12 @@
 //! - **Sampled by default**: for models matching `no_prefill_models` an unset temperature is
 //!   1, so the text varies per attempt (seeded: the same conversation and attempt number give
 //!   the same text). Prefill is rejected by `plan` with Bedrock's exact 400.
-//! - **Sub-word tokens**: words of 7 letters or more stream in two pieces (" light" "house"),
-//!   so a cut can fall inside a word, as with real tokenizers.
-//! - **Continuation behaviours** ([`Behaviour`]): chosen by `sim:cont=NAME` in the
+//! - **Sub-word tokens**: words of 7 letters or more stream in pieces of 4 letters (" ligh"
+//!   "thouse" is " ligh" "thou" "se"), so a cut can fall inside a word, as with real
+//!   tokenizers ([`gen::tokens`], which CountTokens counts by).
+//! - **Replies to the continuation protocol** are worded by `phrasing` (see `plan`).
+//! - **Continuation behaviours** ([`Behaviour`], the old plain "continue" ask only; kept
+//!   while the relay's seam tests feed them): chosen by `sim:cont=NAME` in the
 //!   conversation, else at random from the seed of the attempt. The sampled answer the
 //!   delivered text came from (any earlier attempt of the conversation) is continued; the
 //!   model then streams that rest, dressed by the behaviour. [`Continued::intended`] is the
@@ -68,18 +71,13 @@ pub fn answer(seed: u64, n: usize) -> Vec<String> {
     pieces
 }
 
-/// Split words of 7 letters or more into two pieces, keeping everything else as it is.
+/// Split words of 7 letters or more into sub-word pieces of 4 letters (the simulator's
+/// tokenizer, [`gen::tokens`]), keeping everything else as it is.
 pub fn subwords(pieces: Vec<String>) -> Vec<String> {
     let mut out = Vec::with_capacity(pieces.len() + pieces.len() / 4);
     for p in pieces {
-        let lead = p.len() - p.trim_start().len();
-        let word_len = p[lead..]
-            .find(|c: char| !c.is_alphanumeric())
-            .unwrap_or(p.len() - lead);
-        if word_len >= 7 {
-            let cut = lead + word_len / 2 + 1;
-            out.push(p[..cut].to_owned());
-            out.push(p[cut..].to_owned());
+        if p.split_whitespace().count() == 1 {
+            out.extend(gen::tokens(&p, true));
         } else {
             out.push(p);
         }

@@ -23,7 +23,7 @@ use control::control;
 pub(super) use control::control_reply;
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -36,6 +36,10 @@ pub struct State {
     pub log: Log,
     seq: AtomicU64,
     attempts: Mutex<HashMap<u64, u32>>,
+    /// Conversations whose first instructed continuation (protocol turn) was answered.
+    instructed: Mutex<std::collections::HashSet<u64>>,
+    /// Refuse CountTokens with 403 (the run-time control `deny_count_tokens`).
+    deny_count_tokens: AtomicBool,
     /// Temporary credentials issued by the simulator's STS.
     pub sts: super::sts::Issued,
     /// Connection ids and the open h2 connections (for `POST /_sim/h2/reset`).
@@ -49,6 +53,8 @@ impl State {
             log: Log::new(config.log_capacity),
             seq: AtomicU64::new(0),
             attempts: Mutex::new(HashMap::new()),
+            instructed: Mutex::new(Default::default()),
+            deny_count_tokens: AtomicBool::new(config.deny_count_tokens),
             sts: Default::default(),
             h2: Default::default(),
             config,
@@ -72,6 +78,32 @@ impl State {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
+        self.instructed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    pub fn set_deny_count_tokens(&self, deny: bool) {
+        self.deny_count_tokens.store(deny, Ordering::Relaxed);
+    }
+
+    pub fn deny_count_tokens(&self) -> bool {
+        self.deny_count_tokens.load(Ordering::Relaxed)
+    }
+
+    /// Did this conversation already get an instructed continuation (protocol turn)?
+    fn instructed_before(&self, conversation: u64) -> bool {
+        let set = self.instructed.lock().unwrap_or_else(|p| p.into_inner());
+        set.contains(&conversation)
+    }
+
+    fn mark_instructed(&self, conversation: u64) {
+        let mut set = self.instructed.lock().unwrap_or_else(|p| p.into_inner());
+        if set.len() > 100_000 {
+            set.clear();
+        }
+        set.insert(conversation);
     }
 
     fn next_attempt(&self, conversation: u64) -> u32 {
@@ -227,7 +259,12 @@ pub(super) fn admit(state: &State, req: &Request, seq: u64, connection: u64) -> 
         .map(|p| (p.system.as_str(), p.first_user_text()))
         .unwrap_or(("", ""));
     let conversation = gen::hash_parts([model_id.as_str(), system, first]);
-    let attempt = state.next_attempt(conversation);
+    // A count is no attempt of the conversation (attempt 0): counting before a continuation
+    // leaves the attempt numbers fault rules and sampling go by as they were.
+    let attempt = match op {
+        Operation::CountTokens => 0,
+        _ => state.next_attempt(conversation),
+    };
     let body_text = String::from_utf8_lossy(&req.body);
     let tag = gen::directive(&body_text, "tag").map(str::to_owned);
 
@@ -252,18 +289,28 @@ pub(super) fn admit(state: &State, req: &Request, seq: u64, connection: u64) -> 
         }
     } else {
         let fault = state.pick_fault(op, &req.body, conversation, attempt);
+        let first_instructed = !state.instructed_before(conversation);
         let result = prompt.and_then(|p| {
             reply(
                 state,
                 op,
                 &model_id,
                 &p,
-                attempt,
+                (attempt, first_instructed),
                 seq,
                 &body_json,
                 &mut planned,
             )
         });
+        // A reply that never left (an injected status or a reset before headers) does not
+        // use up the conversation's forced phrasing.
+        let sent = !matches!(
+            fault,
+            Some(Fault::Status { .. } | Fault::ResetBeforeHeaders)
+        );
+        if sent && planned.as_ref().is_some_and(|p| p.phrasing.is_some()) {
+            state.mark_instructed(conversation);
+        }
         Outcome { result, fault }
     };
     let status = match (&outcome.fault, &outcome.result) {
@@ -283,6 +330,7 @@ pub(super) fn admit(state: &State, req: &Request, seq: u64, connection: u64) -> 
         service: req.signed_service(),
         prefill: planned.as_ref().and_then(|p| p.prefill.clone()),
         continuation: planned.as_ref().is_some_and(|p| p.continuation),
+        phrasing: planned.as_ref().and_then(|p| p.phrasing.map(str::to_owned)),
         intended: planned.as_ref().and_then(|p| p.intended.clone()),
         output_tokens: planned.as_ref().map(|p| p.output_tokens),
         fault: outcome.fault.as_ref().map(|f| f.kind().to_owned()),
@@ -333,13 +381,31 @@ fn prompt_of(op: Operation, model_id: &str, body: &Value) -> Result<Prompt, SimE
     }
 }
 
+/// Bedrock's message for a CountTokens on a model that cannot count.
+pub const NO_COUNTING: &str = "The provided model doesn't support counting tokens.";
+
+/// CountTokens takes only the bare id of a foundation model that supports counting (Claude):
+/// not an inference profile (`us.`, `eu.`, `apac.`, `global.`, `jp.`, `au.`, `ca.`,
+/// `us-gov.`), not an ARN, not Nova or another family.
+pub(super) fn counting_model(model_id: &str) -> Result<(), SimError> {
+    const PROFILES: [&str; 10] = [
+        "us.", "eu.", "apac.", "global.", "jp.", "au.", "ca.", "us-gov.", "ap.", "sa.",
+    ];
+    let bare = !model_id.starts_with("arn:") && !PROFILES.iter().any(|p| model_id.starts_with(p));
+    if bare && model_id.starts_with("anthropic.claude") {
+        Ok(())
+    } else {
+        Err(SimError::Validation(NO_COUNTING.into()))
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn reply(
     state: &State,
     op: Operation,
     model_id: &str,
     prompt: &Prompt,
-    attempt: u32,
+    (attempt, first_instructed): (u32, bool),
     seq: u64,
     body: &Result<Value, serde_json::Error>,
     planned: &mut Option<Plan>,
@@ -353,7 +419,14 @@ fn reply(
     };
     match op {
         Operation::CountTokens => {
-            return json(json!({"inputTokens": gen::count_tokens(prompt.all_text())}))
+            if state.deny_count_tokens() {
+                return Err(SimError::NotAuthorized(format!(
+                    "User: arn:aws:iam::123456789012:user/sim is not authorized to perform: bedrock:CountTokens on resource: arn:aws:bedrock:us-east-1::foundation-model/{model_id} with an explicit deny in an identity-based policy"
+                )));
+            }
+            counting_model(model_id)?;
+            let n = plan::count(model_id, prompt, &c.no_prefill_models);
+            return json(json!({ "inputTokens": n }));
         }
         Operation::ApplyGuardrail => {
             let _ = body;
@@ -366,7 +439,14 @@ fn reply(
         }
         _ => {}
     }
-    let p = plan::plan(model_id, prompt, attempt, seq, &c.no_prefill_models)?;
+    let p = plan::plan(
+        model_id,
+        prompt,
+        attempt,
+        seq,
+        &c.no_prefill_models,
+        first_instructed,
+    )?;
     let deltas = p.text.len() as u64 + p.reasoning.as_ref().map_or(0, |r| r.0.len() as u64);
     let lat = Latency {
         first_byte_ms: c.ttft.as_millis() as u64,
@@ -434,4 +514,30 @@ fn reply(
     };
     *planned = Some(p);
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_bare_claude_ids_can_be_counted() {
+        assert!(counting_model("anthropic.claude-sonnet-4-6-v1:0").is_ok());
+        assert!(counting_model("anthropic.claude-3-5-sonnet-20240620-v1:0").is_ok());
+        for id in [
+            "us.anthropic.claude-sonnet-4-6-v1:0",
+            "global.anthropic.claude-sonnet-4-6-v1:0",
+            "us-gov.anthropic.claude-sonnet-4-6-v1:0",
+            "jp.anthropic.claude-sonnet-4-6-v1:0",
+            "arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-sonnet-4-6-v1:0",
+            "amazon.nova-pro-v1:0",
+            "meta.llama3-8b-instruct-v1:0",
+        ] {
+            let err = counting_model(id).unwrap_err();
+            assert_eq!(err.status_and_type(), (400, "ValidationException"), "{id}");
+            assert_eq!(err.to_string(), NO_COUNTING);
+        }
+        let denied = SimError::NotAuthorized("User: x is not authorized".into());
+        assert_eq!(denied.status_and_type(), (403, "AccessDeniedException"));
+    }
 }

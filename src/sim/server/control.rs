@@ -1,5 +1,5 @@
 //! The simulator's control endpoints under `/_sim/` (fault rules, the attempt log, health,
-//! the h2 connection reset), answered the same over HTTP/1.1 and h2.
+//! the h2 connection reset, run-time controls such as `deny_count_tokens`), answered the same over HTTP/1.1 and h2.
 
 use super::super::faults::FaultRule;
 use super::super::http::{Conn, Request};
@@ -51,6 +51,26 @@ pub(in crate::sim) fn control_reply(state: &State, req: &Request) -> (u16, Value
         ("DELETE", "/_sim/faults") => {
             state.clear_rules();
             ok(json!({"cleared": true}))
+        }
+        ("GET", "/_sim/controls") => ok(json!({"deny_count_tokens": state.deny_count_tokens()})),
+        ("POST", "/_sim/controls") => {
+            let parsed: Result<Value, _> = serde_json::from_slice(&req.body);
+            let Ok(Value::Object(map)) = parsed else {
+                return (400, json!({"message": "controls: expected a JSON object"}));
+            };
+            for (key, value) in &map {
+                match (key.as_str(), value.as_bool()) {
+                    ("deny_count_tokens", Some(_)) => {}
+                    _ => {
+                        let msg = format!("controls: unknown control or value {key}: {value}");
+                        return (400, json!({ "message": msg }));
+                    }
+                }
+            }
+            if let Some(deny) = map.get("deny_count_tokens").and_then(Value::as_bool) {
+                state.set_deny_count_tokens(deny);
+            }
+            ok(json!({"deny_count_tokens": state.deny_count_tokens()}))
         }
         ("GET", "/_sim/health") => ok(json!({"status": "ok"})),
         ("POST", "/_sim/h2/reset") => ok(json!({"reset": state.h2.reset_all()})),
