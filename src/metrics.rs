@@ -38,6 +38,11 @@ pub struct Metrics {
     pub resume_gap_seconds: Histogram,
     /// Clients that went away before their response was complete.
     pub client_disconnects_total: IntCounter,
+    /// CountTokens of what a client has, before a continuation, by `outcome` (counted,
+    /// unsupported, denied, timeout, error, skipped).
+    pub count_tokens_total: IntCounterVec,
+    /// Time a count before a continuation took (both requests, concurrent), time box included.
+    pub count_tokens_seconds: Histogram,
     /// The SDK's own credential calls passed on untouched (a global `AWS_ENDPOINT_URL`), by
     /// `service` (sts, sso, sso-oidc) and the HTTP `status` the client got.
     pub credential_calls_total: IntCounterVec,
@@ -63,6 +68,16 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0,
 ];
 const GAP_BUCKETS: &[f64] = &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+/// The outcomes of `count_tokens_total`.
+pub const COUNT_OUTCOMES: [&str; 6] = [
+    "counted",
+    "unsupported",
+    "denied",
+    "timeout",
+    "error",
+    "skipped",
+];
+const COUNT_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 1.0, 2.5];
 
 fn opts(name: &str, help: &str) -> Opts {
     Opts::new(format!("bedrock_relay_{name}"), help)
@@ -168,6 +183,26 @@ impl Metrics {
             "client_disconnects_total",
             "Clients that went away before their response was complete.",
         );
+        let count_tokens_total = counter_vec(
+            "count_tokens_total",
+            "CountTokens of the delivered output before a continuation, by outcome (counted, unsupported, denied, timeout, error, skipped).",
+            &["outcome"],
+        );
+        // Every outcome from the start: a fresh relay shows zeros, not nothing.
+        for outcome in COUNT_OUTCOMES {
+            count_tokens_total.with_label_values(&[outcome]);
+        }
+        let count_tokens_seconds = Histogram::with_opts(
+            HistogramOpts::from(opts(
+                "count_tokens_seconds",
+                "Time a CountTokens of the delivered output took before a continuation.",
+            ))
+            .buckets(COUNT_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(count_tokens_seconds.clone()))
+            .expect("unique metric");
         let credential_calls_total = counter_vec(
             "credential_calls_total",
             "Credential calls of the SDK passed on untouched to STS or SSO, by service and HTTP status.",
@@ -199,6 +234,8 @@ impl Metrics {
             failed_attempt_tokens_total,
             resume_gap_seconds,
             client_disconnects_total,
+            count_tokens_total,
+            count_tokens_seconds,
             credential_calls_total,
             stream_panics_total,
             build_info,

@@ -10,6 +10,7 @@ mod support;
 mod bench_smoke;
 mod bidi_stream;
 mod cli;
+mod count_tokens;
 mod credential_calls;
 mod deploy_files;
 mod fuzz_inputs;

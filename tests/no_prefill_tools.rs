@@ -147,7 +147,16 @@ async fn sampled_no_prefill_tool_answers_heal_into_one_complete_call() {
             row.0 += 1;
         } else if got.error.is_some() {
             row.1 += 1;
-            bad.push(format!("{tag}: {:?}", got.error));
+            // A continuation that did not follow the protocol twice (a cut in the first words,
+            // where the reply must begin with them) ends typed; the text stays the model's.
+            let refused = got
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("did not follow the continuation protocol"));
+            let prefix = meant.as_ref().is_some_and(|m| m.starts_with(&got.text));
+            if !(refused && prefix) {
+                bad.push(format!("{tag}: {:?}", got.error));
+            }
         } else {
             bad.push(format!(
                 "{tag} ({model}, {kind}, at {at}): {got:?}\n  meant {meant:?}"
@@ -163,4 +172,6 @@ async fn sampled_no_prefill_tool_answers_heal_into_one_complete_call() {
         println!("{at:<15} {kind:<20} {ok:>7} {err:>7}");
     }
     assert!(bad.is_empty(), "{} streams:\n{}", bad.len(), bad.join("\n"));
+    let healed: usize = table.values().map(|r| r.0).sum();
+    assert!(healed * 100 >= STREAMS * 95, "{healed} of {STREAMS} healed");
 }

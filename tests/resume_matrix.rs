@@ -615,9 +615,11 @@ async fn every_format_keeps_the_client_output_limit_across_a_seam() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    // A seam early in a long answer (Converse: counts are only bounds): the continuation asks
+    // A seam early in a long answer where the delivered output may not be counted
+    // (CountTokens refused: AccessDenied, so Converse has only bounds): the continuation asks
     // for the limit minus an upper bound; its max_tokens stop is the relay's bound, not the
     // client's, so the relay replays to find the real end.
+    h.sim.set_deny_count_tokens(true);
     let tag = "limit-bound";
     let call = Call::Converse(ConverseReq {
         max_tokens: Some(30),

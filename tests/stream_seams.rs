@@ -237,7 +237,8 @@ async fn refused_continuations_do_not_use_up_max_resumes_or_count_as_resumes() {
         got.error, None,
         "the refused prefill did not use up the one resume"
     );
-    assert_eq!(got.events, reference.events);
+    // The same answer; an instructed seam may deliver the text after the anchor in one delta.
+    assert_eq!(got.text(), reference.text());
 
     // A stream whose continuation never opens reports that it was never resumed.
     let tag = "never-resumed";

@@ -72,6 +72,15 @@ pub struct ServeArgs {
     #[arg(long, env = "BEDROCK_RELAY_INSTRUCTED", value_name = "MODE")]
     pub instructed: Option<String>,
 
+    /// Time box of the CountTokens call that sizes a continuation's output limit exactly;
+    /// past it the limit comes from the delivered bytes; 0s: never count [default: 500ms].
+    #[arg(
+        long,
+        env = "BEDROCK_RELAY_RESUME_COUNT_TIMEOUT",
+        value_name = "DURATION"
+    )]
+    pub resume_count_timeout: Option<String>,
+
     /// Overall limit per request, resumes included [default: 15m].
     #[arg(long, env = "BEDROCK_RELAY_REQUEST_DEADLINE", value_name = "DURATION")]
     pub request_deadline: Option<String>,

@@ -27,6 +27,7 @@ pub(crate) struct ResumeFile {
     pub replay: Option<bool>,
     pub hold_tool_use: Option<bool>,
     pub max_transcript_bytes: Option<SizeValue>,
+    pub count_timeout: Option<String>,
 }
 
 /// Schema of the config file.
@@ -139,6 +140,7 @@ impl FileConfig {
             "max_transcript_bytes",
             r.max_transcript_bytes.as_ref().map(SizeValue::text),
         );
+        put("count_timeout", r.count_timeout.clone());
         m
     }
 }

@@ -76,6 +76,11 @@ fn cli_values(a: &ServeArgs) -> HashMap<&'static str, Raw> {
     put("backoff_max", "backoff-max", &a.backoff_max);
     put("max_resumes", "max-resumes", &a.max_resumes);
     put("instructed", "instructed", &a.instructed);
+    put(
+        "count_timeout",
+        "resume-count-timeout",
+        &a.resume_count_timeout,
+    );
     put("retry_budget", "retry-budget", &a.retry_budget);
     put("request_deadline", "request-deadline", &a.request_deadline);
     put("connect_timeout", "connect-timeout", &a.connect_timeout);
@@ -210,6 +215,12 @@ fn build(raw: &HashMap<&'static str, Raw>, p: &mut Problems) -> Settings {
             g("max_transcript_bytes"),
             d.resume.max_transcript_bytes,
             parse::size,
+        ),
+        count_timeout: p.parse(
+            "count_timeout",
+            g("count_timeout"),
+            d.resume.count_timeout,
+            parse::duration,
         ),
         ..ResumeSettings::default()
     };

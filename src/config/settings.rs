@@ -79,6 +79,9 @@ pub struct ResumeSettings {
     pub hold_tool_use: bool,
     /// Cap on the bytes of delivered output kept per stream for resumption (default 8 MiB).
     pub max_transcript_bytes: usize,
+    /// Time box of the CountTokens call that sizes a continuation's output limit exactly
+    /// (default 500ms); past it the limit comes from the delivered bytes. Zero: never count.
+    pub count_timeout: Duration,
 }
 
 impl ResumeSettings {
@@ -170,6 +173,7 @@ impl Default for ResumeSettings {
             replay: true,
             hold_tool_use: true,
             max_transcript_bytes: 8 * MIB,
+            count_timeout: Duration::from_millis(500),
         }
     }
 }

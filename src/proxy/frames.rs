@@ -34,6 +34,9 @@ pub enum Interruption {
         exception_type: String,
         frame: Frame,
     },
+    /// An instructed continuation did not follow the continuation protocol (nothing of it
+    /// reached the client): asked once more.
+    Refused(String),
 }
 
 impl Interruption {
@@ -46,6 +49,7 @@ impl Interruption {
             Interruption::Corrupt(_) => "corrupt_frame",
             Interruption::Stall(_) => "stall",
             Interruption::Exception { .. } => "exception",
+            Interruption::Refused(_) => "continuation_refused",
         }
     }
 
@@ -58,6 +62,7 @@ impl Interruption {
             Interruption::Exception { exception_type, .. } => {
                 classify_exception(exception_type).unwrap_or(RetryReason::InStreamError)
             }
+            Interruption::Refused(_) => RetryReason::InStreamError,
         }
     }
 
@@ -74,6 +79,9 @@ impl Interruption {
             ),
             Interruption::Exception { exception_type, .. } => {
                 format!("Bedrock sent {exception_type} mid-stream")
+            }
+            Interruption::Refused(e) => {
+                format!("the continuation did not follow the continuation protocol ({e})")
             }
         }
     }

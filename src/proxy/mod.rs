@@ -13,6 +13,7 @@
 
 mod attempt;
 mod bidi;
+mod count;
 mod credentials;
 pub mod error;
 mod frames;

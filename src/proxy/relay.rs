@@ -24,6 +24,8 @@ pub struct Relay {
     pub models: ModelMemory,
     /// Inbound authentication, policy and per-client limits (step 1).
     pub inbound: crate::inbound::Inbound,
+    /// Models whose CountTokens Bedrock refused (unsupported, or not permitted).
+    pub count_refusals: super::count::CountRefusals,
 }
 
 impl Relay {
@@ -45,6 +47,7 @@ impl Relay {
             backoff,
             models: Default::default(),
             inbound,
+            count_refusals: Default::default(),
         }
     }
 
@@ -119,6 +122,9 @@ pub struct Record {
     pub resumes: u32,
     /// The strategy of the last successful resume (`prefill`, `instructed`, `replay`).
     pub strategy: Option<&'static str>,
+    /// How the last continuation's output limit was decided: `counted` (CountTokens),
+    /// `bounds` (from the delivered bytes), `unlimited` (the request has none).
+    pub limit_count: Option<&'static str>,
     /// A stream interrupted after bytes reached the client: whether it was healed.
     pub healed: Option<bool>,
     pub bytes_out: u64,
@@ -133,6 +139,7 @@ impl Record {
             attempts: 0,
             resumes: 0,
             strategy: None,
+            limit_count: None,
             healed: None,
             bytes_out: 0,
         }
@@ -170,6 +177,7 @@ impl Record {
             attempts = self.attempts,
             resumes = self.resumes,
             strategy = self.strategy.unwrap_or("-"),
+            limit_count = self.limit_count.unwrap_or("-"),
             duration_ms = (secs * 1000.0) as u64,
             bytes = self.bytes_out,
             "request"

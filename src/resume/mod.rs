@@ -77,7 +77,9 @@
 //! ```
 
 mod accounting;
+pub mod anchor;
 mod chunks;
+mod count;
 mod event;
 mod finish;
 mod guard;
@@ -88,7 +90,6 @@ mod plan;
 mod replay;
 mod request;
 mod seam;
-mod seam_rules;
 mod splice;
 pub mod sse;
 mod transcript;
@@ -98,6 +99,7 @@ mod tests;
 
 pub use accounting::AttemptUsage;
 pub use chunks::is_limit_stop;
+pub use count::{count_bodies, count_model_id, output_limit, output_tokens};
 pub use event::usage_of;
 pub(crate) use event::Event as Observed;
 pub use finish::finish_at_limit;
@@ -109,12 +111,8 @@ pub use transcript::Transcript;
 
 use crate::ops::Operation;
 
-/// The text of the user turn added by [`Strategy::Instructed`].
-/// It asks for exactly the missing text: no repetition, no introduction, a cut word finished.
-pub const CONTINUE_INSTRUCTION: &str =
-    "Your previous response was cut off. Continue exactly where it stopped: \
-do not repeat anything already written, do not add any introduction or comment, and if it \
-stopped in the middle of a word, finish that word.";
+pub use anchor::{instruction, Anchor, COMPLETE_MARKER};
+pub use seam::SeamError;
 
 /// How a resumable stream encodes model output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

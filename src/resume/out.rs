@@ -31,6 +31,9 @@ pub struct Divergence {
     /// Client-visible block index, when the difference is inside a block.
     pub block: Option<u32>,
     pub reason: String,
+    /// An instructed continuation that did not follow the protocol (nothing of it reached
+    /// the client): a fresh continuation may; the pump asks once more.
+    pub reask: bool,
 }
 
 impl Divergence {
@@ -38,6 +41,16 @@ impl Divergence {
         Divergence {
             block,
             reason: reason.into(),
+            reask: false,
+        }
+    }
+
+    /// The instructed seam refused the continuation.
+    pub(crate) fn seam(block: Option<u32>, e: super::seam::SeamError) -> Self {
+        Divergence {
+            block,
+            reason: e.to_string(),
+            reask: true,
         }
     }
 }

@@ -13,6 +13,7 @@
 //! stop sequence or containing the prompt format's turn markers (`guard`). A continuation
 //! asks for at most what is left of the client's output limit.
 
+use super::anchor;
 use super::limit::{self, Room};
 use super::request::{self, BodyError, Turn};
 use super::seam::Seam;
@@ -137,14 +138,20 @@ pub fn plan(
         (Ok(b), Some(text)) => super::guard::unsafe_to_continue(format, b, text),
         _ => None,
     };
+    // An instructed continuation needs an anchor: the delivered text's last words, unique in
+    // it (docs/continuation.md); a text that keeps repeating itself has none.
+    let anchor = delivered.and_then(anchor::choose);
+    let ask = anchor.as_ref().map(anchor::instruction);
+    let instructed = match &ask {
+        Some(ask) if caps.instructed => Some(Turn::Instructed(ask)),
+        _ => None,
+    };
     let turn = match delivered {
         Some(_) if reasoning || open_tool || unsafe_text.is_some() => None,
         // With reasoning in the answer or asked for, only an instructed continuation.
-        Some(_) if wants_reasoning || text_after_reasoning => {
-            caps.instructed.then_some(Turn::Instructed)
-        }
+        Some(_) if wants_reasoning || text_after_reasoning => instructed,
         Some(_) if caps.prefill => Some(Turn::Prefill),
-        Some(_) if caps.instructed => Some(Turn::Instructed),
+        Some(_) => instructed,
         _ => None,
     };
     if let (Some(turn), Some(delivered), Some(full)) = (turn, delivered, single_text) {
@@ -154,17 +161,26 @@ pub fn plan(
             Ok(mut next) => {
                 if let Room::Left { cap, .. } = room {
                     limit::set(format, &mut next, cap);
+                    request::fit_thinking(&mut next, cap);
                 }
                 next
             }
             Err(_) if caps.replay => return replay(transcript),
             Err(e) => return Err(e.into()),
         };
-        let (strategy, seam) = match turn {
-            Turn::Prefill => (Strategy::Prefill, Seam::prefill(ws)),
-            Turn::Instructed => (Strategy::Instructed, Seam::instructed(delivered, ws)),
+        let (strategy, seam) = match (turn, anchor) {
+            (Turn::Instructed(_), Some(anchor)) => (
+                Strategy::Instructed,
+                Seam::instructed(delivered, ws, anchor),
+            ),
+            _ => (Strategy::Prefill, Seam::prefill(ws)),
         };
-        let guard_limit = matches!(room, Room::Left { exact: false, .. });
+        // A `max_tokens` stop at a limit the relay lowered is withheld (the pump then counts
+        // and continues again) unless it is certainly the client's own: an instructed reply
+        // spends part of its limit on the anchor, and a bound may be above the real count.
+        let lowered = matches!(room, Room::Left { .. });
+        let guard_limit = matches!(room, Room::Left { exact: false, .. })
+            || (lowered && strategy == Strategy::Instructed);
         let splicer = Splicer::continuation(format, transcript, seam, guard_limit);
         let offset = transcript.exact_output().unwrap_or(0);
         transcript.begin_attempt(strategy, offset);
@@ -190,6 +206,10 @@ pub fn plan(
     } else if delivered.is_none() {
         CannotResume::NoStrategy {
             why: "the delivered text is only whitespace: only replay is possible",
+        }
+    } else if caps.instructed && anchor.is_none() {
+        CannotResume::NoStrategy {
+            why: "the delivered text has no unique last words to anchor a continuation on: only replay is possible",
         }
     } else {
         CannotResume::NoStrategy {
@@ -220,6 +240,10 @@ mod tests {
             t.observe(&event(kind, payload.to_string()));
         }
         t
+    }
+
+    fn ask(delivered: &str) -> String {
+        anchor::instruction(&anchor::choose(delivered).unwrap())
     }
 
     const NO_PREFILL: ModelCaps = ModelCaps {
@@ -285,7 +309,7 @@ mod tests {
             &original,
             &next,
             json!({"text": "Day one: the harbour."}),
-            json!({"text": super::super::CONTINUE_INSTRUCTION}),
+            json!({"text": ask("Day one: the harbour.")}),
         );
     }
 
@@ -329,7 +353,7 @@ mod tests {
             &original,
             &next,
             json!({"type": "text", "text": "Day one"}),
-            json!({"type": "text", "text": super::super::CONTINUE_INSTRUCTION}),
+            json!({"type": "text", "text": ask("Day one")}),
         );
     }
 }

@@ -2,7 +2,7 @@
 //! prefill (or, for instructed continuation, plus a user turn asking to continue), in each
 //! format's own shape. Everything else in the original body is kept as sent.
 
-use super::{Family, StreamFormat, CONTINUE_INSTRUCTION};
+use super::{Family, StreamFormat};
 use serde_json::{json, Value};
 
 /// Why a continuation body cannot be built.
@@ -18,11 +18,12 @@ pub enum BodyError {
 
 /// Which continuation to build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Turn {
+pub(crate) enum Turn<'a> {
     /// The delivered text as the final assistant turn.
     Prefill,
-    /// Assistant turn with the delivered text, then a user turn asking to continue.
-    Instructed,
+    /// Assistant turn with the delivered text, then a user turn with this instruction
+    /// (`super::instruction`).
+    Instructed(&'a str),
 }
 
 /// Parse a request body as a JSON object.
@@ -51,51 +52,65 @@ pub(crate) fn wants_reasoning(body: &Value) -> bool {
     })
 }
 
+/// Claude's smallest thinking budget.
+pub(crate) const MIN_THINKING_BUDGET: u64 = 1024;
+
+/// Keep a continuation's extended thinking valid under its output limit `cap`: Claude needs
+/// `max_tokens` above `thinking.budget_tokens` and a budget of at least 1024. A budget at or
+/// above the cap is lowered to half the cap when that is still 1024 or more, else thinking is
+/// turned off for the continuation (its reasoning is dropped at the seam anyway).
+pub(crate) fn fit_thinking(body: &mut Value, cap: u64) {
+    for at in ["/thinking", "/additionalModelRequestFields/thinking"] {
+        let Some(thinking) = body.pointer_mut(at) else {
+            continue;
+        };
+        let Some(budget) = thinking.get("budget_tokens").and_then(Value::as_u64) else {
+            continue;
+        };
+        if budget < cap {
+            continue;
+        }
+        if cap / 2 >= MIN_THINKING_BUDGET {
+            thinking["budget_tokens"] = json!(cap / 2);
+        } else {
+            *thinking = json!({"type": "disabled"});
+        }
+    }
+}
+
 /// The continuation body for `format`. `delivered` is already trimmed and non-empty.
 pub(crate) fn build(
     format: StreamFormat,
     mut body: Value,
     delivered: &str,
-    turn: Turn,
+    turn: Turn<'_>,
 ) -> Result<Value, BodyError> {
+    let ask = match turn {
+        Turn::Instructed(ask) => ask,
+        Turn::Prefill => "",
+    };
     match format {
         StreamFormat::Converse | StreamFormat::Invoke(Family::Nova) => {
             messages(&mut body, delivered, turn, false)?
         }
         StreamFormat::Invoke(Family::Claude) if body.get("messages").is_none() => {
             // Legacy text completion: `\n\nHuman: ...\n\nAssistant:` prompts.
-            let add = instructed(
-                delivered,
-                turn,
-                &format!("\n\nHuman: {CONTINUE_INSTRUCTION}\n\nAssistant:"),
-            );
+            let add = instructed(delivered, turn, &format!("\n\nHuman: {ask}\n\nAssistant:"));
             append(&mut body, "prompt", &add)?
         }
         StreamFormat::Invoke(Family::Claude) => messages(&mut body, delivered, turn, true)?,
         StreamFormat::Invoke(Family::Llama) => {
             let tail = "<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n";
             let next = "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n";
-            let add = instructed(
-                delivered,
-                turn,
-                &format!("{tail}{CONTINUE_INSTRUCTION}{next}"),
-            );
+            let add = instructed(delivered, turn, &format!("{tail}{ask}{next}"));
             append(&mut body, "prompt", &add)?
         }
         StreamFormat::Invoke(Family::Mistral) => {
-            let add = instructed(
-                delivered,
-                turn,
-                &format!("</s>[INST] {CONTINUE_INSTRUCTION} [/INST]"),
-            );
+            let add = instructed(delivered, turn, &format!("</s>[INST] {ask} [/INST]"));
             append(&mut body, "prompt", &add)?
         }
         StreamFormat::Invoke(Family::Titan) => {
-            let add = instructed(
-                delivered,
-                turn,
-                &format!("\nUser: {CONTINUE_INSTRUCTION}\nBot:"),
-            );
+            let add = instructed(delivered, turn, &format!("\nUser: {ask}\nBot:"));
             append(&mut body, "inputText", &add)?
         }
         StreamFormat::Invoke(_) => return Err(BodyError::UnknownFormat),
@@ -103,10 +118,10 @@ pub(crate) fn build(
     Ok(body)
 }
 
-fn instructed(delivered: &str, turn: Turn, tail: &str) -> String {
+fn instructed(delivered: &str, turn: Turn<'_>, tail: &str) -> String {
     match turn {
         Turn::Prefill => delivered.to_owned(),
-        Turn::Instructed => format!("{delivered}{tail}"),
+        Turn::Instructed(_) => format!("{delivered}{tail}"),
     }
 }
 
@@ -118,7 +133,12 @@ fn append(body: &mut Value, key: &'static str, add: &str) -> Result<(), BodyErro
 }
 
 /// Messages API (Converse, Nova, Claude): extend a final assistant prefill or add one.
-fn messages(body: &mut Value, delivered: &str, turn: Turn, claude: bool) -> Result<(), BodyError> {
+fn messages(
+    body: &mut Value,
+    delivered: &str,
+    turn: Turn<'_>,
+    claude: bool,
+) -> Result<(), BodyError> {
     let msgs = body
         .get_mut("messages")
         .and_then(Value::as_array_mut)
@@ -142,8 +162,8 @@ fn messages(body: &mut Value, delivered: &str, turn: Turn, claude: bool) -> Resu
     } else {
         msgs.push(json!({"role": "assistant", "content": [text_block(delivered)]}));
     }
-    if turn == Turn::Instructed {
-        msgs.push(json!({"role": "user", "content": [text_block(CONTINUE_INSTRUCTION)]}));
+    if let Turn::Instructed(ask) = turn {
+        msgs.push(json!({"role": "user", "content": [text_block(ask)]}));
     }
     Ok(())
 }
@@ -227,7 +247,7 @@ mod tests {
             StreamFormat::Invoke(Family::Claude),
             claude,
             "Part",
-            Turn::Instructed,
+            Turn::Instructed("Please go on."),
         )
         .unwrap();
         let m = b["messages"].as_array().unwrap();
@@ -237,10 +257,7 @@ mod tests {
             json!({"role":"assistant","content":[{"type":"text","text":"Part"}]})
         );
         assert_eq!(m[2]["role"], "user");
-        assert!(m[2]["content"][0]["text"]
-            .as_str()
-            .unwrap()
-            .contains("Continue"));
+        assert_eq!(m[2]["content"][0]["text"], "Please go on.");
     }
 
     #[test]
@@ -271,7 +288,7 @@ mod tests {
             StreamFormat::Invoke(Family::Mistral),
             mistral,
             "Ok",
-            Turn::Instructed,
+            Turn::Instructed("Please go on."),
         )
         .unwrap();
         assert!(b["prompt"]

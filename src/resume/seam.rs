@@ -4,101 +4,75 @@
 //! (Bedrock rejects it) but the client has it; exactly the common prefix of that remembered
 //! whitespace and the continuation is removed.
 //!
-//! **Instructed** continuation: real models asked to continue repeat what they wrote, add a
-//! preamble, re-type a cut word, change the whitespace or reopen a code fence. The head of
-//! the continuation goes through these bounded rules, in order (each is a case of the seam
-//! corpus, `seam/corpus.toml`, that fails without it):
-//! 1. `preamble`: one sentence at the very start that starts like a preamble ("Continuing",
-//!    "Here's", "Sure", "(continued", …) and names continuing ("continu", "left off", "rest
-//!    of", …), ends in `:` `.` `…` `)` or the line end, at most `MAX_PREAMBLE_BYTES` (160), is
-//!    removed with the whitespace after it; so is an ellipsis glued to text ("...ld").
-//! 2. `fence`: while the delivered text is inside a code fence opened with an info string
-//!    (```` ```rust ````), a first line reopening the same fence is removed.
-//! 3. `restart`: a continuation that starts with the first [`RESTART_PROBE_BYTES`] of the
-//!    delivered text restarted the answer; it must reproduce the delivered text exactly (it
-//!    is swallowed as it streams, nothing held), and what follows is the continuation. If it
-//!    differs, the seam fails: the pump ends the stream with the typed error, so the
-//!    duplicate never reaches the client. (A delivered text shorter than the probe is too
-//!    short to tell a restart from text: only its exact repetition is removed, by `echo`.)
-//! 4. `echo`: the longest suffix of the delivered text that starts on a word, spans at most
-//!    [`MAX_OVERLAP_WORDS`] words and [`MAX_OVERLAP_BYTES`] bytes and begins the continuation
-//!    is removed (the last words, the last sentence, the list item). When the echo goes on
-//!    into a longer word ("bro" → "brown") it re-typed a cut word and the join keeps the
-//!    rest ("wn"); after a single space or a preamble a one-word match is a new word instead
-//!    ("an" → "answer"), unless it is the whole delivered text (the answer restarted).
-//! 5. `whitespace`: whitespace extending the client's trailing whitespace is kept, other
-//!    leading whitespace is dropped (the client's wins), except the indentation of a new line;
-//!    after a removed preamble a space separates words.
-//! 6. `block`: a continuation opening a markdown block (list item, heading, fence, quote)
-//!    while the client is mid-line in a list or after a colon gets a line break first.
+//! **Instructed** continuation: decided by what the relay asked for (docs/continuation.md),
+//! never by guessing the phrasing. The continuation turn asked the model to repeat the
+//! [`Anchor`] (the delivered text's last words, unique in it) and go on, or to reply
+//! [`anchor::COMPLETE_MARKER`] when the answer was complete:
+//! 1. `search`: everything before the first occurrence of the anchor (normal form: letters
+//!    and digits, lower-cased; starting on a word) is dropped, the anchor too. A quoted
+//!    occurrence is a mention and the next counts. The anchor must start within the
+//!    look-ahead ([`LOOKAHEAD`], or the length of a restart of the answer when the reply
+//!    retraces it from its first words). Held meanwhile: only the window a match may still
+//!    start in.
+//! 2. `after`: the punctuation the delivered text ends with is dropped where the reply
+//!    repeats it; the leading whitespace is joined with the client's (the client's wins);
+//!    a marker right after the anchor means complete.
+//! 3. `complete`: the marker (before any anchor, or right after it) or a reply with no text:
+//!    nothing is added, and any text after the marker fails the seam.
+//! 4. Anything else fails the seam: nothing of the reply was forwarded, and the pump asks
+//!    once more with a fresh continuation, then ends with the typed error.
 //!
-//! Echoes and restarts are compared exactly except whitespace: a run of whitespace matches
-//! any run (the client keeps its own). Limits: a genuine repetition of the last words is
-//! indistinguishable from an echo and is removed; no case or punctuation folding; a
-//! renumbered list is not renumbered back. Look-ahead: at most [`MAX_BUFFER`] bytes are held, and only while
-//! a rule is undecided.
+//! The only phrasing rules left are certain ones: whitespace at the join, a cut word joined
+//! (the normal form ignores where the model's word boundary falls).
 
-pub use super::seam_rules::RESTART_PROBE_BYTES;
-use super::seam_rules::{self as rules, Advance, Loose, Verdict};
+use super::anchor::{self, Anchor};
 
-/// At most this many words of the delivered text are considered repeated.
-pub const MAX_OVERLAP_WORDS: usize = 64;
-/// At most this many bytes of the delivered text are considered repeated.
-pub const MAX_OVERLAP_BYTES: usize = 512;
-/// Past this much held text every rule decides with what is there.
-pub const MAX_BUFFER: usize = 1024;
+/// Reply bytes the anchor must start within (unless the reply retraces the answer).
+pub const LOOKAHEAD: usize = 1024;
+/// Normal characters of the delivered text's start that show a reply retracing it.
+const HEAD_CHARS: usize = 32;
+/// Text held after the anchor while deciding punctuation, whitespace or a marker.
+const MAX_AFTER: usize = 64;
 
-/// Which instructed rules run (all of them, except in the corpus test that proves each).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Rules {
-    pub preamble: bool,
-    pub fence: bool,
-    pub restart: bool,
-    pub echo: bool,
-    pub whitespace: bool,
-    pub block: bool,
-}
-
-impl Rules {
-    pub const ALL: Rules = Rules {
-        preamble: true,
-        fence: true,
-        restart: true,
-        echo: true,
-        whitespace: true,
-        block: true,
-    };
+/// Why a continuation could not be spliced (nothing of it reached the client).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SeamError {
+    #[error("the continuation did not repeat the anchor within {0} bytes")]
+    NoAnchor(usize),
+    #[error("the continuation ended before repeating the anchor")]
+    EndedBeforeAnchor,
+    #[error("the continuation said the answer was complete, then went on")]
+    TextAfterMarker,
 }
 
 #[derive(Debug, Clone)]
 struct Instructed {
-    delivered: String,
-    /// Byte offsets of echo candidates in `delivered`, longest first.
-    candidates: Vec<usize>,
-    rules: Rules,
+    anchor: Anchor,
+    /// Normal form of the delivered text's first words (a reply retracing the answer).
+    head: Vec<char>,
+    delivered_len: usize,
+    /// The delivered text's punctuation after its last letter or digit.
+    tail: String,
+    /// Reply bytes dropped so far before `buf`, and the last character dropped.
+    consumed: usize,
+    prev: Option<char>,
+    lookahead: usize,
+    head_seen: bool,
+    /// Any non-whitespace text in the reply so far.
+    saw_text: bool,
+    /// A letter or digit was dropped while searching.
+    dropped_alnum: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    /// Deciding the head; `after_restart`: the delivered text was reproduced already.
-    Head {
-        after_restart: bool,
-    },
-    /// Matching a restarted answer against the delivered text, at this byte (`in_ws`: in a
-    /// whitespace run that may go on).
-    Restart {
-        pos: usize,
-        in_ws: bool,
-    },
+    /// Prefill: deciding the leading whitespace.
+    Prefill,
+    Search,
+    After,
+    Complete,
     Done,
-    /// Refused: nothing more is emitted.
     Failed,
-}
-
-enum Step {
-    NeedMore,
-    Emit(String),
-    Restart { skip: usize },
 }
 
 #[derive(Debug, Clone)]
@@ -108,7 +82,7 @@ pub(crate) struct Seam {
     inst: Option<Box<Instructed>>,
     buf: String,
     phase: Phase,
-    failure: Option<String>,
+    failure: Option<SeamError>,
 }
 
 impl Seam {
@@ -121,43 +95,49 @@ impl Seam {
             phase: if trailing_ws.is_empty() {
                 Phase::Done
             } else {
-                Phase::Head {
-                    after_restart: false,
-                }
+                Phase::Prefill
             },
             failure: None,
         }
     }
 
-    /// Instructed seam after `delivered` (already trimmed) and its trailing whitespace.
-    pub fn instructed(delivered: &str, trailing_ws: &str) -> Seam {
-        Seam::instructed_with(delivered, trailing_ws, Rules::ALL)
-    }
-
-    pub(crate) fn instructed_with(delivered: &str, trailing_ws: &str, rules: Rules) -> Seam {
+    /// Instructed seam after `delivered` (already trimmed; `anchor` chosen from it) and its
+    /// trailing whitespace.
+    pub fn instructed(delivered: &str, trailing_ws: &str, anchor: Anchor) -> Seam {
+        let mut head = anchor::normal(delivered);
+        head.truncate(HEAD_CHARS);
+        let last_alnum = delivered
+            .char_indices()
+            .rev()
+            .find(|(_, c)| c.is_alphanumeric())
+            .map_or(0, |(i, c)| i + c.len_utf8());
         Seam {
             ws: trailing_ws.to_owned(),
             inst: Some(Box::new(Instructed {
-                delivered: delivered.to_owned(),
-                candidates: overlap_candidates(delivered),
-                rules,
+                anchor,
+                head,
+                delivered_len: delivered.len(),
+                tail: delivered[last_alnum..].to_owned(),
+                consumed: 0,
+                prev: None,
+                lookahead: LOOKAHEAD,
+                head_seen: false,
+                saw_text: false,
+                dropped_alnum: false,
             })),
             buf: String::new(),
-            phase: Phase::Head {
-                after_restart: false,
-            },
+            phase: Phase::Search,
             failure: None,
         }
     }
 
-    /// Text is being held back, or a restarted answer is being matched.
+    /// Text is being held back.
     pub fn holding(&self) -> bool {
-        !self.buf.is_empty() || matches!(self.phase, Phase::Restart { .. })
+        !self.buf.is_empty()
     }
 
-    /// Why the continuation cannot be spliced (taken once): it restarted the answer and
-    /// differed from the delivered text.
-    pub fn take_failure(&mut self) -> Option<String> {
+    /// Why the continuation cannot be spliced (taken once).
+    pub fn take_failure(&mut self) -> Option<SeamError> {
         self.failure.take()
     }
 
@@ -167,73 +147,32 @@ impl Seam {
         match self.phase {
             Phase::Done => Some(text.to_owned()),
             Phase::Failed => Some(String::new()),
-            Phase::Restart { pos, in_ws } => {
-                let Some(inst) = self.inst.as_ref() else {
-                    self.phase = Phase::Done;
-                    return Some(text.to_owned());
-                };
-                let d = inst.delivered.as_str();
-                match rules::advance(d, pos, in_ws, text) {
-                    Advance::Done(n) => {
-                        // Reproduced whole: what follows is the continuation (a bounded
-                        // recursion: a head after a restart never restarts again).
-                        self.phase = Phase::Head {
-                            after_restart: true,
-                        };
-                        self.feed(&text[n..], fin)
-                    }
-                    Advance::Consumed { pos, in_ws } if !fin => {
-                        self.phase = Phase::Restart { pos, in_ws };
-                        Some(String::new())
-                    }
-                    a @ (Advance::Consumed { pos, .. } | Advance::Mismatch { pos }) => {
-                        let how = match a {
-                            Advance::Mismatch { .. } => "differed from it",
-                            _ => "stopped",
-                        };
-                        self.failure = Some(format!(
-                            "the instructed continuation restarted the answer and {how} after {pos} of the {} delivered bytes",
-                            d.len()
-                        ));
-                        self.phase = Phase::Failed;
-                        Some(String::new())
-                    }
+            Phase::Complete => {
+                if !text.trim().is_empty() {
+                    self.fail(SeamError::TextAfterMarker);
                 }
+                Some(String::new())
             }
-            Phase::Head { after_restart } => {
+            Phase::Prefill => {
                 self.buf.push_str(text);
-                let decide_now = fin || self.buf.len() >= MAX_BUFFER;
-                let step = match &self.inst {
-                    None => self.decide_prefill(decide_now),
-                    Some(inst) => decide(inst, &self.ws, &self.buf, decide_now, after_restart),
-                };
-                match step {
-                    Step::NeedMore => None,
-                    Step::Emit(out) => {
-                        self.buf.clear();
-                        self.phase = Phase::Done;
-                        Some(out)
-                    }
-                    Step::Restart { skip } => {
-                        let rest = self.buf.split_off(skip);
-                        self.buf.clear();
-                        self.phase = Phase::Restart {
-                            pos: 0,
-                            in_ws: false,
-                        };
-                        self.feed(&rest, fin)
-                    }
+                if self.buf.trim_start().is_empty() && !fin {
+                    return None;
                 }
+                let common = common_prefix(&self.ws, &self.buf);
+                let out = self.buf[common..].to_owned();
+                self.buf.clear();
+                self.phase = Phase::Done;
+                Some(out)
+            }
+            Phase::Search => {
+                self.buf.push_str(text);
+                self.search(fin)
+            }
+            Phase::After => {
+                self.buf.push_str(text);
+                self.after(fin)
             }
         }
-    }
-
-    fn decide_prefill(&self, fin: bool) -> Step {
-        if self.buf.trim_start().is_empty() && !fin {
-            return Step::NeedMore;
-        }
-        let common = common_prefix(&self.ws, &self.buf);
-        Step::Emit(self.buf[common..].to_owned())
     }
 
     /// Decide with what is held (the block or stream ends): the text to emit, maybe empty.
@@ -243,121 +182,276 @@ impl Seam {
         }
         self.feed("", true).unwrap_or_default()
     }
-}
 
-/// The instructed head decision over the held text `buf` (rules 1-6 of the module doc).
-fn decide(inst: &Instructed, w: &str, buf: &str, fin: bool, after_restart: bool) -> Step {
-    let r = inst.rules;
-    let d = inst.delivered.as_str();
-    let mut at = 0;
-    let mut preamble = false;
-    if !after_restart && r.preamble {
-        let lead = ws_len(buf);
-        match rules::preamble(&buf[lead..], fin) {
-            Verdict::NeedMore => return Step::NeedMore,
-            Verdict::Found(n) => {
-                at = lead + n;
-                preamble = true;
+    fn fail(&mut self, e: SeamError) {
+        self.failure = Some(e);
+        self.phase = Phase::Failed;
+        self.buf.clear();
+    }
+
+    /// The marker ends at byte `end` of the held text: complete, unless text follows it.
+    fn complete(&mut self, end: usize) -> Option<String> {
+        if !self.buf[end..].trim().is_empty() {
+            self.fail(SeamError::TextAfterMarker);
+            return Some(String::new());
+        }
+        self.phase = Phase::Complete;
+        self.buf.clear();
+        Some(String::new())
+    }
+
+    /// Look for the anchor (or the marker) in the held reply text.
+    fn search(&mut self, fin: bool) -> Option<String> {
+        let Some(inst) = self.inst.as_mut() else {
+            self.phase = Phase::Done;
+            return Some(std::mem::take(&mut self.buf));
+        };
+        inst.saw_text |= !self.buf.trim().is_empty();
+        let map = anchor::normal_map(&self.buf);
+        let hay: Vec<char> = map.iter().map(|n| n.c).collect();
+        let marker = anchor::find_marker(&self.buf);
+        if !inst.head_seen && inst.consumed < LOOKAHEAD {
+            if let Some(i) = anchor::occurrences(&hay, &inst.head)
+                .find(|&i| starts_word(&self.buf, inst.prev, map[i].start))
+            {
+                inst.head_seen = true;
+                let at = inst.consumed + map[i].start;
+                inst.lookahead = at + inst.delivered_len + inst.delivered_len / 4 + LOOKAHEAD;
             }
-            Verdict::No => {}
         }
-    }
-    if let (false, true, Some(info)) = (after_restart, r.fence, rules::open_fence(d)) {
-        let lead = ws_len(&buf[at..]);
-        match rules::reopened_fence(&buf[at + lead..], info, fin) {
-            Verdict::NeedMore => return Step::NeedMore,
-            Verdict::Found(n) => at += lead + n,
-            Verdict::No => {}
-        }
-    }
-    let lead_len = ws_len(&buf[at..]);
-    let lead = &buf[at..at + lead_len];
-    let body = &buf[at + lead_len..];
-    let mut echoed = after_restart;
-    if !after_restart && r.restart && d.len() >= RESTART_PROBE_BYTES {
-        let probe = &d[..rules::floor_boundary(d, RESTART_PROBE_BYTES)];
-        match rules::loose_match(probe.trim_end(), body) {
-            Loose::Prefix if !fin => return Step::NeedMore,
-            Loose::Matched(_) => {
-                return Step::Restart {
-                    skip: at + lead_len,
+        if inst.anchor.strict {
+            // A short anchor must begin the reply.
+            let n = inst.anchor.normal.len();
+            let begins = inst.consumed == 0 || !inst.dropped_alnum;
+            if hay.len() < n {
+                if begins && inst.anchor.normal.starts_with(&hay) && !fin {
+                    return None;
                 }
+            } else if begins && hay[..n] == inst.anchor.normal[..] {
+                let end = map[n - 1].end;
+                self.buf.drain(..end);
+                self.phase = Phase::After;
+                return self.after(fin);
+            }
+            if let Ok(Some((m, len))) = marker {
+                if hay.is_empty() || map[0].start > m {
+                    return self.complete(m + len);
+                }
+            }
+            if fin && !inst.saw_text {
+                return self.complete(0);
+            }
+            if let Err(m) = marker {
+                if !fin && (hay.is_empty() || map[0].start >= m) {
+                    return None;
+                }
+            }
+            if !fin && hay.is_empty() {
+                return None;
+            }
+            self.fail(SeamError::EndedBeforeAnchor);
+            return Some(String::new());
+        }
+        let found = anchor::occurrences(&hay, &inst.anchor.normal).find(|&i| {
+            let start = map[i].start;
+            starts_word(&self.buf, inst.prev, start)
+                && !quoted(&self.buf, inst.prev, start, inst.anchor.before)
+        });
+        let marker_first = |start: usize| match marker {
+            Ok(Some((m, _))) => m < start,
+            _ => false,
+        };
+        if let Some(first) = found {
+            // A preamble may mention the anchor, then the reply repeats it: an occurrence
+            // starting right after another (within `REPEAT_GAP` bytes) is the one that counts.
+            let n = inst.anchor.normal.len();
+            let valid = |i: usize| {
+                starts_word(&self.buf, inst.prev, map[i].start)
+                    && !quoted(&self.buf, inst.prev, map[i].start, inst.anchor.before)
+            };
+            let mut i = first;
+            loop {
+                let end = map[i + n - 1].end;
+                let next = anchor::occurrences(&hay, &inst.anchor.normal)
+                    .find(|&j| j >= i + n && valid(j) && map[j].start <= end + REPEAT_GAP);
+                match next {
+                    Some(j) => i = j,
+                    None => {
+                        let need = end + REPEAT_GAP + inst.anchor.quoted.len() + 8;
+                        if !fin && self.buf.len() < need {
+                            // Hold from the first occurrence on only.
+                            let cut = map[first].start;
+                            if cut > 0 {
+                                if inst.consumed + cut > inst.lookahead {
+                                    let n = inst.lookahead;
+                                    self.fail(SeamError::NoAnchor(n));
+                                    return Some(String::new());
+                                }
+                                inst.dropped_alnum |=
+                                    self.buf[..cut].contains(char::is_alphanumeric);
+                                inst.prev = self.buf[..cut].chars().last();
+                                inst.consumed += cut;
+                                self.buf.drain(..cut);
+                            }
+                            return None;
+                        }
+                        break;
+                    }
+                }
+            }
+            let start = map[first].start;
+            if inst.consumed + start > inst.lookahead {
+                let n = inst.lookahead;
+                self.fail(SeamError::NoAnchor(n));
+                return Some(String::new());
+            }
+            if let (true, Ok(Some((m, len)))) = (marker_first(start), marker) {
+                return self.complete(m + len);
+            }
+            let end = map[i + inst.anchor.normal.len() - 1].end;
+            self.buf.drain(..end);
+            self.phase = Phase::After;
+            return self.after(fin);
+        }
+        match marker {
+            Ok(Some((m, len))) => return self.complete(m + len),
+            // A marker may be arriving: hold (bounded by the look-ahead below).
+            Err(_) if !fin => {}
+            _ if fin => {
+                if inst.saw_text {
+                    self.fail(SeamError::EndedBeforeAnchor);
+                    return Some(String::new());
+                }
+                return self.complete(0);
             }
             _ => {}
         }
-    }
-    if !after_restart && r.echo {
-        // After a preamble the model starts afresh: a one-word match going on into a longer
-        // word is a new word ("a" → "atlas"), as after a space.
-        let lead = if preamble && lead.is_empty() {
-            " "
-        } else {
-            lead
+        // Keep only the window an anchor, head or marker may still start in.
+        let keep_chars = inst.anchor.normal.len().max(inst.head.len());
+        let mut cut = match map.len().checked_sub(keep_chars) {
+            Some(k) => map[k].start,
+            None => 0,
         };
-        match echo(inst, lead, body, fin) {
-            Err(()) => return Step::NeedMore,
-            Ok(Some(n)) => {
-                at += lead_len + n;
-                echoed = true;
-            }
-            Ok(None) => {}
+        if let Err(m) = marker {
+            cut = cut.min(m);
         }
-    }
-    let rest = &buf[at..];
-    let v_len = ws_len(rest);
-    if v_len == rest.len() && !fin {
-        return Step::NeedMore;
-    }
-    let (v, text) = rest.split_at(v_len);
-    let mut out = String::with_capacity(rest.len() + 1);
-    if r.whitespace {
-        if preamble && !echoed && w.is_empty() && v.is_empty() && rules::needs_space(d, text) {
-            out.push(' ');
-        } else {
-            out.push_str(rules::join_whitespace(w, v));
+        cut = cut.min(self.buf.len().saturating_sub(COMPLETE_WINDOW));
+        cut = floor_boundary(&self.buf, cut);
+        if cut > 0 {
+            inst.dropped_alnum |= self.buf[..cut].contains(char::is_alphanumeric);
+            inst.prev = self.buf[..cut].chars().last();
+            inst.consumed += cut;
+            self.buf.drain(..cut);
         }
-    } else {
-        out.push_str(&v[common_prefix(w, v)..]);
-    }
-    let mid_line = !w.contains('\n') && !out.contains('\n');
-    if r.block && mid_line && rules::in_block_context(d) {
-        if !fin && rules::may_open_block(text) {
-            return Step::NeedMore;
+        if inst.consumed > inst.lookahead {
+            let n = inst.lookahead;
+            self.fail(SeamError::NoAnchor(n));
+            return Some(String::new());
         }
-        if rules::opens_block(text) {
-            out = "\n".to_owned();
-        }
+        None
     }
-    out.push_str(text);
-    Step::Emit(out)
-}
 
-/// The echo to remove from `body` (after the lead whitespace): its length; `Err` when more
-/// text is needed to decide.
-fn echo(inst: &Instructed, lead: &str, body: &str, fin: bool) -> Result<Option<usize>, ()> {
-    let d = inst.delivered.as_str();
-    for &start in &inst.candidates {
-        let c = &d[start..];
-        let n = match rules::loose_match(c, body) {
-            Loose::Prefix if !fin => return Err(()),
+    /// After the anchor: drop its repeated punctuation, join the whitespace, or see a marker.
+    fn after(&mut self, fin: bool) -> Option<String> {
+        let Some(inst) = self.inst.as_ref() else {
+            self.phase = Phase::Done;
+            return Some(std::mem::take(&mut self.buf));
+        };
+        let decide = fin || self.buf.len() >= MAX_AFTER;
+        let punct = self
+            .buf
+            .find(|c: char| c.is_alphanumeric() || c.is_whitespace())
+            .unwrap_or(self.buf.len());
+        if punct == self.buf.len() && !decide {
+            return None;
+        }
+        let r = &self.buf[..punct];
+        let t = inst.tail.as_str();
+        let skip = match loose_prefix(t, &self.buf) {
+            _ if t.is_empty() => 0,
             Loose::Matched(n) => n,
-            _ => continue,
+            Loose::Partial if !decide => return None,
+            _ if sentence_end(t.trim()) && sentence_end(r) => r.len(),
+            _ => 0,
         };
-        let next = body[n..].chars().next();
-        if next.is_none() && !fin {
-            return Err(());
+        let rest = &self.buf[skip..];
+        let lead = rest.len() - rest.trim_start().len();
+        let body = &rest[lead..];
+        match anchor::marker_at(rest, lead) {
+            Ok(Some(len)) => {
+                let end = skip + lead + len;
+                return self.complete(end);
+            }
+            Err(anchor::Partial) if !decide && !body.is_empty() => return None,
+            _ => {}
         }
-        let before_start = d[..start].trim_end().len();
-        // The whole delivered text again is a restart, whatever precedes it.
-        if start == 0 || rules::echo_accepted(c, next, lead, &d[before_start..start]) {
-            return Ok(Some(n));
+        if body.is_empty() && !decide {
+            return None;
         }
+        let mut out = String::with_capacity(rest.len());
+        out.push_str(join_whitespace(&self.ws, &rest[..lead]));
+        out.push_str(body);
+        self.buf.clear();
+        self.phase = Phase::Done;
+        Some(out)
     }
-    Ok(None)
 }
 
-fn ws_len(s: &str) -> usize {
-    s.len() - s.trim_start().len()
+/// A repeat of the anchor starting this close after an occurrence replaces it.
+const REPEAT_GAP: usize = 48;
+
+/// Raw bytes always kept while searching (a marker split across deltas).
+const COMPLETE_WINDOW: usize = 24;
+
+/// The match at byte `start` of `buf` begins a word (`prev`: the character before `buf`).
+fn starts_word(buf: &str, prev: Option<char>, start: usize) -> bool {
+    let before = buf[..start].chars().last().or(prev);
+    !before.is_some_and(char::is_alphanumeric)
+}
+
+/// The match at `start` is quoted: an opening quote right before it (spaces aside) that the
+/// delivered text does not have before its anchor.
+fn quoted(buf: &str, prev: Option<char>, start: usize, delivered_before: Option<char>) -> bool {
+    let before = buf[..start].trim_end().chars().last().or(prev);
+    before.is_some_and(|c| anchor::is_open_quote(c) && Some(c) != delivered_before)
+}
+
+enum Loose {
+    /// The whole pattern matched the first `n` bytes.
+    Matched(usize),
+    /// The text ran out while matching.
+    Partial,
+    No,
+}
+
+/// `pattern` at the start of `text`, a whitespace run matching any whitespace run.
+fn loose_prefix(pattern: &str, text: &str) -> Loose {
+    let (mut p, mut t) = (pattern, text);
+    loop {
+        let Some(pc) = p.chars().next() else {
+            return Loose::Matched(text.len() - t.len());
+        };
+        let Some(tc) = t.chars().next() else {
+            return Loose::Partial;
+        };
+        if pc.is_whitespace() && tc.is_whitespace() {
+            p = p.trim_start();
+            t = t.trim_start();
+            if t.is_empty() {
+                return Loose::Partial;
+            }
+        } else if pc == tc {
+            p = &p[pc.len_utf8()..];
+            t = &t[tc.len_utf8()..];
+        } else {
+            return Loose::No;
+        }
+    }
+}
+
+/// Only sentence-ending punctuation.
+fn sentence_end(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| matches!(c, '.' | '!' | '?' | '\u{2026}'))
 }
 
 /// Byte length of the common prefix of `a` and `b` (on char boundaries).
@@ -369,24 +463,32 @@ fn common_prefix(a: &str, b: &str) -> usize {
         .sum()
 }
 
-/// Offsets of the suffixes of `delivered` that start on a word and are within the limits,
-/// longest first.
-pub(crate) fn overlap_candidates(delivered: &str) -> Vec<usize> {
-    let mut out = Vec::new();
-    let mut prev_ws = true;
-    for (i, ch) in delivered.char_indices() {
-        let is_ws = ch.is_whitespace();
-        if prev_ws && !is_ws {
-            let suffix = &delivered[i..];
-            if suffix.len() <= MAX_OVERLAP_BYTES
-                && suffix.split_whitespace().count() <= MAX_OVERLAP_WORDS
-            {
-                out.push(i);
-            }
-        }
-        prev_ws = is_ws;
+fn floor_boundary(s: &str, i: usize) -> usize {
+    let mut i = i.min(s.len());
+    while !s.is_char_boundary(i) {
+        i -= 1;
     }
-    out
+    i
+}
+
+/// The continuation's leading whitespace `v`, given the client's trailing whitespace `w`:
+/// what of it to emit. Whitespace that extends the client's is kept (`w`="\n", `v`="\n\n":
+/// one more newline); other whitespace is the model's different choice and the client's
+/// wins, except the indentation of a new line when the client stands at a line start.
+pub(crate) fn join_whitespace<'a>(w: &str, v: &'a str) -> &'a str {
+    if w.is_empty() {
+        return v;
+    }
+    if let Some(rest) = v.strip_prefix(w) {
+        return rest;
+    }
+    if w.ends_with('\n') {
+        let indent = &v[v.rfind('\n').map_or(0, |i| i + 1)..];
+        if indent.chars().count() >= 2 || indent.contains('\t') {
+            return indent;
+        }
+    }
+    ""
 }
 
 #[cfg(test)]

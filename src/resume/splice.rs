@@ -143,7 +143,7 @@ impl Splicer {
                 // The instructed seam refused (a restarted answer that differs): nothing of
                 // it was sent; the pump ends the stream with the typed error.
                 if let Some(why) = c.seam.take_failure() {
-                    return Err(Divergence::new(c.target.map(|t| t.0), why));
+                    return Err(Divergence::seam(c.target.map(|t| t.0), why));
                 }
                 out
             }

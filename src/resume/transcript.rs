@@ -52,6 +52,9 @@ pub struct Transcript {
     limit: usize,
     overflowed: bool,
     tallies: Vec<Tally>,
+    /// Output tokens of what the client has, counted exactly (CountTokens) at `forwarded`
+    /// events; stale once another event is recorded.
+    counted: Option<(u64, u64)>,
 }
 
 impl Transcript {
@@ -75,6 +78,7 @@ impl Transcript {
             bytes: 0,
             limit: max_bytes,
             overflowed: false,
+            counted: None,
             tallies: vec![Tally::default()],
         }
     }
@@ -337,8 +341,34 @@ impl Transcript {
         )
     }
 
+    /// The text a count of the delivered output covers: the one text block the client has,
+    /// when that is all it has (`None` otherwise: reasoning or tool blocks are not counted).
+    pub fn countable_text(&self) -> Option<&str> {
+        match self.blocks.as_slice() {
+            [b] if b.kind.is_text() && !b.text.trim().is_empty() => Some(b.text.as_str()),
+            _ => None,
+        }
+    }
+
+    /// Record an exact count of the output tokens the client has now (CountTokens of
+    /// [`Transcript::countable_text`]); used by the next [`super::plan`] for the continuation's
+    /// limit, and forgotten as soon as more is delivered.
+    pub fn set_counted_output(&mut self, tokens: u64) {
+        self.counted = Some((self.forwarded, tokens));
+    }
+
+    /// The exact count recorded for what the client has now, if any.
+    pub(crate) fn counted_output(&self) -> Option<u64> {
+        self.counted
+            .filter(|(at, _)| *at == self.forwarded)
+            .map(|(_, n)| n)
+    }
+
     /// Bounds on the output tokens the client has (see `limit`).
     pub(crate) fn delivered(&self) -> Delivered {
+        if let Some(n) = self.counted_output() {
+            return Delivered { low: n, high: n };
+        }
         if let Some(n) = self.exact_output() {
             return Delivered { low: n, high: n };
         }

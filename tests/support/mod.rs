@@ -107,12 +107,22 @@ impl Harness {
         sum_metric(&self.metrics().await, name, labels)
     }
 
-    /// Simulator log entries for a tag.
-    pub fn attempts_for(&self, tag: &str) -> Vec<sim::LogEntry> {
+    /// Every simulator log entry for a tag, CountTokens requests included.
+    pub fn log_for(&self, tag: &str) -> Vec<sim::LogEntry> {
         self.sim
             .log()
             .into_iter()
             .filter(|e| e.tag.as_deref() == Some(tag))
+            .collect()
+    }
+
+    /// Simulator log entries for a tag: the model requests (CountTokens requests the relay
+    /// makes before a continuation are not attempts).
+    pub fn attempts_for(&self, tag: &str) -> Vec<sim::LogEntry> {
+        self.sim
+            .log()
+            .into_iter()
+            .filter(|e| e.tag.as_deref() == Some(tag) && e.operation != "CountTokens")
             .collect()
     }
 }

@@ -33,6 +33,8 @@ pub(super) struct Pump {
     last_strategy: Option<&'static str>,
     /// The stream broke after bytes reached the client.
     interrupted: bool,
+    /// A continuation that ignored the protocol was asked for again (once per cut).
+    reasked: bool,
     _active: ActiveStream,
 }
 
@@ -43,6 +45,8 @@ struct Resumable {
     splicer: Splicer,
     /// Tool-use blocks held until complete (`resume.hold_tool_use`).
     hold: Option<ToolHold>,
+    /// The last CountTokens of what the client has (never twice for the same text).
+    counted: crate::proxy::count::LastCount,
 }
 
 /// How a stream ended, for logs and metrics.
@@ -56,6 +60,8 @@ enum End {
 enum Unforwardable {
     /// The replayed answer differs from what the client has.
     Diverged(String),
+    /// An instructed continuation did not follow the protocol; nothing of it was sent.
+    Refused(String),
     /// A rewritten frame cannot be encoded (an upstream header over the encoder's limits).
     Encode(String),
 }
@@ -133,10 +139,13 @@ impl Client {
     /// Forward one event of a resumed attempt through its splicer.
     async fn splice(&mut self, frame: Frame, r: &mut Resumable) -> Result<bool, Unforwardable> {
         let message = frame.message();
-        let spliced = r
-            .splicer
-            .accept(&message)
-            .map_err(|d| Unforwardable::Diverged(d.to_string()))?;
+        let spliced = r.splicer.accept(&message).map_err(|d| {
+            if d.reask {
+                Unforwardable::Refused(d.reason)
+            } else {
+                Unforwardable::Diverged(d.to_string())
+            }
+        })?;
         for item in spliced {
             let (bytes, event) = match item {
                 Spliced::Unchanged => (frame.raw.clone(), r.transcript.read(&message)),
@@ -172,6 +181,7 @@ impl Pump {
             transcript: Transcript::with_limit(format, limit),
             splicer: Splicer::passthrough(format),
             hold: hold.then(ToolHold::default),
+            counted: Default::default(),
         });
         Pump {
             _active: ActiveStream::new(relay.clone()),
@@ -185,6 +195,7 @@ impl Pump {
             resumes: 0,
             last_strategy: None,
             interrupted: false,
+            reasked: false,
         }
     }
 
@@ -261,6 +272,17 @@ impl Pump {
                                 Box::pin(self.fail(None, &why)).await;
                                 break End::Failed;
                             }
+                            Err(Unforwardable::Refused(why)) if !self.reasked => {
+                                self.count_resume("refused");
+                                self.reasked = true;
+                                Interruption::Refused(why)
+                            }
+                            Err(Unforwardable::Refused(why)) => {
+                                self.count_resume("refused");
+                                let why = format!("the continuation did not follow the continuation protocol, twice ({why})");
+                                Box::pin(self.fail(None, &why)).await;
+                                break End::Failed;
+                            }
                             Err(Unforwardable::Encode(e)) => {
                                 let why = format!("an upstream event could not be re-framed ({e})");
                                 Box::pin(self.fail(None, &why)).await;
@@ -273,6 +295,9 @@ impl Pump {
                 Ok(None) => Interruption::Truncated,
                 Err(fault) => fault,
             };
+            if !matches!(fault, Interruption::Refused(_)) {
+                self.reasked = false;
+            }
             // A fault mid-stream: the client gets what it is owed, the fault is counted,
             // then the ladder is climbed.
             if !self.client.flush().await {
@@ -350,6 +375,16 @@ impl Pump {
             return Err("this stream's format cannot be resumed".into());
         };
         let policy = super::resume::policy(&self.relay, self.resumes, fault)?;
+        // The continuation's limit: exact when what the client has can be counted.
+        let limit_count = crate::proxy::count::before_continuation(
+            &self.relay,
+            &self.outbound.body,
+            &self.model,
+            Some(r.format),
+            &mut r.transcript,
+            &mut r.counted,
+        )
+        .await;
         let mut exchange = Resume::new(
             &self.relay,
             &self.outbound,
@@ -364,6 +399,8 @@ impl Pump {
                 r.splicer = splicer;
                 self.resumes += 1;
                 self.record.strategy = self.last_strategy;
+                self.record.limit_count =
+                    (self.last_strategy != Some("replay")).then_some(limit_count);
                 tracing::info!(model = %self.model, strategy = self.last_strategy.unwrap_or("-"), resume = self.resumes, "stream resumed");
                 Ok(frames)
             }

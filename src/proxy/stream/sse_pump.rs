@@ -26,6 +26,8 @@ pub(super) struct Heal {
     transcript: Transcript,
     splicer: Splicer,
     hold: Option<ToolHold>,
+    /// The last CountTokens of what the client has (never twice for the same text).
+    counted: crate::proxy::count::LastCount,
 }
 
 pub(super) struct SsePump {
@@ -75,6 +77,7 @@ impl Heal {
             transcript: Transcript::with_limit(FORMAT, r.max_transcript_bytes),
             splicer: Splicer::passthrough(FORMAT),
             hold: r.hold_tool_use.then(ToolHold::default),
+            counted: Default::default(),
         })
     }
 
@@ -98,9 +101,13 @@ impl Heal {
         let mut out = BytesMut::new();
         for msg in msgs {
             let spliced = self.splicer.accept(&msg).map_err(|d| {
-                Stop::Fail(format!(
-                    "the replayed answer diverged from what was already sent ({d})"
-                ))
+                if d.reask {
+                    Stop::Fault(Interruption::Refused(d.reason))
+                } else {
+                    Stop::Fail(format!(
+                        "the replayed answer diverged from what was already sent ({d})"
+                    ))
+                }
             })?;
             for s in spliced {
                 let m = s.into_message(&msg);
@@ -153,6 +160,8 @@ impl SsePump {
         }
         let mut done = self.done;
         let mut fault_at: Option<Instant> = None;
+        // A continuation that ignored the protocol is asked for again once per cut.
+        let mut reasked = false;
         let whole = |h: &Option<Heal>| h.as_ref().is_some_and(|h| h.transcript.is_complete());
         let failed = loop {
             // A primed first event may already have made the answer whole.
@@ -207,6 +216,18 @@ impl SsePump {
                 (Ok(None), _) => Interruption::Truncated,
                 (Err(fault), _) => fault,
             };
+            if let Interruption::Refused(why) = &fault {
+                self.count_resume("refused");
+                if reasked {
+                    let why = format!(
+                        "the continuation did not follow the continuation protocol, twice ({why})"
+                    );
+                    break Some(why);
+                }
+                reasked = true;
+            } else {
+                reasked = false;
+            }
             super::count_interruption(&self.attempts, op, &self.model, &fault);
             self.interrupted = true;
             if !self.client.flush().await {
@@ -277,6 +298,19 @@ impl SsePump {
             return Ok(Recovered::Ended);
         }
         let policy = super::resume::policy(&self.relay, self.resumes, fault)?;
+        // The continuation's limit: exact when what the client has can be counted (the
+        // Anthropic Messages body is a Claude messages body; the OpenAI shapes are not).
+        let counted_format =
+            (self.record.operation == crate::ops::Operation::AnthropicMessages).then_some(FORMAT);
+        let limit_count = crate::proxy::count::before_continuation(
+            &self.relay,
+            &self.outbound.body,
+            &self.model,
+            counted_format,
+            &mut h.transcript,
+            &mut h.counted,
+        )
+        .await;
         let mut exchange = SseResume::new(
             &self.relay,
             &self.outbound,
@@ -295,6 +329,8 @@ impl SsePump {
                 h.splicer = splicer;
                 self.resumes += 1;
                 self.record.strategy = self.last_strategy;
+                self.record.limit_count =
+                    (self.last_strategy != Some("replay")).then_some(limit_count);
                 tracing::info!(model = %self.model, strategy = self.last_strategy.unwrap_or("-"), resume = self.resumes, "stream resumed");
                 Ok(Recovered::Stream(events))
             }

@@ -315,11 +315,11 @@ fn instructed_continuation_removes_the_echoed_words() {
     );
     assert_eq!(
         msgs[2],
-        json!({"role":"user","content":[{"text":CONTINUE_INSTRUCTION}]})
+        json!({"role":"user","content":[{"text":crate::resume::instruction(&crate::resume::anchor::choose("The quick brown").unwrap())}]})
     );
     let mut cont = vec![conv("messageStart", json!({"role":"assistant"}), 2)];
     converse_block(
-        &texts(&["quick", " brown", " fox", " jumps."]),
+        &texts(&["The", " quick", " brown", " fox", " jumps."]),
         0,
         &mut cont,
     );
@@ -472,7 +472,7 @@ fn replanning_after_a_refused_continuation_uses_the_new_caps() {
         .unwrap();
     assert_eq!(s, Strategy::Instructed);
     let mut cont = vec![conv("messageStart", json!({"role":"assistant"}), 2)];
-    converse_block(&texts(&[" more."]), 0, &mut cont);
+    converse_block(&texts(&["Some text", " more."]), 0, &mut cont);
     converse_tail("end_turn", 10, 1, &mut cont);
     c.feed(&cont).unwrap();
     let seen = check_converse(&c.received).unwrap();

@@ -105,7 +105,10 @@ fn continue_events(
             })
             .map(|(i, _)| i)
             .collect();
-        let k = 1 + rng.next(3.min(starts.len()));
+        // The protocol: the reply repeats at least the anchor (its words), maybe more.
+        let anchor_words = crate::resume::anchor::choose(prefill.trim_end())
+            .map_or(1, |a| a.quoted.split_whitespace().count());
+        let k = (anchor_words + rng.next(3)).min(starts.len());
         if let Some(at) = starts.len().checked_sub(k).map(|i| starts[i]) {
             rest = format!("{}{rest}", &prefill[at..]);
         }
@@ -264,7 +267,7 @@ fn run(
                 attempt,
             ),
             Rung::Instructed => {
-                let echo = rng.next(2) == 0;
+                let echo = true;
                 continue_events(
                     wire,
                     &reference,

@@ -78,11 +78,13 @@ fn a_cut_response_continues_as_one_response() {
     );
     assert_eq!(
         input[2]["content"],
-        json!(crate::resume::CONTINUE_INSTRUCTION)
+        json!(crate::resume::instruction(
+            &crate::resume::anchor::choose("Hello wide").unwrap()
+        ))
     );
     assert!(next["max_output_tokens"].as_u64().unwrap() < 40);
     assert!(next.get("messages").is_none() && next.get("max_tokens").is_none());
-    responses_attempt(&mut s, "r2", &[" world"], Some((20, 1)));
+    responses_attempt(&mut s, "r2", &["Hello", " wide", " world"], Some((20, 1)));
     assert!(s.transcript.is_complete());
     let events = s.events();
     let seqs: Vec<u64> = events
