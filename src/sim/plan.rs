@@ -9,7 +9,7 @@
 use super::gen;
 use super::phrasing::{self, Class};
 use super::request::{Family, Prompt};
-use super::sampled::{self, Behaviour};
+use super::sampled;
 use super::styles::{self, Style};
 use super::SimError;
 use regex::Regex;
@@ -214,21 +214,7 @@ pub fn plan(
                 phrased = Some(class.name());
                 c.pieces
             }
-            None => match instructed(
-                &turns,
-                &seed_of,
-                &reference_at,
-                attempt,
-                &all_text,
-                sampled_model,
-            ) {
-                Some(c) => {
-                    continuation = true;
-                    intended = Some(c.intended);
-                    c.pieces
-                }
-                None => reference_of(&turns),
-            },
+            None => reference_of(&turns),
         },
     };
     if sampled_model {
@@ -332,38 +318,6 @@ fn protocol(
 type SeedOf<'a> = dyn Fn(&[(&str, &str)]) -> u64 + 'a;
 /// Reference pieces for a list of turns at an attempt.
 type ReferenceAt<'a> = dyn Fn(&[(&str, &str)], u32) -> Vec<String> + 'a;
-
-/// Instructed continuation: the conversation ends with [assistant A, user "…continue…"] and A
-/// is a prefix of the answer of an earlier attempt to the turns before A. Claude 4.6+ (and
-/// any conversation with `sim:cont=`) behave as in [`sampled::Behaviour`]; other models
-/// repeat A's last 1-3 words on about half of the conversations (or as `sim:overlap=N` says).
-fn instructed(
-    turns: &[(&str, &str)],
-    seed_of: &SeedOf<'_>,
-    reference_at: &ReferenceAt<'_>,
-    attempt: u32,
-    all_text: &str,
-    sampled_model: bool,
-) -> Option<sampled::Continued> {
-    let [before @ .., ("assistant", delivered), ("user", ask)] = turns else {
-        return None;
-    };
-    if !ask.to_lowercase().contains("continue") || delivered.is_empty() {
-        return None;
-    }
-    let base = seed_of(before);
-    let behaviour = match gen::directive_num(all_text, "overlap") {
-        Some(0) => Behaviour::Clean,
-        Some(k) => Behaviour::Echo(k as usize),
-        None if sampled_model || gen::directive(all_text, "cont").is_some() => {
-            Behaviour::choose(all_text, base)
-        }
-        None if base % 2 == 0 => Behaviour::Echo(1 + (base / 2 % 3) as usize),
-        None => Behaviour::Clean,
-    };
-    let reference = |a: u32| reference_at(before, a);
-    sampled::continue_after(delivered, attempt, &reference, behaviour, base)
-}
 
 fn tool_call(tool: &super::request::Tool, seed: u64, attempt: u32, nonce: u64) -> ToolCall {
     let mut rng = gen::Rng::new(seed ^ 0x7001);

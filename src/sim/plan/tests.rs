@@ -76,38 +76,6 @@ fn prefill_errors_carry_bedrock_messages() {
 }
 
 #[test]
-fn instructed_continuation_answers_the_rest_with_optional_overlap() {
-    let m = "anthropic.claude-opus-4-6-v1";
-    for k in 0..3 {
-        let q = format!("question {k} sim:len=60 sim:overlap={k}");
-        let full = plan(m, &prompt(&[("user", &q)]), 1, 0, &re(), true)
-            .unwrap()
-            .text();
-        let a = full[..full.len() / 2].trim_end();
-        let ask = "Your previous response was cut off. Continue exactly where it stopped, without repeating anything.";
-        let p = plan(
-            m,
-            &prompt(&[("user", &q), ("assistant", a), ("user", ask)]),
-            2,
-            0,
-            &re(),
-            true,
-        )
-        .unwrap();
-        assert!(p.continuation);
-        let got = p.text();
-        let rest = &full[a.len()..];
-        let repeat = gen::last_words(a, k);
-        if k == 0 {
-            assert_eq!(got, rest);
-        } else {
-            assert!(got.starts_with(repeat), "{got:?} vs {repeat:?}");
-            assert_eq!(got[repeat.len()..].trim_start(), rest.trim_start());
-        }
-    }
-}
-
-#[test]
 fn max_tokens_caps_and_tools_get_fresh_ids() {
     let mut p = prompt(&[("user", "hi")]);
     p.max_tokens = Some(5);
