@@ -123,5 +123,8 @@ def add_faults(sim_url, rules):
     urllib.request.urlopen(req).read()
 
 
-def sim_log(sim_url):
-    return json.loads(urllib.request.urlopen(sim_url + "/_sim/log").read())
+def sim_log(sim_url, counts=False):
+    """The simulator's request log: the model requests; with `counts`, also the CountTokens
+    requests the relay makes before a continuation."""
+    entries = json.loads(urllib.request.urlopen(sim_url + "/_sim/log").read())
+    return [e for e in entries if counts or e.get("operation") != "CountTokens"]
