@@ -12,6 +12,8 @@
 pub const MIN_WORDS: usize = 4;
 /// An anchor's normal form has at least this many characters.
 pub const MIN_NORMAL_CHARS: usize = 16;
+/// A delivered text with fewer letters and digits has no anchor at all.
+pub const MIN_STRICT_CHARS: usize = 8;
 /// Longest anchor, in words and bytes.
 pub const MAX_WORDS: usize = 48;
 pub const MAX_BYTES: usize = 320;
@@ -27,9 +29,9 @@ pub struct Anchor {
     pub quoted: String,
     /// Its normal form.
     pub normal: Vec<char>,
-    /// The delivered text's non-space character right before the anchor, if any (a quote
-    /// there means the anchor is quoted in the answer itself).
-    pub before: Option<char>,
+    /// The opening quotes in the delivered text right before the anchor's first letter or
+    /// digit: the answer quotes the anchor itself (a reply repeating them is no mention).
+    pub open_before: Vec<char>,
     /// The whole delivered text is shorter than an anchor should be: the reply must begin
     /// with it (nothing but punctuation or spaces before it), as words that short could
     /// occur in an opener.
@@ -89,7 +91,9 @@ pub fn occurrences<'a>(hay: &'a [char], needle: &'a [char]) -> impl Iterator<Ite
 /// `None` when no suffix within the bounds is unique, or the text is too short to anchor on.
 pub fn choose(delivered: &str) -> Option<Anchor> {
     let whole = normal(delivered);
-    if whole.is_empty() {
+    // Fewer letters and digits than this cannot be told from the start of an opener
+    // ("c" from "Continuing"): no instructed continuation (replay, or the typed error).
+    if whole.len() < MIN_STRICT_CHARS {
         return None;
     }
     if whole.len() < MIN_NORMAL_CHARS {
@@ -100,7 +104,7 @@ pub fn choose(delivered: &str) -> Option<Anchor> {
         return Some(Anchor {
             quoted,
             normal: whole,
-            before: None,
+            open_before: Vec::new(),
             strict: true,
         });
     }
@@ -121,16 +125,59 @@ pub fn choose(delivered: &str) -> Option<Anchor> {
             if quoted.contains(['\u{ab}', '\u{bb}']) {
                 return None;
             }
-            let before = delivered[..start].trim_end().chars().last();
+            let first = start
+                + suffix
+                    .char_indices()
+                    .find(|(_, c)| c.is_alphanumeric())
+                    .map_or(0, |(i, _)| i);
+            let open_before = opening_quotes(delivered, None, first);
             return Some(Anchor {
                 quoted,
                 normal: norm,
-                before,
+                open_before,
                 strict: false,
             });
         }
     }
     None
+}
+
+/// The characters right before byte `at` of `text` that are not letters or digits, at
+/// most 8 (the nearest last).
+pub fn run_before(text: &str, at: usize) -> String {
+    let run: Vec<char> = text[..at]
+        .chars()
+        .rev()
+        .take_while(|c| !c.is_alphanumeric())
+        .take(8)
+        .collect();
+    run.into_iter().rev().collect()
+}
+
+/// The opening quotes among the characters right before byte `start` of `text` that are not
+/// letters or digits (`prev`: the character before `text`, when `text` is a window). A
+/// straight quote (`"` `'`) right after a word closes (`"…": echo`); after a space or at
+/// the start it opens; curly and angle quotes say which they are.
+pub fn opening_quotes(text: &str, prev: Option<char>, start: usize) -> Vec<char> {
+    let run = run_before(text, start);
+    let at = start - run.len();
+    let before_run = text[..at].chars().last().or(if at == 0 { prev } else { None });
+    let mut attached = before_run.is_some_and(char::is_alphanumeric);
+    let mut out = Vec::new();
+    for c in run.chars() {
+        if c.is_whitespace() {
+            attached = false;
+            continue;
+        }
+        let opening = match c {
+            '"' | '\'' => !attached,
+            c => is_open_quote(c),
+        };
+        if opening {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Byte offsets where words start (a non-space character after a space or at the start).
@@ -227,7 +274,9 @@ mod tests {
             "Hello wonderful world"
         );
         assert!(!choose("Hello wonderful world").unwrap().strict);
-        assert!(choose("Hi there").unwrap().strict);
+        assert!(choose("Hi there you").unwrap().strict);
+        assert_eq!(choose("Hi there"), None);
+        assert_eq!(choose("c"), None);
         assert_eq!(choose(&"na ".repeat(200)), None);
         assert_eq!(choose("--- *** ---"), None);
     }

@@ -340,7 +340,7 @@ mod tests {
                 json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
             ),
             chunk(
-                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Day one"}}),
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Day one of the trip"}}),
             ),
         ];
         let msgs: Vec<(&str, &str)> = msgs.iter().map(|(k, p)| (*k, p.as_str())).collect();
@@ -352,8 +352,8 @@ mod tests {
         assert_kept(
             &original,
             &next,
-            json!({"type": "text", "text": "Day one"}),
-            json!({"type": "text", "text": ask("Day one")}),
+            json!({"type": "text", "text": "Day one of the trip"}),
+            json!({"type": "text", "text": ask("Day one of the trip")}),
         );
     }
 }

@@ -255,7 +255,7 @@ impl Seam {
         let found = anchor::occurrences(&hay, &inst.anchor.normal).find(|&i| {
             let start = map[i].start;
             starts_word(&self.buf, inst.prev, start)
-                && !quoted(&self.buf, inst.prev, start, inst.anchor.before)
+                && !quoted(&self.buf, inst.prev, start, &inst.anchor.open_before)
         });
         let marker_first = |start: usize| match marker {
             Ok(Some((m, _))) => m < start,
@@ -267,7 +267,7 @@ impl Seam {
             let n = inst.anchor.normal.len();
             let valid = |i: usize| {
                 starts_word(&self.buf, inst.prev, map[i].start)
-                    && !quoted(&self.buf, inst.prev, map[i].start, inst.anchor.before)
+                    && !quoted(&self.buf, inst.prev, map[i].start, &inst.anchor.open_before)
             };
             let mut i = first;
             loop {
@@ -277,10 +277,21 @@ impl Seam {
                 match next {
                     Some(j) => i = j,
                     None => {
-                        let need = end + REPEAT_GAP + inst.anchor.quoted.len() + 8;
-                        if !fin && self.buf.len() < need {
-                            // Hold from the first occurrence on only.
-                            let cut = map[first].start;
+                        // Undecided while a repeat may still start within the gap (text
+                        // up to it not seen yet), or one that started there is still
+                        // matching the anchor.
+                        let anchor = &inst.anchor.normal;
+                        let matching = (i + n..hay.len()).any(|j| {
+                            map[j].start <= end + REPEAT_GAP
+                                && anchor.starts_with(&hay[j..])
+                                && valid(j)
+                        });
+                        let unseen = self.buf.len() < end + REPEAT_GAP;
+                        if !fin && (matching || unseen) {
+                            // Hold from the first occurrence on only (and what precedes
+                            // it, which decides a quote).
+                            let cut =
+                                floor_boundary(&self.buf, map[first].start.saturating_sub(CONTEXT));
                             if cut > 0 {
                                 if inst.consumed + cut > inst.lookahead {
                                     let n = inst.lookahead;
@@ -336,6 +347,12 @@ impl Seam {
             cut = cut.min(m);
         }
         cut = cut.min(self.buf.len().saturating_sub(COMPLETE_WINDOW));
+        // Keep the punctuation before a possible match too (a quote, a list marker).
+        cut = cut.saturating_sub(CONTEXT);
+        cut = floor_boundary(&self.buf, cut);
+        while let Some(c) = self.buf[..cut].chars().last().filter(|c| !c.is_alphanumeric()) {
+            cut -= c.len_utf8();
+        }
         cut = floor_boundary(&self.buf, cut);
         if cut > 0 {
             inst.dropped_alnum |= self.buf[..cut].contains(char::is_alphanumeric);
@@ -398,7 +415,10 @@ impl Seam {
 }
 
 /// A repeat of the anchor starting this close after an occurrence replaces it.
-const REPEAT_GAP: usize = 48;
+const REPEAT_GAP: usize = 24;
+
+/// Raw bytes kept before where a match may start (what precedes it decides a quote).
+const CONTEXT: usize = 16;
 
 /// Raw bytes always kept while searching (a marker split across deltas).
 const COMPLETE_WINDOW: usize = 24;
@@ -409,11 +429,12 @@ fn starts_word(buf: &str, prev: Option<char>, start: usize) -> bool {
     !before.is_some_and(char::is_alphanumeric)
 }
 
-/// The match at `start` is quoted: an opening quote right before it (spaces aside) that the
-/// delivered text does not have before its anchor.
-fn quoted(buf: &str, prev: Option<char>, start: usize, delivered_before: Option<char>) -> bool {
-    let before = buf[..start].trim_end().chars().last().or(prev);
-    before.is_some_and(|c| anchor::is_open_quote(c) && Some(c) != delivered_before)
+/// The match at `start` is quoted: an opening quote in the punctuation right before it that
+/// the delivered text does not open there itself.
+fn quoted(buf: &str, prev: Option<char>, start: usize, delivered_open: &[char]) -> bool {
+    anchor::opening_quotes(buf, prev, start)
+        .iter()
+        .any(|c| !delivered_open.contains(c))
 }
 
 enum Loose {

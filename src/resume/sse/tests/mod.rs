@@ -312,7 +312,7 @@ fn continuation_bodies_keep_what_the_client_sent() {
     let mut s = Stream::new(Operation::ChatCompletions, body);
     s.feed(&chat_chunk(
         "a",
-        json!({"role": "assistant", "content": "Hello"}),
+        json!({"role": "assistant", "content": "Hello there"}),
         Value::Null,
     ));
     let (strategy, next) = s.resume(body, INSTRUCTED);
@@ -321,7 +321,7 @@ fn continuation_bodies_keep_what_the_client_sent() {
     assert_eq!(next["messages"][0], original["messages"][0]);
     assert_eq!(
         next["messages"][1],
-        json!({"role": "assistant", "content": "Hello"})
+        json!({"role": "assistant", "content": "Hello there"})
     );
     assert_eq!(next["stop"], original["stop"]);
     assert!(next["max_tokens"].as_u64().unwrap() < 50);
