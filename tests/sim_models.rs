@@ -92,15 +92,18 @@ async fn prefill_and_instructed_continuation() {
     let nref = sim::reference_text(NO_PREFILL, "", &[("user", q)]);
     let delivered = nref[..nref.len() / 3].trim_end();
     // Claude 4.6+ samples by default (the reference is its first sample) and, asked to
-    // continue, here repeats its last two words.
-    let ask =
-        "Your previous response was cut off. Continue exactly where it stopped. sim:cont=echo2";
+    // continue by the relay's protocol, here repeats the anchor exactly, then the rest.
+    let anchor = bedrock_relay::resume::anchor::choose(delivered).expect("an anchor");
+    let ask = format!(
+        "{} sim:phrase=anchor",
+        bedrock_relay::resume::instruction(&anchor)
+    );
     let r = send(
         sim.addr,
         "POST",
         &np,
         &[],
-        &converse_body(&[("user", q), ("assistant", delivered), ("user", ask)]),
+        &converse_body(&[("user", q), ("assistant", delivered), ("user", &ask)]),
     )
     .await;
     assert_eq!(r.status, 200);
@@ -109,18 +112,13 @@ async fn prefill_and_instructed_continuation() {
         .unwrap()
         .to_owned();
     let rest = &nref[delivered.len()..];
-    let overlap = (0..=delivered.len())
-        .rev()
-        .find(|k| {
-            delivered.is_char_boundary(delivered.len() - k)
-                && answer.starts_with(&delivered[delivered.len() - k..])
-        })
-        .unwrap_or(0);
-    assert_eq!(
-        answer[overlap..].trim_start(),
-        rest.trim_start(),
-        "overlap {overlap}"
+    assert!(
+        answer.starts_with(&anchor.quoted) || answer.split_whitespace().next() == anchor.quoted.split_whitespace().next(),
+        "{answer:?} starts with the anchor {:?}",
+        anchor.quoted
     );
+    assert!(answer.ends_with(rest.trim_start()), "{answer:?} ends with the rest");
+    assert_eq!(sim.log().last().unwrap().phrasing.as_deref(), Some("anchor"));
     assert!(sim.log().last().unwrap().continuation);
     // Prefilled and continued requests are later attempts of the same conversation.
     let claude: Vec<_> = sim

@@ -214,6 +214,10 @@ impl Drop for ActiveStream {
 
 /// A stream broke after bytes reached the client: logged, counted by reason, and recorded
 /// as the late failure of its attempt.
+/// How many times a cut is continued again after a continuation that did not follow the
+/// continuation protocol (nothing of it reached the client), before the typed error.
+pub(super) const MAX_REASKS: u8 = 2;
+
 fn count_interruption(
     attempts: &Attempts,
     operation: crate::ops::Operation,
