@@ -49,6 +49,26 @@ fn text(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Respo
     resp
 }
 
+/// The status page changes every second: never cached; it loads nothing from elsewhere.
+fn no_store(mut resp: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
+    let h = resp.headers_mut();
+    h.insert(
+        header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        http::HeaderValue::from_static(
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; connect-src 'self'",
+        ),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        http::HeaderValue::from_static("nosniff"),
+    );
+    resp
+}
+
 /// Answer one admin request.
 pub fn respond<B>(
     req: &Request<B>,
@@ -63,6 +83,17 @@ pub fn respond<B>(
         );
     }
     match req.uri().path() {
+        // The status page (`crate::status`): one self-contained page and its data.
+        "/" => no_store(text(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            crate::status::page(&metrics.status, metrics.status_gauges()),
+        )),
+        "/status.json" => no_store(text(
+            StatusCode::OK,
+            "application/json",
+            crate::status::json(&metrics.status, metrics.status_gauges()).to_string(),
+        )),
         "/metrics" => text(StatusCode::OK, PROMETHEUS_TEXT, metrics.render()),
         "/healthz" => text(StatusCode::OK, "text/plain", "ok\n"),
         "/readyz" if readiness.is_ready() => text(StatusCode::OK, "text/plain", "ready\n"),
@@ -127,6 +158,15 @@ mod tests {
         assert_eq!(get(addr, "/healthz").await.0, 200);
         assert_eq!(get(addr, "/readyz").await.0, 200);
         assert_eq!(get(addr, "/nope").await.0, 404);
+        let (status, page) = get(addr, "/").await;
+        assert_eq!(status, 200);
+        assert!(
+            page.contains("<title>bedrock-relay status</title>"),
+            "{page}"
+        );
+        let (status, json) = get(addr, "/status.json").await;
+        assert_eq!(status, 200);
+        assert!(json.contains("\"streams_open\":3"), "{json}");
 
         readiness.set_draining();
         assert_eq!(get(addr, "/readyz").await.0, 503);

@@ -70,6 +70,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RelayHandle> {
 /// [`start`] with a given signer (tests inject static credentials).
 pub async fn start_with_signer(settings: Settings, signer: Signer) -> anyhow::Result<RelayHandle> {
     let metrics = Metrics::new();
+    crate::otel::register(&metrics.registry);
     metrics
         .retry_budget_tokens
         .set(i64::from(settings.retry_budget));
@@ -273,6 +274,14 @@ async fn serve_settings(settings: Settings, scrubbed: Vec<String>) -> i32 {
     for variable in scrubbed {
         tracing::info!(%variable, "ignoring endpoint override for the relay's own AWS clients");
     }
+    let otel_flush = settings
+        .otel
+        .export_timeout
+        .min(std::time::Duration::from_secs(5));
+    if let Err(e) = crate::otel::init(&settings.otel) {
+        // Telemetry is never a reason not to serve: logged, the relay runs without it.
+        tracing::warn!(error = format!("{e:#}"), "OpenTelemetry export not started");
+    }
     let handle = match start(settings).await {
         Ok(h) => h,
         Err(e) => {
@@ -286,6 +295,7 @@ async fn serve_settings(settings: Settings, scrubbed: Vec<String>) -> i32 {
     tracing::info!("shutdown signal received; draining (send again to stop now)");
     tokio::select! {
         report = handle.shutdown() => {
+            crate::otel::shutdown(otel_flush).await;
             tracing::info!(forced_connections = report.forced, "drained; bye");
             0
         }

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub(crate) mod admin;
+pub mod admission;
 pub mod app;
 pub mod bench;
 pub(crate) mod body;
@@ -19,11 +20,14 @@ pub mod health;
 pub mod inbound;
 pub(crate) mod metrics;
 pub(crate) mod ops;
+pub mod otel;
 pub(crate) mod proxy;
 pub mod resume;
 pub(crate) mod retry;
 pub(crate) mod server;
 pub mod signing;
 pub mod sim;
+pub(crate) mod status;
 pub(crate) mod telemetry;
 pub(crate) mod upstream;
+pub(crate) mod usage;

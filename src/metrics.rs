@@ -50,6 +50,11 @@ pub struct Metrics {
     pub stream_panics_total: IntCounter,
     /// Always 1, labelled with the crate `version`.
     pub build_info: IntGaugeVec,
+    /// Tokens by model, kind and inbound client (`bedrock_relay_tokens_total`,
+    /// `bedrock_relay_heal_tokens_total`), labels bounded (see `usage`).
+    pub usage: crate::usage::UsageMetrics,
+    /// What the admin status page shows beyond the metrics (shared by clones).
+    pub status: std::sync::Arc<crate::status::Status>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -84,6 +89,37 @@ fn opts(name: &str, help: &str) -> Opts {
 }
 
 impl Metrics {
+    /// Upstream attempts so far: (ok, not ok).
+    pub fn upstream_attempts(&self) -> (u64, u64) {
+        use prometheus::core::Collector;
+        let (mut ok, mut bad) = (0, 0);
+        for family in self.upstream_attempts_total.collect() {
+            for m in family.get_metric() {
+                let n = m.get_counter().get_value() as u64;
+                let is_ok = m
+                    .get_label()
+                    .iter()
+                    .any(|l| l.name() == "outcome" && l.value() == "ok");
+                if is_ok {
+                    ok += n;
+                } else {
+                    bad += n;
+                }
+            }
+        }
+        (ok, bad)
+    }
+
+    /// What the status page reads from the metrics now.
+    pub fn status_gauges(&self) -> crate::status::Gauges {
+        crate::status::Gauges {
+            attempts: self.upstream_attempts(),
+            streams_open: self.active_streams.get(),
+            retry_budget_tokens: self.retry_budget_tokens.get(),
+            retry_budget_exhausted: self.retry_budget_exhausted_total.get(),
+        }
+    }
+
     /// Metrics on a fresh registry of their own.
     pub fn new() -> Self {
         Self::with_registry(Registry::new())
@@ -219,6 +255,7 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        let usage = crate::usage::UsageMetrics::register(&registry);
         Metrics {
             registry,
             requests_total,
@@ -239,6 +276,8 @@ impl Metrics {
             credential_calls_total,
             stream_panics_total,
             build_info,
+            usage,
+            status: Default::default(),
         }
     }
 

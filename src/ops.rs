@@ -190,6 +190,25 @@ pub fn signed_service(authorization: &str) -> Option<&str> {
     Some(service)
 }
 
+/// Cross-region inference profile prefixes (`us.anthropic.claude-...`).
+const GEO_PREFIXES: [&str; 9] = [
+    "us", "us-gov", "eu", "apac", "ap", "jp", "au", "ca", "global",
+];
+
+/// The base model id of a model id as clients spell it: the resource name of an ARN
+/// (`arn:aws:bedrock:...:inference-profile/us.x.y` → `us.x.y`), without a geographic
+/// inference-profile prefix (`us.x.y` → `x.y`).
+pub fn model_key(model: &str) -> &str {
+    let id = match model.strip_prefix("arn:") {
+        Some(_) => model.rsplit('/').next().unwrap_or(model),
+        None => model,
+    };
+    match id.split_once('.') {
+        Some((geo, rest)) if GEO_PREFIXES.contains(&geo) && rest.contains('.') => rest,
+        _ => id,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

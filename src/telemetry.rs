@@ -7,7 +7,8 @@ use tracing_subscriber::EnvFilter;
 
 /// Install the global subscriber. Idempotent: later calls (e.g. from tests) do nothing.
 pub fn init(format: LogFormat, level: &str) {
-    let filter = EnvFilter::try_from_default_env()
+    let env = std::env::var(EnvFilter::DEFAULT_ENV).ok();
+    let filter = EnvFilter::try_new(directives(env.as_deref(), level))
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
@@ -23,9 +24,37 @@ pub fn init(format: LogFormat, level: &str) {
     };
 }
 
+/// The filter: `RUST_LOG` when set, else the configured level; rustls's own messages only
+/// from `error` unless the filter names rustls itself (its "Illegal SNI extension: ignoring
+/// IP address" is a warning for every SDK that connects by IP address: normal, not a fault).
+fn directives(env: Option<&str>, level: &str) -> String {
+    let base = match env {
+        Some(e) if !e.trim().is_empty() => e.trim(),
+        _ => level,
+    };
+    if base.contains("rustls") {
+        base.to_owned()
+    } else {
+        format!("{base},rustls=error")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rustls_below_warning_unless_asked_for() {
+        assert_eq!(directives(None, "info"), "info,rustls=error");
+        assert_eq!(directives(Some("debug"), "info"), "debug,rustls=error");
+        assert_eq!(directives(Some(""), "warn"), "warn,rustls=error");
+        assert_eq!(
+            directives(Some("info,rustls=debug"), "info"),
+            "info,rustls=debug"
+        );
+        let f = EnvFilter::try_new(directives(None, "info")).unwrap();
+        assert!(f.to_string().contains("rustls=error"), "{f}");
+    }
 
     #[test]
     fn init_twice_is_harmless() {

@@ -376,3 +376,151 @@ async fn bedrocks_own_refusal_of_the_head_reaches_the_client_as_it_came() {
     assert!(text.contains("UnrecognizedClient"), "{text}");
     assert_eq!(sim.log()[0].signature, "unknown_key");
 }
+
+/// Access lines of the relay, captured as JSON on this test's thread (a current-thread
+/// runtime: the relay's tasks run here too).
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn install(&self) -> tracing::subscriber::DefaultGuard {
+        let me = self.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || me.clone())
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+
+    /// The bidirectional sessions' access lines so far.
+    fn sessions(&self) -> Vec<serde_json::Value> {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| {
+                v["target"] == "bedrock_relay::access"
+                    && v["operation"] == "InvokeModelWithBidirectionalStream"
+            })
+            .collect()
+    }
+
+    async fn session_line(&self) -> serde_json::Value {
+        for _ in 0..250 {
+            if let Some(line) = self.sessions().pop() {
+                return line;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!(
+            "no access line for the session: {}",
+            String::from_utf8_lossy(&self.0.lock().unwrap())
+        )
+    }
+}
+
+#[tokio::test]
+async fn a_session_is_counted_while_open_and_logged_when_it_ends() {
+    let log = Captured::default();
+    let _guard = log.install();
+    let h = Harness::start().await;
+    let (tx, mut out) = opened(&h).await;
+    assert_eq!(h.metric("bedrock_relay_active_streams", &[]).await, 1.0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tx.send(Ok(chunk("second"))).await.unwrap();
+    let second = out.body.recv().await.unwrap().unwrap();
+    assert_eq!(text_of(second), "second");
+    assert!(log.sessions().is_empty(), "not logged while open");
+    drop(tx);
+    let end = tokio::time::timeout(Duration::from_secs(5), out.body.recv())
+        .await
+        .unwrap();
+    assert!(matches!(end, Ok(None)), "{end:?}");
+    let line = log.session_line().await;
+    assert_eq!(line["end"], "clean", "{line}");
+    assert_eq!(line["status"], 200, "{line}");
+    assert_eq!(line["events_in"], 2, "{line}");
+    assert_eq!(line["events_out"], 2, "{line}");
+    assert!(line["duration_ms"].as_u64().unwrap() >= 300, "{line}");
+    assert!(line["bytes"].as_u64().unwrap() > 0, "{line}");
+    assert!(line.get("fault").is_none(), "{line}");
+    assert_eq!(h.metric("bedrock_relay_active_streams", &[]).await, 0.0);
+    assert_eq!(
+        h.metric(
+            "bedrock_relay_requests_total",
+            &[("operation", "InvokeModelWithBidirectionalStream")]
+        )
+        .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn a_session_ended_by_an_upstream_fault_says_so() {
+    let log = Captured::default();
+    let _guard = log.install();
+    let h = Harness::start().await;
+    let (tx, mut out) = opened(&h).await;
+    assert!(h.sim.reset_h2_connections() >= 1);
+    let end = tokio::time::timeout(Duration::from_secs(5), out.body.recv())
+        .await
+        .expect("the session ends at once");
+    assert!(end.is_err(), "a typed error event");
+    drop(tx);
+    drop(out);
+    let line = log.session_line().await;
+    assert_eq!(line["end"], "upstream_fault", "{line}");
+    assert_eq!(line["fault"], "upstream_fault", "{line}");
+    assert_eq!(line["events_in"], 1, "{line}");
+    // The answer to the first event, then the relay's error event.
+    assert_eq!(line["events_out"], 2, "{line}");
+    assert_eq!(h.metric("bedrock_relay_active_streams", &[]).await, 0.0);
+    // The status page lists it among the interruptions.
+    let status = support::http_get(&format!("http://{}/status.json", h.relay.admin_addr)).await;
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let last = &status["interruptions"][0];
+    assert_eq!(last["operation"], "InvokeModelWithBidirectionalStream");
+    assert_eq!(last["outcome"], "upstream_fault");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_goes_away_is_logged_as_gone_and_uncounted() {
+    let h = Harness::start().await;
+    let relay = h.relay.addr;
+    let client = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(one_event_then_wait(relay));
+        drop(rt);
+    });
+    tokio::task::spawn_blocking(move || client.join().unwrap())
+        .await
+        .unwrap();
+    let gone = [("operation", "InvokeModelWithBidirectionalStream")];
+    for _ in 0..250 {
+        if h.metric("bedrock_relay_requests_total", &gone).await == 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(h.metric("bedrock_relay_requests_total", &gone).await, 1.0);
+    assert_eq!(h.metric("bedrock_relay_active_streams", &[]).await, 0.0);
+    assert_eq!(
+        h.metric("bedrock_relay_client_disconnects_total", &[])
+            .await,
+        1.0
+    );
+}

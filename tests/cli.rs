@@ -6,7 +6,7 @@ fn relay() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_bedrock-relay"));
     // The operator's environment must not leak into these checks.
     for (k, _) in std::env::vars() {
-        if k.starts_with("BEDROCK_RELAY_") || k.starts_with("AWS_") {
+        if k.starts_with("BEDROCK_RELAY_") || k.starts_with("AWS_") || k.starts_with("OTEL_") {
             c.env_remove(k);
         }
     }

@@ -99,8 +99,9 @@ async fn scrape_after_traffic() -> String {
             >= 1.0,
         "{text}"
     );
+    // A 429 before the first byte is absorbed by the admission queue (waited for, not retried).
     assert!(
-        h.metric("bedrock_relay_retries_total", &[("reason", "throttled")])
+        h.metric("bedrock_relay_throttles_total", &[("outcome", "absorbed")])
             .await
             >= 1.0,
         "{text}"
@@ -171,6 +172,9 @@ async fn labels_are_bounded() {
         "version",
         "le",
         "family",
+        "model",
+        "client",
+        "region",
     ];
     // Model families are a fixed set, never the model id itself.
     let families = [
@@ -185,6 +189,30 @@ async fn labels_are_bounded() {
                 assert!(
                     families.contains(&value),
                     "unbounded family {value}: {line}"
+                );
+                continue;
+            }
+            // Usage by model: a base model id (bounded: the first 50 seen, then `other`), never
+            // an ARN or anything else from the request.
+            if key == "model" {
+                assert!(
+                    value == "other"
+                        || (value.contains('.')
+                            && !value.starts_with("arn")
+                            && !value.contains("metrics-")
+                            && value.len() <= 128),
+                    "unbounded model label {value}: {line}"
+                );
+                continue;
+            }
+            // Inbound client identity only when inbound authentication is on.
+            if key == "client" {
+                assert!(
+                    value == "-"
+                        || value == "other"
+                        || value.starts_with("key:")
+                        || value.starts_with("token:"),
+                    "unbounded client label {value}: {line}"
                 );
                 continue;
             }

@@ -29,4 +29,5 @@ mod sim_sdk;
 mod sim_wire;
 mod soak;
 mod stream_seams;
+mod throttle;
 mod tool_calls;

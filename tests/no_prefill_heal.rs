@@ -269,7 +269,10 @@ async fn sampled_no_prefill_streams_heal_into_the_answer_the_model_meant() {
         bad.len(),
         bad.join("\n")
     );
-    println!("typed because cut within the first {} letters: {early}", bedrock_relay::resume::anchor::MIN_STRICT_CHARS);
+    println!(
+        "typed because cut within the first {} letters: {early}",
+        bedrock_relay::resume::anchor::MIN_STRICT_CHARS
+    );
     assert!(
         healed * 100 >= (total - early) * 99,
         "healed {healed} of {total} ({early} cut in the first letters)"

@@ -113,12 +113,19 @@ async fn prefill_and_instructed_continuation() {
         .to_owned();
     let rest = &nref[delivered.len()..];
     assert!(
-        answer.starts_with(&anchor.quoted) || answer.split_whitespace().next() == anchor.quoted.split_whitespace().next(),
+        answer.starts_with(&anchor.quoted)
+            || answer.split_whitespace().next() == anchor.quoted.split_whitespace().next(),
         "{answer:?} starts with the anchor {:?}",
         anchor.quoted
     );
-    assert!(answer.ends_with(rest.trim_start()), "{answer:?} ends with the rest");
-    assert_eq!(sim.log().last().unwrap().phrasing.as_deref(), Some("anchor"));
+    assert!(
+        answer.ends_with(rest.trim_start()),
+        "{answer:?} ends with the rest"
+    );
+    assert_eq!(
+        sim.log().last().unwrap().phrasing.as_deref(),
+        Some("anchor")
+    );
     assert!(sim.log().last().unwrap().continuation);
     // Prefilled and continued requests are later attempts of the same conversation.
     let claude: Vec<_> = sim

@@ -65,7 +65,12 @@ async fn a_frame_that_cannot_be_reframed_ends_in_a_typed_error_not_a_short_answe
 
 #[tokio::test]
 async fn a_retryable_exception_as_first_frame_reaches_the_client_as_bedrock_sent_it() {
-    let h = Harness::start_with(|a| a.max_attempts = Some("3".into())).await;
+    // Throttle absorption off: the throttle is retried like any retryable exception.
+    let h = Harness::start_with(|a| {
+        a.max_attempts = Some("3".into());
+        a.throttle_max_wait = Some("0s".into());
+    })
+    .await;
     let tag = "throttled-first";
     h.fault(
         tag,

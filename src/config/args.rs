@@ -119,6 +119,19 @@ pub struct ServeArgs {
     #[arg(long, env = "BEDROCK_RELAY_WORKER_THREADS", value_name = "N")]
     pub worker_threads: Option<String>,
 
+    /// OpenTelemetry: OTLP endpoint traces and GenAI metrics are exported to (base URL, e.g.
+    /// http://127.0.0.1:4318); unset: no export [default: off].
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    pub otel_endpoint: Option<String>,
+
+    /// OpenTelemetry: OTLP transport, http/protobuf or grpc [default: http/protobuf].
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_PROTOCOL", value_name = "PROTOCOL")]
+    pub otel_protocol: Option<String>,
+
+    /// OpenTelemetry: service.name of the relay's spans and metrics [default: bedrock-relay].
+    #[arg(long, env = "OTEL_SERVICE_NAME", value_name = "NAME")]
+    pub otel_service_name: Option<String>,
+
     /// Log format: text or json [default: text].
     #[arg(long, env = "BEDROCK_RELAY_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<String>,
@@ -147,6 +160,32 @@ pub struct ServeArgs {
     /// port spends your AWS credentials). Without it such a configuration exits with 64.
     #[arg(long, env = "BEDROCK_RELAY_ALLOW_UNAUTHENTICATED_NON_LOOPBACK")]
     pub allow_unauthenticated_non_loopback: bool,
+
+    /// Longest a request may wait in the relay's queue for its Bedrock quota (instead of
+    /// being throttled), retries and resumes included; 0s turns absorption off [default: 20s].
+    #[arg(long, env = "BEDROCK_RELAY_THROTTLE_MAX_WAIT", value_name = "DURATION")]
+    pub throttle_max_wait: Option<String>,
+
+    /// Region a request may spill over to when its quota is saturated or its region answers
+    /// 429/5xx before the first byte (repeatable, in order; the variable takes a
+    /// comma-separated list; replaces the file's spillover.regions) [default: none].
+    #[arg(
+        long,
+        env = "BEDROCK_RELAY_SPILLOVER_REGION",
+        value_name = "REGION",
+        value_delimiter = ','
+    )]
+    pub spillover_region: Vec<String>,
+
+    /// Bedrock Runtime endpoint of a spillover region, REGION=URL (repeatable; the variable
+    /// takes comma-separated pairs) [default: https://bedrock-runtime.{region}.amazonaws.com].
+    #[arg(
+        long,
+        env = "BEDROCK_RELAY_REGION_UPSTREAM",
+        value_name = "REGION=URL",
+        value_delimiter = ','
+    )]
+    pub region_upstream: Vec<String>,
 
     /// Validate the configuration, print the result and exit.
     #[arg(long)]

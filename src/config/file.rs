@@ -62,7 +62,13 @@ pub(crate) struct FileConfig {
     /// `[service_upstreams]`: `service = "URL"`, validated by `service_upstreams::resolve`.
     pub service_upstreams: Option<HashMap<String, String>>,
     pub resume: Option<ResumeFile>,
+    /// `[otel]`: OpenTelemetry export, resolved by `otel::resolve`.
+    pub otel: Option<super::otel::OtelFile>,
     pub inbound: Option<super::inbound::InboundFile>,
+    pub throttle: Option<super::throttle::ThrottleFile>,
+    pub spillover: Option<super::throttle::SpilloverFile>,
+    /// `[region_upstreams]`: `"us-west-2" = "URL"`, validated by `throttle::resolve`.
+    pub region_upstreams: Option<HashMap<String, String>>,
 }
 
 /// Read and parse the file; problems (unreadable, bad TOML, unknown key) are recorded and
@@ -141,6 +147,9 @@ impl FileConfig {
             r.max_transcript_bytes.as_ref().map(SizeValue::text),
         );
         put("count_timeout", r.count_timeout.clone());
+        let t = self.throttle.clone().unwrap_or_default();
+        put("throttle.max_wait", t.max_wait.clone());
+        put("throttle.max_waiters", t.max_waiters.map(|n| n.to_string()));
         m
     }
 }

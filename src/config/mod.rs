@@ -8,13 +8,17 @@
 mod args;
 mod file;
 mod inbound;
+mod otel;
 mod parse;
 mod service_upstreams;
 mod settings;
+mod throttle;
 
 pub use args::ServeArgs;
 pub use inbound::{ClientKey, InboundSettings, Secret, OPERATION_NAMES};
+pub use otel::{OtelSettings, OtlpProtocol};
 pub use settings::{ConfigErrors, Instructed, LogFormat, ResumeSettings, Settings, UpstreamHttp2};
+pub use throttle::{SpilloverModel, SpilloverSettings, ThrottleSettings};
 
 use parse::{Problems, Raw};
 use std::collections::HashMap;
@@ -95,6 +99,11 @@ fn cli_values(a: &ServeArgs) -> HashMap<&'static str, Raw> {
     put("worker_threads", "worker-threads", &a.worker_threads);
     put("log_format", "log-format", &a.log_format);
     put("log_level", "log-level", &a.log_level);
+    put(
+        "throttle.max_wait",
+        "throttle-max-wait",
+        &a.throttle_max_wait,
+    );
     m
 }
 
@@ -161,6 +170,14 @@ pub(crate) fn load_with(
         &args.service_upstream,
         &mut p,
     );
+    s.spillover = throttle::resolve(
+        file.spillover.as_ref(),
+        file.region_upstreams.as_ref(),
+        &origin,
+        &args.spillover_region,
+        &args.region_upstream,
+        &mut p,
+    );
     s.inbound = inbound::resolve(
         file.inbound.as_ref(),
         &origin,
@@ -178,6 +195,18 @@ pub(crate) fn load_with(
             ),
         },
     }
+    let env = |k: &str| std::env::var(k).ok();
+    s.otel = otel::resolve(
+        file.otel.as_ref(),
+        &origin,
+        &otel::OtelSources {
+            endpoint: &args.otel_endpoint,
+            protocol: &args.otel_protocol,
+            service_name: &args.otel_service_name,
+            env: &env,
+        },
+        &mut p,
+    );
     cross_checks(&s, &mut p);
     inbound::check_exposure(s.listen, &s.inbound, &mut p);
     if p.0.is_empty() {
@@ -328,6 +357,22 @@ fn build(raw: &HashMap<&'static str, Raw>, p: &mut Problems) -> Settings {
         service_upstreams: Default::default(),
         resume,
         inbound: Default::default(),
+        otel: Default::default(),
+        throttle: ThrottleSettings {
+            max_wait: p.parse(
+                "throttle.max_wait",
+                g("throttle.max_wait"),
+                d.throttle.max_wait,
+                parse::duration,
+            ),
+            max_waiters: p.parse(
+                "throttle.max_waiters",
+                g("throttle.max_waiters"),
+                d.throttle.max_waiters as u32,
+                parse::u32_at_least(1),
+            ) as usize,
+        },
+        spillover: Default::default(),
     }
 }
 

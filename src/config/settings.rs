@@ -2,6 +2,7 @@
 //! their built-in defaults. Produced only by `config::load` (or `Default` in tests).
 
 use super::inbound::InboundSettings;
+use super::throttle::ThrottleSettings;
 use crate::resume::ModelCaps;
 use regex::Regex;
 use std::collections::BTreeMap;
@@ -228,6 +229,12 @@ pub struct Settings {
     pub resume: ResumeSettings,
     /// Inbound authentication, policy and listener limits (`[inbound]`).
     pub inbound: InboundSettings,
+    /// OpenTelemetry export (`[otel]`, the standard `OTEL_*` variables); off by default.
+    pub otel: super::OtelSettings,
+    /// The admission queue per Bedrock quota (`[throttle]`).
+    pub throttle: ThrottleSettings,
+    /// Other regions requests may go to (`[spillover]`, `[region_upstreams]`).
+    pub spillover: super::SpilloverSettings,
 }
 
 impl Default for Settings {
@@ -261,6 +268,9 @@ impl Default for Settings {
             service_upstreams: BTreeMap::new(),
             resume: ResumeSettings::default(),
             inbound: InboundSettings::default(),
+            otel: Default::default(),
+            throttle: Default::default(),
+            spillover: Default::default(),
         }
     }
 }

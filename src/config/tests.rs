@@ -325,3 +325,43 @@ fn service_upstreams_from_file_and_flags() {
     let e = load_with(&args, no_region).unwrap_err();
     assert_eq!(e.0.len(), 3, "{e}");
 }
+
+#[test]
+fn throttle_and_spillover_from_flags_env_and_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.toml");
+    std::fs::write(
+        &path,
+        "region = \"us-east-1\"\n[throttle]\nmax_wait = \"5s\"\nmax_waiters = 7\n[spillover]\nregions = [\"eu-west-1\"]\n[region_upstreams]\n\"eu-west-1\" = \"http://127.0.0.1:9\"\n",
+    )
+    .unwrap();
+    let args = ServeArgs {
+        config: Some(path),
+        ..Default::default()
+    };
+    let s = load_with(&args, || None).unwrap();
+    assert_eq!(s.throttle.max_wait, Duration::from_secs(5));
+    assert_eq!(s.throttle.max_waiters, 7);
+    assert_eq!(s.spillover.regions, ["eu-west-1"]);
+    assert_eq!(
+        s.spillover.region_upstreams["eu-west-1"].to_string(),
+        "http://127.0.0.1:9/"
+    );
+    let d = load_with(&ServeArgs::default(), || Some("us-east-1".into())).unwrap();
+    assert_eq!(
+        d.throttle.max_wait,
+        Duration::from_secs(20),
+        "on by default"
+    );
+    let args = ServeArgs {
+        throttle_max_wait: Some("0s".into()),
+        spillover_region: vec!["us-west-2".into(), "bad region".into()],
+        region_upstream: vec!["us-west-2=http://127.0.0.1:1".into()],
+        ..Default::default()
+    };
+    let err = load_with(&args, || Some("us-east-1".into())).unwrap_err();
+    assert!(
+        err.0.iter().any(|e| e.contains("spillover.regions")),
+        "{err}"
+    );
+}

@@ -56,6 +56,8 @@ impl std::fmt::Debug for Inbound {
 pub struct Admission {
     sigv4: bool,
     slot: Option<Slot>,
+    /// The authenticated client (`key:<id>`, `token:<digest>`); `None` without inbound auth.
+    client: Option<String>,
 }
 
 impl Inbound {
@@ -98,12 +100,17 @@ impl Inbound {
         if !operation.is_sse() {
             self.model_policy(model_id)?;
         }
+        let authenticated = client.clone();
         let client = client.unwrap_or_else(|| match parts.extensions.get::<PeerAddr>() {
             Some(PeerAddr(a)) => format!("ip:{}", a.ip()),
             None => "ip:unknown".into(),
         });
         let slot = self.slots.acquire(&client)?;
-        Ok(Admission { sigv4, slot })
+        Ok(Admission {
+            sigv4,
+            slot,
+            client: authenticated,
+        })
     }
 
     /// Who the client claims to be (`None` when unauthenticated) and whether the SigV4
@@ -191,6 +198,12 @@ impl Inbound {
 }
 
 impl Admission {
+    /// The authenticated client identity (`key:<access key id>`, `token:<digest prefix>`);
+    /// `None` when inbound authentication is off.
+    pub fn client(&self) -> Option<&str> {
+        self.client.as_deref()
+    }
+
     /// Step 2 (body read): check the SigV4 signature over the method, path, query, signed
     /// headers and the body's hash.
     pub fn verify_body(

@@ -23,6 +23,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::{timeout, Instant};
 
+mod gate;
+
 /// Error bodies are small; anything larger is cut here.
 const MAX_ERROR_BODY: usize = 1024 * 1024;
 
@@ -120,6 +122,10 @@ pub struct Attempts {
     service: Option<String>,
     /// The upstream connection of the last attempt's response, if it got one.
     connection: Option<ConnectionId>,
+    /// Admission per Bedrock quota and spillover (`crate::admission`; `gate.rs`).
+    gate: crate::admission::Gate,
+    /// One OpenTelemetry span per attempt (`crate::otel`); none when export is off.
+    trace: crate::otel::AttemptSpans,
 }
 
 impl Attempts {
@@ -133,6 +139,8 @@ impl Attempts {
             deadline,
             service: None,
             connection: None,
+            gate: Default::default(),
+            trace: Default::default(),
         }
     }
 
@@ -143,10 +151,10 @@ impl Attempts {
         exchange: &mut E,
         policy: Policy,
     ) -> Result<E::Output, Failure> {
-        let first = self.made;
-        let cap = |made: u32| made.saturating_sub(first) >= policy.attempts;
+        let mut first = self.made;
+        let cap = |made: u32, first: u32| made.saturating_sub(first) >= policy.attempts;
         if let Some(reason) = policy.after {
-            if !self.may_retry(reason, cap(self.made)).await {
+            if !self.may_retry(reason, cap(self.made, first)).await {
                 return Err(Failure::Fatal(RelayError::Exhausted));
             }
         }
@@ -158,8 +166,11 @@ impl Attempts {
                 },
                 Err(failure) => failure,
             };
+            self.observe(&failure);
             match exchange.retry_reason(&failure) {
-                Some(reason) if self.may_retry(reason, cap(self.made)).await => continue,
+                // A throttle absorbed: the request waits in its quota's queue again.
+                Some(reason) if self.absorb(reason) => first += 1,
+                Some(reason) if self.may_retry(reason, cap(self.made, first)).await => continue,
                 _ => return Err(failure),
             }
         }
@@ -168,6 +179,12 @@ impl Attempts {
     /// Sign for another AWS service (forwarded requests) instead of `bedrock`.
     pub fn signing_for(mut self, service: Option<String>) -> Self {
         self.service = service;
+        self
+    }
+
+    /// Give each attempt a span, child of the request's server span.
+    pub fn traced(mut self, span: &crate::otel::RequestSpan) -> Self {
+        self.trace = span.attempts();
         self
     }
 
@@ -193,12 +210,14 @@ impl Attempts {
         mut req: Request<Bytes>,
         head_timeout: Duration,
     ) -> Result<Response<Incoming>, Failure> {
+        let region = self.admit(&mut req).await?;
         self.made += 1;
         self.connection = None;
         let relay = self.relay.clone();
-        let signed = match &self.service {
-            None => relay.signer.sign(&mut req).await,
-            Some(service) => relay.signer.sign_as(&mut req, service).await,
+        let signed = match (&self.service, region) {
+            (None, Some(region)) => relay.signer.sign_in_region(&mut req, &region).await,
+            (None, None) => relay.signer.sign(&mut req).await,
+            (Some(service), _) => relay.signer.sign_as(&mut req, service).await,
         };
         signed.map_err(|e| Failure::Fatal(RelayError::Signing(e.to_string())))?;
         let host = req
@@ -206,6 +225,7 @@ impl Attempts {
             .authority()
             .map(|a| a.to_string())
             .unwrap_or_default();
+        self.trace.begin(self.made, &host);
         let wait = head_timeout.min(self.remaining());
         let result = match timeout(wait, relay.upstream.send(req)).await {
             Err(_) => Err(Failure::Transport {
@@ -262,6 +282,12 @@ impl Attempts {
             Err(Failure::Transport { reason, .. }) => reason.label(),
             Err(Failure::Fatal(_)) => "fatal",
         };
+        let status = match result {
+            Ok(resp) => Some(resp.status().as_u16()),
+            Err(Failure::Status { response, .. }) => Some(response.status().as_u16()),
+            _ => None,
+        };
+        self.trace.outcome(outcome, status);
         self.relay
             .metrics
             .upstream_attempts_total
@@ -271,6 +297,7 @@ impl Attempts {
 
     /// Record an attempt that got its head but failed later (torn body, stall, in-stream error).
     pub fn record_late_failure(&self, reason: RetryReason) {
+        self.trace.late_failure(reason.label());
         self.relay
             .metrics
             .upstream_attempts_total

@@ -14,6 +14,7 @@
 //! pump resets the upstream request body). A live session is not healed: a fault upstream
 //! ends the output with a `modelStreamErrorException` event, never a silent end.
 
+use super::bidi_session::SessionStats;
 use super::error::RelayError;
 use super::outbound::Outbound;
 use super::relay::Relay;
@@ -72,7 +73,8 @@ async fn session(
 ) -> Result<Response<Body>, RelayError> {
     let (tx, rx) = mpsc::channel(crate::body::DEPTH);
     let body: UpstreamBody = channel_body(rx);
-    let pump = tokio::spawn(pump(input, signer, tx));
+    let stats = Arc::new(SessionStats::default());
+    let pump = tokio::spawn(pump(input, signer, tx, stats.clone()));
     let guard = AbortOnDrop(pump);
     let req = head.map(|_| body);
     let sent = tokio::time::timeout(
@@ -123,7 +125,10 @@ async fn session(
         pending: BytesMut::new(),
         done: false,
         _pump: guard,
+        stats: stats.clone(),
     };
+    // The session's end is logged and counted by `bidi_session::finish_at_end`.
+    parts.extensions.insert(stats);
     Ok(Response::from_parts(parts, output.boxed()))
 }
 
@@ -143,7 +148,7 @@ impl Drop for AbortOnDrop {
 
 /// Forward the client's input events, each re-signed, then the signed end. A broken or
 /// malformed input resets the upstream request body instead (the session then ends).
-async fn pump(mut input: Incoming, mut signer: EventSigner, tx: Sender) {
+async fn pump(mut input: Incoming, mut signer: EventSigner, tx: Sender, stats: Arc<SessionStats>) {
     let mut decoder = MessageFrameDecoder::new();
     let mut buf = BytesMut::new();
     let result: Result<(), String> = async {
@@ -167,6 +172,7 @@ async fn pump(mut input: Incoming, mut signer: EventSigner, tx: Sender) {
                 if tx.send(Ok(Frame::data(signed))).await.is_err() {
                     return Err("upstream stream closed".into());
                 }
+                stats.input_event();
             }
         }
         let end = signer.finish().map_err(|e| e.to_string())?;
@@ -175,7 +181,13 @@ async fn pump(mut input: Incoming, mut signer: EventSigner, tx: Sender) {
     }
     .await;
     if let Err(why) = result {
-        tracing::warn!(error = %why, "bidirectional stream: input ended abnormally");
+        if !why.starts_with("client input broke") && why != "upstream stream closed" {
+            stats.ended("input_error");
+            tracing::warn!(error = %why, "bidirectional stream: input ended abnormally");
+        } else {
+            // The client or the upstream went away: the session's access line says so.
+            tracing::info!(error = %why, "bidirectional stream: input ended");
+        }
         let _ = tx.send(Err(std::io::Error::other(why))).await;
     }
 }
@@ -188,6 +200,8 @@ struct Output<B = Incoming> {
     pending: BytesMut,
     done: bool,
     _pump: AbortOnDrop,
+    /// Told when a fault ends the session.
+    stats: Arc<SessionStats>,
 }
 
 impl<B> Output<B> {
@@ -206,6 +220,7 @@ impl<B> Output<B> {
 
     fn fault(&mut self, why: &str) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         self.done = true;
+        self.stats.ended("upstream_fault");
         tracing::warn!(error = %why, "bidirectional stream: upstream fault ends the session");
         Poll::Ready(Some(Ok(Frame::data(error_event(why)))))
     }
@@ -279,6 +294,7 @@ mod tests {
             pending: BytesMut::new(),
             done: false,
             _pump: AbortOnDrop(tokio::spawn(async {})),
+            stats: Default::default(),
         };
         let mut body = output.boxed();
         let mut got = Vec::new();

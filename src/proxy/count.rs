@@ -27,8 +27,6 @@ use crate::resume::{self, StreamFormat, Transcript};
 use bytes::Bytes;
 use http::{header, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use std::collections::VecDeque;
-use std::sync::Mutex;
 use std::time::Instant;
 
 /// The access log's `limit_count`: the continuation's limit came from an exact count.
@@ -39,7 +37,6 @@ pub(crate) const BOUNDS: &str = "bounds";
 pub(crate) const UNLIMITED: &str = "unlimited";
 
 /// How many models the refusal memory holds.
-const MAX_REMEMBERED: usize = super::relay::MAX_REMEMBERED_MODELS;
 /// CountTokens answers are tiny; anything larger is not one.
 const MAX_ANSWER: usize = 64 * 1024;
 
@@ -64,34 +61,6 @@ impl Outcome {
             Outcome::Error => "error",
             Outcome::Skipped => "skipped",
         }
-    }
-}
-
-/// Models (bare ids) whose counts Bedrock refused for good: counting unsupported, or
-/// `bedrock:CountTokens` not granted. Bounded: at [`MAX_REMEMBERED`] the oldest entry goes.
-#[derive(Debug, Default)]
-pub struct CountRefusals {
-    models: Mutex<VecDeque<String>>,
-}
-
-impl CountRefusals {
-    fn refuse(&self, id: &str) {
-        let mut models = self.models.lock().unwrap_or_else(|p| p.into_inner());
-        if models.iter().any(|m| m == id) {
-            return;
-        }
-        if models.len() >= MAX_REMEMBERED {
-            models.pop_front();
-        }
-        models.push_back(id.to_owned());
-    }
-
-    fn refused(&self, id: &str) -> bool {
-        self.models
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .any(|m| m == id)
     }
 }
 
@@ -358,24 +327,6 @@ mod tests {
             judge(StatusCode::TOO_MANY_REQUESTS, "ThrottlingException", b"{}"),
             Err(Outcome::Error)
         );
-    }
-
-    #[test]
-    fn refusals_are_remembered_within_a_bound() {
-        let r = CountRefusals::default();
-        r.refuse("anthropic.claude-x-v1:0");
-        r.refuse("anthropic.claude-x-v1:0");
-        assert!(r.refused("anthropic.claude-x-v1:0"));
-        assert!(!r.refused("anthropic.claude-y-v1:0"));
-        for i in 0..MAX_REMEMBERED + 5 {
-            r.refuse(&format!("vendor.model-{i}"));
-        }
-        assert_eq!(r.models.lock().unwrap().len(), MAX_REMEMBERED);
-        assert!(
-            !r.refused("anthropic.claude-x-v1:0"),
-            "the oldest made room"
-        );
-        assert!(r.refused(&format!("vendor.model-{}", MAX_REMEMBERED + 4)));
     }
 
     #[test]

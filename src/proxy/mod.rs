@@ -13,6 +13,7 @@
 
 mod attempt;
 mod bidi;
+mod bidi_session;
 mod count;
 mod credentials;
 pub mod error;
@@ -50,25 +51,28 @@ pub async fn handle(relay: Arc<Relay>, req: Request<Incoming>) -> Response<Body>
         model_id,
     } = ops::classify(&parts.method, parts.uri.path());
     let mut record = Record::new(operation, model_id);
+    record.otel =
+        crate::otel::RequestSpan::start(&parts.headers, operation, record.model.as_deref());
     // 1b. inbound: the client's own auth, policy, its concurrency slot (held to the end).
     let (admission, answer) = match relay
         .inbound
         .admit(&parts, operation, record.model.as_deref())
     {
         Ok(admission) => {
+            record.ledger.client = admission.client().map(str::to_owned);
             let answer = relay_request(&relay, parts, body, &admission, &mut record).await;
             (Some(admission), answer)
         }
         Err(denied) => (None, Err(denied.into())),
     };
+    if matches!(answer, Ok(Answer::Stream(_) | Answer::Sse(_))) {
+        record.otel.first_chunk();
+    }
     let resp = match answer {
         Ok(Answer::Whole(resp)) => finish_whole(&relay, record, resp),
         Ok(Answer::Stream(opened)) => stream::start(relay, *opened, record),
         Ok(Answer::Sse(opened)) => stream::start_sse(relay, *opened, record),
-        Ok(Answer::Bidi(resp)) => {
-            record.finish(&relay, resp.status().as_u16());
-            resp
-        }
+        Ok(Answer::Bidi(resp)) => bidi_session::finish_at_end(relay, record, resp),
         Err(e) => finish_error(&relay, record, e),
     };
     match admission {
@@ -136,6 +140,7 @@ async fn relay_request(
         record.model = model_in_body(&body);
         relay.inbound.model_policy(record.model.as_deref())?;
     }
+    record.otel.request_body(&body, record.model.as_deref());
     let uri = crate::upstream::join(&base, path)
         .map_err(|e| RelayError::BadRequestBody(format!("bad request path: {e}")))?;
     let outbound = Outbound::new(&parts, uri, body);
@@ -153,13 +158,17 @@ async fn relay_request(
         head_timeout: settings.first_byte_timeout,
         after: None,
     };
-    let mut attempts = Attempts::new(relay.clone(), operation).signing_for(signing_name);
+    let mut attempts = Attempts::new(relay.clone(), operation)
+        .signing_for(signing_name)
+        .traced(&record.otel)
+        .for_client(crate::admission::client_of(&parts.headers));
     let result = match Shape::of(operation, other_service.is_some()) {
         Shape::EventStream => {
             let mut first = stream::FirstFrame::new(&outbound, stall, max_body);
             match attempts.drive(&mut first, streaming).await {
                 Ok(stream::First::Stream(head, frames, frame)) => {
                     record.attempts = attempts.made();
+                    attempts.note(record);
                     let opened = stream::Opened {
                         head,
                         frames,
@@ -182,6 +191,7 @@ async fn relay_request(
         {
             Ok(Ok(first)) => {
                 record.attempts = attempts.made();
+                attempts.note(record);
                 return Ok(Answer::Sse(Box::new(stream::SseOpened::new(
                     first, outbound, attempts,
                 ))));
@@ -200,6 +210,7 @@ async fn relay_request(
         }
     };
     record.attempts = attempts.made();
+    attempts.note(record);
     match result {
         Ok(resp) => {
             if resp.status().is_success() {
@@ -248,6 +259,11 @@ fn model_in_body(body: &[u8]) -> Option<String> {
 /// logged, hop-by-hop framing headers dropped (the body is sent whole).
 fn finish_whole(relay: &Relay, mut record: Record, resp: Response<Bytes>) -> Response<Body> {
     record.bytes_out = resp.body().len() as u64;
+    if resp.status().is_success() {
+        let converse = record.operation == ops::Operation::Converse;
+        record.ledger.tokens = crate::usage::of_whole(resp.headers(), resp.body(), converse);
+        record.otel.whole_response(resp.body());
+    }
     record.finish(relay, resp.status().as_u16());
     let (mut parts, bytes) = resp.into_parts();
     parts.headers.remove(http::header::TRANSFER_ENCODING);

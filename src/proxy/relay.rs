@@ -25,7 +25,9 @@ pub struct Relay {
     /// Inbound authentication, policy and per-client limits (step 1).
     pub inbound: crate::inbound::Inbound,
     /// Models whose CountTokens Bedrock refused (unsupported, or not permitted).
-    pub count_refusals: super::count::CountRefusals,
+    pub count_refusals: CountRefusals,
+    /// One admission queue per Bedrock quota, and spillover regions (`crate::admission`).
+    pub admission: crate::admission::Admissions,
 }
 
 impl Relay {
@@ -36,8 +38,12 @@ impl Relay {
         metrics: Metrics,
     ) -> Self {
         let inbound = crate::inbound::Inbound::new(&settings.inbound);
+        // Models the policy names get usage labels of their own (`crate::usage`).
+        let allowed = settings.inbound.allow_models.iter();
+        metrics.usage.admit_models(allowed.map(|r| r.as_str()));
         let budget = RetryBudget::new(settings.retry_budget);
         let backoff = Backoff::new(settings.backoff_base, settings.backoff_max);
+        let admission = crate::admission::build(&settings, &upstream, &metrics.registry);
         Relay {
             settings,
             signer,
@@ -48,6 +54,7 @@ impl Relay {
             models: Default::default(),
             inbound,
             count_refusals: Default::default(),
+            admission,
         }
     }
 
@@ -93,22 +100,33 @@ impl ModelMemory {
     }
 }
 
-/// Cross-region inference profile prefixes (`us.anthropic.claude-...`).
-const GEO_PREFIXES: [&str; 9] = [
-    "us", "us-gov", "eu", "apac", "ap", "jp", "au", "ca", "global",
-];
+use crate::ops::model_key;
 
-/// The base model id of a model id as clients spell it: the resource name of an ARN
-/// (`arn:aws:bedrock:...:inference-profile/us.x.y` → `us.x.y`), without a geographic
-/// inference-profile prefix (`us.x.y` → `x.y`).
-pub fn model_key(model: &str) -> &str {
-    let id = match model.strip_prefix("arn:") {
-        Some(_) => model.rsplit('/').next().unwrap_or(model),
-        None => model,
-    };
-    match id.split_once('.') {
-        Some((geo, rest)) if GEO_PREFIXES.contains(&geo) && rest.contains('.') => rest,
-        _ => id,
+/// Models (bare ids) whose counts Bedrock refused for good: counting unsupported, or
+/// `bedrock:CountTokens` not granted. Bounded: at [`MAX_REMEMBERED_MODELS`] the oldest entry goes.
+#[derive(Debug, Default)]
+pub struct CountRefusals {
+    models: Mutex<VecDeque<String>>,
+}
+
+impl CountRefusals {
+    pub(crate) fn refuse(&self, id: &str) {
+        let mut models = self.models.lock().unwrap_or_else(|p| p.into_inner());
+        if models.iter().any(|m| m == id) {
+            return;
+        }
+        if models.len() >= MAX_REMEMBERED_MODELS {
+            models.pop_front();
+        }
+        models.push_back(id.to_owned());
+    }
+
+    pub(crate) fn refused(&self, id: &str) -> bool {
+        self.models
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|m| m == id)
     }
 }
 
@@ -128,6 +146,14 @@ pub struct Record {
     /// A stream interrupted after bytes reached the client: whether it was healed.
     pub healed: Option<bool>,
     pub bytes_out: u64,
+    /// How long the request waited for its Bedrock quota (admission queue), in all.
+    pub waited_ms: u64,
+    /// The spillover region its last attempt went to (none: the relay's own region).
+    pub region: Option<String>,
+    /// Usage, healing cost, client identity and how a stream ended (`crate::usage`).
+    pub ledger: crate::usage::Ledger,
+    /// The request's OpenTelemetry server span (`crate::otel`); none when export is off.
+    pub otel: crate::otel::RequestSpan,
 }
 
 impl Record {
@@ -142,6 +168,10 @@ impl Record {
             limit_count: None,
             healed: None,
             bytes_out: 0,
+            waited_ms: 0,
+            region: None,
+            ledger: Default::default(),
+            otel: Default::default(),
         }
     }
 
@@ -169,6 +199,35 @@ impl Record {
                 .with_label_values(&[family, outcome])
                 .inc();
         }
+        let usage = &relay.metrics.usage;
+        let model_label = usage.model_label(self.model.as_deref());
+        let client_label = usage.client_label(self.ledger.client.as_deref());
+        usage.count(&model_label, &client_label, &self.ledger);
+        let ended = crate::status::Ended {
+            operation: self.operation.name(),
+            model: &model_label,
+            status,
+            secs,
+            healed: self.healed,
+            strategy: self.strategy,
+            resumes: self.resumes,
+            end: self.ledger.end,
+            fault: self.ledger.fault,
+            tokens: self.ledger.tokens,
+            heal: self.ledger.heal,
+        };
+        let metrics = &relay.metrics;
+        metrics.status.finished(&ended, metrics.upstream_attempts());
+        self.otel.end(&crate::otel::Summary {
+            status,
+            attempts: self.attempts,
+            resumes: self.resumes,
+            strategy: self.strategy,
+            waited_ms: self.waited_ms,
+            tokens: self.ledger.tokens.map(|t| (t.input, t.output)),
+            healed: self.healed,
+            fault: self.ledger.fault,
+        });
         tracing::info!(
             target: "bedrock_relay::access",
             operation = op,
@@ -180,6 +239,14 @@ impl Record {
             limit_count = self.limit_count.unwrap_or("-"),
             duration_ms = (secs * 1000.0) as u64,
             bytes = self.bytes_out,
+            waited_ms = self.waited_ms,
+            region = self.region.as_deref().unwrap_or("-"),
+            input_tokens = self.ledger.tokens.map(|t| t.input),
+            output_tokens = self.ledger.tokens.map(|t| t.output),
+            end = self.ledger.end,
+            fault = self.ledger.fault,
+            events_in = self.ledger.events_in,
+            events_out = self.ledger.events_out,
             "request"
         );
     }
@@ -188,6 +255,24 @@ impl Record {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusals_are_remembered_within_a_bound() {
+        let r = CountRefusals::default();
+        r.refuse("anthropic.claude-x-v1:0");
+        r.refuse("anthropic.claude-x-v1:0");
+        assert!(r.refused("anthropic.claude-x-v1:0"));
+        assert!(!r.refused("anthropic.claude-y-v1:0"));
+        for i in 0..MAX_REMEMBERED_MODELS + 5 {
+            r.refuse(&format!("vendor.model-{i}"));
+        }
+        assert_eq!(r.models.lock().unwrap().len(), MAX_REMEMBERED_MODELS);
+        assert!(
+            !r.refused("anthropic.claude-x-v1:0"),
+            "the oldest made room"
+        );
+        assert!(r.refused(&format!("vendor.model-{}", MAX_REMEMBERED_MODELS + 4)));
+    }
 
     #[test]
     fn one_model_under_every_spelling() {

@@ -161,7 +161,10 @@ pub fn run_before(text: &str, at: usize) -> String {
 pub fn opening_quotes(text: &str, prev: Option<char>, start: usize) -> Vec<char> {
     let run = run_before(text, start);
     let at = start - run.len();
-    let before_run = text[..at].chars().last().or(if at == 0 { prev } else { None });
+    let before_run = text[..at]
+        .chars()
+        .last()
+        .or(if at == 0 { prev } else { None });
     let mut attached = before_run.is_some_and(char::is_alphanumeric);
     let mut out = Vec::new();
     for c in run.chars() {

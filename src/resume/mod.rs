@@ -92,6 +92,7 @@ mod request;
 mod seam;
 mod splice;
 pub mod sse;
+pub mod tokens;
 mod transcript;
 
 #[cfg(test)]

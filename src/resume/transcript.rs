@@ -55,6 +55,8 @@ pub struct Transcript {
     /// Output tokens of what the client has, counted exactly (CountTokens) at `forwarded`
     /// events; stale once another event is recorded.
     counted: Option<(u64, u64)>,
+    /// Usage numbers in what the client received (its final usage report).
+    seen: super::tokens::Seen,
 }
 
 impl Transcript {
@@ -79,6 +81,7 @@ impl Transcript {
             limit: max_bytes,
             overflowed: false,
             counted: None,
+            seen: Default::default(),
             tallies: vec![Tally::default()],
         }
     }
@@ -109,6 +112,7 @@ impl Transcript {
 
     /// Record what the client received, already read.
     pub(crate) fn record(&mut self, ev: event::Event) {
+        self.seen.see(ev.start, ev.known_input, ev.usage, ev.cache);
         self.forwarded += 1;
         if let Some(raw) = &ev.raw_chunk {
             if ev.unknown || self.format == StreamFormat::Invoke(Family::Other) {
@@ -274,6 +278,17 @@ impl Transcript {
 
     pub(crate) fn limit(&self) -> usize {
         self.limit
+    }
+
+    /// The usage the client was told (the final report, summed over attempts), if any.
+    pub fn client_usage(&self) -> Option<super::tokens::Tokens> {
+        self.seen.tokens()
+    }
+
+    /// Input a continuation carried that the original request did not: the delivered
+    /// output the current attempt's request holds (prefill, instructed continuation).
+    pub fn continuation_overhead(&self) -> u64 {
+        self.tallies.last().map(Tally::extra_input).unwrap_or(0)
     }
 
     /// Usage of the current attempt so far (call when it failed, for the failed-tokens metric).

@@ -116,6 +116,7 @@ pub(crate) fn sign(
     for (name, value) in req.headers() {
         let name = name.as_str();
         if UNSIGNED.contains(&name)
+            || super::headers::TRACE.contains(&name)
             || matches!(
                 name,
                 "x-amz-date" | "x-amz-security-token" | "x-amz-content-sha256"
@@ -319,7 +320,7 @@ mod tests {
         #[test]
         fn byte_identical_to_aws_sigv4(
             segments in prop::collection::vec(segment(), 1..5),
-            headers in prop::collection::vec(("(x-amzn-bedrock-[a-z]{1,10}|content-type|accept|user-agent|x-amzn-trace-id|x-custom)", "[ -~]{0,40}"), 0..6),
+            headers in prop::collection::vec(("(x-amzn-bedrock-[a-z]{1,10}|content-type|accept|user-agent|x-amzn-trace-id|traceparent|tracestate|baggage|x-custom)", "[ -~]{0,40}"), 0..6),
             body in prop::collection::vec(any::<u8>(), 0..300),
             token in prop::option::of("[A-Za-z0-9/+=]{16,80}"),
             secret in "[A-Za-z0-9/+]{40}",

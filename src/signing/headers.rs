@@ -13,6 +13,11 @@ pub(crate) const AUTH: [HeaderName; 4] = [
     HeaderName::from_static("x-amz-content-sha256"),
 ];
 
+/// Trace-context headers: forwarded as the client sent them but never signed, as the AWS
+/// SDKs leave them out (aws-sigv4 excludes `x-amzn-trace-id` itself). A hop that rewrites
+/// them (a mesh sidecar, an egress proxy starting its own span) must not break the signature.
+pub(crate) const TRACE: [&str; 4] = ["traceparent", "tracestate", "baggage", "x-amzn-trace-id"];
+
 /// Hop-by-hop headers (RFC 9110 §7.6.1) plus `host` and `content-length` (recomputed).
 const HOP: [HeaderName; 8] = [
     CONNECTION,
@@ -116,6 +121,16 @@ mod tests {
             ("x-amzn-bedrock-trace", "ENABLED"),
             ("amz-sdk-invocation-id", "uuid"),
             ("user-agent", "aws-sdk-rust"),
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+            ("tracestate", "congo=t61rcWkgMzE"),
+            ("baggage", "userId=alice"),
+            (
+                "x-amzn-trace-id",
+                "Root=1-5759e988-bd862e3fe1be46a994272793",
+            ),
         ] {
             h.append(k, v.parse().unwrap());
         }
@@ -129,10 +144,14 @@ mod tests {
             vec![
                 "accept",
                 "amz-sdk-invocation-id",
+                "baggage",
                 "content-type",
+                "traceparent",
+                "tracestate",
                 "user-agent",
                 "x-amzn-bedrock-guardrailidentifier",
                 "x-amzn-bedrock-trace",
+                "x-amzn-trace-id",
             ]
         );
     }

@@ -196,6 +196,33 @@ impl Signer {
 }
 
 impl Signer {
+    /// [`Signer::sign`] for another region than the relay's own (spillover): the region is
+    /// part of the SigV4 scope. Bearer mode sets only the token, as everywhere.
+    pub async fn sign_in_region(
+        &self,
+        req: &mut http::Request<Bytes>,
+        region: &str,
+    ) -> Result<(), SigningError> {
+        prepare(req)?;
+        match &self.inner.mode {
+            Mode::Bearer(v) => {
+                req.headers_mut().insert(AUTHORIZATION, v.clone());
+                Ok(())
+            }
+            Mode::SigV4(cache) => {
+                let creds = cache.get().await.map_err(SigningError::Credentials)?;
+                let at = SystemTime::now();
+                let service = BEDROCK_SERVICE;
+                match fast::sign(req, &creds, region, service, at, &self.inner.keys) {
+                    Some(()) => Ok(()),
+                    None => sign_sigv4(req, &creds, region, service, at, PAYLOAD_HEADER),
+                }
+            }
+        }
+    }
+}
+
+impl Signer {
     /// Sign the head of an event-stream request (`InvokeModelWithBidirectionalStream`) for
     /// Bedrock and return the signer of its input events, chained from this signature.
     /// Bearer mode cannot: Bedrock takes only SigV4 on this operation.
@@ -269,6 +296,14 @@ pub(crate) fn sign_head(
     }
     let mut settings = SigningSettings::default();
     settings.payload_checksum_kind = payload_header;
+    // Trace headers stay out of the signature (`headers::TRACE`), as the AWS SDKs sign.
+    if let Some(excluded) = settings.excluded_headers.as_mut() {
+        for name in headers::TRACE {
+            if !excluded.iter().any(|e| e == name) {
+                excluded.push(name.into());
+            }
+        }
+    }
     let identity = creds.clone().into();
     let params = v4::SigningParams::builder()
         .identity(&identity)

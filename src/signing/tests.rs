@@ -343,3 +343,81 @@ async fn same_signature_as_the_aws_sdk() {
     assert_eq!(ours, sdk_auth, "same signed headers and signature");
     assert!(sig(ours).len() == 64);
 }
+
+/// Trace-context headers are forwarded but never signed (as the AWS SDKs sign): a hop that
+/// rewrites them (a mesh sidecar, an egress proxy starting its own span) leaves the
+/// signature valid, checked by the simulator's verifier. Both signers: the relay's own
+/// (plain path) and aws-sigv4's (a query string).
+#[tokio::test]
+async fn trace_headers_are_not_signed_and_may_be_rewritten() {
+    use crate::sim::sigv4::{verify, SignedRequest, Verdict};
+    let signer = Signer::for_tests(AK, SK, Some("TOKEN"), "us-east-1");
+    let keys = [(AK.to_string(), SK.to_string())];
+    let trace = [
+        (
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ),
+        ("tracestate", "congo=t61rcWkgMzE"),
+        ("baggage", "userId=alice"),
+        (
+            "x-amzn-trace-id",
+            "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1",
+        ),
+    ];
+    for path in [
+        "/model/amazon.nova-pro-v1%3A0/converse-stream",
+        "/model/amazon.nova-pro-v1%3A0/converse?x=1",
+    ] {
+        let mut req = bedrock_request(path);
+        for (k, v) in trace {
+            req.headers_mut().insert(k, v.parse().unwrap());
+        }
+        signer.sign(&mut req).await.unwrap();
+        let auth = req.headers()["authorization"].to_str().unwrap().to_owned();
+        for (k, v) in trace {
+            assert!(!auth.contains(k), "{k} signed: {auth}");
+            assert_eq!(req.headers()[k], v, "{k} forwarded unchanged");
+        }
+        let check = |req: &http::Request<Bytes>| {
+            let headers: Vec<(String, String)> = req
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string()))
+                .collect();
+            let (path, query) = match req.uri().query() {
+                Some(q) => (req.uri().path(), q),
+                None => (req.uri().path(), ""),
+            };
+            verify(
+                &SignedRequest {
+                    method: req.method().as_str(),
+                    path,
+                    query,
+                    headers: &headers,
+                    body: req.body(),
+                },
+                &keys,
+                &[],
+            )
+        };
+        assert_eq!(check(&req), Verdict::Valid, "{path}");
+        // A hop rewrites every trace header: still valid.
+        let mut rewritten = req.clone();
+        for (k, _) in trace {
+            rewritten.headers_mut().insert(
+                http::HeaderName::from_static(k),
+                "00-11111111111111111111111111111111-2222222222222222-00"
+                    .parse()
+                    .unwrap(),
+            );
+        }
+        assert_eq!(check(&rewritten), Verdict::Valid, "{path} rewritten");
+        // A signed header changed: invalid (the check above is not vacuous).
+        let mut tampered = req.clone();
+        tampered
+            .headers_mut()
+            .insert("x-amzn-bedrock-trace", "DISABLED".parse().unwrap());
+        assert_eq!(check(&tampered), Verdict::Invalid, "{path} tampered");
+    }
+}

@@ -20,6 +20,7 @@ mod http;
 pub mod log;
 pub mod phrasing;
 pub mod plan;
+pub mod quota;
 pub mod render;
 pub mod request;
 pub mod sampled;
@@ -92,6 +93,17 @@ pub struct SimArgs {
     /// run time: `POST /_sim/controls {"deny_count_tokens": true}`).
     #[arg(long = "deny-count-tokens")]
     pub deny_count_tokens: bool,
+    /// Requests per minute (per `--quota-window`) each region × model admits, as Bedrock's
+    /// on-demand quotas; 0: unlimited (also at run time: `POST /_sim/quota`).
+    #[arg(long = "quota-rpm", default_value_t = 0)]
+    pub quota_rpm: u64,
+    /// Tokens per minute each region × model admits, charged at the start (input +
+    /// max_tokens × burndown, 5 for Claude 3.7+) and refunded the unused part at the end.
+    #[arg(long = "quota-tpm", default_value_t = 0)]
+    pub quota_tpm: u64,
+    /// The quota's period (a shorter one compresses time for tests and benchmarks).
+    #[arg(long = "quota-window", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub quota_window: Duration,
 }
 
 /// Typed simulator configuration.
@@ -112,6 +124,8 @@ pub struct SimConfig {
     /// Refuse CountTokens with 403 AccessDeniedException (initial value of the run-time
     /// control `deny_count_tokens`).
     pub deny_count_tokens: bool,
+    /// On-demand quotas per region × model (`quota`); zero limits: none.
+    pub quota: quota::QuotaConfig,
 }
 
 impl Default for SimConfig {
@@ -129,6 +143,7 @@ impl Default for SimConfig {
             no_prefill_models: Regex::new(DEFAULT_NO_PREFILL).expect("default regex is valid"),
             log_capacity: 10_000,
             deny_count_tokens: false,
+            quota: Default::default(),
         }
     }
 }
@@ -184,6 +199,11 @@ impl SimConfig {
                 no_prefill_models,
                 log_capacity: args.log_capacity.max(1),
                 deny_count_tokens: args.deny_count_tokens,
+                quota: quota::QuotaConfig {
+                    rpm: args.quota_rpm,
+                    tpm: args.quota_tpm,
+                    window: args.quota_window,
+                },
             }),
             _ => anyhow::bail!(
                 "invalid simulator configuration:\n  {}",

@@ -44,6 +44,8 @@ pub struct State {
     pub sts: super::sts::Issued,
     /// Connection ids and the open h2 connections (for `POST /_sim/h2/reset`).
     pub h2: super::h2::Registry,
+    /// On-demand quotas per region × model (`quota`).
+    pub quota: std::sync::Arc<super::quota::Quotas>,
 }
 
 impl State {
@@ -57,6 +59,7 @@ impl State {
             deny_count_tokens: AtomicBool::new(config.deny_count_tokens),
             sts: Default::default(),
             h2: Default::default(),
+            quota: std::sync::Arc::new(super::quota::Quotas::new(config.quota)),
             config,
         }
     }
@@ -311,6 +314,7 @@ pub(super) fn admit(state: &State, req: &Request, seq: u64, connection: u64) -> 
         if sent && planned.as_ref().is_some_and(|p| p.phrasing.is_some()) {
             state.mark_instructed(conversation);
         }
+        let result = charge_quota(state, req, op, &model_id, result, &planned, &fault);
         Outcome { result, fault }
     };
     let status = match (&outcome.fault, &outcome.result) {
@@ -347,6 +351,63 @@ pub(super) fn admit(state: &State, req: &Request, seq: u64, connection: u64) -> 
         "simulator request"
     );
     outcome
+}
+
+/// A model invocation that will be answered is charged against its region × model quota
+/// when it starts (refused with 429 when it does not fit) and refunded the unused part of
+/// its reservation when its answer ends (after the answer's simulated duration).
+fn charge_quota(
+    state: &State,
+    req: &Request,
+    op: Operation,
+    model_id: &str,
+    result: Result<Reply, SimError>,
+    planned: &Option<Plan>,
+    fault: &Option<Fault>,
+) -> Result<Reply, SimError> {
+    let invocation = matches!(
+        op,
+        Operation::Converse
+            | Operation::ConverseStream
+            | Operation::InvokeModel
+            | Operation::InvokeModelWithResponseStream
+    ) || op.is_sse();
+    let sent = !matches!(
+        fault,
+        Some(Fault::Status { .. } | Fault::ResetBeforeHeaders)
+    );
+    let (Ok(reply), Some(plan)) = (&result, planned) else {
+        return result;
+    };
+    if !invocation || !sent {
+        return result;
+    }
+    let _ = reply;
+    let quota = &state.quota;
+    let c = quota.config();
+    if c.rpm == 0 && c.tpm == 0 {
+        return result;
+    }
+    let max_tokens = serde_json::from_slice::<Value>(&req.body)
+        .map(|v| crate::admission::cost::max_tokens(&v))
+        .unwrap_or(crate::admission::cost::DEFAULT_MAX_TOKENS);
+    let region = super::quota::region_of(req.header("authorization"));
+    match quota.charge(&region, model_id, u64::from(plan.input_tokens), max_tokens) {
+        Err(message) => Err(SimError::Injected {
+            status: 429,
+            message: message.to_owned(),
+        }),
+        Ok(charge) => {
+            let output = u64::from(plan.output_tokens);
+            let took = state.config.ttft + state.config.inter_token * plan.output_tokens;
+            let quota = state.quota.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(took).await;
+                quota.refund(&charge, output);
+            });
+            result
+        }
+    }
 }
 
 fn prompt_of(op: Operation, model_id: &str, body: &Value) -> Result<Prompt, SimError> {

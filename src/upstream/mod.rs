@@ -12,6 +12,7 @@ pub mod bidi;
 mod connect;
 mod error;
 mod h2;
+pub mod regions;
 mod tagged;
 
 #[cfg(test)]

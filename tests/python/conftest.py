@@ -28,7 +28,7 @@ def free_port():
 
 
 def clean_env(**extra):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "BEDROCK_RELAY_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "BEDROCK_RELAY_", "OTEL_"))}
     env.update(extra)
     return env
 

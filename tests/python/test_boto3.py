@@ -177,6 +177,10 @@ def invoke_chunks(c, model, prompt):
 def test_boto3_invoke_streams_heal_in_every_model_format(relay, sim, clean_sim, model, fault):
     tag = f"pyinv-{fault['kind']}-{model.split('.')[1][:10]}"
     prompt = f"sim:len=40 sim:tag={tag} Write about deltas"
+    if any(m in model for m in NO_PREFILL) and fault["events"] < 6:
+        # A sampled model cut in its first word (fewer letters than an anchor needs) can only
+        # be replayed, which diverges: a typed error by design (README, Limits). Cut later.
+        fault = {**fault, "events": 6}
     add_faults(sim.url, [{"tag": tag, "attempts": [1], **fault}])
     got = invoke_chunks(client(relay.url), model, prompt)
     reference = invoke_chunks(client(clean_sim.url), model, prompt)

@@ -33,8 +33,9 @@ pub(super) struct Pump {
     last_strategy: Option<&'static str>,
     /// The stream broke after bytes reached the client.
     interrupted: bool,
-    /// A continuation that ignored the protocol was asked for again (once per cut).
-    reasked: bool,
+    /// Continuations that ignored the protocol, asked for again since the last cut (at most
+    /// `super::MAX_REASKS`).
+    reasked: u8,
     _active: ActiveStream,
 }
 
@@ -195,7 +196,7 @@ impl Pump {
             resumes: 0,
             last_strategy: None,
             interrupted: false,
-            reasked: false,
+            reasked: 0,
         }
     }
 
@@ -272,14 +273,19 @@ impl Pump {
                                 Box::pin(self.fail(None, &why)).await;
                                 break End::Failed;
                             }
-                            Err(Unforwardable::Refused(why)) if !self.reasked => {
+                            Err(Unforwardable::Refused(why))
+                                if self.reasked < super::MAX_REASKS =>
+                            {
                                 self.count_resume("refused");
-                                self.reasked = true;
+                                self.reasked += 1;
+                                // Nothing of it reached the client: not a resume that counts
+                                // against max_resumes.
+                                self.resumes = self.resumes.saturating_sub(1);
                                 Interruption::Refused(why)
                             }
                             Err(Unforwardable::Refused(why)) => {
                                 self.count_resume("refused");
-                                let why = format!("the continuation did not follow the continuation protocol, twice ({why})");
+                                let why = format!("the continuation did not follow the continuation protocol, {} times ({why})", super::MAX_REASKS + 1);
                                 Box::pin(self.fail(None, &why)).await;
                                 break End::Failed;
                             }
@@ -296,7 +302,7 @@ impl Pump {
                 Err(fault) => fault,
             };
             if !matches!(fault, Interruption::Refused(_)) {
-                self.reasked = false;
+                self.reasked = 0;
             }
             // A fault mid-stream: the client gets what it is owed, the fault is counted,
             // then the ladder is climbed.
@@ -304,6 +310,7 @@ impl Pump {
                 break End::ClientGone;
             }
             super::count_interruption(&self.attempts, self.record.operation, &self.model, &fault);
+            self.record.ledger.fault = Some(fault.label());
             self.interrupted = true;
             fault_at = Some(Instant::now());
             // A tool call the client has not received yet is dropped: the resumed answer
@@ -402,9 +409,19 @@ impl Pump {
                 self.record.limit_count =
                     (self.last_strategy != Some("replay")).then_some(limit_count);
                 tracing::info!(model = %self.model, strategy = self.last_strategy.unwrap_or("-"), resume = self.resumes, "stream resumed");
+                let (strategy, n) = (self.last_strategy, self.resumes);
+                self.record
+                    .otel
+                    .resume(strategy, n, fault.label(), "resumed");
                 Ok(frames)
             }
-            Err(failure) => Err(why_not_resumed(failure)),
+            Err(failure) => {
+                let (strategy, n) = (self.last_strategy, self.resumes + 1);
+                self.record
+                    .otel
+                    .resume(strategy, n, fault.label(), "failed");
+                Err(why_not_resumed(failure))
+            }
         }
     }
 
@@ -455,9 +472,12 @@ impl Pump {
             .inc();
     }
 
-    fn count_failed_attempt_tokens(&self) {
+    fn count_failed_attempt_tokens(&mut self) {
         let Some(r) = &self.resumable else { return };
         let usage = r.transcript.attempt_usage_estimate();
+        self.record
+            .ledger
+            .failed_attempt(usage.input.unwrap_or(0), usage.output);
         let m = &self.relay.metrics.failed_attempt_tokens_total;
         m.with_label_values(&["input"])
             .inc_by(usage.input.unwrap_or(0));
@@ -487,6 +507,18 @@ impl Pump {
         self.record.attempts = self.attempts.made();
         self.record.resumes = self.resumes;
         self.record.bytes_out = self.client.bytes;
+        self.record.ledger.end = Some(match end {
+            End::Complete => "complete",
+            End::ClientGone => "client_gone",
+            End::Failed => "failed",
+        });
+        if let Some(r) = &self.resumable {
+            self.record.ledger.tokens = r.transcript.client_usage();
+            self.record.otel.finish_reason(r.transcript.stop());
+            if self.resumes > 0 {
+                self.record.ledger.heal.input += r.transcript.continuation_overhead();
+            }
+        }
         let relay = self.relay.clone();
         self.record.finish(&relay, 200);
     }

@@ -161,7 +161,7 @@ impl SsePump {
         let mut done = self.done;
         let mut fault_at: Option<Instant> = None;
         // A continuation that ignored the protocol is asked for again once per cut.
-        let mut reasked = false;
+        let mut reasked = 0;
         let whole = |h: &Option<Heal>| h.as_ref().is_some_and(|h| h.transcript.is_complete());
         let failed = loop {
             // A primed first event may already have made the answer whole.
@@ -218,17 +218,21 @@ impl SsePump {
             };
             if let Interruption::Refused(why) = &fault {
                 self.count_resume("refused");
-                if reasked {
+                if reasked >= super::MAX_REASKS {
                     let why = format!(
-                        "the continuation did not follow the continuation protocol, twice ({why})"
+                        "the continuation did not follow the continuation protocol, {} times ({why})",
+                        super::MAX_REASKS + 1
                     );
                     break Some(why);
                 }
-                reasked = true;
+                reasked += 1;
+                // Nothing of it reached the client: not a resume against max_resumes.
+                self.resumes = self.resumes.saturating_sub(1);
             } else {
-                reasked = false;
+                reasked = 0;
             }
             super::count_interruption(&self.attempts, op, &self.model, &fault);
+            self.record.ledger.fault = Some(fault.label());
             self.interrupted = true;
             if !self.client.flush().await {
                 return self.finish("client_gone");
@@ -287,6 +291,9 @@ impl SsePump {
         m.with_label_values(&["input"])
             .inc_by(usage.input.unwrap_or(0));
         m.with_label_values(&["output"]).inc_by(usage.output);
+        self.record
+            .ledger
+            .failed_attempt(usage.input.unwrap_or(0), usage.output);
         if let Some(end) = h.codec.finish_at_limit(&self.outbound.body, &h.transcript) {
             for msg in end {
                 let bytes = h.codec.write(&SseCodec::inner(&msg));
@@ -332,9 +339,19 @@ impl SsePump {
                 self.record.limit_count =
                     (self.last_strategy != Some("replay")).then_some(limit_count);
                 tracing::info!(model = %self.model, strategy = self.last_strategy.unwrap_or("-"), resume = self.resumes, "stream resumed");
+                let (strategy, n) = (self.last_strategy, self.resumes);
+                self.record
+                    .otel
+                    .resume(strategy, n, fault.label(), "resumed");
                 Ok(Recovered::Stream(events))
             }
-            Err(failure) => Err(super::pump::why_not_resumed(failure)),
+            Err(failure) => {
+                let (strategy, n) = (self.last_strategy, self.resumes + 1);
+                self.record
+                    .otel
+                    .resume(strategy, n, fault.label(), "failed");
+                Err(super::pump::why_not_resumed(failure))
+            }
         }
     }
 
@@ -359,6 +376,19 @@ impl SsePump {
         self.record.attempts = self.attempts.made();
         self.record.resumes = self.resumes;
         self.record.bytes_out = self.client.bytes;
+        self.record.ledger.end = Some(match end {
+            "complete" => "complete",
+            "failed" => "failed",
+            "client_gone" => "client_gone",
+            _ => "other",
+        });
+        if let Some(h) = &self.heal {
+            self.record.ledger.tokens = h.transcript.client_usage();
+            self.record.otel.finish_reason(h.transcript.stop());
+            if self.resumes > 0 {
+                self.record.ledger.heal.input += h.transcript.continuation_overhead();
+            }
+        }
         let relay = self.relay.clone();
         self.record.finish(&relay, 200);
     }

@@ -43,4 +43,3 @@ fn long_words_stream_in_two_pieces_and_the_text_is_unchanged() {
     assert!(split.contains(&" anci".to_string()), "{split:?}");
     assert_eq!(split.len(), pieces.len() + 2);
 }
-

@@ -72,6 +72,20 @@ pub(in crate::sim) fn control_reply(state: &State, req: &Request) -> (u16, Value
             }
             ok(json!({"deny_count_tokens": state.deny_count_tokens()}))
         }
+        ("GET", "/_sim/quota") => ok(state.quota.report()),
+        ("POST", "/_sim/quota") => {
+            match serde_json::from_slice::<crate::sim::quota::QuotaConfig>(&req.body) {
+                Ok(c) => {
+                    state.quota.set(c);
+                    ok(state.quota.report())
+                }
+                Err(e) => (400, json!({"message": format!("quota: {e}")})),
+            }
+        }
+        ("DELETE", "/_sim/quota") => {
+            state.quota.set(state.quota.config());
+            ok(state.quota.report())
+        }
         ("GET", "/_sim/health") => ok(json!({"status": "ok"})),
         ("POST", "/_sim/h2/reset") => ok(json!({"reset": state.h2.reset_all()})),
         _ => (
