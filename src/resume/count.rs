@@ -155,23 +155,7 @@ fn append_assistant(msgs: &mut Vec<Value>, delivered: &str, claude: bool) {
         msgs.push(json!({"role": "assistant", "content": [text_block(delivered)]}));
         return;
     };
-    match last.get_mut("content") {
-        Some(Value::String(s)) => s.push_str(delivered),
-        Some(Value::Array(blocks)) => {
-            let last_text = blocks
-                .last_mut()
-                .and_then(|b| b.get_mut("text"))
-                .filter(|t| t.is_string());
-            match last_text {
-                Some(t) => {
-                    let joined = format!("{}{delivered}", t.as_str().unwrap_or_default());
-                    *t = json!(joined);
-                }
-                None => blocks.push(text_block(delivered)),
-            }
-        }
-        _ => last["content"] = json!([text_block(delivered)]),
-    }
+    super::request::extend_assistant(last, delivered, &text_block);
 }
 
 #[cfg(test)]

@@ -168,7 +168,12 @@ fn messages(
     Ok(())
 }
 
-fn extend_assistant(msg: &mut Value, delivered: &str, text_block: &dyn Fn(&str) -> Value) {
+/// Extend a final assistant turn with `delivered` (a string content, or its last text block).
+pub(crate) fn extend_assistant(
+    msg: &mut Value,
+    delivered: &str,
+    text_block: &dyn Fn(&str) -> Value,
+) {
     match msg.get_mut("content") {
         Some(Value::String(s)) => s.push_str(delivered),
         Some(Value::Array(blocks)) => {

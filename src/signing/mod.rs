@@ -176,32 +176,24 @@ impl Signer {
         req: &mut http::Request<Bytes>,
         service: &str,
     ) -> Result<(), SigningError> {
-        prepare(req)?;
-        match &self.inner.mode {
-            Mode::Bearer(v) => {
-                req.headers_mut().insert(AUTHORIZATION, v.clone());
-                Ok(())
-            }
-            Mode::SigV4(cache) => {
-                let creds = cache.get().await.map_err(SigningError::Credentials)?;
-                let at = SystemTime::now();
-                let region = &self.inner.region;
-                match fast::sign(req, &creds, region, service, at, &self.inner.keys) {
-                    Some(()) => Ok(()),
-                    None => sign_sigv4(req, &creds, region, service, at, PAYLOAD_HEADER),
-                }
-            }
-        }
+        self.sign_for(req, &self.inner.region, service).await
     }
-}
 
-impl Signer {
     /// [`Signer::sign`] for another region than the relay's own (spillover): the region is
     /// part of the SigV4 scope. Bearer mode sets only the token, as everywhere.
     pub async fn sign_in_region(
         &self,
         req: &mut http::Request<Bytes>,
         region: &str,
+    ) -> Result<(), SigningError> {
+        self.sign_for(req, region, BEDROCK_SERVICE).await
+    }
+
+    async fn sign_for(
+        &self,
+        req: &mut http::Request<Bytes>,
+        region: &str,
+        service: &str,
     ) -> Result<(), SigningError> {
         prepare(req)?;
         match &self.inner.mode {
@@ -212,7 +204,6 @@ impl Signer {
             Mode::SigV4(cache) => {
                 let creds = cache.get().await.map_err(SigningError::Credentials)?;
                 let at = SystemTime::now();
-                let service = BEDROCK_SERVICE;
                 match fast::sign(req, &creds, region, service, at, &self.inner.keys) {
                     Some(()) => Ok(()),
                     None => sign_sigv4(req, &creds, region, service, at, PAYLOAD_HEADER),
