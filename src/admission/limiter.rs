@@ -56,6 +56,18 @@ impl Limiter {
         }
     }
 
+    /// A limiter that starts from a rate learned elsewhere (the same model's quota in
+    /// another region: Bedrock's default quotas are the same in each region), its bucket
+    /// full; throttles correct it as they would a learned one.
+    pub fn seeded(now: Instant, rate: f64) -> Self {
+        Limiter {
+            rate: Some(rate),
+            floor: rate,
+            level: Self::capacity(rate),
+            ..Limiter::new(now)
+        }
+    }
+
     /// The learned rate per second, if a throttle taught one.
     pub fn rate(&self) -> Option<f64> {
         self.rate

@@ -162,11 +162,25 @@ impl Admissions {
             }
         }
         let now = Instant::now();
+        // A quota of the same model in another region (spillover) starts from what that
+        // one taught, instead of learning from a storm of throttles.
+        let sibling = quotas
+            .iter()
+            .find(|(k, _)| k.model == key.model && k.region != key.region)
+            .map(|(_, q)| {
+                let s = q.lock();
+                (s.tokens.rate(), s.requests.rate())
+            });
+        let limiter = |rate: Option<f64>| match rate {
+            Some(r) => Limiter::seeded(now, r),
+            None => Limiter::new(now),
+        };
+        let (tokens, requests) = sibling.unwrap_or((None, None));
         let q = Arc::new(Quota {
             key: key.clone(),
             state: Mutex::new(QuotaState {
-                tokens: Limiter::new(now),
-                requests: Limiter::new(now),
+                tokens: limiter(tokens),
+                requests: limiter(requests),
                 queue: Fair::default(),
                 pump: false,
                 last_used: now,
