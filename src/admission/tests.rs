@@ -138,3 +138,25 @@ async fn off_with_zero_max_wait() {
     let mut gate = Gate::new("c".into());
     assert!(!gate.absorb(&adm, Duration::from_secs(1)));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_spillover_region_starts_from_the_rate_its_model_taught_elsewhere() {
+    let adm = admissions(Duration::from_secs(60));
+    teach(&adm, 100);
+    let west = QuotaKey {
+        region: "us-west-2".into(),
+        ..key()
+    };
+    let other_model = QuotaKey {
+        region: "us-west-2".into(),
+        model: "anthropic.claude-3-5-sonnet-20240620-v1:0".into(),
+    };
+    // An unknown quota admits anything; a sibling of a taught one admits its bucket only.
+    assert!(adm.try_acquire(&other_model, 10_000).is_some());
+    assert!(adm.try_acquire(&other_model, 10_000).is_some());
+    let learned = adm.quota(&key()).lock().tokens.rate().expect("taught");
+    let seeded = adm.quota(&west).lock().tokens.rate();
+    assert_eq!(seeded, Some(learned));
+    assert!(adm.try_acquire(&west, 10_000).is_some(), "a full bucket");
+    assert!(adm.try_acquire(&west, 10_000).is_none(), "then empty");
+}
