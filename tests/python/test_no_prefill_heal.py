@@ -17,6 +17,8 @@ import pytest
 from conftest import BIN, CLIENT_KEY, CLIENT_SECRET, RELAY_KEY, RELAY_SECRET, add_faults, clean_env, client, \
     free_port, sim_log, wait_for
 
+# Fewer letters or digits delivered than this: no anchor to continue on (src/resume/anchor.rs).
+MIN_ANCHOR_LETTERS = 8
 MODELS = ["us.anthropic.claude-sonnet-4-6-v1:0", "global.anthropic.claude-opus-5-v1:0",
           "eu.anthropic.claude-opus-4-7-v1:0", "global.anthropic.claude-fable-1-v1:0"]
 FAULTS = [("reset_after_events", {}), ("reset_mid_frame", {}), ("eof_no_terminator", {}), ("truncate", {}),
@@ -69,7 +71,7 @@ def converse(c, model, prompt):
 
 def test_boto3_heals_sampled_no_prefill_streams_into_the_answer_the_model_meant(logged_relay, sim, clean_sim):
     rng = random.Random(12)
-    table, bad = {}, []
+    table, bad, early = {}, [], 0
     for i in range(64):
         model = MODELS[i % len(MODELS)]
         tag = f"pynp{i}"
@@ -88,6 +90,9 @@ def test_boto3_heals_sampled_no_prefill_streams_into_the_answer_the_model_meant(
             row[0] += 1
         elif error is not None and any(a["intended"].startswith(text) for a in attempts if a["intended"]):
             row[1] += 1
+            # A cut in the first letters (fewer than an anchor needs: README, Limits) can only
+            # be replayed, which a sampled model fails: typed by design.
+            early += sum(ch.isalnum() for ch in text) < MIN_ANCHOR_LETTERS
         else:
             bad.append((tag, model, text, attempts[-1]["intended"], kinds, error))
     print("\nboto3, sampled no-prefill models: first fault -> healed, typed error")
@@ -95,7 +100,8 @@ def test_boto3_heals_sampled_no_prefill_streams_into_the_answer_the_model_meant(
         print(f"  {k:<30} {healed:>4} {typed:>4}")
     assert not bad, bad[:3]
     healed = sum(r[0] for r in table.values())
-    assert healed >= 0.99 * 64
+    print(f"  typed because cut within the first {MIN_ANCHOR_LETTERS} letters: {early}")
+    assert healed >= 0.99 * (64 - early)
     lines = [f for f in access_lines(logged_relay.log_path) if f.get("operation") == "ConverseStream"]
     assert sum(1 for f in lines if f.get("strategy") == "instructed") >= healed - 2, lines[-3:]
 
