@@ -124,12 +124,16 @@ impl Status {
     }
 
     /// The current minute's bucket (made, and the old ones dropped, as time goes on).
-    fn minute(inner: &mut Inner, now_ms: u64, attempts: (u64, u64)) -> &mut Minute {
+    fn minute(
+        inner: &mut Inner,
+        now_ms: u64,
+        attempts: impl FnOnce() -> (u64, u64),
+    ) -> &mut Minute {
         let t = now_ms / 60_000 * 60;
         if inner.minutes.back().map(|m| m.t) != Some(t) {
             inner.minutes.push_back(Minute {
                 t,
-                attempts_at_start: attempts,
+                attempts_at_start: attempts(),
                 ..Default::default()
             });
             while inner.minutes.len() > MINUTES {
@@ -142,8 +146,8 @@ impl Status {
 
 impl Status {
     /// A request finished: feed the page (once per request; `attempts`: the upstream
-    /// attempts so far, ok and not).
-    pub fn finished(&self, e: &Ended<'_>, attempts: (u64, u64)) {
+    /// attempts so far, ok and not, read only when a new minute's bucket starts).
+    pub fn finished(&self, e: &Ended<'_>, attempts: impl FnOnce() -> (u64, u64)) {
         let now = unix_ms();
         let outcome = match (e.healed, e.end) {
             (Some(true), _) => Some("healed"),
@@ -284,9 +288,9 @@ mod tests {
         let s = Status::default();
         for i in 0..MAX_INTERRUPTIONS + 5 {
             let healed = i % 5 != 0;
-            s.finished(&ended("x.model-a", Some(healed), Some("reset")), (1, 0));
+            s.finished(&ended("x.model-a", Some(healed), Some("reset")), || (1, 0));
         }
-        s.finished(&ended("x.model-b", None, None), (1, 0));
+        s.finished(&ended("x.model-b", None, None), || (1, 0));
         let v = json(&s, Gauges::default());
         assert_eq!(
             v["interruptions"].as_array().unwrap().len(),
@@ -305,7 +309,9 @@ mod tests {
     #[test]
     fn the_page_is_self_contained_and_carries_the_data() {
         let s = Status::default();
-        s.finished(&ended("x.model-</script>", Some(true), Some("eof")), (0, 0));
+        s.finished(&ended("x.model-</script>", Some(true), Some("eof")), || {
+            (0, 0)
+        });
         let page = page(&s, Gauges::default());
         assert!(page.contains("x.model-<\\/script>"), "escaped");
         for outside in ["http://", "https://", "//cdn", "<link", "src="] {

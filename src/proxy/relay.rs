@@ -217,7 +217,9 @@ impl Record {
             heal: self.ledger.heal,
         };
         let metrics = &relay.metrics;
-        metrics.status.finished(&ended, metrics.upstream_attempts());
+        metrics
+            .status
+            .finished(&ended, || metrics.upstream_attempts());
         self.otel.end(&crate::otel::Summary {
             status,
             attempts: self.attempts,
