@@ -9,11 +9,11 @@
 
 use super::error::RelayError;
 use super::outbound::Outbound;
+use super::stream::Interruption;
 use super::Relay;
-use crate::eventstream::Frame;
 use crate::ops::Operation;
 use crate::retry::{classify_status, RetryReason};
-use crate::upstream::ConnectionId;
+use crate::upstream::{ConnectionId, UpstreamError};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Limited};
@@ -32,7 +32,7 @@ const MAX_ERROR_BODY: usize = 1024 * 1024;
 #[derive(Debug)]
 pub enum Failure {
     /// No usable HTTP response: connect error, reset, timeout, torn body.
-    Transport { reason: RetryReason, detail: String },
+    Transport(Transport),
     /// Bedrock answered with an error status (body buffered, forwarded unchanged if final).
     Status {
         response: Box<Response<Bytes>>,
@@ -42,7 +42,8 @@ pub enum Failure {
     /// it (head and frame) if final, so throttling stays throttling.
     Exception {
         head: Box<http::response::Parts>,
-        frame: Frame,
+        exception_type: String,
+        raw: Bytes,
         retry: Option<RetryReason>,
     },
     /// Not retryable and not Bedrock's answer.
@@ -52,7 +53,7 @@ pub enum Failure {
 impl Failure {
     pub fn retry_reason(&self) -> Option<RetryReason> {
         match self {
-            Failure::Transport { reason, .. } => Some(*reason),
+            Failure::Transport(t) => Some(t.reason()),
             Failure::Status { retry, .. } | Failure::Exception { retry, .. } => *retry,
             Failure::Fatal(_) => None,
         }
@@ -63,15 +64,49 @@ impl Failure {
     pub fn into_result(self, attempts: u32) -> Result<Response<Bytes>, RelayError> {
         match self {
             Failure::Status { response, .. } => Ok(*response),
-            Failure::Exception { head, frame, .. } => Ok(Response::from_parts(*head, frame.raw)),
+            Failure::Exception { head, raw, .. } => Ok(Response::from_parts(*head, raw)),
             Failure::Fatal(e) => Err(e),
-            Failure::Transport { reason, detail } => Err(match reason {
-                RetryReason::Connect => RelayError::Connect { attempts, detail },
+            Failure::Transport(error) => Err(match error.reason() {
+                RetryReason::Connect => RelayError::Connect { attempts, error },
                 RetryReason::Timeout | RetryReason::Stall => {
-                    RelayError::Timeout { attempts, detail }
+                    RelayError::Timeout { attempts, error }
                 }
-                _ => RelayError::Reset { attempts, detail },
+                _ => RelayError::Reset { attempts, error },
             }),
+        }
+    }
+}
+
+/// Why an attempt got no usable response, with its cause.
+#[derive(Debug, thiserror::Error)]
+pub enum Transport {
+    #[error("{host}: no response headers within {}", humantime::format_duration(*.wait))]
+    HeadTimeout { host: String, wait: Duration },
+    #[error("{host}: {source}")]
+    Send {
+        host: String,
+        reason: RetryReason,
+        source: UpstreamError,
+    },
+    #[error("response body did not finish in time")]
+    BodyTimeout,
+    #[error("response body torn: {0}")]
+    BodyTorn(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("error response {0} ended early")]
+    ErrorBodyEnded(http::StatusCode),
+    /// A stream broke before anything of it reached the client.
+    #[error(transparent)]
+    Stream(Interruption),
+}
+
+impl Transport {
+    /// How the failure is retried (and counted).
+    pub fn reason(&self) -> RetryReason {
+        match self {
+            Transport::HeadTimeout { .. } | Transport::BodyTimeout => RetryReason::Timeout,
+            Transport::Send { reason, .. } => *reason,
+            Transport::BodyTorn(_) | Transport::ErrorBodyEnded(_) => RetryReason::Reset,
+            Transport::Stream(fault) => fault.retry_reason(),
         }
     }
 }
@@ -188,11 +223,6 @@ impl Attempts {
         self
     }
 
-    /// The relay these attempts belong to.
-    pub fn relay(&self) -> &Relay {
-        &self.relay
-    }
-
     /// Attempts made so far.
     pub fn made(&self) -> u32 {
         self.made
@@ -219,7 +249,7 @@ impl Attempts {
             (None, None) => relay.signer.sign(&mut req).await,
             (Some(service), _) => relay.signer.sign_as(&mut req, service).await,
         };
-        signed.map_err(|e| Failure::Fatal(RelayError::Signing(e.to_string())))?;
+        signed.map_err(|e| Failure::Fatal(RelayError::Signing(e)))?;
         let host = req
             .uri()
             .authority()
@@ -228,19 +258,14 @@ impl Attempts {
         self.trace.begin(self.made, &host);
         let wait = head_timeout.min(self.remaining());
         let result = match timeout(wait, relay.upstream.send(req)).await {
-            Err(_) => Err(Failure::Transport {
-                reason: RetryReason::Timeout,
-                detail: format!(
-                    "{host}: no response headers within {}",
-                    humantime::format_duration(wait)
-                ),
-            }),
+            Err(_) => Err(Failure::Transport(Transport::HeadTimeout { host, wait })),
             Ok(Err(e)) => Err(match e.retry_reason() {
-                Some(reason) => Failure::Transport {
+                Some(reason) => Failure::Transport(Transport::Send {
+                    host,
                     reason,
-                    detail: format!("{host}: {e}"),
-                },
-                None => Failure::Fatal(RelayError::Upstream(e.to_string())),
+                    source: e,
+                }),
+                None => Failure::Fatal(RelayError::Upstream(e)),
             }),
             Ok(Ok(resp)) if resp.status().is_success() => Ok(resp),
             Ok(Ok(resp)) => Err(self.error_status(resp).await),
@@ -266,10 +291,7 @@ impl Attempts {
                 response: Box::new(Response::from_parts(parts, collected.to_bytes())),
                 retry,
             },
-            _ => Failure::Transport {
-                reason: RetryReason::Reset,
-                detail: format!("error response {} ended early", parts.status),
-            },
+            _ => Failure::Transport(Transport::ErrorBodyEnded(parts.status)),
         }
     }
 
@@ -279,7 +301,7 @@ impl Attempts {
             Err(Failure::Status { retry: Some(_), .. }) => "retryable_status",
             Err(Failure::Status { retry: None, .. }) => "error_status",
             Err(Failure::Exception { .. }) => "exception",
-            Err(Failure::Transport { reason, .. }) => reason.label(),
+            Err(Failure::Transport(t)) => t.reason().label(),
             Err(Failure::Fatal(_)) => "fatal",
         };
         let status = match result {
@@ -368,18 +390,12 @@ impl Attempts {
 /// Read a whole non-streaming response body within `limit` bytes and the time left.
 pub async fn read_whole(body: Incoming, limit: usize, within: Duration) -> Result<Bytes, Failure> {
     match timeout(within, Limited::new(body, limit).collect()).await {
-        Err(_) => Err(Failure::Transport {
-            reason: RetryReason::Timeout,
-            detail: "response body did not finish in time".into(),
-        }),
+        Err(_) => Err(Failure::Transport(Transport::BodyTimeout)),
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
             Err(Failure::Fatal(RelayError::ResponseTooLarge { limit }))
         }
-        Ok(Err(e)) => Err(Failure::Transport {
-            reason: RetryReason::Reset,
-            detail: format!("response body torn: {e}"),
-        }),
+        Ok(Err(e)) => Err(Failure::Transport(Transport::BodyTorn(e))),
     }
 }
 

@@ -14,12 +14,14 @@
 //! pump resets the upstream request body). A live session is not healed: a fault upstream
 //! ends the output with a `modelStreamErrorException` event, never a silent end.
 
+use super::attempt::Transport;
 use super::bidi_session::SessionStats;
 use super::error::RelayError;
 use super::outbound::Outbound;
 use super::relay::Relay;
 use crate::body::Body;
 use crate::inbound::Admission;
+use crate::retry::RetryReason;
 use crate::signing::events::{unwrap_client, EventSigner, Input};
 use crate::signing::SigningError;
 use crate::upstream::bidi::StreamBody as UpstreamBody;
@@ -53,13 +55,12 @@ pub(super) async fn open(
         .map(|p| p.as_str())
         .unwrap_or("/");
     let base = relay.upstream.base(crate::ops::Route::Runtime);
-    let uri = crate::upstream::join(base, path)
-        .map_err(|e| RelayError::BadRequestBody(format!("bad request path: {e}")))?;
+    let uri = crate::upstream::join(base, path).map_err(RelayError::BadPath)?;
     let mut head = Outbound::new(&parts, uri, Bytes::new()).request();
     let signer = match relay.signer.sign_event_stream(&mut head).await {
         Ok(signer) => signer,
         Err(SigningError::BearerEventStream) => return Err(RelayError::BearerEventStream),
-        Err(e) => return Err(RelayError::Signing(e.to_string())),
+        Err(e) => return Err(RelayError::Signing(e)),
     };
     session(relay, head, input, signer).await
 }
@@ -76,24 +77,32 @@ async fn session(
     let stats = Arc::new(SessionStats::default());
     let pump = tokio::spawn(pump(input, signer, tx, stats.clone()));
     let guard = AbortOnDrop(pump);
+    let head_host = head
+        .uri()
+        .authority()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     let req = head.map(|_| body);
     let sent = tokio::time::timeout(
         relay.settings.first_byte_timeout,
         relay.upstream.bidi.send(req),
     );
+    let host = head_host.clone();
     let resp = match sent.await {
         Ok(Ok(resp)) => resp,
-        Ok(Err(e)) => {
-            return Err(RelayError::Connect {
-                attempts: 1,
-                detail: e.to_string(),
-            })
+        Ok(Err(source)) => {
+            let reason = source.retry_reason().unwrap_or(RetryReason::Connect);
+            let error = Transport::Send {
+                host,
+                reason,
+                source,
+            };
+            return Err(RelayError::Connect { attempts: 1, error });
         }
         Err(_) => {
-            return Err(RelayError::Timeout {
-                attempts: 1,
-                detail: "no response head for the bidirectional stream".into(),
-            })
+            let wait = relay.settings.first_byte_timeout;
+            let error = Transport::HeadTimeout { host, wait };
+            return Err(RelayError::Timeout { attempts: 1, error });
         }
     };
     let (mut parts, upstream) = resp.into_parts();
@@ -112,10 +121,8 @@ async fn session(
                 return Err(RelayError::ResponseTooLarge { limit })
             }
             Err(e) => {
-                return Err(RelayError::Reset {
-                    attempts: 1,
-                    detail: e.to_string(),
-                })
+                let error = Transport::BodyTorn(e);
+                return Err(RelayError::Reset { attempts: 1, error });
             }
         };
         return Ok(Response::from_parts(parts, crate::body::full(bytes)));

@@ -117,8 +117,7 @@ async fn exchange(
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
-    let uri = crate::upstream::join(&base, path)
-        .map_err(|e| RelayError::BadRequestBody(format!("bad request path: {e}")))?;
+    let uri = crate::upstream::join(&base, path).map_err(RelayError::BadPath)?;
     let host = uri.authority().map(|a| a.to_string()).unwrap_or_default();
     let mut req = Request::new(body);
     *req.method_mut() = parts.method.clone();

@@ -7,6 +7,7 @@
 //! for STS and friends, EC2 XML, S3 XML, JSON otherwise), so its message reaches the user
 //! verbatim instead of a parser failure.
 
+use super::attempt::Transport;
 pub use crate::body::full;
 use crate::body::Body;
 use crate::ops::Protocol;
@@ -39,25 +40,43 @@ pub enum RelayError {
     #[error("request body exceeds the relay's limit of {limit} bytes (max_request_body)")]
     BodyTooLarge { limit: usize },
     #[error("could not read the request body: {0}")]
-    BadRequestBody(String),
+    BadRequestBody(#[source] hyper::Error),
+    #[error("bad request path: {0}")]
+    BadPath(#[source] crate::upstream::UpstreamError),
+    #[error("cannot forward to service {0:?}")]
+    NoServiceEndpoint(String),
     #[error("bedrock-relay could not sign the request: {0}")]
-    Signing(String),
-    #[error("bedrock-relay could not connect upstream after {attempts} attempt(s): {detail}")]
-    Connect { attempts: u32, detail: String },
-    #[error("bedrock-relay lost the connection upstream after {attempts} attempt(s): {detail}")]
-    Reset { attempts: u32, detail: String },
-    #[error("Bedrock did not answer in time after {attempts} attempt(s): {detail}")]
-    Timeout { attempts: u32, detail: String },
+    Signing(#[source] crate::signing::SigningError),
+    #[error("bedrock-relay could not connect upstream after {attempts} attempt(s): {error}")]
+    Connect {
+        attempts: u32,
+        #[source]
+        error: Transport,
+    },
+    #[error("bedrock-relay lost the connection upstream after {attempts} attempt(s): {error}")]
+    Reset {
+        attempts: u32,
+        #[source]
+        error: Transport,
+    },
+    #[error("Bedrock did not answer in time after {attempts} attempt(s): {error}")]
+    Timeout {
+        attempts: u32,
+        #[source]
+        error: Transport,
+    },
     #[error("bedrock-relay cannot send the request upstream: {0}")]
-    Upstream(String),
+    Upstream(#[source] crate::upstream::UpstreamError),
     #[error(transparent)]
     Inbound(#[from] crate::inbound::Denied),
     #[error("upstream response exceeds the relay's limit of {limit} bytes (max_response_body)")]
     ResponseTooLarge { limit: usize },
     #[error("the retry budget or the request deadline is exhausted")]
     Exhausted,
-    #[error("{0}")]
-    CannotResume(String),
+    #[error(transparent)]
+    CannotResume(crate::resume::CannotResume),
+    #[error("resume request answered {0} without a stream")]
+    NotAStream(http::StatusCode),
     #[error("Amazon Bedrock accepts only SigV4 on InvokeModelWithBidirectionalStream (its input events are signed one by one), and this relay signs with a bearer token (AWS_BEARER_TOKEN_BEDROCK): run the relay with AWS credentials to use the bidirectional stream")]
     BearerEventStream,
 }
@@ -76,7 +95,9 @@ impl RelayError {
             RelayError::BodyTooLarge { .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "ValidationException")
             }
-            RelayError::BadRequestBody(_) => (StatusCode::BAD_REQUEST, "ValidationException"),
+            RelayError::BadRequestBody(_)
+            | RelayError::BadPath(_)
+            | RelayError::NoServiceEndpoint(_) => (StatusCode::BAD_REQUEST, "ValidationException"),
             RelayError::Signing(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "InternalServerException")
             }
@@ -89,7 +110,7 @@ impl RelayError {
             RelayError::ResponseTooLarge { .. } => {
                 (StatusCode::BAD_GATEWAY, "InternalServerException")
             }
-            RelayError::Upstream(_) | RelayError::CannotResume(_) => {
+            RelayError::Upstream(_) | RelayError::CannotResume(_) | RelayError::NotAStream(_) => {
                 (StatusCode::BAD_GATEWAY, "InternalServerException")
             }
             RelayError::Exhausted => (

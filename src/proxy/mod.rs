@@ -17,10 +17,9 @@ mod bidi_session;
 mod count;
 mod credentials;
 pub mod error;
-mod frames;
 mod outbound;
 mod relay;
-mod stream;
+pub(crate) mod stream;
 
 pub use crate::body::Body;
 pub use relay::{Record, Relay};
@@ -65,13 +64,12 @@ pub async fn handle(relay: Arc<Relay>, req: Request<Incoming>) -> Response<Body>
         }
         Err(denied) => (None, Err(denied.into())),
     };
-    if matches!(answer, Ok(Answer::Stream(_) | Answer::Sse(_))) {
+    if matches!(answer, Ok(Answer::Stream(_))) {
         record.otel.first_chunk();
     }
     let resp = match answer {
         Ok(Answer::Whole(resp)) => finish_whole(&relay, record, resp),
-        Ok(Answer::Stream(opened)) => stream::start(relay, *opened, record),
-        Ok(Answer::Sse(opened)) => stream::start_sse(relay, *opened, record),
+        Ok(Answer::Stream(started)) => started.respond(relay, record),
         Ok(Answer::Bidi(resp)) => bidi_session::finish_at_end(relay, record, resp),
         Err(e) => finish_error(&relay, record, e),
     };
@@ -85,10 +83,9 @@ pub async fn handle(relay: Arc<Relay>, req: Request<Incoming>) -> Response<Body>
 enum Answer {
     /// A complete response: Bedrock's answer or its own error, read whole.
     Whole(Response<Bytes>),
-    /// An EventStream whose first frame has arrived; its pump takes it from here.
-    Stream(Box<stream::Opened>),
-    /// A Server-Sent Events stream whose first event has arrived.
-    Sse(Box<stream::SseOpened>),
+    /// A stream (EventStream or Server-Sent Events) whose first event has arrived; its
+    /// pump takes it from here.
+    Stream(stream::Started),
     /// A bidirectional session, open (its output streams as it comes), or its refusal.
     Bidi(Response<Body>),
 }
@@ -141,18 +138,12 @@ async fn relay_request(
         relay.inbound.model_policy(record.model.as_deref())?;
     }
     record.otel.request_body(&body, record.model.as_deref());
-    let uri = crate::upstream::join(&base, path)
-        .map_err(|e| RelayError::BadRequestBody(format!("bad request path: {e}")))?;
+    let uri = crate::upstream::join(&base, path).map_err(RelayError::BadPath)?;
     let outbound = Outbound::new(&parts, uri, body);
     // 3. retry/resume → 4. sign → 5. send, by the one driver. Streams are answered once
     // their first frame or event is here (their pump owns the attempts from then on);
     // everything else is read whole, so a torn body is retried too.
     let settings = &relay.settings;
-    let model = record.model.as_deref().unwrap_or("");
-    let (stall, max_body) = (
-        settings.stall_timeout_for(model),
-        settings.max_response_body,
-    );
     let streaming = Policy {
         attempts: settings.max_attempts,
         head_timeout: settings.first_byte_timeout,
@@ -163,50 +154,23 @@ async fn relay_request(
         .traced(&record.otel)
         .for_client(crate::admission::client_of(&parts.headers));
     let result = match Shape::of(operation, other_service.is_some()) {
-        Shape::EventStream => {
-            let mut first = stream::FirstFrame::new(&outbound, stall, max_body);
-            match attempts.drive(&mut first, streaming).await {
-                Ok(stream::First::Stream(head, frames, frame)) => {
-                    record.attempts = attempts.made();
-                    attempts.note(record);
-                    let opened = stream::Opened {
-                        head,
-                        frames,
-                        first: frame,
-                        outbound,
-                        attempts,
-                    };
-                    return Ok(Answer::Stream(Box::new(opened)));
+        Shape::Stream(kind) => {
+            match stream::open(relay, kind, outbound, attempts, streaming, record).await {
+                stream::Open::Stream(started) => return Ok(Answer::Stream(started)),
+                stream::Open::Whole(result, made) => {
+                    attempts = made;
+                    result
                 }
-                Ok(stream::First::Whole(resp)) => Ok(resp),
-                Err(failure) => Err(failure),
             }
         }
-        Shape::MaybeSse => match attempts
-            .drive(
-                &mut stream::FirstEvent::new(&outbound, stall, max_body),
-                streaming,
-            )
-            .await
-        {
-            Ok(Ok(first)) => {
-                record.attempts = attempts.made();
-                attempts.note(record);
-                return Ok(Answer::Sse(Box::new(stream::SseOpened::new(
-                    first, outbound, attempts,
-                ))));
-            }
-            Ok(Err(resp)) => Ok(resp),
-            Err(failure) => Err(failure),
-        },
         Shape::Whole => {
+            let model = record.model.as_deref().unwrap_or("");
             let policy = Policy {
-                head_timeout: stall,
+                head_timeout: settings.stall_timeout_for(model),
                 ..streaming
             };
-            attempts
-                .drive(&mut Whole::new(&outbound, max_body), policy)
-                .await
+            let mut whole = Whole::new(&outbound, settings.max_response_body);
+            attempts.drive(&mut whole, policy).await
         }
     };
     record.attempts = attempts.made();
@@ -225,11 +189,8 @@ async fn relay_request(
 
 /// How an operation's answer arrives.
 enum Shape {
-    /// ConverseStream, InvokeModelWithResponseStream, Agent Runtime streams.
-    EventStream,
-    /// Server-Sent Events when the answer is `text/event-stream` (the OpenAI- and
-    /// Anthropic-compatible paths, and operations the relay does not know), else whole.
-    MaybeSse,
+    /// A stream on its wire (an answer that turns out not to be one is read whole).
+    Stream(stream::Kind),
     /// One body, read whole.
     Whole,
 }
@@ -239,8 +200,12 @@ impl Shape {
         use ops::Operation::*;
         match operation {
             _ if other_service => Shape::Whole,
-            ConverseStream | InvokeModelWithResponseStream | AgentRuntime => Shape::EventStream,
-            ChatCompletions | Responses | AnthropicMessages | Unknown => Shape::MaybeSse,
+            ConverseStream | InvokeModelWithResponseStream | AgentRuntime => {
+                Shape::Stream(stream::Kind::EventStream)
+            }
+            ChatCompletions | Responses | AnthropicMessages | Unknown => {
+                Shape::Stream(stream::Kind::Sse)
+            }
             _ => Shape::Whole,
         }
     }

@@ -25,7 +25,7 @@ pub async fn read_body(mut body: Incoming, limit: usize) -> Result<Bytes, RelayE
     let expected = usize::try_from(body.size_hint().lower()).unwrap_or(usize::MAX);
     let mut buf = BytesMut::with_capacity(expected.min(limit).min(UP_FRONT));
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| RelayError::BadRequestBody(e.to_string()))?;
+        let frame = frame.map_err(RelayError::BadRequestBody)?;
         if let Ok(data) = frame.into_data() {
             if buf.len() + data.len() > limit {
                 return Err(RelayError::BodyTooLarge { limit });
@@ -76,9 +76,7 @@ pub fn service_endpoint(
     let uri = format!("https://{prefix}.{region}.{suffix}");
     match uri.parse() {
         Ok(u) if label(service) && label(region) => Ok(u),
-        _ => Err(RelayError::BadRequestBody(format!(
-            "cannot forward to service {service:?}"
-        ))),
+        _ => Err(RelayError::NoServiceEndpoint(service.to_owned())),
     }
 }
 

@@ -75,31 +75,31 @@ impl Delta {
 
 /// A decoded stream message in format-independent terms.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub(crate) struct Event {
+pub struct Event {
     /// messageStart / message_start.
-    pub start: bool,
+    pub(crate) start: bool,
     /// Input tokens announced early (Claude message_start, Llama prompt_token_count, Titan).
-    pub known_input: Option<u64>,
-    pub block_start: Option<(u32, BlockKind)>,
-    pub delta: Option<(u32, Delta)>,
-    pub block_stop: Option<u32>,
+    pub(crate) known_input: Option<u64>,
+    pub(crate) block_start: Option<(u32, BlockKind)>,
+    pub(crate) delta: Option<(u32, Delta)>,
+    pub(crate) block_stop: Option<u32>,
     /// A stop reason (messageStop, Claude message_delta, a single-block final chunk).
-    pub stop: Option<String>,
+    pub(crate) stop: Option<String>,
     /// Usage numbers carried by this message (input, output), where present.
-    pub usage: Option<(Option<u64>, Option<u64>)>,
+    pub(crate) usage: Option<(Option<u64>, Option<u64>)>,
     /// Cache read / write input tokens carried by this message, where present.
-    pub cache: Option<(Option<u64>, Option<u64>)>,
+    pub(crate) cache: Option<(Option<u64>, Option<u64>)>,
     /// Converse/Nova metadata, Claude message_stop, or an invoke chunk with invocation metrics.
-    pub terminal: bool,
+    pub(crate) terminal: bool,
     /// Invoke streams: the decoded `bytes` of the chunk (byte-exact replay for unknown families).
-    pub raw_chunk: Option<Bytes>,
+    pub(crate) raw_chunk: Option<Bytes>,
     /// Exact output tokens of the attempt so far (Llama `generation_token_count`, Titan
     /// `totalOutputTextTokenCount`).
-    pub running: Option<u64>,
+    pub(crate) running: Option<u64>,
     /// A single-text chunk shape (no blocks: one text, its stop in the last chunk).
-    pub single: Option<chunks::Shape>,
+    pub(crate) single: Option<chunks::Shape>,
     /// An event the relay forwarded without understanding it (see `Transcript::opaque`).
-    pub unknown: bool,
+    pub(crate) unknown: bool,
 }
 
 impl Event {

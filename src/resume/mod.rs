@@ -2,20 +2,21 @@
 //! to splice it on so the client sees ONE unbroken response.
 //!
 //! Pure logic over decoded EventStream messages and JSON request bodies (no I/O, no tokio).
-//! The stream pump (`crate::proxy`) drives it:
+//! The stream pump (`crate::proxy::stream`) drives it through one heal step ([`Heal`]):
 //!
 //! ```text
-//!   upstream frame ──► Splicer::accept ──► Vec<Spliced> ──► client
-//!                           │ Err(Divergence)                  │
-//!                           ▼                                  ▼
-//!                typed exception, end      Transcript::observe (every message sent)
+//!   upstream event ──► Heal::feed ──► Splicer::accept ──► ToolHold ──► client bytes
+//!                          │ Err(Stop: divergence, refusal)        │
+//!                          ▼                                       ▼
+//!                typed exception, end         Transcript::record (every event sent)
 //!
-//!   attempt failed ──► finish_at_limit(format, original_body, &transcript)
-//!                        └─ Some(terminal events): the client's output limit is used up;
-//!                           send them (as Bedrock ends such an answer), the stream is whole
-//!                      ──► else plan(format, original_body, &mut transcript, caps)
+//!   attempt failed ──► Heal::fault (a held tool call dropped)
+//!                  ──► Heal::finish_at_limit(original_body)
+//!                        └─ true: the client's output limit is used up; its terminal
+//!                           events went out (as Bedrock ends such an answer): whole
+//!                  ──► else Heal::plan(original_body, caps)
 //!                        ├─ Ok(Continuation { strategy, body, splicer }): send `body`,
-//!                        │    feed the new attempt's frames through `splicer`
+//!                        │    then Heal::resumed(splicer) for the new attempt's events
 //!                        └─ Err(CannotResume): typed exception event, end the stream
 //! ```
 //!
@@ -33,46 +34,35 @@
 //! seam look-ahead, only while a seam rule is undecided.
 //!
 //! ```
-//! use bedrock_relay::eventstream::{self, event};
-//! use bedrock_relay::resume::{plan, ModelCaps, Spliced, Splicer, Strategy, StreamFormat, Transcript};
+//! use bedrock_relay::eventstream::{self, event, Frame};
+//! use bedrock_relay::resume::{EventStreamCodec, Heal, ModelCaps, Strategy, StreamFormat, Transcript};
 //!
 //! let format = StreamFormat::Converse;
 //! let body = br#"{"messages":[{"role":"user","content":[{"text":"Hi"}]}]}"#;
-//! let mut transcript = Transcript::with_limit(format, 8 << 20);
-//! let mut splicer = Splicer::passthrough(format);
+//! // The heal step the pump runs: splicer, tool-call hold, transcript, for one stream.
+//! let mut heal = Heal::new(EventStreamCodec { format }, Transcript::with_limit(format, 8 << 20), true);
 //! let mut client: Vec<bytes::Bytes> = Vec::new();
-//! let mut pump = |splicer: &mut Splicer, t: &mut Transcript, upstream: &[u8]| {
-//!     let msg = eventstream::decode(upstream).unwrap();
-//!     for out in splicer.accept(&msg).expect("no divergence") {
-//!         let (wire, sent) = match out {
-//!             Spliced::Unchanged => (bytes::Bytes::copy_from_slice(upstream), msg.clone()),
-//!             Spliced::Rewritten(m) => (eventstream::encode(&m), m),
-//!         };
-//!         client.push(wire);
-//!         t.observe(&sent);
-//!     }
-//! };
+//! let frame = |t: &str, p: &str| Frame::check(eventstream::encode(&event(t, p.to_owned()))).unwrap();
 //! // First attempt: a start and one delta, then the connection resets.
-//! pump(&mut splicer, &mut transcript, &eventstream::encode(&event("messageStart", r#"{"role":"assistant"}"#)));
-//! pump(&mut splicer, &mut transcript, &eventstream::encode(&event("contentBlockDelta",
-//!     r#"{"contentBlockIndex":0,"delta":{"text":"Hello "}}"#)));
-//! assert!(!transcript.is_complete());
-//! let failed = transcript.attempt_usage_estimate(); // for failed_attempt_tokens_total
+//! heal.feed(frame("messageStart", r#"{"role":"assistant"}"#), &mut client).unwrap();
+//! heal.feed(frame("contentBlockDelta", r#"{"contentBlockIndex":0,"delta":{"text":"Hello "}}"#), &mut client).unwrap();
+//! assert!(!heal.is_complete());
+//! let failed = heal.fault(); // for failed_attempt_tokens_total
 //! assert_eq!(failed.output, 1);
 //! let caps = ModelCaps { prefill: true, instructed: false, replay: true };
-//! let next = plan(&format, body, &mut transcript, &caps).unwrap();
+//! let next = heal.plan(body, &caps).unwrap();
 //! assert_eq!(next.strategy, Strategy::Prefill); // body ends with assistant "Hello"
-//! splicer = next.splicer;
+//! heal.resumed(next.splicer);
 //! // Second attempt: its messageStart is swallowed, " world" loses the space the client has.
 //! for (t, p) in [("messageStart", r#"{"role":"assistant"}"#),
 //!                ("contentBlockDelta", r#"{"contentBlockIndex":0,"delta":{"text":" world"}}"#),
 //!                ("contentBlockStop", r#"{"contentBlockIndex":0}"#),
 //!                ("messageStop", r#"{"stopReason":"end_turn"}"#),
 //!                ("metadata", r#"{"usage":{"inputTokens":9,"outputTokens":1,"totalTokens":10}}"#)] {
-//!     pump(&mut splicer, &mut transcript, &eventstream::encode(&event(t, p)));
+//!     heal.feed(frame(t, p), &mut client).unwrap();
 //! }
-//! assert!(transcript.is_complete());
-//! assert_eq!(transcript.texts(), vec!["Hello world"]);
+//! assert!(heal.is_complete());
+//! assert_eq!(heal.transcript().texts(), vec!["Hello world"]);
 //! assert_eq!(client.len(), 6);
 //! ```
 
@@ -83,6 +73,7 @@ mod count;
 mod event;
 mod finish;
 mod guard;
+mod heal;
 mod hold;
 mod limit;
 mod out;
@@ -102,9 +93,10 @@ pub use accounting::AttemptUsage;
 pub use chunks::is_limit_stop;
 pub use count::{count_bodies, count_model_id, output_limit, output_tokens};
 pub use event::usage_of;
-pub(crate) use event::Event as Observed;
+pub use event::Event as Observed;
 pub use finish::finish_at_limit;
-pub(crate) use hold::{Offer, ToolHold};
+pub use heal::{Codec, EventStreamCodec, Heal, Read, Stop, UpstreamError};
+
 pub use plan::{plan, CannotResume, Continuation};
 pub use request::BodyError;
 pub use splice::{Divergence, Spliced, Splicer};

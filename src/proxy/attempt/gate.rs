@@ -53,11 +53,11 @@ impl Attempts {
                 self.gate.throttled(adm, &body);
             }
             Failure::Exception {
-                frame,
+                raw,
                 retry: Some(RetryReason::Throttled),
                 ..
             } => {
-                let payload = String::from_utf8_lossy(&frame.raw);
+                let payload = String::from_utf8_lossy(raw);
                 self.gate.throttled(adm, &payload);
             }
             Failure::Status { response, .. } if response.status().is_server_error() => {

@@ -1,237 +1,136 @@
-//! The EventStream pump: forwards whole frames, detects faults mid-stream, and resumes.
+//! Streams, one stack for both wires ([`wire`]: AWS EventStream and Server-Sent Events):
+//! forwarded event by event as they arrive, faults detected mid-stream and healed.
 //!
-//! Phase 1 ([`FirstFrame`], run by the retry driver in `proxy::relay_request`): attempts are
-//! retried invisibly until the first whole frame arrives; the client has nothing yet, so its
-//! response head is held back until then. An attempt whose first frame is a retryable
-//! exception is retried too; when none is left, that exception goes to the client as Bedrock
-//! sent it (HTTP 200 and the frame), so throttling stays throttling.
-//! Phase 2 ([`start`], a supervised task per stream): every frame goes through the
-//! [`Splicer`](crate::resume::Splicer) of the current attempt and is recorded in the
-//! [`Transcript`](crate::resume::Transcript) once forwarded. On a fault the resume ladder
-//! (`resume`, run by the same driver) fetches the rest from a new upstream request; when that
-//! is impossible the client gets the upstream's own exception or a typed
-//! `modelStreamErrorException`, then a clean end — never a torn frame. If the client goes
-//! away the upstream request is dropped at once. If the pump panics, the client's body ends
-//! with an error (its connection is cut), never as a clean, silently short answer.
+//! [`open`] owns both phases of a stream:
+//! 1. `first` — attempts are retried invisibly (by the one retry driver) until the first
+//!    whole event arrives; the client's response head is held back until then.
+//! 2. `pump` — the client's response body: every event goes through the heal step
+//!    (`crate::resume::Heal`: splicer, tool-call hold, transcript) as the client reads; on a
+//!    fault the resume ladder (`resume`, run by the same driver) fetches the rest from a new
+//!    upstream request; when that is impossible the client gets the wire's typed error, then
+//!    a clean end — never a torn event.
+//!
+//! `reader` splits an upstream body into the wire's whole events under the stall timeout;
+//! `fault` names how a stream broke ([`Interruption`]) and why it could not go on
+//! ([`GiveUp`]).
 
+mod fault;
+mod first;
 mod pump;
+mod reader;
 mod resume;
-mod sse;
-mod sse_events;
-mod sse_pump;
-mod sse_resume;
+mod wire;
 
-pub(super) use sse::{start as start_sse, FirstEvent, SseOpened};
+pub(crate) use fault::Interruption;
 
-use super::attempt::{read_whole, Attempts, Exchange, Failure};
-use super::frames::{frame_class, FrameClass, Interruption, UpstreamFrames};
+use super::attempt::{Attempts, Failure, Policy};
 use super::outbound::Outbound;
 use super::{Body, Record, Relay};
-use crate::body::{self, Batch, FrameSender, BATCH_BYTES};
-use crate::eventstream::Frame;
-use crate::resume::StreamFormat;
-use crate::retry::classify_exception;
 use bytes::Bytes;
-use futures_util::FutureExt;
+use first::{First, Opening};
 use http::response::Parts;
-use http::{Request, Response};
+use http::Response;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
-use pump::Pump;
-use std::panic::AssertUnwindSafe;
+use pump::{Opened, Pump, PumpBody};
 use std::sync::Arc;
-use std::time::Duration;
+use wire::Wire;
 
-/// Phase 1: send the request until a first whole frame arrives.
-pub(super) struct FirstFrame<'a> {
-    outbound: &'a Outbound,
-    stall: Duration,
-    /// Cap on a response that turns out not to be a stream.
-    max_body: usize,
+/// Which wire an operation's stream arrives on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    /// ConverseStream, InvokeModelWithResponseStream, Agent Runtime streams.
+    EventStream,
+    /// Server-Sent Events when the answer is `text/event-stream` (the OpenAI- and
+    /// Anthropic-compatible paths, and operations the relay does not know), else whole.
+    Sse,
 }
 
-/// What phase 1 got.
-pub(super) enum First {
-    /// Not a stream after all (some agent operations answer JSON): read whole.
-    Whole(Response<Bytes>),
-    /// The head, the rest of the body as frames, and the first frame.
-    Stream(Parts, UpstreamFrames, Frame),
+/// What phase 1 of a stream gave.
+// Returned once per request and taken apart at once: boxing the whole answer would cost an
+// allocation per request for nothing.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Open {
+    /// Not a stream after all, or Bedrock's final answer or the last failure: whole, with
+    /// the attempts made.
+    Whole(Result<Response<Bytes>, Failure>, Attempts),
+    /// The stream, its first event here: answered once the request's record is handed over.
+    Stream(Started),
 }
 
-impl<'a> FirstFrame<'a> {
-    pub(super) fn new(outbound: &'a Outbound, stall: Duration, max_body: usize) -> Self {
-        FirstFrame {
-            outbound,
-            stall,
-            max_body,
-        }
+/// A stream whose first event has arrived, whatever its wire.
+pub(super) struct Started(Box<dyn FnOnce(Arc<Relay>, Record) -> Response<Body> + Send>);
+
+impl Started {
+    /// Phase 2: the client's response, with the stream's pump as its body.
+    pub(super) fn respond(self, relay: Arc<Relay>, record: Record) -> Response<Body> {
+        (self.0)(relay, record)
     }
 }
 
-impl Exchange for FirstFrame<'_> {
-    type Output = First;
-
-    fn request(&mut self) -> Result<Request<Bytes>, Failure> {
-        Ok(self.outbound.request())
-    }
-
-    async fn accept(
-        &mut self,
-        resp: Response<Incoming>,
-        within: Duration,
-    ) -> Result<First, Failure> {
-        let (head, body) = resp.into_parts();
-        if !is_eventstream(&head.headers) {
-            // Not a stream after all (some agent operations answer JSON): read it whole.
-            let bytes = read_whole(body, self.max_body, within).await?;
-            return Ok(First::Whole(Response::from_parts(head, bytes)));
+/// Phase 1 of a stream of `kind`: attempts until its first whole event (or a whole answer,
+/// or the last failure).
+pub(super) async fn open(
+    relay: &Arc<Relay>,
+    kind: Kind,
+    outbound: Outbound,
+    attempts: Attempts,
+    policy: Policy,
+    record: &mut Record,
+) -> Open {
+    let op = record.operation;
+    match kind {
+        Kind::EventStream => {
+            let wire = wire::EventStream { op };
+            open_on(relay, wire, outbound, attempts, policy, record).await
         }
-        let mut frames = UpstreamFrames::new(body, self.stall);
-        match frames.next().await {
-            Ok(Some(frame)) => match frame_class(&frame) {
-                FrameClass::Retryable(t) => Err(Failure::Exception {
-                    head: Box::new(head),
-                    retry: classify_exception(&t),
-                    frame,
-                }),
-                _ => Ok(First::Stream(head, frames, frame)),
-            },
-            Ok(None) => Err(fault_failure(Interruption::Truncated)),
-            Err(fault) => Err(fault_failure(fault)),
-        }
+        Kind::Sse => open_on(relay, wire::Sse { op }, outbound, attempts, policy, record).await,
     }
 }
 
-/// A stream whose first frame has arrived, with everything its pump needs.
-pub(super) struct Opened {
-    pub head: Parts,
-    pub frames: UpstreamFrames,
-    pub first: Frame,
-    pub outbound: Outbound,
-    pub attempts: Attempts,
-}
-
-/// Phase 2: answer the client with the stream's head and start its pump.
-pub(super) fn start(relay: Arc<Relay>, opened: Opened, record: Record) -> Response<Body> {
-    let Opened {
+async fn open_on<W: Wire>(
+    relay: &Arc<Relay>,
+    wire: W,
+    outbound: Outbound,
+    mut attempts: Attempts,
+    policy: Policy,
+    record: &mut Record,
+) -> Open {
+    let settings = &relay.settings;
+    let stall = settings.stall_timeout_for(record.model.as_deref().unwrap_or(""));
+    let mut first = First::<W>::new(&outbound, stall, settings.max_response_body);
+    let (head, events, first) = match attempts.drive(&mut first, policy).await {
+        Ok(Opening::Stream(head, events, first)) => (head, events, first),
+        Ok(Opening::Whole(resp)) => return Open::Whole(Ok(resp), attempts),
+        Err(failure) => return Open::Whole(Err(failure), attempts),
+    };
+    record.attempts = attempts.made();
+    attempts.note(record);
+    let opened = Opened {
+        wire,
         head,
-        frames,
+        events,
         first,
         outbound,
         attempts,
-    } = opened;
-    let (tx, rx) = body::channel();
-    let model = record.model.clone().unwrap_or_default();
-    let format = StreamFormat::detect(record.operation, &model);
-    let mut pump = Pump::new(relay.clone(), outbound, record, attempts, format, model, tx);
-    let primed = pump.prime(&first);
-    tokio::spawn(supervise(relay, pump.run(frames, first, primed)));
-    Response::from_parts(stream_head(head), rx.boxed())
+    };
+    Open::Stream(Started(Box::new(move |relay, record| {
+        respond(relay, opened, record)
+    })))
 }
 
-/// Run a pump; a panic in it is logged and counted. Its client's body then ends with an
-/// error (the pump never called `finish`), and the active-stream gauge is put right by the
-/// pump's guard, which unwinding drops. A combinator, not an `async fn`: an `async fn` would
-/// keep the pump's state twice in every stream's task (its argument and the awaited future).
-fn supervise(
-    relay: Arc<Relay>,
-    pump: impl std::future::Future<Output = ()>,
-) -> impl std::future::Future<Output = ()> {
-    AssertUnwindSafe(pump).catch_unwind().map(move |result| {
-        let Err(panic) = result else { return };
-        let what = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_default();
-        relay.metrics.stream_panics_total.inc();
-        tracing::error!(panic = %what, "stream pump panicked: client connection cut");
-    })
+/// Phase 2: the response head, and the pump as the body.
+fn respond<W: Wire>(relay: Arc<Relay>, mut opened: Opened<W>, record: Record) -> Response<Body> {
+    let head = stream_head(std::mem::replace(&mut opened.head, empty_parts()));
+    let pump = Pump::new(relay.clone(), opened, record);
+    let chunks = futures_util::stream::unfold(pump, |mut pump| async move {
+        let chunk = pump.next_chunk().await?;
+        Some((chunk, pump))
+    });
+    Response::from_parts(head, PumpBody::new(chunks, relay).boxed())
 }
 
-/// The client's side of a stream: what is gathered for its next write, bytes sent.
-pub(super) struct Client {
-    tx: FrameSender,
-    /// Frames or events for the client's next write (see [`Batch`]).
-    out: Batch,
-    bytes: u64,
-    /// The body must end with an error, not cleanly (not even an error event could be built).
-    cut: bool,
-}
-
-impl Client {
-    fn new(tx: FrameSender) -> Self {
-        Client {
-            tx,
-            out: Batch::default(),
-            bytes: 0,
-            cut: false,
-        }
-    }
-
-    /// Queue bytes for the client; written at the next [`Client::flush`], or now if the
-    /// batch is full. `false`: the client has gone.
-    async fn send(&mut self, bytes: Bytes) -> bool {
-        self.bytes += bytes.len() as u64;
-        self.out.push(bytes);
-        self.out.len() < BATCH_BYTES || self.flush().await
-    }
-
-    /// Write what is queued. `false`: the client has gone.
-    async fn flush(&mut self) -> bool {
-        match self.out.take() {
-            Some(bytes) => self.tx.send(bytes).await,
-            None => true,
-        }
-    }
-
-    /// The stream is over: what is queued goes out, and the body ends cleanly unless it
-    /// was cut.
-    async fn close(&mut self) {
-        self.flush().await;
-        if !self.cut {
-            self.tx.finish();
-        }
-    }
-}
-
-/// Counts the stream in `active_streams` while it lives, however its task ends (a panic
-/// included).
-struct ActiveStream(Arc<Relay>);
-
-impl ActiveStream {
-    fn new(relay: Arc<Relay>) -> Self {
-        relay.metrics.active_streams.inc();
-        ActiveStream(relay)
-    }
-}
-
-impl Drop for ActiveStream {
-    fn drop(&mut self) {
-        self.0.metrics.active_streams.dec();
-    }
-}
-
-/// A stream broke after bytes reached the client: logged, counted by reason, and recorded
-/// as the late failure of its attempt.
-/// How many times a cut is continued again after a continuation that did not follow the
-/// continuation protocol (nothing of it reached the client), before the typed error.
-pub(super) const MAX_REASKS: u8 = 2;
-
-fn count_interruption(
-    attempts: &Attempts,
-    operation: crate::ops::Operation,
-    model: &str,
-    fault: &Interruption,
-) {
-    tracing::info!(operation = operation.name(), model = %model, fault = %fault.describe(), "stream interrupted");
-    attempts
-        .relay()
-        .metrics
-        .stream_interruptions_total
-        .with_label_values(&[fault.label()])
-        .inc();
-    attempts.record_late_failure(fault.retry_reason());
+fn empty_parts() -> Parts {
+    Response::new(()).into_parts().0
 }
 
 /// The response head of a stream: framing headers go (hyper frames the body itself).
@@ -244,20 +143,4 @@ fn stream_head(mut head: Parts) -> Parts {
         head.headers.remove(h);
     }
     head
-}
-
-fn is_eventstream(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/vnd.amazon.eventstream"))
-}
-
-/// A fault before anything reached the client: retried like any failure (it is counted by
-/// `upstream_attempts_total` and `retries_total`, not as a stream interruption).
-fn fault_failure(fault: Interruption) -> Failure {
-    Failure::Transport {
-        reason: fault.retry_reason(),
-        detail: fault.describe(),
-    }
 }

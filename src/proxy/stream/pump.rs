@@ -1,466 +1,414 @@
-//! Phase 2 of a stream, one task per stream: forward every frame through the current
-//! attempt's [`Splicer`], record it in the [`Transcript`], and on a fault climb the resume
-//! ladder (a [`Resume`] run by the retry driver) or end the stream with a typed exception.
-//! The client going away cancels it all.
+//! Phase 2 of a stream, for any [`Wire`]: the pump IS the client's response body. Each time
+//! the client's connection asks for more, the pump takes the upstream events that are here
+//! (waiting, within the stall timeout, only when none is), passes each through the heal step
+//! ([`Heal::feed`]: splicer, tool-call hold, transcript) and hands what the client gets over
+//! as one chunk. On a fault the client first gets what it is owed, then the resume ladder
+//! ([`Resume`], run by the retry driver) fetches the rest from a new upstream request; when
+//! that is impossible the client gets the wire's typed error ([`Wire::give_up`]), then a
+//! clean end — never a torn event.
+//!
+//! No task and no channel per stream: the client's connection polls the pump, so a slow
+//! client slows the upstream read (back-pressure) and a client that goes away drops the pump
+//! and with it the upstream request. If the pump panics, the body ends with an error (the
+//! client's connection is cut), never as a clean, silently short answer.
 
-use super::resume::Resume;
-use super::{ActiveStream, Client};
-use crate::body::FrameSender;
-use crate::eventstream::{self, Frame};
-use crate::proxy::attempt::{Attempts, Failure};
-use crate::proxy::frames::{frame_class, FrameClass, Interruption, UpstreamFrames};
+use super::fault::{GiveUp, Interruption};
+use super::reader::Events;
+use super::resume::{policy, Resume, Resumed};
+use super::wire::{Class, Wire};
+use crate::body::{Batch, BATCH_BYTES};
+use crate::proxy::attempt::Attempts;
+use crate::proxy::count::{before_continuation, LastCount};
 use crate::proxy::outbound::Outbound;
 use crate::proxy::{Record, Relay};
-use crate::resume::{
-    give_up_event, Observed, Offer, Spliced, Splicer, StreamFormat, ToolHold, Transcript,
-};
+use crate::resume::{Codec, Heal, Stop};
 use bytes::Bytes;
+use futures_util::Stream;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
+use sync_wrapper::SyncWrapper;
 
-/// Phase 2 state, owned by the stream's task.
-pub(super) struct Pump {
-    relay: Arc<Relay>,
-    outbound: Outbound,
-    record: Record,
-    attempts: Attempts,
-    model: String,
-    client: Client,
-    /// What makes the stream resumable (its format is known); `None`: frames go out as they
-    /// come and a fault after the first frame ends the stream with a typed exception.
-    resumable: Option<Resumable>,
-    resumes: u32,
-    last_strategy: Option<&'static str>,
-    /// The stream broke after bytes reached the client.
-    interrupted: bool,
-    /// Continuations that ignored the protocol, asked for again since the last cut (at most
-    /// `super::MAX_REASKS`).
-    reasked: u8,
-    _active: ActiveStream,
-}
-
-/// A resumable stream: what the client has, and how the current attempt is spliced on.
-struct Resumable {
-    format: StreamFormat,
-    transcript: Transcript,
-    splicer: Splicer,
-    /// Tool-use blocks held until complete (`resume.hold_tool_use`).
-    hold: Option<ToolHold>,
-    /// The last CountTokens of what the client has (never twice for the same text).
-    counted: crate::proxy::count::LastCount,
-}
+/// How many times a cut is continued again after a continuation that did not follow the
+/// continuation protocol (nothing of it reached the client), before the typed error.
+pub(crate) const MAX_REASKS: u8 = 2;
 
 /// How a stream ended, for logs and metrics.
-enum End {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum End {
     Complete,
     ClientGone,
     Failed,
 }
 
-/// Why a frame could not be forwarded.
-enum Unforwardable {
-    /// The replayed answer differs from what the client has.
-    Diverged(String),
-    /// An instructed continuation did not follow the protocol; nothing of it was sent.
-    Refused(String),
-    /// A rewritten frame cannot be encoded (an upstream header over the encoder's limits).
-    Encode(String),
-}
-
-/// What a frame offered through the tool-call hold turns into.
-enum Outgoing {
-    Frame(Bytes),
-    /// Held until its tool-use block is complete.
-    Nothing,
-    /// A tool-use block released whole, with each frame's event.
-    Block(Vec<(Bytes, Observed)>),
-}
-
-impl Resumable {
-    /// Offer a client-bound frame to the tool-call hold (when there is one); what is to go
-    /// out now is recorded in the transcript.
-    fn offer(&mut self, bytes: Bytes, event: Observed) -> Outgoing {
-        match ToolHold::offer_through(self.hold.as_mut(), bytes, event) {
-            Offer::Pass((bytes, event)) => {
-                self.transcript.record(event);
-                Outgoing::Frame(bytes)
-            }
-            Offer::Held => Outgoing::Nothing,
-            Offer::Release(frames) => Outgoing::Block(frames),
+impl End {
+    fn label(self) -> &'static str {
+        match self {
+            End::Complete => "complete",
+            End::ClientGone => "client_gone",
+            End::Failed => "failed",
         }
     }
 }
 
-// Every stream's task holds the largest state of any future it awaits, so what the common
-// path awaits carries no parsed event (a few hundred bytes each), and rare paths are boxed.
-impl Client {
-    /// Send what the hold let out. `false`: the client has gone.
-    async fn deliver(&mut self, r: &mut Resumable, out: Outgoing) -> bool {
-        match out {
-            Outgoing::Frame(bytes) => self.send(bytes).await,
-            Outgoing::Nothing => true,
-            Outgoing::Block(frames) => Box::pin(self.release(r, frames)).await,
-        }
-    }
+/// Where the pump is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Running,
+    /// What is gathered goes out, then the stream ends this way.
+    Ending(End),
+    /// The body is over.
+    Done,
+}
 
-    /// Send a released tool-use block, frame by frame; each is recorded as it goes out.
-    async fn release(&mut self, r: &mut Resumable, frames: Vec<(Bytes, Observed)>) -> bool {
-        for (bytes, event) in frames {
-            r.transcript.record(event);
-            if !self.send(bytes).await {
-                return false;
-            }
-        }
-        true
-    }
+/// What the client gets next, gathered (see [`Batch`]) and counted.
+#[derive(Default)]
+struct Out {
+    batch: Batch,
+    bytes: u64,
+}
 
-    /// Forward one upstream event, through the splicer when resuming. `Ok(false)`: client gone.
-    async fn forward(
-        &mut self,
-        frame: Frame,
-        resumable: Option<&mut Resumable>,
-    ) -> Result<bool, Unforwardable> {
-        let Some(r) = resumable else {
-            return Ok(self.send(frame.raw).await);
-        };
-        if !r.splicer.is_passthrough() {
-            // Boxed: only a resumed attempt is spliced.
-            return Box::pin(self.splice(frame, r)).await;
+impl Extend<Bytes> for Out {
+    fn extend<I: IntoIterator<Item = Bytes>>(&mut self, iter: I) {
+        for bytes in iter {
+            self.bytes += bytes.len() as u64;
+            self.batch.push(bytes);
         }
-        // The common case: the frame goes out as it came (once its tool call is whole).
-        if r.hold.is_none() {
-            r.transcript.observe_frame(&frame);
-            return Ok(self.send(frame.raw).await);
-        }
-        let event = r.transcript.read_frame(&frame);
-        let out = r.offer(frame.raw, event);
-        Ok(self.deliver(r, out).await)
-    }
-
-    /// Forward one event of a resumed attempt through its splicer.
-    async fn splice(&mut self, frame: Frame, r: &mut Resumable) -> Result<bool, Unforwardable> {
-        let message = frame.message();
-        let spliced = r.splicer.accept(&message).map_err(|d| {
-            if d.reask {
-                Unforwardable::Refused(d.reason)
-            } else {
-                Unforwardable::Diverged(d.to_string())
-            }
-        })?;
-        for item in spliced {
-            let (bytes, event) = match item {
-                Spliced::Unchanged => (frame.raw.clone(), r.transcript.read(&message)),
-                Spliced::Rewritten(m) => {
-                    let bytes = eventstream::try_encode(&m)
-                        .map_err(|e| Unforwardable::Encode(e.to_string()))?;
-                    (bytes, r.transcript.read(&m))
-                }
-            };
-            let out = r.offer(bytes, event);
-            if !self.deliver(r, out).await {
-                return Ok(false);
-            }
-        }
-        Ok(true)
     }
 }
 
-impl Pump {
-    pub(super) fn new(
-        relay: Arc<Relay>,
-        outbound: Outbound,
-        record: Record,
-        attempts: Attempts,
-        format: Option<StreamFormat>,
-        model: String,
-        tx: FrameSender,
-    ) -> Self {
-        let limit = relay.settings.resume.max_transcript_bytes;
-        let hold = relay.settings.resume.hold_tool_use;
-        let resumable = format.map(|format| Resumable {
-            format,
-            transcript: Transcript::with_limit(format, limit),
-            splicer: Splicer::passthrough(format),
-            hold: hold.then(ToolHold::default),
-            counted: Default::default(),
+/// Everything one open stream holds.
+pub(super) struct Pump<W: Wire> {
+    wire: W,
+    relay: Arc<Relay>,
+    outbound: Outbound,
+    record: Record,
+    attempts: Attempts,
+    model: String,
+    events: Events<W::Splitter, Incoming>,
+    /// How the stream is healed; `None`: events go out as they come and a fault after the
+    /// first one ends the stream with the wire's typed error.
+    heal: Option<Heal<W::Codec>>,
+    /// The last CountTokens of what the client has (never twice for the same text).
+    counted: LastCount,
+    /// The first event, not yet passed on.
+    first: Option<W::Event>,
+    /// A fault to handle once what is gathered has gone out.
+    fault: Option<Interruption>,
+    out: Out,
+    state: State,
+    resumes: u32,
+    last_strategy: Option<&'static str>,
+    /// Continuations that ignored the protocol, asked for again since the last cut.
+    reasked: u8,
+    /// The stream broke after bytes reached the client.
+    interrupted: bool,
+    /// An unhealed stream passed its API's terminal event.
+    terminal: bool,
+    /// When the last fault happened, until the client's next bytes (`resume_gap_seconds`).
+    fault_at: Option<Instant>,
+    /// The body must end with an error, not cleanly (not even an error event could be built).
+    cut: bool,
+    /// The record was finished (the access line logged).
+    finished: bool,
+}
+
+/// A stream whose first event has arrived, with everything its pump needs.
+pub(crate) struct Opened<W: Wire> {
+    pub wire: W,
+    pub head: http::response::Parts,
+    pub events: Events<W::Splitter, Incoming>,
+    pub first: W::Event,
+    pub outbound: Outbound,
+    pub attempts: Attempts,
+}
+
+impl<W: Wire> Pump<W> {
+    pub(super) fn new(relay: Arc<Relay>, opened: Opened<W>, record: Record) -> Self {
+        let Opened {
+            wire,
+            events,
+            first,
+            outbound,
+            attempts,
+            ..
+        } = opened;
+        let model = record.model.clone().unwrap_or_default();
+        let r = &relay.settings.resume;
+        let heal = wire.codec(&model, &outbound.body).map(|(codec, format)| {
+            let transcript = crate::resume::Transcript::with_limit(format, r.max_transcript_bytes);
+            Heal::new(codec, transcript, r.hold_tool_use)
         });
+        relay.metrics.active_streams.inc();
         Pump {
-            _active: ActiveStream::new(relay.clone()),
+            wire,
             relay,
             outbound,
             record,
             attempts,
             model,
-            client: Client::new(tx),
-            resumable,
+            events,
+            heal,
+            counted: LastCount::default(),
+            first: Some(first),
+            fault: None,
+            out: Out::default(),
+            state: State::Running,
             resumes: 0,
             last_strategy: None,
-            interrupted: false,
             reasked: 0,
+            interrupted: false,
+            terminal: false,
+            fault_at: None,
+            cut: false,
+            finished: false,
         }
     }
 
-    /// Before the response head is returned: put the first frame, if it is an event, into
-    /// the client's body, so the client's connection writes head and first event at once
-    /// instead of waiting for this task's first turn. `true`: it is there.
-    pub(super) fn prime(&mut self, first: &Frame) -> bool {
-        let primed = matches!(frame_class(first), FrameClass::Event)
-            && self.client.tx.try_send(first.raw.clone());
-        if primed {
-            self.client.bytes += first.raw.len() as u64;
-        }
-        primed
-    }
-
-    /// Run the stream from its first frame; `primed`: [`Pump::prime`] already sent it, it
-    /// only needs recording.
-    pub(super) async fn run(mut self, mut frames: UpstreamFrames, first: Frame, primed: bool) {
-        let mut pending = None;
-        if !primed {
-            pending = Some(first);
-        } else if let Some(r) = self.resumable.as_mut() {
-            r.transcript.observe_frame(&first);
-        }
-        let mut fault_at: Option<Instant> = None;
-        let end = loop {
-            let next = match pending.take() {
-                Some(frame) => Ok(Some(frame)),
-                None => match frames.ready() {
+    /// The client's next chunk: `None` once the stream is over, an error when its body must
+    /// be cut.
+    pub(super) async fn next_chunk(&mut self) -> Option<std::io::Result<Bytes>> {
+        loop {
+            match self.state {
+                State::Done => return None,
+                State::Ending(end) => {
+                    if let Some(bytes) = self.out.batch.take() {
+                        return Some(Ok(bytes));
+                    }
+                    self.finish(end);
+                    self.state = State::Done;
+                    return self.cut.then(|| {
+                        Err(std::io::Error::other(
+                            "bedrock-relay: the stream could not be ended with an error event",
+                        ))
+                    });
+                }
+                State::Running => {}
+            }
+            if let Some(fault) = self.fault.take() {
+                // The client gets what it is owed before the ladder is climbed.
+                if let Some(bytes) = self.out.batch.take() {
+                    self.fault = Some(fault);
+                    return Some(Ok(bytes));
+                }
+                // Boxed: a fault is rare, and inline its state would make every open
+                // stream larger.
+                Box::pin(self.on_fault(fault)).await;
+                continue;
+            }
+            if self.out.batch.len() >= BATCH_BYTES {
+                return self.out.batch.take().map(Ok);
+            }
+            let next = match self.first.take() {
+                Some(event) => Ok(Some(event)),
+                None => match self.events.ready() {
                     Some(next) => next,
                     None => {
                         // Nothing more without waiting: what is gathered goes out now.
-                        if !self.client.flush().await {
-                            break End::ClientGone;
+                        if let Some(bytes) = self.out.batch.take() {
+                            return Some(Ok(bytes));
                         }
-                        tokio::select! {
-                            r = frames.next() => r,
-                            _ = self.client.tx.closed() => break End::ClientGone,
-                        }
+                        self.events.next().await
                     }
                 },
             };
-            let fault = match next {
-                Ok(Some(frame)) => match frame_class(&frame) {
-                    FrameClass::Retryable(exception_type) => Interruption::Exception {
-                        exception_type,
-                        frame,
-                    },
-                    FrameClass::Final => {
-                        // Not retryable (e.g. validationException): the client gets it unchanged.
-                        self.client.send(frame.raw).await;
-                        break End::Failed;
-                    }
-                    FrameClass::Event => {
-                        match self.client.forward(frame, self.resumable.as_mut()).await {
-                            Ok(true) => {
-                                if let Some(at) = fault_at.take() {
-                                    self.relay
-                                        .metrics
-                                        .resume_gap_seconds
-                                        .observe(at.elapsed().as_secs_f64());
-                                }
-                                // Terminal events delivered: the answer is whole, whatever
-                                // the upstream connection does next.
-                                if self.is_complete() {
-                                    break End::Complete;
-                                }
-                                continue;
-                            }
-                            Ok(false) => break End::ClientGone,
-                            Err(Unforwardable::Diverged(divergence)) => {
-                                self.count_resume("diverged");
-                                let why = diverged(self.last_strategy, &divergence);
-                                Box::pin(self.fail(None, &why)).await;
-                                break End::Failed;
-                            }
-                            Err(Unforwardable::Refused(why))
-                                if self.reasked < super::MAX_REASKS =>
-                            {
-                                self.count_resume("refused");
-                                self.reasked += 1;
-                                // Nothing of it reached the client: not a resume that counts
-                                // against max_resumes.
-                                self.resumes = self.resumes.saturating_sub(1);
-                                Interruption::Refused(why)
-                            }
-                            Err(Unforwardable::Refused(why)) => {
-                                self.count_resume("refused");
-                                let why = format!("the continuation did not follow the continuation protocol, {} times ({why})", super::MAX_REASKS + 1);
-                                Box::pin(self.fail(None, &why)).await;
-                                break End::Failed;
-                            }
-                            Err(Unforwardable::Encode(e)) => {
-                                let why = format!("an upstream event could not be re-framed ({e})");
-                                Box::pin(self.fail(None, &why)).await;
-                                break End::Failed;
-                            }
-                        }
-                    }
-                },
-                Ok(None) if self.resumable.is_none() || self.is_complete() => break End::Complete,
-                Ok(None) => Interruption::Truncated,
-                Err(fault) => fault,
-            };
-            if !matches!(fault, Interruption::Refused(_)) {
-                self.reasked = 0;
-            }
-            // A fault mid-stream: the client gets what it is owed, the fault is counted,
-            // then the ladder is climbed.
-            if !self.client.flush().await {
-                break End::ClientGone;
-            }
-            super::count_interruption(&self.attempts, self.record.operation, &self.model, &fault);
-            self.record.ledger.fault = Some(fault.label());
-            self.interrupted = true;
-            fault_at = Some(Instant::now());
-            // A tool call the client has not received yet is dropped: the resumed answer
-            // brings it again, whole.
-            if let Some(hold) = self.resumable.as_mut().and_then(|r| r.hold.as_mut()) {
-                hold.discard();
-            }
-            self.count_failed_attempt_tokens();
-            // The client's output limit is used up: end the answer as Bedrock would.
-            if Box::pin(self.finish_at_limit()).await {
-                break End::Complete;
-            }
-            let client = self.client.tx.clone();
-            let resumed = tokio::select! {
-                // Boxed: a resume is rare, and inline its state would make every open
-                // stream's task larger (4.6 KiB before).
-                r = Box::pin(self.resume(&fault)) => r,
-                _ = client.closed() => break End::ClientGone,
-            };
-            match resumed {
-                Ok(next_frames) => frames = next_frames,
-                Err(why) => {
-                    self.count_resume("failed");
-                    Box::pin(self.fail(Some(fault), &why)).await;
-                    break End::Failed;
-                }
-            }
-        };
-        if !matches!(end, End::ClientGone) {
-            self.client.close().await;
+            self.step(next);
         }
-        self.finish(end);
     }
 
-    /// When the client's output limit is used up at a fault, send the terminal events
-    /// Bedrock would have sent instead of resuming. `true`: the answer is complete.
-    async fn finish_at_limit(&mut self) -> bool {
-        let Some(r) = self.resumable.as_mut() else {
-            return false;
+    /// One read of the upstream stream: an event passed on, its end, or a fault.
+    fn step(&mut self, next: Result<Option<W::Event>, Interruption>) {
+        let unhealed_end = self.heal.is_none() && self.wire.ends_cleanly(self.terminal);
+        let event = match next {
+            Ok(Some(event)) => event,
+            Ok(None) if unhealed_end || self.is_complete() => {
+                return self.state = State::Ending(End::Complete)
+            }
+            Ok(None) => return self.fault = Some(Interruption::Truncated),
+            // An unhealed stream broken after its terminal event is whole.
+            Err(_) if self.heal.is_none() && self.terminal => {
+                return self.state = State::Ending(End::Complete)
+            }
+            Err(fault) => return self.fault = Some(fault),
         };
-        let Some(end) =
-            crate::resume::finish_at_limit(&r.format, &self.outbound.body, &r.transcript)
-        else {
-            return false;
-        };
-        for m in end {
-            match eventstream::try_encode(&m) {
-                Ok(bytes) => {
-                    r.transcript.observe(&m);
-                    if !self.client.send(bytes).await {
-                        return false;
-                    }
-                }
-                Err(_) => return false,
+        match W::class(&event) {
+            Class::Event => {}
+            Class::Retryable(exception_type) => {
+                let raw = W::into_raw(event);
+                return self.fault = Some(Interruption::Exception {
+                    exception_type,
+                    raw,
+                });
+            }
+            Class::Final => {
+                // Not retryable (e.g. validationException): the client gets it unchanged.
+                self.out.extend(Some(W::into_raw(event)));
+                return self.state = State::Ending(End::Failed);
             }
         }
-        true
+        let before = self.out.bytes;
+        let fed = match self.heal.as_mut() {
+            None => {
+                self.terminal |= self.wire.is_terminal(&event);
+                self.out.extend(Some(W::into_raw(event)));
+                Ok(())
+            }
+            Some(heal) => heal.feed(event, &mut self.out),
+        };
+        if self.out.bytes > before {
+            // The pause the client saw: until the resumed stream's first bytes.
+            if let Some(at) = self.fault_at.take() {
+                let gap = at.elapsed().as_secs_f64();
+                self.relay.metrics.resume_gap_seconds.observe(gap);
+            }
+        }
+        match fed {
+            // Terminal events delivered: the answer is whole, whatever the upstream
+            // connection does next.
+            Ok(()) if self.is_complete() => self.state = State::Ending(End::Complete),
+            Ok(()) => {}
+            Err(Stop::Upstream { error, raw }) => {
+                self.fault = Some(Interruption::Exception {
+                    exception_type: error.kind,
+                    raw,
+                })
+            }
+            Err(Stop::Refused(d)) if self.reasked < MAX_REASKS => {
+                self.count_resume("refused");
+                self.reasked += 1;
+                // Nothing of it reached the client: not a resume that counts against
+                // max_resumes.
+                self.resumes = self.resumes.saturating_sub(1);
+                self.fault = Some(Interruption::Refused(d.reason));
+            }
+            Err(Stop::Refused(last)) => {
+                self.count_resume("refused");
+                let times = MAX_REASKS + 1;
+                self.fail(None, GiveUp::Refused { times, last });
+            }
+            Err(Stop::Diverged(d)) => {
+                self.count_resume("diverged");
+                let why = match self.last_strategy {
+                    Some("instructed") => GiveUp::Restarted(d),
+                    _ => GiveUp::Diverged(d),
+                };
+                self.fail(None, why);
+            }
+            Err(stop @ Stop::Encode(_)) => self.fail(None, GiveUp::Heal(stop)),
+        }
     }
 
-    fn is_complete(&self) -> bool {
-        self.resumable
-            .as_ref()
-            .is_some_and(|r| r.transcript.is_complete())
+    /// A fault mid-stream (what was gathered has gone out): counted, then the answer is
+    /// ended at the client's limit, or resumed, or ended with the typed error.
+    async fn on_fault(&mut self, fault: Interruption) {
+        if !matches!(fault, Interruption::Refused(_)) {
+            self.reasked = 0;
+        }
+        tracing::info!(operation = self.record.operation.name(), model = %self.model, fault = %fault, "stream interrupted");
+        let reason = fault.retry_reason();
+        self.relay
+            .metrics
+            .stream_interruptions_total
+            .with_label_values(&[fault.label()])
+            .inc();
+        self.attempts.record_late_failure(reason);
+        self.record.ledger.fault = Some(fault.label());
+        self.interrupted = true;
+        self.fault_at = Some(Instant::now());
+        let Some(heal) = self.heal.as_mut() else {
+            return self.fail(Some(fault), GiveUp::NotResumable);
+        };
+        // A tool call the client has not received yet is dropped: the resumed answer
+        // brings it again, whole.
+        let usage = heal.fault();
+        let input = usage.input.unwrap_or(0);
+        self.record.ledger.failed_attempt(input, usage.output);
+        let m = &self.relay.metrics.failed_attempt_tokens_total;
+        m.with_label_values(&["input"]).inc_by(input);
+        m.with_label_values(&["output"]).inc_by(usage.output);
+        // The client's output limit is used up: end the answer as Bedrock would.
+        match heal.finish_at_limit(&self.outbound.body, &mut self.out) {
+            Ok(true) => return self.state = State::Ending(End::Complete),
+            Ok(false) => {}
+            Err(stop) => return self.fail(None, GiveUp::Heal(stop)),
+        }
+        match self.resume(&fault).await {
+            Ok((events, splicer)) => {
+                self.events = events;
+                if let Some(heal) = self.heal.as_mut() {
+                    heal.resumed(splicer);
+                }
+            }
+            Err(why) => {
+                self.count_resume("failed");
+                self.fail(Some(fault), why);
+            }
+        }
     }
 
     /// Climb the ladder until a new upstream stream is open, or say why it cannot be.
-    async fn resume(&mut self, fault: &Interruption) -> Result<UpstreamFrames, String> {
-        let Some(r) = self.resumable.as_mut() else {
-            return Err("this stream's format cannot be resumed".into());
-        };
-        let policy = super::resume::policy(&self.relay, self.resumes, fault)?;
+    async fn resume(&mut self, fault: &Interruption) -> Result<Resumed<W>, GiveUp> {
+        let heal = self.heal.as_mut().ok_or(GiveUp::NotResumable)?;
+        let policy = policy(&self.relay, self.resumes, fault)?;
         // The continuation's limit: exact when what the client has can be counted.
-        let limit_count = crate::proxy::count::before_continuation(
+        let limit_count = before_continuation(
             &self.relay,
             &self.outbound.body,
             &self.model,
-            Some(r.format),
-            &mut r.transcript,
-            &mut r.counted,
+            heal.codec().counted_format(),
+            heal.transcript_mut(),
+            &mut self.counted,
         )
         .await;
-        let mut exchange = Resume::new(
-            &self.relay,
-            &self.outbound,
-            &self.model,
-            r.format,
-            &mut r.transcript,
-        );
+        let mut exchange = Resume::<W>::new(&self.relay, &self.outbound, &self.model, heal);
         let result = self.attempts.drive(&mut exchange, policy).await;
         self.last_strategy = exchange.strategy.map(|s| s.label());
+        let (strategy, label) = (self.last_strategy, fault.label());
         match result {
-            Ok((frames, splicer)) => {
-                r.splicer = splicer;
+            Ok(resumed) => {
                 self.resumes += 1;
-                self.record.strategy = self.last_strategy;
-                self.record.limit_count =
-                    (self.last_strategy != Some("replay")).then_some(limit_count);
-                tracing::info!(model = %self.model, strategy = self.last_strategy.unwrap_or("-"), resume = self.resumes, "stream resumed");
-                let (strategy, n) = (self.last_strategy, self.resumes);
+                self.record.strategy = strategy;
+                self.record.limit_count = (strategy != Some("replay")).then_some(limit_count);
+                tracing::info!(model = %self.model, strategy = strategy.unwrap_or("-"), resume = self.resumes, "stream resumed");
                 self.record
                     .otel
-                    .resume(strategy, n, fault.label(), "resumed");
-                Ok(frames)
+                    .resume(strategy, self.resumes, label, "resumed");
+                Ok(resumed)
             }
             Err(failure) => {
-                let (strategy, n) = (self.last_strategy, self.resumes + 1);
-                self.record
-                    .otel
-                    .resume(strategy, n, fault.label(), "failed");
-                Err(why_not_resumed(failure))
+                let n = self.resumes + 1;
+                self.record.otel.resume(strategy, n, label, "failed");
+                Err(GiveUp::not_resumed(failure))
             }
         }
     }
 
-    /// End the stream with a typed exception the SDKs raise: the upstream's own retryable
-    /// exception when that is what broke it, else `modelStreamErrorException`.
-    async fn fail(&mut self, fault: Option<Interruption>, why: &str) {
+    /// End the stream with the wire's typed error (the upstream's own exception when that
+    /// is what broke it and the client's SDK models it), or cut it when none can be built.
+    fn fail(&mut self, fault: Option<Interruption>, why: GiveUp) {
         let what = fault
             .as_ref()
             .map(Interruption::describe)
             .unwrap_or_else(|| "stream could not be continued".into());
-        tracing::warn!(model = %self.model, attempts = self.attempts.made(), resumes = self.resumes, %what, %why, "stream failed");
-        let bytes = match fault {
-            // The upstream's own exception, when the client's SDK models it for this
-            // operation (ConverseStream has no modelTimeoutException).
-            Some(Interruption::Exception {
-                frame,
-                exception_type,
-            }) if self.record.operation != crate::ops::Operation::ConverseStream
-                || exception_type != "modelTimeoutException" =>
-            {
-                Ok(frame.raw)
-            }
-            _ => eventstream::try_encode(&give_up_event(&format!(
-                "{what}; {why}. Attempts: {}, resumes: {}.",
-                self.attempts.made(),
-                self.resumes
-            ))),
-        };
-        match bytes {
-            Ok(bytes) => {
-                self.client.send(bytes).await;
-            }
-            // Not even the error frame can be built: leave the body unfinished, so the
-            // client's connection is cut rather than ended as if complete.
-            Err(e) => {
-                tracing::error!(error = %e, "could not encode the give-up event");
-                self.client.cut = true;
-            }
+        let message = format!(
+            "{what}; {why}. Attempts: {}, resumes: {}.",
+            self.attempts.made(),
+            self.resumes
+        );
+        tracing::warn!(operation = self.record.operation.name(), model = %self.model, %message, "stream failed");
+        match self.wire.give_up(fault, &message) {
+            Some(bytes) => self.out.extend(Some(bytes)),
+            None => self.cut = true,
         }
+        self.state = State::Ending(End::Failed);
+    }
+
+    fn is_complete(&self) -> bool {
+        self.heal.as_ref().is_some_and(Heal::is_complete)
     }
 
     fn count_resume(&self, outcome: &str) {
@@ -472,19 +420,12 @@ impl Pump {
             .inc();
     }
 
-    fn count_failed_attempt_tokens(&mut self) {
-        let Some(r) = &self.resumable else { return };
-        let usage = r.transcript.attempt_usage_estimate();
-        self.record
-            .ledger
-            .failed_attempt(usage.input.unwrap_or(0), usage.output);
-        let m = &self.relay.metrics.failed_attempt_tokens_total;
-        m.with_label_values(&["input"])
-            .inc_by(usage.input.unwrap_or(0));
-        m.with_label_values(&["output"]).inc_by(usage.output);
-    }
-
-    fn finish(mut self, end: End) {
+    /// Count and log the stream's end, once.
+    fn finish(&mut self, end: End) {
+        if std::mem::replace(&mut self.finished, true) {
+            return;
+        }
+        self.relay.metrics.active_streams.dec();
         match end {
             End::Complete => {
                 self.attempts.succeeded();
@@ -498,65 +439,112 @@ impl Pump {
             }
             End::Failed => {}
         }
-        self.record.healed = match end {
+        let op = self.record.operation;
+        let mut record = std::mem::replace(&mut self.record, Record::new(op, None));
+        record.healed = match end {
             _ if !self.interrupted => None,
             End::Complete => Some(true),
             End::Failed => Some(false),
             End::ClientGone => None,
         };
-        self.record.attempts = self.attempts.made();
-        self.record.resumes = self.resumes;
-        self.record.bytes_out = self.client.bytes;
-        self.record.ledger.end = Some(match end {
-            End::Complete => "complete",
-            End::ClientGone => "client_gone",
-            End::Failed => "failed",
-        });
-        if let Some(r) = &self.resumable {
-            self.record.ledger.tokens = r.transcript.client_usage();
-            self.record.otel.finish_reason(r.transcript.stop());
+        record.attempts = self.attempts.made();
+        record.resumes = self.resumes;
+        record.bytes_out = self.out.bytes;
+        record.ledger.end = Some(end.label());
+        if let Some(heal) = &self.heal {
+            let transcript = heal.transcript();
+            record.ledger.tokens = transcript.client_usage();
+            record.otel.finish_reason(transcript.stop());
             if self.resumes > 0 {
-                self.record.ledger.heal.input += r.transcript.continuation_overhead();
+                record.ledger.heal.input += transcript.continuation_overhead();
             }
         }
-        let relay = self.relay.clone();
-        self.record.finish(&relay, 200);
+        record.finish(&self.relay, 200);
     }
 }
 
-/// What a divergence means for the client's error message: a replay that produced another
-/// answer, or a continuation that restarted the answer differently.
-pub(super) fn diverged(strategy: Option<&str>, divergence: &str) -> String {
-    match strategy {
-        Some("instructed") => format!(
-            "the continuation restarted the answer and differed from what was already sent ({divergence})"
-        ),
-        _ => format!("the replayed answer diverged from what was already sent ({divergence})"),
+impl<W: Wire> Drop for Pump<W> {
+    /// The client's connection dropped the body before its end: the client went away (or
+    /// the pump panicked, and its body was cut).
+    fn drop(&mut self) {
+        let end = match std::thread::panicking() {
+            true => End::Failed,
+            false => End::ClientGone,
+        };
+        self.finish(end);
     }
 }
 
-/// Why the driver could not open a resumed stream, for the client's error message.
-pub(super) fn why_not_resumed(failure: Failure) -> String {
-    let retryable = failure.retry_reason().is_some();
-    let detail = match failure {
-        Failure::Fatal(e) => return e.to_string(),
-        Failure::Status { response, .. } => {
-            format!("resume request refused with status {}", response.status())
+pin_project_lite::pin_project! {
+    /// The pump as a response body: polled by the client's connection; a panic inside it is
+    /// caught, logged and counted, and cuts the body.
+    pub(super) struct PumpBody<S> {
+        #[pin]
+        chunks: SyncWrapper<S>,
+        relay: Arc<Relay>,
+        done: bool,
+    }
+}
+
+impl<S> PumpBody<S> {
+    pub(super) fn new(chunks: S, relay: Arc<Relay>) -> Self {
+        PumpBody {
+            chunks: SyncWrapper::new(chunks),
+            relay,
+            done: false,
         }
-        Failure::Exception { frame, .. } => format!(
-            "resume request answered with {}",
-            match frame.kind() {
-                eventstream::Kind::Exception(t) => t.to_owned(),
-                _ => "an exception".into(),
+    }
+}
+
+impl<S> Body for PumpBody<S>
+where
+    S: Stream<Item = std::io::Result<Bytes>>,
+{
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        let this = self.project();
+        if *this.done {
+            return Poll::Ready(None);
+        }
+        let chunks = this.chunks.get_pin_mut();
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| chunks.poll_next(cx)));
+        match polled {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(Some(Ok(bytes)))) => Poll::Ready(Some(Ok(Frame::data(bytes)))),
+            Ok(Poll::Ready(Some(Err(e)))) => {
+                *this.done = true;
+                Poll::Ready(Some(Err(e)))
             }
-        ),
-        Failure::Transport { detail, .. } => detail,
-    };
-    if retryable {
-        format!(
-            "{detail}; no attempt left (max_attempts, the retry budget or the request deadline)"
-        )
-    } else {
-        detail
+            Ok(Poll::Ready(None)) => {
+                *this.done = true;
+                Poll::Ready(None)
+            }
+            Err(panic) => {
+                *this.done = true;
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                this.relay.metrics.stream_panics_total.inc();
+                tracing::error!(panic = %what, "stream pump panicked: client connection cut");
+                Poll::Ready(Some(Err(std::io::Error::other(
+                    "bedrock-relay: the stream ended without finishing",
+                ))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
     }
 }

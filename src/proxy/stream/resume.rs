@@ -1,18 +1,20 @@
-//! A resume as an [`Exchange`] for the retry driver: each attempt plans the next rung of the
-//! ladder (`crate::resume::plan`) and sends its continuation request; the first one that
-//! answers with a stream is the resumed stream.
+//! A resume as an [`Exchange`] for the retry driver, for any [`Wire`]: each attempt plans the
+//! next rung of the ladder (the heal step's [`Heal::plan`], the core's `plan` over the wire's
+//! request body) and sends its continuation request; the first one that answers with a
+//! stream of the wire is the resumed stream.
 //!
 //! A continuation request refused with a 4xx (a prefill or instruction the model will not
 //! take) closes that rung for this stream and the next attempt plans the next one (replay);
 //! Bedrock's "does not support assistant message prefill" is also remembered for the model.
 
-use super::is_eventstream;
+use super::fault::{GiveUp, Interruption};
+use super::reader::Events;
+use super::wire::Wire;
 use crate::proxy::attempt::{Exchange, Failure, Policy};
 use crate::proxy::error::RelayError;
-use crate::proxy::frames::{Interruption, UpstreamFrames};
 use crate::proxy::outbound::Outbound;
 use crate::proxy::Relay;
-use crate::resume::{plan, ModelCaps, Splicer, Strategy, StreamFormat, Transcript};
+use crate::resume::{Heal, ModelCaps, Splicer, Strategy};
 use crate::retry::{rejects_prefill, RetryReason};
 use bytes::Bytes;
 use http::{Request, Response};
@@ -20,12 +22,11 @@ use hyper::body::Incoming;
 use std::time::Duration;
 
 /// One resume of one stream: the rungs still open, the continuation in flight.
-pub(super) struct Resume<'a> {
+pub(super) struct Resume<'a, W: Wire> {
     pub relay: &'a Relay,
     pub outbound: &'a Outbound,
     pub model: &'a str,
-    pub format: StreamFormat,
-    pub transcript: &'a mut Transcript,
+    pub heal: &'a mut Heal<W::Codec>,
     pub stall: Duration,
     /// The strategy of the last continuation request planned.
     pub strategy: Option<Strategy>,
@@ -33,17 +34,16 @@ pub(super) struct Resume<'a> {
     rungs: Rungs,
 }
 
-/// The rungs a stream's continuation requests have closed (refused with a 4xx), shared by
-/// the EventStream and SSE resumes.
+/// The rungs a stream's continuation requests have closed (refused with a 4xx).
 #[derive(Debug, Default)]
-pub(super) struct Rungs {
+struct Rungs {
     prefill_refused: bool,
     instructed_refused: bool,
 }
 
 impl Rungs {
     /// What the model (configuration, what was learned) and this stream still allow.
-    pub(super) fn caps(&self, relay: &Relay, model: &str) -> ModelCaps {
+    fn caps(&self, relay: &Relay, model: &str) -> ModelCaps {
         let mut caps = relay.caps(model);
         caps.prefill &= !self.prefill_refused;
         caps.instructed &= !self.instructed_refused;
@@ -53,7 +53,7 @@ impl Rungs {
     /// A continuation request (of `strategy`) failed: a 4xx closes its rung (and a prefill
     /// refusal is learned for the model), so the next attempt plans the next one; anything
     /// else is retried as the failure says.
-    pub(super) fn after(
+    fn after(
         &mut self,
         relay: &Relay,
         model: &str,
@@ -88,20 +88,18 @@ impl Rungs {
     }
 }
 
-impl<'a> Resume<'a> {
+impl<'a, W: Wire> Resume<'a, W> {
     pub(super) fn new(
         relay: &'a Relay,
         outbound: &'a Outbound,
         model: &'a str,
-        format: StreamFormat,
-        transcript: &'a mut Transcript,
+        heal: &'a mut Heal<W::Codec>,
     ) -> Self {
         Resume {
             relay,
             outbound,
             model,
-            format,
-            transcript,
+            heal,
             stall: relay.settings.stall_timeout_for(model),
             strategy: None,
             splicer: None,
@@ -110,13 +108,18 @@ impl<'a> Resume<'a> {
     }
 }
 
-impl Exchange for Resume<'_> {
-    type Output = (UpstreamFrames, Splicer);
+/// The resumed stream's events, and how they are spliced on.
+pub(super) type Resumed<W> = (Events<<W as Wire>::Splitter, Incoming>, Splicer);
+
+impl<W: Wire> Exchange for Resume<'_, W> {
+    type Output = Resumed<W>;
 
     fn request(&mut self) -> Result<Request<Bytes>, Failure> {
         let caps = self.rungs.caps(self.relay, self.model);
-        let next = plan(&self.format, &self.outbound.body, self.transcript, &caps)
-            .map_err(|e| cannot(e.to_string()))?;
+        let next = self
+            .heal
+            .plan(&self.outbound.body, &caps)
+            .map_err(|e| Failure::Fatal(RelayError::CannotResume(e)))?;
         self.strategy = Some(next.strategy);
         self.splicer = Some(next.splicer);
         Ok(self.outbound.request_with_body(next.body))
@@ -127,17 +130,12 @@ impl Exchange for Resume<'_> {
         resp: Response<Incoming>,
         _within: Duration,
     ) -> Result<Self::Output, Failure> {
-        if !is_eventstream(resp.headers()) {
-            return Err(cannot(format!(
-                "resume request answered {} without a stream",
-                resp.status()
-            )));
+        if !W::is_stream(resp.headers()) {
+            return Err(Failure::Fatal(RelayError::NotAStream(resp.status())));
         }
-        let splicer = self
-            .splicer
-            .take()
-            .ok_or_else(|| cannot("no plan".into()))?;
-        Ok((UpstreamFrames::new(resp.into_body(), self.stall), splicer))
+        // `request` planned this attempt before it was sent.
+        let splicer = self.splicer.take().expect("a planned continuation");
+        Ok((Events::new(resp.into_body(), self.stall), splicer))
     }
 
     fn retry_reason(&mut self, failure: &Failure) -> Option<RetryReason> {
@@ -148,10 +146,10 @@ impl Exchange for Resume<'_> {
 
 /// How a resume after `fault` may run: refused once the stream has used up `max_resumes`,
 /// else up to `max_attempts` attempts, the first already a retry (budget and backoff).
-pub(super) fn policy(relay: &Relay, resumes: u32, fault: &Interruption) -> Result<Policy, String> {
+pub(super) fn policy(relay: &Relay, resumes: u32, fault: &Interruption) -> Result<Policy, GiveUp> {
     let settings = &relay.settings;
     if resumes >= settings.resume.max_resumes {
-        return Err(format!("gave up after {resumes} resume(s) (max_resumes)"));
+        return Err(GiveUp::MaxResumes(resumes));
     }
     Ok(Policy {
         attempts: settings.max_attempts,
@@ -165,8 +163,4 @@ fn failure_status(failure: &Failure) -> String {
         Failure::Status { response, .. } => response.status().to_string(),
         _ => "-".into(),
     }
-}
-
-pub(super) fn cannot(why: String) -> Failure {
-    Failure::Fatal(RelayError::CannotResume(why))
 }

@@ -29,6 +29,8 @@
 mod chat;
 mod responses;
 
+use super::heal::Codec;
+pub use super::heal::{Read, UpstreamError};
 use super::{
     plan, CannotResume, Continuation, Family, ModelCaps, Strategy, StreamFormat, Transcript,
 };
@@ -42,13 +44,6 @@ use serde_json::{json, Value};
 
 /// The core format every SSE API is read into.
 pub const FORMAT: StreamFormat = StreamFormat::Invoke(Family::Claude);
-
-/// An error event the upstream sent mid-stream (a fault, resumed like a reset).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UpstreamError {
-    pub kind: String,
-    pub message: String,
-}
 
 /// One SSE event's fields.
 #[derive(Debug, Default, PartialEq)]
@@ -103,14 +98,6 @@ pub struct SseCodec {
     attempt: u32,
 }
 
-/// What one upstream event is.
-pub enum Read {
-    /// Core messages for the splicer (maybe none: an event the client gets from the codec).
-    Messages(Vec<Message>),
-    /// Not an API event (a comment, a keep-alive): forwarded as it came.
-    Raw,
-}
-
 impl SseCodec {
     /// `None`: not an SSE API the relay heals.
     pub fn new(op: Operation) -> Option<SseCodec> {
@@ -127,14 +114,14 @@ impl SseCodec {
     }
 
     /// A new upstream attempt starts (its events are read afresh).
-    pub fn begin_attempt(&mut self) {
+    pub fn begin_api_attempt(&mut self) {
         self.attempt += 1;
         self.chat.begin_attempt();
         self.responses.begin_attempt();
     }
 
     /// Read one whole upstream event.
-    pub fn read(&mut self, raw: &[u8]) -> Result<Read, UpstreamError> {
+    pub fn read_event(&mut self, raw: &[u8]) -> Result<Read, UpstreamError> {
         let f = fields(raw);
         let Some(data) = f.data else {
             return Ok(Read::Raw);
@@ -175,7 +162,7 @@ impl SseCodec {
     }
 
     /// The client's SSE bytes for one released event ([`SseCodec::inner`]); maybe none.
-    pub fn write(&mut self, inner: &[u8]) -> Bytes {
+    pub fn write_inner(&mut self, inner: &[u8]) -> Bytes {
         if inner.is_empty() {
             return Bytes::new();
         }
@@ -198,7 +185,7 @@ impl SseCodec {
     /// The next rung of the ladder: the core's [`plan`] over the API's body read as a Claude
     /// messages body, its continuation written back in the API's shape. A replay resends
     /// `original` unchanged.
-    pub fn plan(
+    pub fn plan_api(
         &self,
         original: &[u8],
         transcript: &mut Transcript,
@@ -217,7 +204,7 @@ impl SseCodec {
     }
 
     /// [`super::finish_at_limit`] for this API's body.
-    pub fn finish_at_limit(
+    pub fn finish_api_at_limit(
         &self,
         original: &[u8],
         transcript: &Transcript,
@@ -313,6 +300,55 @@ fn flatten_text(m: &mut Value) {
     let texts: Option<Vec<&str>> = parts.iter().map(plain).collect();
     if let Some(texts) = texts {
         m["content"] = json!(texts.concat());
+    }
+}
+
+/// An SSE API's events through the heal step: an event's data is read into core messages;
+/// what the hold keeps is the released event's Claude JSON ([`SseCodec::inner`]), written
+/// as the API's event only when it goes out.
+impl Codec for SseCodec {
+    type Event = Bytes;
+
+    fn raw(event: &Bytes) -> &Bytes {
+        event
+    }
+
+    fn read(&mut self, event: &Bytes) -> Result<Read, UpstreamError> {
+        self.read_event(event)
+    }
+
+    fn unchanged(&self, _event: &Bytes, msg: &Message) -> Bytes {
+        SseCodec::inner(msg)
+    }
+
+    fn rewritten(&self, msg: &Message) -> Result<Bytes, eventstream::FrameError> {
+        Ok(SseCodec::inner(msg))
+    }
+
+    fn write(&mut self, item: Bytes) -> Bytes {
+        self.write_inner(&item)
+    }
+
+    fn plan(
+        &self,
+        original: &[u8],
+        transcript: &mut Transcript,
+        caps: &ModelCaps,
+    ) -> Result<Continuation, CannotResume> {
+        self.plan_api(original, transcript, caps)
+    }
+
+    fn finish_at_limit(&self, original: &[u8], transcript: &Transcript) -> Option<Vec<Message>> {
+        self.finish_api_at_limit(original, transcript)
+    }
+
+    fn begin_attempt(&mut self) {
+        self.begin_api_attempt();
+    }
+
+    /// The Anthropic Messages body is a Claude messages body; the OpenAI shapes are not.
+    fn counted_format(&self) -> Option<StreamFormat> {
+        (self.op == Operation::AnthropicMessages).then_some(FORMAT)
     }
 }
 

@@ -52,9 +52,9 @@ fn prefill_trims_whitespace_and_the_seam_restores_it_exactly() {
     let full = converse_stream(std::slice::from_ref(&block), "end_turn", 7);
     let mut c = Client::new(CONVERSE);
     c.feed(&full[..4]).unwrap(); // messageStart + 3 deltas
-    assert!(c.transcript.forwarded_any() && !c.transcript.is_complete());
+    assert!(c.transcript().forwarded_any() && !c.transcript().is_complete());
     assert_eq!(
-        c.transcript.attempt_usage_estimate(),
+        c.transcript().attempt_usage_estimate(),
         AttemptUsage {
             input: None,
             output: 3
@@ -79,13 +79,13 @@ fn prefill_trims_whitespace_and_the_seam_restores_it_exactly() {
     // Sum over attempts: final (10 in, 3 out) + failed (10 - 3 delivered = 7 in, 3 out).
     assert_eq!(seen.usage, (17, 6, 23));
     assert_eq!(
-        c.splicer.carried_usage(),
+        c.splicer().carried_usage(),
         Some(Usage {
             input: 7,
             output: 3
         })
     );
-    assert!(c.transcript.is_complete());
+    assert!(c.transcript().is_complete());
 }
 
 #[test]
@@ -173,12 +173,13 @@ fn interrupted_tool_use_is_replayed_keeping_the_client_tool_id() {
         pieces: vec!["{\"a\":".into(), "1,".into(), "\"b\":2}".into()],
     };
     let first = converse_stream(&[tool("tooluse_1")], "tool_use", 3);
-    let mut c = Client::new(CONVERSE);
+    // With the tool-call hold off (`resume.hold_tool_use = false`), the client has half a call.
+    let mut c = Client::holding(CONVERSE, false);
     c.feed(&first[..4]).unwrap(); // start, tool start, two input pieces
     let err = plan(
         &CONVERSE,
         &user_body(),
-        &mut c.transcript.clone(),
+        &mut c.transcript().clone(),
         &ModelCaps {
             replay: false,
             ..ALL
@@ -220,7 +221,7 @@ fn replay_that_differs_from_the_delivered_content_is_a_divergence() {
     c.feed(&first[..5]).unwrap(); // block 0 done, block 1 started
     let (strategy, _) = c.resume(&user_body(), ALL).unwrap();
     assert_eq!(strategy, Strategy::Replay, "several blocks: replay");
-    let mut other = c.transcript.clone();
+    let mut other = c.transcript().clone();
     let other_replay = converse_stream(&[texts(&["Alpha", " bets"])], "end_turn", 3);
     let err = c.feed(&other_replay).unwrap_err();
     assert_eq!(err.block, Some(0));
@@ -369,7 +370,7 @@ fn whitespace_only_or_several_text_blocks_are_replayed() {
 fn nothing_delivered_is_a_plain_retry_and_start_only_swallows_the_new_start() {
     let full = converse_stream(&[texts(&["Hi"])], "end_turn", 1);
     let mut c = Client::new(CONVERSE);
-    assert!(!c.transcript.forwarded_any());
+    assert!(!c.transcript().forwarded_any());
     assert_eq!(c.resume(&user_body(), NONE).unwrap().0, Strategy::Replay);
     c.feed(&full).unwrap();
     assert_eq!(c.received.len(), full.len());
@@ -389,7 +390,7 @@ fn missing_metadata_after_message_stop_is_replayed_with_summed_usage() {
     let full = converse_stream(&[texts(&["Done", "."])], "end_turn", 4);
     let mut c = Client::new(CONVERSE);
     c.feed(&full[..5]).unwrap(); // up to messageStop
-    assert!(c.transcript.saw_message_stop());
+    assert!(c.transcript().saw_message_stop());
     assert!(c
         .resume(
             &user_body(),
@@ -489,7 +490,7 @@ fn a_body_that_cannot_be_extended_falls_back_to_replay() {
     let e = plan(
         &CONVERSE,
         b"not json",
-        &mut c.transcript.clone(),
+        &mut c.transcript().clone(),
         &ModelCaps {
             replay: false,
             ..ALL
@@ -500,7 +501,7 @@ fn a_body_that_cannot_be_extended_falls_back_to_replay() {
     let e = plan(
         &CONVERSE,
         b"{}",
-        &mut c.transcript.clone(),
+        &mut c.transcript().clone(),
         &ModelCaps {
             replay: false,
             ..ALL
@@ -511,7 +512,7 @@ fn a_body_that_cannot_be_extended_falls_back_to_replay() {
         e.to_string(),
         "the original request body cannot be continued: request body has no `messages`"
     );
-    let next = plan(&CONVERSE, b"{}", &mut c.transcript, &ALL).unwrap();
+    let next = plan(&CONVERSE, b"{}", c.transcript_mut(), &ALL).unwrap();
     assert_eq!(
         (next.strategy, &next.body[..]),
         (Strategy::Replay, &b"{}"[..])

@@ -16,7 +16,7 @@ fn claude_prefill_splices_one_message_start_and_sums_usage() {
     let mut c = Client::new(claude);
     c.feed(&full[..5]).unwrap(); // start, block start, 3 deltas
     assert_eq!(
-        c.transcript.attempt_usage_estimate(),
+        c.transcript().attempt_usage_estimate(),
         AttemptUsage {
             input: Some(11),
             output: 3
@@ -56,7 +56,7 @@ fn claude_prefill_splices_one_message_start_and_sums_usage() {
         ),
         (Some(14 + 11), Some(5))
     );
-    assert!(c.transcript.is_complete());
+    assert!(c.transcript().is_complete());
 }
 
 #[test]
@@ -105,7 +105,7 @@ fn llama_prefill_appends_to_the_prompt_and_strips_the_seam() {
         last["amazon-bedrock-invocationMetrics"]["outputTokenCount"],
         2 + 3
     );
-    assert!(c.transcript.is_complete());
+    assert!(c.transcript().is_complete());
 }
 
 #[test]
@@ -117,7 +117,7 @@ fn transcript_counts_bytes_and_unknown_families_replay_byte_exact() {
         .collect();
     let mut c = Client::new(other);
     c.feed(&chunks[..1]).unwrap();
-    assert!(c.transcript.bytes() > 0);
+    assert!(c.transcript().bytes() > 0);
     assert!(c
         .resume(
             b"{}",
@@ -310,7 +310,7 @@ fn nova_prefill_between_blocks_renumbers_and_sums_metadata_and_metrics() {
         last["amazon-bedrock-invocationMetrics"]["inputTokenCount"],
         15
     );
-    assert!(c.transcript.is_complete());
+    assert!(c.transcript().is_complete());
 }
 
 #[test]
@@ -339,7 +339,7 @@ fn mistral_and_titan_continue_their_prompt_text() {
         .map(|v| v["outputs"][0]["text"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(text, "Bonjour monde");
-    assert!(c.transcript.is_complete());
+    assert!(c.transcript().is_complete());
     // Titan
     let fmt = StreamFormat::Invoke(Family::Titan);
     let mut c = Client::new(fmt);
@@ -382,7 +382,7 @@ fn claude_missing_message_stop_is_replayed_with_one_message_delta() {
     let full = claude_stream(&[&["Done", "."]], 4);
     let mut c = Client::new(claude);
     c.feed(&full[..6]).unwrap(); // through message_delta
-    assert!(c.transcript.saw_message_stop());
+    assert!(c.transcript().saw_message_stop());
     assert_eq!(c.resume(&claude_body(), ALL).unwrap().0, Strategy::Replay);
     c.feed(&full).unwrap();
     let seen = check_claude(&c.received).unwrap();
@@ -410,5 +410,5 @@ fn llama_final_chunk_that_only_repeats_the_whitespace_keeps_its_stop() {
         .collect();
     assert_eq!(text, "Hi ");
     assert_eq!(ev.last().unwrap()["stop_reason"], "stop");
-    assert!(c.transcript.is_complete());
+    assert!(c.transcript().is_complete());
 }

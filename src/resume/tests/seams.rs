@@ -20,9 +20,9 @@ fn a_used_up_limit_ends_the_answer_with_the_format_s_own_terminal_chunk() {
     c.feed(&[llama("One two", 2), llama(" three four", 4)])
         .unwrap();
     let body = br#"{"prompt":"x","max_gen_len":4}"#;
-    let end = finish_at_limit(&fmt, body, &c.transcript).expect("limit used up");
+    let end = finish_at_limit(&fmt, body, c.transcript()).expect("limit used up");
     c.feed(&end).unwrap();
-    assert!(c.transcript.is_complete());
+    assert!(c.transcript().is_complete());
     let last = inner(&c.received).pop().unwrap();
     assert_eq!(last["stop_reason"], "length");
     assert_eq!(last["generation_token_count"], 4);
@@ -37,7 +37,7 @@ fn a_used_up_limit_ends_the_answer_with_the_format_s_own_terminal_chunk() {
     // Below the limit: nothing to finish, and the continuation asks for what is left.
     let mut c = Client::new(fmt);
     c.feed(&[llama("One two", 2)]).unwrap();
-    assert!(finish_at_limit(&fmt, body, &c.transcript).is_none());
+    assert!(finish_at_limit(&fmt, body, c.transcript()).is_none());
     let (s, next) = c.resume(body, ALL).unwrap();
     assert_eq!(
         (s, next["max_gen_len"].as_u64()),
@@ -50,10 +50,10 @@ fn a_used_up_limit_ends_the_answer_with_the_format_s_own_terminal_chunk() {
     let full = converse_stream(&blocks, "max_tokens", 5);
     c.feed(&full[..4]).unwrap();
     let body = br#"{"messages":[],"inferenceConfig":{"maxTokens":3}}"#;
-    let end = finish_at_limit(&conv, body, &c.transcript).expect("limit used up");
+    let end = finish_at_limit(&conv, body, c.transcript()).expect("limit used up");
     c.feed(&end).unwrap();
-    assert!(c.transcript.is_complete());
-    assert_eq!(c.transcript.stop(), Some("max_tokens"));
+    assert!(c.transcript().is_complete());
+    assert_eq!(c.transcript().stop(), Some("max_tokens"));
     let metadata: serde_json::Value =
         serde_json::from_slice(c.received.last().unwrap().payload()).unwrap();
     assert_eq!(metadata["usage"]["outputTokens"], 3);

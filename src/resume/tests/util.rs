@@ -152,50 +152,74 @@ pub(crate) fn llama_stream(pieces: &[&str], input: u64) -> Vec<Message> {
         .collect()
 }
 
-/// The client side of a request: forwards through the current splicer, observes what it sent.
+/// The client side of a request: upstream messages go through the heal step as the pump
+/// runs it (framed, spliced, the tool-call hold on as by default, recorded); what the client
+/// received is decoded back into messages.
 pub(crate) struct Client {
-    pub format: StreamFormat,
-    pub transcript: Transcript,
+    pub heal: Heal<EventStreamCodec>,
     pub received: Vec<Message>,
-    pub splicer: Splicer,
 }
 
 impl Client {
     pub fn new(format: StreamFormat) -> Client {
+        Client::holding(format, true)
+    }
+
+    /// `hold`: `resume.hold_tool_use` (off: a cut inside a tool call reaches the client).
+    pub fn holding(format: StreamFormat, hold: bool) -> Client {
+        let codec = EventStreamCodec { format };
         Client {
-            format,
-            transcript: Transcript::new(format),
+            heal: Heal::new(codec, Transcript::new(format), hold),
             received: Vec::new(),
-            splicer: Splicer::passthrough(format),
         }
     }
 
     /// Feed upstream messages (stopping early at the first divergence).
     pub fn feed(&mut self, msgs: &[Message]) -> Result<(), Divergence> {
         for m in msgs {
-            for s in self.splicer.accept(m)? {
-                let out = s.into_message(m);
-                // Re-encoded frames must decode back to themselves (fresh CRCs).
-                let back = eventstream::decode(&eventstream::encode(&out)).expect("valid frame");
-                assert_eq!(back, out);
-                self.transcript.observe(&out);
-                self.received.push(out);
+            let frame = eventstream::Frame::check(eventstream::encode(m)).expect("valid frame");
+            let mut out: Vec<bytes::Bytes> = Vec::new();
+            let fed = self.heal.feed(frame, &mut out);
+            for bytes in out {
+                // What the client gets must decode back (fresh CRCs on rewritten frames).
+                let back = eventstream::decode(&bytes).expect("valid frame");
+                assert_eq!(eventstream::encode(&back), bytes, "frames are canonical");
+                self.received.push(back);
+            }
+            match fed {
+                Ok(()) => {}
+                Err(Stop::Diverged(d) | Stop::Refused(d)) => return Err(d),
+                Err(other) => panic!("heal step failed: {other}"),
             }
         }
         Ok(())
     }
 
+    /// The attempt broke; plan the next one as the pump does (a held tool call dropped).
     pub fn resume(
         &mut self,
         body: &[u8],
         caps: ModelCaps,
     ) -> Result<(Strategy, Value), CannotResume> {
-        let c = plan(&self.format, body, &mut self.transcript, &caps)?;
-        self.splicer = c.splicer;
+        self.heal.fault();
+        let c = self.heal.plan(body, &caps)?;
+        self.heal.resumed(c.splicer);
         Ok((
             c.strategy,
             serde_json::from_slice(&c.body).expect("json body"),
         ))
+    }
+
+    pub fn transcript(&self) -> &Transcript {
+        self.heal.transcript()
+    }
+
+    pub fn transcript_mut(&mut self) -> &mut Transcript {
+        self.heal.transcript_mut()
+    }
+
+    pub fn splicer(&self) -> &Splicer {
+        self.heal.splicer()
     }
 }
 

@@ -6,14 +6,14 @@ mod property;
 mod responses;
 
 use crate::resume::sse::*;
-use crate::resume::{Splicer, Strategy};
+use crate::resume::{Heal, Stop, Strategy};
+use bytes::Bytes;
 use serde_json::Value;
 
-/// One client stream: codec, transcript, the current attempt's splicer, what the client got.
+/// One client stream through the heal step, as the pump runs it (tool-call hold on, as
+/// by default): what the client got, as text.
 pub(super) struct Stream {
-    pub codec: SseCodec,
-    pub transcript: Transcript,
-    pub splicer: Splicer,
+    pub heal: Heal<SseCodec>,
     pub client: String,
 }
 
@@ -22,37 +22,43 @@ impl Stream {
         let mut codec = SseCodec::new(op).unwrap();
         codec.observe_request(body.as_bytes());
         Stream {
-            codec,
-            transcript: Transcript::with_limit(FORMAT, 1 << 20),
-            splicer: Splicer::passthrough(FORMAT),
+            heal: Heal::new(codec, Transcript::with_limit(FORMAT, 1 << 20), true),
             client: String::new(),
         }
     }
 
+    /// One upstream event through the heal step.
+    pub(super) fn try_feed(&mut self, raw: &str) -> Result<(), Stop> {
+        let mut out: Vec<Bytes> = Vec::new();
+        let fed = self
+            .heal
+            .feed(Bytes::copy_from_slice(raw.as_bytes()), &mut out);
+        for bytes in out {
+            self.client.push_str(std::str::from_utf8(&bytes).unwrap());
+        }
+        fed
+    }
+
     pub(super) fn feed(&mut self, raw: &str) {
-        let Read::Messages(msgs) = self.codec.read(raw.as_bytes()).expect("no error") else {
-            self.client.push_str(raw);
-            return;
-        };
-        for m in msgs {
-            for s in self.splicer.accept(&m).expect("no divergence") {
-                let out = s.into_message(&m);
-                self.client.push_str(
-                    std::str::from_utf8(&self.codec.write(&SseCodec::inner(&out))).unwrap(),
-                );
-                self.transcript.observe(&out);
-            }
+        self.try_feed(raw).expect("no error, no divergence");
+    }
+
+    /// The upstream error event `raw` is, as the heal step reads it.
+    pub(super) fn error_of(&mut self, raw: &str) -> UpstreamError {
+        match self.try_feed(raw) {
+            Err(Stop::Upstream { error, .. }) => error,
+            other => panic!("not an upstream error: {other:?}"),
         }
     }
 
     pub(super) fn resume(&mut self, body: &str, caps: ModelCaps) -> (Strategy, Value) {
-        let next = self
-            .codec
-            .plan(body.as_bytes(), &mut self.transcript, &caps)
-            .unwrap();
-        self.splicer = next.splicer;
-        self.codec.begin_attempt();
+        let next = self.heal.plan(body.as_bytes(), &caps).unwrap();
+        self.heal.resumed(next.splicer);
         (next.strategy, serde_json::from_slice(&next.body).unwrap())
+    }
+
+    pub(super) fn transcript(&self) -> &Transcript {
+        self.heal.transcript()
     }
 
     /// The data of every client event, as JSON (`[DONE]` as a string).
@@ -102,11 +108,7 @@ fn anthropic_events_go_out_byte_for_byte_and_errors_are_faults() {
     let raw = "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n";
     s.feed(raw);
     assert_eq!(s.client, raw);
-    let err = s
-        .codec
-        .read(b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"busy\"}}\n\n")
-        .err()
-        .unwrap();
+    let err = s.error_of("event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"busy\"}}\n\n");
     assert_eq!(
         (err.kind.as_str(), err.message.as_str()),
         ("overloaded_error", "busy")
@@ -143,7 +145,7 @@ fn a_cut_chat_completion_continues_as_one_completion() {
     s.feed(&chat_chunk("b", json!({}), json!("stop")));
     s.feed(&chat_usage("b", 9, 1));
     s.feed("data: [DONE]\n\n");
-    assert!(s.transcript.is_complete());
+    assert!(s.transcript().is_complete());
     let events = s.events();
     let roles = events
         .iter()
@@ -192,8 +194,8 @@ fn chat_tool_calls_are_tool_use_blocks_written_back_as_tool_calls() {
     s.feed(&chat_chunk("a", args.clone(), Value::Null));
     s.feed(&chat_chunk("a", json!({}), json!("tool_calls")));
     s.feed("data: [DONE]\n\n");
-    assert!(s.transcript.is_complete());
-    let blocks = s.transcript.blocks();
+    assert!(s.transcript().is_complete());
+    let blocks = s.transcript().blocks();
     assert_eq!(blocks.len(), 2);
     assert!(blocks[1].kind.is_tool() && blocks[1].text == "{\"x\":1}");
     let events = s.events();
@@ -224,18 +226,15 @@ fn chunks_the_codec_does_not_know_are_only_replayed() {
 impl Stream {
     /// What the pump does at a fault when the client's limit is used up.
     pub(super) fn finish_at_limit(&mut self, body: &str) -> bool {
-        let Some(end) = self
-            .codec
-            .finish_at_limit(body.as_bytes(), &self.transcript)
-        else {
-            return false;
-        };
-        for m in end {
-            let bytes = self.codec.write(&SseCodec::inner(&m));
+        let mut out: Vec<Bytes> = Vec::new();
+        let ended = self
+            .heal
+            .finish_at_limit(body.as_bytes(), &mut out)
+            .unwrap();
+        for bytes in out {
             self.client.push_str(std::str::from_utf8(&bytes).unwrap());
-            self.transcript.observe(&m);
         }
-        true
+        ended
     }
 }
 
@@ -251,7 +250,7 @@ fn a_chat_completion_cut_at_its_limit_ends_as_the_api_would() {
     s.feed(&chat_chunk("a", json!({"content": "Hello"}), Value::Null));
     s.feed(&chat_chunk("a", json!({"content": " wide"}), Value::Null));
     assert!(s.finish_at_limit(body));
-    assert!(s.transcript.is_complete());
+    assert!(s.transcript().is_complete());
     let events = s.events();
     let n = events.len();
     assert_eq!(events[n - 3]["choices"][0]["finish_reason"], "length");

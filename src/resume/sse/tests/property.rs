@@ -63,20 +63,12 @@ proptest::proptest! {
             let mut s = Stream::new(op, body);
             for (i, data) in events.iter().enumerate() {
                 let raw = format!("event: e\ndata: {data}\n\n");
-                if let Ok(Read::Messages(msgs)) = s.codec.read(raw.as_bytes()) {
-                    for m in msgs {
-                        for out in s.splicer.accept(&m).unwrap_or_default() {
-                            let out = out.into_message(&m);
-                            s.codec.write(&SseCodec::inner(&out));
-                            s.transcript.observe(&out);
-                        }
-                    }
-                }
+                let _ = s.try_feed(&raw);
                 if i == events.len() / 2 {
-                    let _ = s.codec.finish_at_limit(body.as_bytes(), &s.transcript);
-                    if let Ok(next) = s.codec.plan(body.as_bytes(), &mut s.transcript, &PREFILL) {
-                        s.splicer = next.splicer;
-                        s.codec.begin_attempt();
+                    s.heal.fault();
+                    let _ = s.heal.finish_at_limit(body.as_bytes(), &mut Vec::new());
+                    if let Ok(next) = s.heal.plan(body.as_bytes(), &PREFILL) {
+                        s.heal.resumed(next.splicer);
                     }
                 }
             }

@@ -85,7 +85,7 @@ fn a_cut_response_continues_as_one_response() {
     assert!(next["max_output_tokens"].as_u64().unwrap() < 40);
     assert!(next.get("messages").is_none() && next.get("max_tokens").is_none());
     responses_attempt(&mut s, "r2", &["Hello", " wide", " world"], Some((20, 1)));
-    assert!(s.transcript.is_complete());
+    assert!(s.transcript().is_complete());
     let events = s.events();
     let seqs: Vec<u64> = events
         .iter()
@@ -124,7 +124,7 @@ fn responses_errors_are_faults() {
         "data: {\"error\":{\"type\":\"server_error\",\"message\":\"x\"}}\n\n",
         "event: response.failed\ndata: {\"type\":\"response.failed\",\"response\":{\"error\":{\"code\":\"c\",\"message\":\"x\"}}}\n\n",
     ] {
-        assert_eq!(s.codec.read(raw.as_bytes()).err().unwrap().message, "x", "{raw}");
+        assert_eq!(s.error_of(raw).message, "x", "{raw}");
     }
 }
 #[test]
