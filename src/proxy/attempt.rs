@@ -13,11 +13,10 @@ use super::stream::Interruption;
 use super::Relay;
 use crate::ops::Operation;
 use crate::retry::{classify_status, RetryReason};
-use crate::upstream::{ConnectionId, UpstreamError};
+use crate::upstream::{ConnectionId, UpstreamBody, UpstreamError};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -91,7 +90,7 @@ pub enum Transport {
     #[error("response body did not finish in time")]
     BodyTimeout,
     #[error("response body torn: {0}")]
-    BodyTorn(#[source] Box<dyn std::error::Error + Send + Sync>),
+    BodyTorn(#[source] crate::upstream::BoxError),
     #[error("error response {0} ended early")]
     ErrorBodyEnded(http::StatusCode),
     /// A stream broke before anything of it reached the client.
@@ -122,7 +121,7 @@ pub trait Exchange: Send {
     /// outcome, or how the attempt failed after all (torn body, an exception as first frame).
     fn accept(
         &mut self,
-        resp: Response<Incoming>,
+        resp: Response<UpstreamBody>,
         within: Duration,
     ) -> impl Future<Output = Result<Self::Output, Failure>> + Send;
 
@@ -239,7 +238,7 @@ impl Attempts {
         &mut self,
         mut req: Request<Bytes>,
         head_timeout: Duration,
-    ) -> Result<Response<Incoming>, Failure> {
+    ) -> Result<Response<UpstreamBody>, Failure> {
         let region = self.admit(&mut req).await?;
         self.made += 1;
         self.connection = None;
@@ -278,7 +277,7 @@ impl Attempts {
         result
     }
 
-    async fn error_status(&self, resp: Response<Incoming>) -> Failure {
+    async fn error_status(&self, resp: Response<UpstreamBody>) -> Failure {
         let retry = classify_status(resp.status(), resp.headers());
         let (parts, body) = resp.into_parts();
         let read = timeout(
@@ -295,7 +294,7 @@ impl Attempts {
         }
     }
 
-    fn record(&self, result: &Result<Response<Incoming>, Failure>) {
+    fn record(&self, result: &Result<Response<UpstreamBody>, Failure>) {
         let outcome = match result {
             Ok(_) => "ok",
             Err(Failure::Status { retry: Some(_), .. }) => "retryable_status",
@@ -388,7 +387,11 @@ impl Attempts {
 }
 
 /// Read a whole non-streaming response body within `limit` bytes and the time left.
-pub async fn read_whole(body: Incoming, limit: usize, within: Duration) -> Result<Bytes, Failure> {
+pub async fn read_whole(
+    body: UpstreamBody,
+    limit: usize,
+    within: Duration,
+) -> Result<Bytes, Failure> {
     match timeout(within, Limited::new(body, limit).collect()).await {
         Err(_) => Err(Failure::Transport(Transport::BodyTimeout)),
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
@@ -421,7 +424,7 @@ impl Exchange for Whole<'_> {
 
     async fn accept(
         &mut self,
-        resp: Response<Incoming>,
+        resp: Response<UpstreamBody>,
         within: Duration,
     ) -> Result<Response<Bytes>, Failure> {
         let (parts, body) = resp.into_parts();
@@ -429,3 +432,6 @@ impl Exchange for Whole<'_> {
         Ok(Response::from_parts(parts, bytes))
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -19,7 +19,9 @@ mod credentials;
 pub mod error;
 mod outbound;
 mod relay;
-pub(crate) mod stream;
+mod stream;
+#[cfg(test)]
+mod testing;
 
 pub use crate::body::Body;
 pub use relay::{Record, Relay};

@@ -9,12 +9,14 @@
 //! since they differ per operation and attempt.
 
 pub mod bidi;
+mod body;
 mod connect;
 mod error;
 mod h2;
 pub mod regions;
 mod tagged;
 
+pub use body::{BoxError, UpstreamBody};
 #[cfg(test)]
 pub use error::FailureKind;
 pub use error::UpstreamError;
@@ -26,7 +28,6 @@ use bytes::Bytes;
 use connect::ConnectTimeout;
 use http::Uri;
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -43,6 +44,28 @@ pub struct Upstream {
     runtime: Uri,
     agent: Uri,
     mantle: Uri,
+    /// Unit tests: answers instead of the network.
+    #[cfg(test)]
+    pub(crate) fake: Option<Fake>,
+}
+
+/// What the fake network answers a request with.
+#[cfg(test)]
+pub(crate) type FakeAnswer =
+    futures_util::future::BoxFuture<'static, Result<http::Response<UpstreamBody>, UpstreamError>>;
+
+/// A stand-in for the network in unit tests: answers each (signed) request.
+#[cfg(test)]
+#[derive(Clone)]
+pub(crate) struct Fake(
+    pub std::sync::Arc<dyn Fn(http::Request<Bytes>) -> FakeAnswer + Send + Sync>,
+);
+
+#[cfg(test)]
+impl std::fmt::Debug for Fake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Fake")
+    }
 }
 
 fn regional(prefix: &str, region: &str, fips: bool) -> Result<Uri, UpstreamError> {
@@ -206,6 +229,8 @@ impl Upstream {
             runtime,
             agent,
             mantle,
+            #[cfg(test)]
+            fake: None,
         })
     }
 
@@ -229,11 +254,14 @@ impl Upstream {
     pub async fn send(
         &self,
         req: http::Request<Bytes>,
-    ) -> Result<http::Response<Incoming>, UpstreamError> {
+    ) -> Result<http::Response<UpstreamBody>, UpstreamError> {
+        #[cfg(test)]
+        if let Some(fake) = &self.fake {
+            return (fake.0)(req).await;
+        }
         let req = req.map(Full::new);
-        self.client
-            .request(req)
-            .await
+        let resp = self.client.request(req).await;
+        resp.map(|r| r.map(UpstreamBody::from))
             .map_err(UpstreamError::from_client)
     }
 }

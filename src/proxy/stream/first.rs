@@ -11,10 +11,10 @@ use super::wire::{Class, Wire};
 use crate::proxy::attempt::{read_whole, Exchange, Failure, Transport};
 use crate::proxy::outbound::Outbound;
 use crate::retry::classify_exception;
+use crate::upstream::UpstreamBody;
 use bytes::Bytes;
 use http::response::Parts;
 use http::{Request, Response};
-use hyper::body::Incoming;
 use std::marker::PhantomData;
 use std::time::Duration;
 
@@ -32,7 +32,7 @@ pub(crate) enum Opening<W: Wire> {
     /// Not a stream after all: read whole.
     Whole(Response<Bytes>),
     /// The head, the rest of the body as events, and the first event.
-    Stream(Parts, Events<W::Splitter, Incoming>, W::Event),
+    Stream(Parts, Events<W::Splitter, UpstreamBody>, W::Event),
 }
 
 impl<'a, W: Wire> First<'a, W> {
@@ -55,7 +55,7 @@ impl<W: Wire> Exchange for First<'_, W> {
 
     async fn accept(
         &mut self,
-        resp: Response<Incoming>,
+        resp: Response<UpstreamBody>,
         within: Duration,
     ) -> Result<Opening<W>, Failure> {
         let (head, body) = resp.into_parts();

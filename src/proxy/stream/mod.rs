@@ -144,3 +144,6 @@ fn stream_head(mut head: Parts) -> Parts {
     }
     head
 }
+
+#[cfg(test)]
+mod tests;

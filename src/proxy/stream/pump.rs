@@ -22,10 +22,10 @@ use crate::proxy::count::{before_continuation, LastCount};
 use crate::proxy::outbound::Outbound;
 use crate::proxy::{Record, Relay};
 use crate::resume::{Codec, Heal, Stop};
+use crate::upstream::UpstreamBody;
 use bytes::Bytes;
 use futures_util::Stream;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -89,7 +89,7 @@ pub(super) struct Pump<W: Wire> {
     record: Record,
     attempts: Attempts,
     model: String,
-    events: Events<W::Splitter, Incoming>,
+    events: Events<W::Splitter, UpstreamBody>,
     /// How the stream is healed; `None`: events go out as they come and a fault after the
     /// first one ends the stream with the wire's typed error.
     heal: Option<Heal<W::Codec>>,
@@ -121,7 +121,7 @@ pub(super) struct Pump<W: Wire> {
 pub(crate) struct Opened<W: Wire> {
     pub wire: W,
     pub head: http::response::Parts,
-    pub events: Events<W::Splitter, Incoming>,
+    pub events: Events<W::Splitter, UpstreamBody>,
     pub first: W::Event,
     pub outbound: Outbound,
     pub attempts: Attempts,

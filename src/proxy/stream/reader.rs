@@ -7,6 +7,7 @@
 
 use super::fault::Interruption;
 use super::wire::Splitter;
+use crate::upstream::BoxError;
 use bytes::Bytes;
 use futures_util::FutureExt;
 use http_body::Body;
@@ -31,7 +32,7 @@ impl<S, B> Events<S, B>
 where
     S: Splitter,
     B: Body<Data = Bytes> + Unpin,
-    B::Error: StdError + 'static,
+    B::Error: Into<BoxError>,
 {
     pub(crate) fn new(body: B, stall: Duration) -> Self {
         Events {
@@ -93,7 +94,7 @@ where
     ) -> Option<Result<Option<S::Event>, Interruption>> {
         match read {
             None => Some(self.splitter.end().map(|()| None)),
-            Some(Err(e)) => Some(Err(body_fault(&e))),
+            Some(Err(e)) => Some(Err(body_fault(&*e.into()))),
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
                     self.splitter.push(&data);
@@ -106,7 +107,7 @@ where
 
 /// How a body read failed: the connection closed before the body was complete (no chunked
 /// terminator, an `UnexpectedEof`), or broke.
-fn body_fault(e: &(dyn StdError + 'static)) -> Interruption {
+fn body_fault(e: &(dyn StdError + Send + Sync + 'static)) -> Interruption {
     let eof = e
         .downcast_ref::<hyper::Error>()
         .is_some_and(hyper::Error::is_incomplete_message)
@@ -116,5 +117,119 @@ fn body_fault(e: &(dyn StdError + 'static)) -> Interruption {
         Interruption::Eof(e.to_string())
     } else {
         Interruption::Reset(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eventstream::{self, event, FrameSplitter};
+    use crate::proxy::testing::{body, Step};
+    use crate::upstream::UpstreamBody;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+
+    const STALL: Duration = Duration::from_secs(30);
+
+    fn frames() -> Vec<Bytes> {
+        (0..4)
+            .map(|i| eventstream::encode(&event("contentBlockDelta", format!("{{\"n\":{i}}}"))))
+            .collect()
+    }
+
+    fn reader(steps: Vec<Step>) -> Events<FrameSplitter, UpstreamBody> {
+        Events::new(body(steps, Arc::new(AtomicUsize::new(0))), STALL)
+    }
+
+    async fn drain(
+        r: &mut Events<FrameSplitter, UpstreamBody>,
+    ) -> (Vec<Bytes>, Option<Interruption>) {
+        let mut got = Vec::new();
+        loop {
+            match r.next().await {
+                Ok(Some(frame)) => got.push(frame.raw),
+                Ok(None) => return (got, None),
+                Err(fault) => return (got, Some(fault)),
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn frames_split_at_every_byte_arrive_whole_and_in_order() {
+        let whole = frames().concat();
+        let steps = whole
+            .iter()
+            .map(|b| Step::Data(Bytes::from(vec![*b])))
+            .collect();
+        let (got, fault) = drain(&mut reader(steps)).await;
+        assert_eq!(got, frames());
+        assert!(fault.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_way_a_body_breaks_has_its_name() {
+        let f = frames();
+        let half = f[1].slice(..f[1].len() / 2);
+        let cases = [
+            (
+                vec![Step::Data(f[0].clone()), Step::Data(half)],
+                "corrupt_frame",
+            ),
+            (vec![Step::Data(f[0].clone()), Step::Reset], "reset"),
+            (vec![Step::Data(f[0].clone()), Step::Eof], "eof"),
+            (vec![Step::Data(f[0].clone()), Step::Hang], "stall"),
+        ];
+        for (steps, label) in cases {
+            let (got, fault) = drain(&mut reader(steps)).await;
+            assert_eq!(
+                got,
+                vec![f[0].clone()],
+                "{label}: the whole frame before the fault"
+            );
+            assert_eq!(fault.map(|f| f.label()), Some(label));
+        }
+        let mut corrupt = f[0].to_vec();
+        corrupt[20] ^= 1;
+        let (got, fault) = drain(&mut reader(vec![Step::Data(corrupt.into())])).await;
+        assert!(got.is_empty());
+        assert_eq!(fault.map(|f| f.label()), Some("corrupt_frame"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stall_is_the_stall_timeout_after_the_last_bytes_whatever_came_before() {
+        let f = frames();
+        let steps = vec![
+            Step::Data(f[0].clone()),
+            Step::Wait(STALL - Duration::from_millis(1)),
+            Step::Data(f[1].clone()),
+            Step::Wait(STALL - Duration::from_millis(1)),
+            Step::Data(f[2].clone()),
+            Step::Hang,
+        ];
+        let mut r = reader(steps);
+        let start = tokio::time::Instant::now();
+        let (got, fault) = drain(&mut r).await;
+        assert_eq!(got.len(), 3, "slow frames are not a stall");
+        assert_eq!(fault.map(|f| f.label()), Some("stall"));
+        assert_eq!(start.elapsed(), 3 * STALL - Duration::from_millis(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ready_gives_what_is_here_and_never_waits() {
+        let f = frames();
+        let both = [f[0].clone(), f[1].clone()].concat();
+        let steps = vec![
+            Step::Data(both.into()),
+            Step::Wait(STALL / 2),
+            Step::Data(f[2].clone()),
+        ];
+        let mut r = reader(steps);
+        let start = tokio::time::Instant::now();
+        assert_eq!(r.ready().unwrap().unwrap().unwrap().raw, f[0]);
+        assert_eq!(r.ready().unwrap().unwrap().unwrap().raw, f[1]);
+        assert!(r.ready().is_none(), "the next frame needs a wait");
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        assert_eq!(r.next().await.unwrap().unwrap().raw, f[2]);
+        assert!(r.next().await.unwrap().is_none());
     }
 }

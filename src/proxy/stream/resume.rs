@@ -16,9 +16,9 @@ use crate::proxy::outbound::Outbound;
 use crate::proxy::Relay;
 use crate::resume::{Heal, ModelCaps, Splicer, Strategy};
 use crate::retry::{rejects_prefill, RetryReason};
+use crate::upstream::UpstreamBody;
 use bytes::Bytes;
 use http::{Request, Response};
-use hyper::body::Incoming;
 use std::time::Duration;
 
 /// One resume of one stream: the rungs still open, the continuation in flight.
@@ -109,7 +109,7 @@ impl<'a, W: Wire> Resume<'a, W> {
 }
 
 /// The resumed stream's events, and how they are spliced on.
-pub(super) type Resumed<W> = (Events<<W as Wire>::Splitter, Incoming>, Splicer);
+pub(super) type Resumed<W> = (Events<<W as Wire>::Splitter, UpstreamBody>, Splicer);
 
 impl<W: Wire> Exchange for Resume<'_, W> {
     type Output = Resumed<W>;
@@ -127,7 +127,7 @@ impl<W: Wire> Exchange for Resume<'_, W> {
 
     async fn accept(
         &mut self,
-        resp: Response<Incoming>,
+        resp: Response<UpstreamBody>,
         _within: Duration,
     ) -> Result<Self::Output, Failure> {
         if !W::is_stream(resp.headers()) {
