@@ -1,8 +1,9 @@
 //! `bench --memory`: what an open ConverseStream costs the relay with each upstream
-//! protocol, side by side in one run. For each variant a fresh dripping simulator (one
-//! token every 5 s) and a fresh relay with the variant's `BEDROCK_RELAY_*` settings; N
-//! streams are opened and held until each has its first frame, then the relay's RSS and
-//! open descriptors are read. Per stream = RSS growth over the fresh relay's / N.
+//! protocol, side by side in one run, and nginx in front of the same simulator as the
+//! baseline. For each variant a fresh dripping simulator (one token every 5 s) and a fresh
+//! relay with the variant's `BEDROCK_RELAY_*` settings (or nginx); N streams are opened and
+//! held until each has its first frame, then the proxy's RSS and open descriptors are read.
+//! Per stream = RSS growth over the fresh proxy's / N.
 
 use super::phases::{self, Held};
 use super::procs;
@@ -30,7 +31,7 @@ const VARIANTS: &[(&str, &[(&str, &str)])] = &[
 ];
 
 struct Row {
-    name: &'static str,
+    name: String,
     held: Held,
 }
 
@@ -43,9 +44,34 @@ pub async fn run(args: &BenchArgs, bin: &Path) -> anyhow::Result<()> {
         let relay = procs::start_relay_env(bin, sim.addr, env)?;
         let target = phases::target("relay", &relay);
         let held = phases::hold(args.open_streams, &target, &relay).await;
-        rows.push(Row { name, held });
+        rows.push(Row {
+            name: name.to_string(),
+            held,
+        });
         drop(relay);
         drop(sim);
+    }
+    // nginx in front of the same dripping simulator, in the same run.
+    let nginx = match args.nginx.as_deref() {
+        Some("none") => None,
+        Some(path) => Some(std::path::PathBuf::from(path)),
+        None => procs::find_nginx(),
+    };
+    if let Some(nb) = nginx {
+        eprintln!("bench: memory: nginx: {} open streams", args.open_streams);
+        let sim = procs::start_sim(bin, &["--inter-token", "5s"])?;
+        let dir = std::path::absolute(args.out_dir.join("drip-memory"))?;
+        match procs::start_nginx(&nb, sim.addr, &dir) {
+            Ok(proxy) => {
+                let target = phases::target("nginx", &proxy);
+                let held = phases::hold(args.open_streams, &target, &proxy).await;
+                rows.push(Row {
+                    name: "nginx (HTTP/1.1 upstream)".into(),
+                    held,
+                });
+            }
+            Err(e) => eprintln!("bench: memory: nginx skipped: {e}"),
+        }
     }
     let table = table(&rows);
     println!("\n{table}");
@@ -61,7 +87,7 @@ fn table(rows: &[Row]) -> String {
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     let first = rows.first().map(|r| per_stream_kib(&r.held)).unwrap_or(0.0);
     let mut out = String::from(
-        "| relay variant | streams held | relay RSS fresh (MiB) | with streams (MiB) | per stream (KiB) | ratio to first | relay descriptors open |\n\
+        "| proxy | streams held | RSS fresh (MiB) | with streams (MiB) | per stream (KiB) | ratio to first | descriptors open |\n\
          |---|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in rows {

@@ -153,50 +153,75 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Why a session's input ended before its signed end.
+#[derive(Debug, thiserror::Error)]
+enum InputEnd {
+    #[error("client input broke: {0}")]
+    Client(#[source] hyper::Error),
+    #[error("malformed input event: {0}")]
+    Malformed(#[source] aws_smithy_eventstream::error::Error),
+    /// Not an input event the relay can re-sign (the client's own signature envelope).
+    #[error("{0}")]
+    NotAnInput(String),
+    #[error("could not sign an input event: {0}")]
+    Signing(#[source] SigningError),
+    #[error("upstream stream closed")]
+    UpstreamClosed,
+}
+
 /// Forward the client's input events, each re-signed, then the signed end. A broken or
 /// malformed input resets the upstream request body instead (the session then ends).
-async fn pump(mut input: Incoming, mut signer: EventSigner, tx: Sender, stats: Arc<SessionStats>) {
-    let mut decoder = MessageFrameDecoder::new();
-    let mut buf = BytesMut::new();
-    let result: Result<(), String> = async {
-        'read: while let Some(frame) = input.frame().await {
-            let frame = frame.map_err(|e| format!("client input broke: {e}"))?;
-            let Ok(data) = frame.into_data() else {
-                continue;
-            };
-            buf.extend_from_slice(&data);
-            loop {
-                let message = match decoder.decode_frame(&mut buf) {
-                    Ok(DecodedFrame::Complete(m)) => m,
-                    Ok(DecodedFrame::Incomplete) => break,
-                    Err(e) => return Err(format!("malformed input event: {e}")),
-                };
-                let event = match unwrap_client(message)? {
-                    Input::Event(event) => event,
-                    Input::End => break 'read,
-                };
-                let signed = signer.sign(&event).map_err(|e| e.to_string())?;
-                if tx.send(Ok(Frame::data(signed))).await.is_err() {
-                    return Err("upstream stream closed".into());
-                }
-                stats.input_event();
-            }
-        }
-        let end = signer.finish().map_err(|e| e.to_string())?;
-        let _ = tx.send(Ok(Frame::data(end))).await;
-        Ok(())
-    }
-    .await;
+async fn pump(input: Incoming, signer: EventSigner, tx: Sender, stats: Arc<SessionStats>) {
+    let result = forward_input(input, signer, &tx, &stats).await;
     if let Err(why) = result {
-        if !why.starts_with("client input broke") && why != "upstream stream closed" {
-            stats.ended("input_error");
-            tracing::warn!(error = %why, "bidirectional stream: input ended abnormally");
-        } else {
+        match why {
             // The client or the upstream went away: the session's access line says so.
-            tracing::info!(error = %why, "bidirectional stream: input ended");
+            InputEnd::Client(_) | InputEnd::UpstreamClosed => {
+                tracing::info!(error = %why, "bidirectional stream: input ended")
+            }
+            _ => {
+                stats.ended("input_error");
+                tracing::warn!(error = %why, "bidirectional stream: input ended abnormally");
+            }
         }
         let _ = tx.send(Err(std::io::Error::other(why))).await;
     }
+}
+
+async fn forward_input(
+    mut input: Incoming,
+    mut signer: EventSigner,
+    tx: &Sender,
+    stats: &SessionStats,
+) -> Result<(), InputEnd> {
+    let mut decoder = MessageFrameDecoder::new();
+    let mut buf = BytesMut::new();
+    'read: while let Some(frame) = input.frame().await {
+        let frame = frame.map_err(InputEnd::Client)?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        buf.extend_from_slice(&data);
+        loop {
+            let message = match decoder.decode_frame(&mut buf) {
+                Ok(DecodedFrame::Complete(m)) => m,
+                Ok(DecodedFrame::Incomplete) => break,
+                Err(e) => return Err(InputEnd::Malformed(e)),
+            };
+            let event = match unwrap_client(message).map_err(InputEnd::NotAnInput)? {
+                Input::Event(event) => event,
+                Input::End => break 'read,
+            };
+            let signed = signer.sign(&event).map_err(InputEnd::Signing)?;
+            if tx.send(Ok(Frame::data(signed))).await.is_err() {
+                return Err(InputEnd::UpstreamClosed);
+            }
+            stats.input_event();
+        }
+    }
+    let end = signer.finish().map_err(InputEnd::Signing)?;
+    let _ = tx.send(Ok(Frame::data(end))).await;
+    Ok(())
 }
 
 /// The output stream: whole EventStream frames as they arrive; a fault upstream (reset,

@@ -64,11 +64,6 @@ impl Outcome {
     }
 }
 
-/// One stream's last count: the delivered text's length then, and the count (`None`: it
-/// failed or was skipped). The text only grows, so the same length is the same text.
-#[derive(Debug, Default)]
-pub(crate) struct LastCount(Option<(usize, Option<u64>)>);
-
 /// Before a continuation of a stream in `format` (`None`: a format that is not counted) of
 /// `model`, whose original request body is `body`: count what the client has when a prefill
 /// or instructed continuation may follow under an output limit, and record the count in
@@ -80,7 +75,6 @@ pub(crate) async fn before_continuation(
     model: &str,
     format: Option<StreamFormat>,
     transcript: &mut Transcript,
-    last: &mut LastCount,
 ) -> &'static str {
     let caps = relay.caps(model);
     let Some(text) = transcript.countable_text() else {
@@ -96,36 +90,24 @@ pub(crate) async fn before_continuation(
     if resume::output_limit(format, body).is_none() {
         return UNLIMITED;
     }
-    if transcript.counted_output().is_some() {
-        return COUNTED;
-    }
-    let len = text.len();
-    if let Some((at, counted)) = last.0 {
-        if at == len {
-            // Counted (or tried) for this very text already: never twice.
-            return match counted {
-                Some(n) => {
-                    transcript.set_counted_output(n);
-                    COUNTED
-                }
-                None => BOUNDS,
-            };
-        }
+    match transcript.count_tried() {
+        // Counted (or tried) for this very output already: never twice.
+        Some(Some(_)) => return COUNTED,
+        Some(None) => return BOUNDS,
+        None => {}
     }
     let outcome = count_text(relay, body, model, format, text).await;
     count(relay, outcome);
-    let counted = match outcome {
-        Outcome::Counted(n) => Some(n),
-        _ => None,
-    };
-    last.0 = Some((len, counted));
-    match counted {
-        Some(n) => {
+    match outcome {
+        Outcome::Counted(n) => {
             tracing::debug!(model = %model, output_tokens = n, "delivered output counted");
             transcript.set_counted_output(n);
             COUNTED
         }
-        None => BOUNDS,
+        _ => {
+            transcript.set_count_failed();
+            BOUNDS
+        }
     }
 }
 

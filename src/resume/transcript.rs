@@ -52,9 +52,10 @@ pub struct Transcript {
     limit: usize,
     overflowed: bool,
     tallies: Vec<Tally>,
-    /// Output tokens of what the client has, counted exactly (CountTokens) at `forwarded`
-    /// events; stale once another event is recorded.
-    counted: Option<(u64, u64)>,
+    /// The count of the output tokens the client has (CountTokens) tried at `forwarded`
+    /// events: the count, or `None` when it failed (never tried twice for the same
+    /// delivered output); stale once another event is recorded.
+    counted: Option<(u64, Option<u64>)>,
     /// Usage numbers in what the client received (its final usage report).
     seen: super::tokens::Seen,
 }
@@ -369,14 +370,26 @@ impl Transcript {
     /// [`Transcript::countable_text`]); used by the next [`super::plan`] for the continuation's
     /// limit, and forgotten as soon as more is delivered.
     pub fn set_counted_output(&mut self, tokens: u64) {
-        self.counted = Some((self.forwarded, tokens));
+        self.counted = Some((self.forwarded, Some(tokens)));
+    }
+
+    /// Counting what the client has now failed (or was refused): not tried again until more
+    /// is delivered.
+    pub fn set_count_failed(&mut self) {
+        self.counted = Some((self.forwarded, None));
+    }
+
+    /// Whether what the client has now was counted: `Some(Some(n))` exactly, `Some(None)`
+    /// tried and failed, `None` not tried.
+    pub fn count_tried(&self) -> Option<Option<u64>> {
+        self.counted
+            .filter(|(at, _)| *at == self.forwarded)
+            .map(|(_, n)| n)
     }
 
     /// The exact count recorded for what the client has now, if any.
     pub(crate) fn counted_output(&self) -> Option<u64> {
-        self.counted
-            .filter(|(at, _)| *at == self.forwarded)
-            .map(|(_, n)| n)
+        self.count_tried().flatten()
     }
 
     /// Bounds on the output tokens the client has (see `limit`).

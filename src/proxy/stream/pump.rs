@@ -18,7 +18,7 @@ use super::resume::{policy, Resume, Resumed};
 use super::wire::{Class, Wire};
 use crate::body::{Batch, BATCH_BYTES};
 use crate::proxy::attempt::Attempts;
-use crate::proxy::count::{before_continuation, LastCount};
+use crate::proxy::count::before_continuation;
 use crate::proxy::outbound::Outbound;
 use crate::proxy::{Record, Relay};
 use crate::resume::{Codec, Heal, Stop};
@@ -93,8 +93,6 @@ pub(super) struct Pump<W: Wire> {
     /// How the stream is healed; `None`: events go out as they come and a fault after the
     /// first one ends the stream with the wire's typed error.
     heal: Option<Heal<W::Codec>>,
-    /// The last CountTokens of what the client has (never twice for the same text).
-    counted: LastCount,
     /// The first event, not yet passed on.
     first: Option<W::Event>,
     /// A fault to handle once what is gathered has gone out.
@@ -153,7 +151,6 @@ impl<W: Wire> Pump<W> {
             model,
             events,
             heal,
-            counted: LastCount::default(),
             first: Some(first),
             fault: None,
             out: Out::default(),
@@ -361,7 +358,6 @@ impl<W: Wire> Pump<W> {
             &self.model,
             heal.codec().counted_format(),
             heal.transcript_mut(),
-            &mut self.counted,
         )
         .await;
         let mut exchange = Resume::<W>::new(&self.relay, &self.outbound, &self.model, heal);
