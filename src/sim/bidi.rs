@@ -11,17 +11,16 @@
 //! the client ends its input (the signed empty message, or the end of its body). The log
 //! entry, written when the session ends, counts the verified input messages.
 
-use super::events::{Chain, Refused, Verified};
 use super::h2::{channel_body, error_response, Body};
 use super::http::Request;
 use super::log::LogEntry;
 use super::server::State;
 use super::sigv4::{parse_authorization, Verdict};
 use super::SimError;
-use crate::signing::events::{unwrap_client, Input};
 use aws_smithy_eventstream::frame::{DecodedFrame, MessageFrameDecoder};
 use aws_smithy_types::event_stream::Message;
 use base64::Engine;
+use bedrock_relay_wire::sigv4::events::{unwrap_client, Chain, Input, Refused, Verified};
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming};

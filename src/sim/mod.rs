@@ -12,7 +12,6 @@
 //! web identity and SAML). See `docs/simulator.md`.
 
 mod bidi;
-pub mod events;
 pub mod faults;
 pub mod gen;
 mod h2;

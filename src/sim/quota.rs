@@ -2,7 +2,7 @@
 //! and per model or inference-profile id, a requests-per-minute and a tokens-per-minute
 //! bucket. A request is charged when it starts — one request, and its input tokens plus
 //! its whole output limit (`max_tokens`, or the default) times the model's burndown rate
-//! (5 for Claude 3.7 and later, 1 for others; `crate::admission::cost`) — and the unused
+//! (5 for Claude 3.7 and later, 1 for others; `bedrock_relay_wire::cost`) — and the unused
 //! part of the reservation is refunded when its answer ends. A request that does not fit
 //! gets 429 `ThrottlingException`: "Too many requests, please wait before trying again."
 //! or "Too many tokens, please wait before trying again.".
@@ -12,7 +12,7 @@
 //! Set by flag (`--quota-rpm`, `--quota-tpm`, `--quota-window`) or at run time (`POST
 //! /_sim/quota`), which also reports what each quota charged (`GET /_sim/quota`).
 
-use crate::admission::{cost, TOO_MANY_REQUESTS, TOO_MANY_TOKENS};
+use bedrock_relay_wire::cost::{self, TOO_MANY_REQUESTS, TOO_MANY_TOKENS};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;

@@ -389,8 +389,8 @@ fn charge_quota(
         return result;
     }
     let max_tokens = serde_json::from_slice::<Value>(&req.body)
-        .map(|v| crate::admission::cost::max_tokens(&v))
-        .unwrap_or(crate::admission::cost::DEFAULT_MAX_TOKENS);
+        .map(|v| bedrock_relay_wire::cost::max_tokens(&v))
+        .unwrap_or(bedrock_relay_wire::cost::DEFAULT_MAX_TOKENS);
     let region = super::quota::region_of(req.header("authorization"));
     match quota.charge(&region, model_id, u64::from(plan.input_tokens), max_tokens) {
         Err(message) => Err(SimError::Injected {

@@ -1,5 +1,6 @@
 //! SigV4 verification of a request's own signature, shared by the relay's inbound
-//! authentication (`inbound`) and the simulator (`sim::sigv4` re-exports it).
+//! authentication (`inbound`) and the simulator; [`events`] does the same for the signed
+//! input messages of a bidirectional stream.
 //!
 //! Hand-written from the SigV4 specification with `hmac` + `sha2`, deliberately independent
 //! of `aws-sigv4`, so a bug in the relay's signer (which uses `aws-sigv4`) is caught here
@@ -11,6 +12,8 @@
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
+
+pub mod events;
 
 /// Outcome of checking a request's authentication, as written to the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,9 +168,7 @@ pub fn expected_signature(
     let payload_hash = match header_values(req.headers, "x-amz-content-sha256").first() {
         Some(h) if *h == body_hash => h.to_string(),
         // A signed event stream's head (its events carry their own chained signatures).
-        Some(h) if *h == crate::signing::events::STREAMING_EVENTS && req.body.is_empty() => {
-            h.to_string()
-        }
+        Some(h) if *h == events::STREAMING_EVENTS && req.body.is_empty() => h.to_string(),
         Some(_) => return None,
         None => body_hash,
     };

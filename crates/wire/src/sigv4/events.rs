@@ -1,17 +1,51 @@
-//! The simulator's check of a signed event stream: every input message of
-//! `InvokeModelWithBidirectionalStream` must carry `:date` and `:chunk-signature`, the
-//! signature chained from the one before it (the request's seed signature first).
+//! Signed event streams (`InvokeModelWithBidirectionalStream`'s input, as the AWS SDKs
+//! sign it): the request's payload hash [`STREAMING_EVENTS`], taking a client's signing
+//! wrapper off a message ([`unwrap_client`]: the relay re-signs the inner event, the
+//! simulator reads it), and checking the chain of signatures ([`Chain`]: the simulator's
+//! check of its clients, and the relay's tests of its own signer). Every input message
+//! carries `:date` and `:chunk-signature`, the signature chained from the one before it
+//! (the request's seed signature first); a signed empty message ends the input.
 //!
-//! Written from the documented scheme, independently of aws-sigv4's signer (the relay uses
-//! that one): string to sign `AWS4-HMAC-SHA256-PAYLOAD\n{date-time}\n{scope}\n{prior}\n
-//! {sha256(encoded :date header)}\n{sha256(payload)}`, HMAC-SHA256 with the SigV4 key of
-//! the message's own date.
+//! [`Chain`] is written from the documented scheme, independently of aws-sigv4's signer
+//! (the relay signs with that one): string to sign `AWS4-HMAC-SHA256-PAYLOAD\n{date-time}\n
+//! {scope}\n{prior}\n{sha256(encoded :date header)}\n{sha256(payload)}`, HMAC-SHA256 with
+//! the SigV4 key of the message's own date.
 
 use aws_smithy_eventstream::frame::{read_message_from, write_headers_to};
 use aws_smithy_types::date_time::Format;
 use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
+
+/// The payload hash of a signed event-stream request (sent as `x-amz-content-sha256`).
+pub const STREAMING_EVENTS: &str = "STREAMING-AWS4-HMAC-SHA256-EVENTS";
+
+/// What a client's input message carries once its signing wrapper is off.
+#[derive(Debug, PartialEq)]
+pub enum Input {
+    /// An event to forward (re-signed).
+    Event(Message),
+    /// The client's signed empty message: its input is over.
+    End,
+}
+
+/// Take the client's signing wrapper off `message` (one with `:chunk-signature`); a message
+/// without one (an unsigned client) is the event itself. The signature is not checked.
+pub fn unwrap_client(message: Message) -> Result<Input, String> {
+    let signed = message
+        .headers()
+        .iter()
+        .any(|h| h.name().as_str() == ":chunk-signature");
+    if !signed {
+        return Ok(Input::Event(message));
+    }
+    if message.payload().is_empty() {
+        return Ok(Input::End);
+    }
+    let mut payload = message.payload().clone();
+    let inner = read_message_from(&mut payload).map_err(|e| format!("signed event: {e}"))?;
+    Ok(Input::Event(inner))
+}
 
 /// Why a signed input message was refused.
 #[derive(Debug, PartialEq, Eq)]
@@ -100,7 +134,7 @@ impl Chain {
     /// Check one outer message against the chain and advance it.
     pub fn verify(&mut self, message: &Message) -> Result<Verified, Refused> {
         let (expected, got) = self.expected(message).ok_or(Refused::Unsigned)?;
-        if !crate::inbound::sigv4::constant_time_eq(&expected, &got) {
+        if !super::constant_time_eq(&expected, &got) {
             return Err(Refused::Mismatch);
         }
         self.last = hex::encode(&expected);
