@@ -26,7 +26,6 @@ pub mod resume;
 pub(crate) mod retry;
 pub(crate) mod server;
 pub mod signing;
-pub mod sim;
 pub(crate) mod status;
 pub(crate) mod telemetry;
 pub(crate) mod upstream;

@@ -2,7 +2,8 @@
 #![forbid(unsafe_code)]
 
 use bedrock_relay::cli::{Cli, Command};
-use bedrock_relay::{app, demo, health, sim};
+use bedrock_relay::{app, demo, health};
+use bedrock_relay_sim as sim;
 use clap::Parser;
 use std::future::Future;
 use std::process::ExitCode;

@@ -259,7 +259,7 @@ async fn one_event_then_wait(relay: std::net::SocketAddr) {
 
 #[tokio::test]
 async fn a_relay_with_a_bearer_token_refuses_the_session_clearly() {
-    let sim = bedrock_relay::sim::start(bedrock_relay::sim::SimConfig::default())
+    let sim = bedrock_relay_sim::start(bedrock_relay_sim::SimConfig::default())
         .await
         .unwrap();
     let settings = bedrock_relay::config::load(&support::args(&sim.url())).unwrap();
@@ -348,7 +348,7 @@ async fn the_sdks_own_https_client_speaks_it_to_the_relays_tls_listener() {
 
 #[tokio::test]
 async fn bedrocks_own_refusal_of_the_head_reaches_the_client_as_it_came() {
-    let sim = bedrock_relay::sim::start(bedrock_relay::sim::SimConfig {
+    let sim = bedrock_relay_sim::start(bedrock_relay_sim::SimConfig {
         credentials: vec![(support::RELAY_KEY.into(), support::RELAY_SECRET.into())],
         ..Default::default()
     })

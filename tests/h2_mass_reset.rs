@@ -14,7 +14,7 @@ use crate::support::{self, canon, RELAY_KEY, RELAY_SECRET};
 use bedrock_relay::app;
 use bedrock_relay::config;
 use bedrock_relay::signing::Signer;
-use bedrock_relay::sim::{self, SimConfig};
+use bedrock_relay_sim::{self as sim, SimConfig};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 use support::canon::ConverseReq;

@@ -6,7 +6,7 @@
 use crate::support;
 
 use aws_sdk_bedrockruntime::error::ProvideErrorMetadata;
-use bedrock_relay::sim::Fault;
+use bedrock_relay_sim::Fault;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -328,7 +328,7 @@ async fn forward(listener: tokio::net::TcpListener, to: std::net::SocketAddr) {
 
 #[tokio::test]
 async fn an_upstream_refusing_connections_causes_no_retry_storm() {
-    let sim = bedrock_relay::sim::start(Default::default()).await.unwrap();
+    let sim = bedrock_relay_sim::start(Default::default()).await.unwrap();
     let sim_addr: std::net::SocketAddr = sim.url().trim_start_matches("http://").parse().unwrap();
     // A port nothing listens on (yet): every connect is refused.
     let port = std::net::TcpListener::bind("127.0.0.1:0")

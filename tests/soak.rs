@@ -15,7 +15,7 @@ use aws_credential_types::Credentials;
 use bedrock_relay::app;
 use bedrock_relay::config;
 use bedrock_relay::signing::Signer;
-use bedrock_relay::sim::{self, SimConfig};
+use bedrock_relay_sim::{self as sim, SimConfig};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};

@@ -1,7 +1,8 @@
 //! Throttle absorption and regional spillover end to end (`src/admission/`): the relay
 //! in-process in front of simulators that enforce Bedrock's on-demand quotas
-//! (`src/sim/quota.rs`: input + max_tokens × burndown charged at the start, the unused part
-//! refunded at the end), aws-sdk-bedrockruntime clients with their own retries off.
+//! (`crates/sim/src/quota.rs`: input + max_tokens × burndown charged at the start, the
+//! unused part refunded at the end), aws-sdk-bedrockruntime clients with their own retries
+//! off.
 //!
 //! Quota windows are compressed (one second instead of a minute) so each test takes a few
 //! seconds; loopback only.
@@ -17,7 +18,7 @@ use aws_sdk_bedrockruntime::Client;
 use bedrock_relay::app::{self, RelayHandle};
 use bedrock_relay::config::{self, ServeArgs};
 use bedrock_relay::signing::Signer;
-use bedrock_relay::sim::{self, quota::QuotaConfig, Fault, FaultRule, SimConfig, SimHandle};
+use bedrock_relay_sim::{self as sim, Fault, FaultRule, QuotaConfig, SimConfig, SimHandle};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 use support::canon::{self, ConverseReq};

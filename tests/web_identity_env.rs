@@ -16,7 +16,7 @@ use aws_sdk_bedrockruntime::Client;
 use bedrock_relay::app;
 use bedrock_relay::config::{self, ServeArgs};
 use bedrock_relay::signing::Signer;
-use bedrock_relay::sim::{self, Fault, FaultRule, SimConfig};
+use bedrock_relay_sim::{self as sim, Fault, FaultRule, SimConfig};
 use sha2::{Digest, Sha256};
 
 const RELAY_KEY: &str = "AKIDRELAYEXAMPLE";

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use bedrock_relay::eventstream::{header_str, FrameSplitter};
-use bedrock_relay::sim::{self, SimConfig, SimHandle};
+use bedrock_relay_sim::{self as sim, SimConfig, SimHandle};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::Duration;

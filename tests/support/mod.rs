@@ -5,13 +5,14 @@
 
 pub mod canon;
 pub mod h2c;
+pub mod rng;
 
 use aws_sdk_bedrockruntime::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_bedrockruntime::Client;
 use bedrock_relay::app::{self, RelayHandle};
 use bedrock_relay::config::{self, ServeArgs, Settings};
 use bedrock_relay::signing::Signer;
-use bedrock_relay::sim::{self, FaultRule, SimConfig, SimHandle};
+use bedrock_relay_sim::{self as sim, FaultRule, SimConfig, SimHandle};
 
 /// Credentials the relay signs with; the faulty simulator accepts only these.
 pub const RELAY_KEY: &str = "AKIDRELAYEXAMPLE";

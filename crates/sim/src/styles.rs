@@ -157,7 +157,7 @@ fn last_with(style: Style, plan: &Plan, stop: &str, text: &str) -> Value {
         _ => {
             let (reason, seq) = match plan.stop {
                 Stop::MaxTokens => ("max_tokens", Value::Null),
-                Stop::StopSequence => ("stop_sequence", json!(plan.stop_sequence)),
+                Stop::Sequence => ("stop_sequence", json!(plan.stop_sequence)),
                 _ => ("stop_sequence", json!("\n\nHuman:")),
             };
             json!({"completion":text,"stop_reason":reason,"stop":seq})

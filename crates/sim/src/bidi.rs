@@ -15,12 +15,12 @@ use super::h2::{channel_body, error_response, Body};
 use super::http::Request;
 use super::log::LogEntry;
 use super::server::State;
-use super::sigv4::{parse_authorization, Verdict};
 use super::SimError;
 use aws_smithy_eventstream::frame::{DecodedFrame, MessageFrameDecoder};
 use aws_smithy_types::event_stream::Message;
 use base64::Engine;
 use bedrock_relay_wire::sigv4::events::{unwrap_client, Chain, Input, Refused, Verified};
+use bedrock_relay_wire::sigv4::{parse_authorization, Verdict};
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming};
@@ -48,7 +48,7 @@ pub(super) fn serve(
     let (parts, body) = req.into_parts();
     let head = Request::head_of(&parts);
     let (seq, rid) = state.next_request();
-    let model_id = crate::ops::classify(&parts.method, &head.path).model_id;
+    let model_id = bedrock_relay_wire::ops::classify(&parts.method, &head.path).model_id;
     let verdict = super::sts::verify(&state.config, &state.sts, &head);
     let entry = LogEntry {
         seq,
@@ -156,8 +156,9 @@ async fn session(
         }
     }
     if let Some(why) = &refused {
-        let frame =
-            crate::eventstream::encode(&crate::eventstream::exception("validationException", why));
+        let frame = bedrock_relay_wire::eventstream::encode(
+            &bedrock_relay_wire::eventstream::exception("validationException", why),
+        );
         let _ = tx.send(Ok(Frame::data(frame))).await;
         entry.fault = Some("event_signature".into());
     }
@@ -184,5 +185,8 @@ fn answer(event: &Message) -> Bytes {
         .unwrap_or_else(|| String::from_utf8_lossy(event.payload()).into_owned());
     let inner = json!({ "event": { "textOutput": { "content": text } } });
     let payload = json!({ "bytes": b64.encode(inner.to_string()) });
-    crate::eventstream::encode(&crate::eventstream::event("chunk", payload.to_string()))
+    bedrock_relay_wire::eventstream::encode(&bedrock_relay_wire::eventstream::event(
+        "chunk",
+        payload.to_string(),
+    ))
 }

@@ -17,7 +17,7 @@ use super::http::{Request, MAX_BODY};
 use super::server::{admit, control_reply, State};
 use super::wire::{exception_frame, with_oversized_header, Outcome, Reply};
 use super::{error_type_for, SimError};
-use crate::sim::faults::Fault;
+use crate::faults::Fault;
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
@@ -283,7 +283,7 @@ async fn json_body(
 async fn write_stream(
     sink: Sink,
     stream: super::render::Stream,
-    sse: Option<crate::ops::Operation>,
+    sse: Option<bedrock_relay_wire::ops::Operation>,
     fault: Option<Fault>,
     ttft: Duration,
     gap: Duration,

@@ -1,38 +1,45 @@
-//! The Bedrock Runtime simulator (`bedrock-relay sim`) with fault injection.
+//! bedrock-relay-sim: the Bedrock Runtime simulator (`bedrock-relay sim`) with fault
+//! injection, for the relay's demo, tests and benchmarks. It stands in for Bedrock and knows
+//! nothing of the relay: what both need of Bedrock's wire (operations, EventStream framing,
+//! SigV4 and event-chain verification, quota cost) is `bedrock_relay_wire`.
 //!
-//! Owns the simulator's public surface: its CLI flags ([`SimArgs`]), typed configuration
-//! ([`SimConfig`]), starting and stopping it in-process ([`start`], [`SimHandle`]), and the
-//! error kinds it answers with ([`SimError`]). The parts: `gen` (deterministic text),
-//! `request` (body parsing), `plan` (prefill and continuation rules), `sampled` (Claude 4.6+:
-//! sampled by default, sub-word tokens, how models continue when asked), `phrasing` (replies
-//! to the continuation protocol's turn), `render` (wire
-//! shapes), `faults` (rules), `sigv4` (verifier), `http` (byte-exact HTTP/1.1), `h2` (h2c
-//! prior knowledge, per-stream and connection-wide faults), `server` (dispatch), `wire`
-//! (responses with faults cut in), `log` (per-attempt log), `sts` (temporary credentials for
-//! web identity and SAML). See `docs/simulator.md`.
+//! Public: its CLI flags ([`SimArgs`]) and [`run`], typed configuration ([`SimConfig`],
+//! [`FaultRule`], [`Fault`], [`QuotaConfig`]), starting and stopping it in-process
+//! ([`start`], [`SimHandle`]), its per-attempt log ([`LogEntry`]), and the answers a model
+//! gives uninterrupted ([`reference_text`], [`reference_pieces`]). The rest is its own:
+//! `gen` (deterministic text), `request` (body parsing), `plan` (prefill and continuation
+//! rules), `sampled` (Claude 4.6+: sampled by default, sub-word tokens, how models continue
+//! when asked), `phrasing` (replies to the continuation protocol's turn), `render` (wire
+//! shapes), `faults` (rules), `http` (byte-exact HTTP/1.1), `h2` (h2c prior knowledge,
+//! per-stream and connection-wide faults), `server` (dispatch), `wire` (responses with
+//! faults cut in), `log` (per-attempt log), `quota` (on-demand quotas), `sts` (temporary
+//! credentials for web identity and SAML), `bidi` (bidirectional streams), `sse` (the
+//! OpenAI- and Anthropic-compatible APIs), and the error kinds it answers with
+//! (`SimError`). See `docs/simulator.md`.
+#![forbid(unsafe_code)]
 
 mod bidi;
-pub mod faults;
-pub mod gen;
+mod faults;
+mod gen;
 mod h2;
 mod http;
-pub mod log;
-pub mod phrasing;
-pub mod plan;
-pub mod quota;
-pub mod render;
-pub mod request;
-pub mod sampled;
+mod log;
+mod phrasing;
+mod plan;
+mod quota;
+mod render;
+mod request;
+mod sampled;
 mod server;
-pub mod sigv4;
 mod sse;
 mod sse_tool;
-pub mod sts;
-pub mod styles;
+mod sts;
+mod styles;
 mod wire;
 
-pub use faults::{Fault, FaultRule};
+pub use faults::{Fault, FaultError, FaultRule};
 pub use log::LogEntry;
+pub use quota::QuotaConfig;
 pub use sampled::{reference_pieces, reference_pieces_at, reference_text};
 
 use anyhow::Context as _;
@@ -43,7 +50,7 @@ use std::time::Duration;
 
 /// Models that reject assistant prefill by default: Claude 4.6 and later (`claude-opus-4-6`,
 /// `claude-sonnet-4-7`, `claude-*-5*`), matched anywhere in the model id (ARNs, profiles).
-pub const DEFAULT_NO_PREFILL: &str =
+pub(crate) const DEFAULT_NO_PREFILL: &str =
     r"(?i)anthropic\.(claude-[a-z]+-(4-(1[0-9]|[6-9])|[5-9]|[1-9][0-9])([^0-9]|$)|(claude-)?fable)";
 
 /// Command-line flags of `bedrock-relay sim`.
@@ -224,7 +231,7 @@ fn load_faults_file(path: &std::path::Path) -> anyhow::Result<Vec<FaultRule>> {
 
 /// Errors the simulator answers with, each mapping to Bedrock's status and error type.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-pub enum SimError {
+pub(crate) enum SimError {
     #[error("{0}")]
     Validation(String),
     #[error("The security token included in the request is invalid.")]
@@ -260,7 +267,7 @@ impl SimError {
 }
 
 /// Bedrock's error type for an injected HTTP status.
-pub fn error_type_for(status: u16) -> &'static str {
+pub(crate) fn error_type_for(status: u16) -> &'static str {
     match status {
         400 => "ValidationException",
         403 => "AccessDeniedException",

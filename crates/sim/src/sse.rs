@@ -16,7 +16,7 @@ use super::render::Stream;
 use super::request::{Prompt, Turn};
 use super::sse_tool::{self, Events};
 use super::SimError;
-use crate::ops::Operation;
+use bedrock_relay_wire::ops::Operation;
 use bytes::Bytes;
 use serde_json::{json, Value};
 

@@ -15,10 +15,10 @@ use super::log::{Log, LogEntry};
 use super::plan::{self, Plan};
 use super::render::{self, Latency};
 use super::request::{self, Family, Prompt};
-use super::sigv4::Verdict;
 use super::wire::{respond, send_error, Outcome, Reply};
 use super::{gen, sse, SimConfig, SimError};
-use crate::ops::{classify, Operation};
+use bedrock_relay_wire::ops::{classify, Operation};
+use bedrock_relay_wire::sigv4::Verdict;
 use control::control;
 pub(super) use control::control_reply;
 use serde_json::{json, Value};
@@ -284,7 +284,7 @@ pub(super) fn admit(state: &State, req: &Request, seq: u64, connection: u64) -> 
             result: Err(e),
             fault: None,
         }
-    } else if op == Operation::Unknown || op.route() != crate::ops::Route::Runtime {
+    } else if op == Operation::Unknown || op.route() != bedrock_relay_wire::ops::Route::Runtime {
         let msg = format!("UnknownOperationException: {} {}", req.method, req.path);
         Outcome {
             result: Err(SimError::UnknownOperation(msg)),

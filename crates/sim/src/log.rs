@@ -13,7 +13,7 @@ use std::sync::Mutex;
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct LogEntry {
     pub seq: u64,
-    /// `crate::ops::Operation::name()` of the request.
+    /// `ops::Operation::name()` of the request.
     pub operation: String,
     pub model_id: Option<String>,
     /// Conversation id (hex): hash of model id, system text and first user message.

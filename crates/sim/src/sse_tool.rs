@@ -8,7 +8,7 @@
 use super::plan::ToolCall;
 use super::render::Stream;
 use super::request::{first_tool, Tool};
-use crate::ops::Operation;
+use bedrock_relay_wire::ops::Operation;
 use bytes::Bytes;
 use serde_json::{json, Value};
 

@@ -1,5 +1,6 @@
-//! How the behaviours heal through the relay's seam is tested in `resume::seam`'s tests,
-//! which feed every behaviour at every cut through it.
+//! The sampled models' behaviours. How replies heal through the relay's seam is tested in
+//! the relay: `src/resume/seam/tests.rs` (replies from its own generator, independent of
+//! this simulator) and, end to end against this simulator, `tests/no_prefill_heal.rs`.
 
 use super::*;
 

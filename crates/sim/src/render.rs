@@ -8,8 +8,8 @@
 use super::plan::{Plan, Stop};
 use super::request::Family;
 use super::styles::{self, Style};
-use crate::eventstream;
 use base64::Engine as _;
+use bedrock_relay_wire::eventstream;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
@@ -86,7 +86,7 @@ fn converse_stop(stop: Stop) -> &'static str {
         Stop::EndTurn => "end_turn",
         Stop::ToolUse => "tool_use",
         Stop::MaxTokens => "max_tokens",
-        Stop::StopSequence => "stop_sequence",
+        Stop::Sequence => "stop_sequence",
     }
 }
 
@@ -94,7 +94,7 @@ fn family_stop(family: Family, stop: Stop) -> &'static str {
     match (family, stop) {
         (Family::Claude | Family::Nova, s) => converse_stop(s),
         (Family::Titan, Stop::MaxTokens) => "LENGTH",
-        (Family::Titan, Stop::StopSequence) => "STOP_CRITERIA_MET",
+        (Family::Titan, Stop::Sequence) => "STOP_CRITERIA_MET",
         (Family::Titan, _) => "FINISH",
         (_, Stop::MaxTokens) => "length",
         _ => "stop",
@@ -427,7 +427,7 @@ pub fn invoke_body(family: Family, model_id: &str, msg_id: &str, plan: &Plan) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::eventstream::{decode, header_str};
+    use bedrock_relay_wire::eventstream::{decode, header_str};
 
     fn plan() -> Plan {
         Plan {

@@ -69,7 +69,6 @@ struct Bucket {
 #[derive(Debug, Clone)]
 pub struct Charge {
     key: (String, String),
-    pub input: u64,
     pub max_tokens: u64,
     pub burndown: u64,
 }
@@ -114,7 +113,6 @@ impl Quotas {
         let key = (region.to_owned(), model.to_owned());
         let charge = Charge {
             key: key.clone(),
-            input,
             max_tokens,
             burndown,
         };

@@ -21,9 +21,6 @@
 
 use super::gen;
 
-/// Turns as `(role, text)`.
-pub type Turns<'a> = [(&'a str, &'a str)];
-
 /// The temperature a request samples at: as sent, else 1 for sampled-by-default models.
 pub fn temperature(requested: Option<f64>, sampled_by_default: bool) -> Option<f64> {
     requested.or(sampled_by_default.then_some(1.0))

@@ -32,7 +32,7 @@ pub(super) enum Reply {
     /// Server-Sent Events of an OpenAI- or Anthropic-compatible operation.
     Sse {
         stream: Stream,
-        op: crate::ops::Operation,
+        op: bedrock_relay_wire::ops::Operation,
     },
 }
 
@@ -170,7 +170,7 @@ async fn send_body(
 enum Kind {
     Converse,
     Invoke,
-    Sse(crate::ops::Operation),
+    Sse(bedrock_relay_wire::ops::Operation),
 }
 
 /// A stream of frames (or SSE events) with the fault cut in at its position.
@@ -315,7 +315,7 @@ pub(super) fn exception_frame(exception_type: &str) -> bytes::Bytes {
     } else {
         json!({"message": message})
     };
-    crate::eventstream::encode(&crate::eventstream::exception_with_body(
+    bedrock_relay_wire::eventstream::encode(&bedrock_relay_wire::eventstream::exception_with_body(
         exception_type,
         body.to_string(),
     ))

@@ -35,7 +35,8 @@ pub enum Stop {
     EndTurn,
     ToolUse,
     MaxTokens,
-    StopSequence,
+    /// A stop sequence ended the answer.
+    Sequence,
 }
 
 /// A deterministic tool call.
@@ -71,7 +72,7 @@ pub struct Plan {
     /// The whole answer the model means (prefill or delivered text included), unless cut by
     /// `maxTokens` or a stop sequence: what a correctly spliced stream gives the client.
     pub intended: Option<String>,
-    /// The stop sequence that ended the answer (`Stop::StopSequence`).
+    /// The stop sequence that ended the answer (`Stop::Sequence`).
     pub stop_sequence: Option<String>,
     /// Which of the family's APIs the request used.
     pub style: Style,
@@ -233,7 +234,7 @@ pub fn plan(
     let mut stop = Stop::EndTurn;
     let stop_sequence = styles::apply_stops(&mut text, &prompt.stop_sequences);
     if stop_sequence.is_some() {
-        stop = Stop::StopSequence;
+        stop = Stop::Sequence;
     }
     let tpp = tokens_per_piece(&all_text);
     if let Some(max) = prompt.max_tokens {
@@ -270,7 +271,7 @@ pub fn plan(
         continuation,
         phrasing: phrased,
         intended,
-        stop_sequence: stop_sequence.filter(|_| stop == Stop::StopSequence),
+        stop_sequence: stop_sequence.filter(|_| stop == Stop::Sequence),
         style: prompt.style,
         tokens_per_piece: tpp as u32,
         cache_read: gen::directive_num(&all_text, "cache").map_or(0, |n| n.min(1 << 20) as u32),

@@ -148,7 +148,7 @@ mod duration_text {
 /// A matcher plus a fault. All matcher fields are optional; absent means "any".
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FaultRule {
-    /// Operation name as `crate::ops::Operation::name` (`ConverseStream`, ...), any case.
+    /// Operation name as `ops::Operation::name` (`ConverseStream`, ...), any case.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operation: Option<String>,
     /// Matches when the request body contains `sim:tag=<tag>`.

@@ -2,7 +2,7 @@
 //! the replies go through the relay's seam is tested with the seam (`resume`).
 
 use super::*;
-use crate::sim::sampled;
+use crate::sampled;
 
 /// Byte position in `reply` right after the character that gives the last letter or digit of
 /// the first occurrence of `anchor`'s normal form that is not a mention (an opening quote

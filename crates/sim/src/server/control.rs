@@ -14,7 +14,7 @@ pub(super) async fn control(state: &State, conn: &mut Conn, req: &Request) -> st
 }
 
 /// The status and JSON body of a control endpoint.
-pub(in crate::sim) fn control_reply(state: &State, req: &Request) -> (u16, Value) {
+pub(crate) fn control_reply(state: &State, req: &Request) -> (u16, Value) {
     let ok = |v: Value| (200u16, v);
     match (req.method.as_str(), req.path.as_str()) {
         ("GET", "/_sim/log") => {
@@ -74,7 +74,7 @@ pub(in crate::sim) fn control_reply(state: &State, req: &Request) -> (u16, Value
         }
         ("GET", "/_sim/quota") => ok(state.quota.report()),
         ("POST", "/_sim/quota") => {
-            match serde_json::from_slice::<crate::sim::quota::QuotaConfig>(&req.body) {
+            match serde_json::from_slice::<crate::quota::QuotaConfig>(&req.body) {
                 Ok(c) => {
                     state.quota.set(c);
                     ok(state.quota.report())

@@ -7,8 +7,8 @@
 use super::SimError;
 use serde_json::Value;
 
-/// The InvokeModel body families the simulator plays (a subset of the relay's own
-/// [`crate::resume::Family`], which decides by model id).
+/// The InvokeModel body families the simulator plays, by model id (plain id, inference
+/// profile such as `us.anthropic...`, or ARN); other models have no native body here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
     Claude,
@@ -20,15 +20,15 @@ pub enum Family {
 
 impl Family {
     pub fn of(model_id: &str) -> Option<Family> {
-        use crate::resume::Family as Relay;
-        match Relay::of(model_id) {
-            Relay::Claude => Some(Family::Claude),
-            Relay::Nova => Some(Family::Nova),
-            Relay::Llama => Some(Family::Llama),
-            Relay::Mistral => Some(Family::Mistral),
-            Relay::Titan => Some(Family::Titan),
-            _ => None,
-        }
+        [
+            ("anthropic.", Family::Claude),
+            ("amazon.nova", Family::Nova),
+            ("meta.llama", Family::Llama),
+            ("mistral.", Family::Mistral),
+            ("amazon.titan-text", Family::Titan),
+        ]
+        .into_iter()
+        .find_map(|(provider, family)| model_id.contains(provider).then_some(family))
     }
 }
 

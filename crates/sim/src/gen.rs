@@ -123,11 +123,6 @@ pub fn pieces(seed: u64, n: usize) -> Vec<String> {
     out
 }
 
-/// The reference text: the pieces concatenated.
-pub fn reference_text(seed: u64, n: usize) -> String {
-    pieces(seed, n).concat()
-}
-
 /// The pieces that follow `prefix` in `reference`, with the uninterrupted run's boundaries.
 /// When `prefix` ends mid-piece the rest of that piece comes first. `None` when `prefix` is
 /// not a prefix of the reference text.
@@ -168,27 +163,6 @@ pub fn fallback_continuation(seed: u64, prefix: &str, n: usize) -> Vec<String> {
     p
 }
 
-/// The last `k` words of `text` (from the start of the k-th last word to the end), as a
-/// model repeats them when asked to continue.
-pub fn last_words(text: &str, k: usize) -> &str {
-    let trimmed = text.trim_end();
-    let mut start = trimmed.len();
-    let mut seen = 0;
-    for (idx, ch) in trimmed.char_indices().rev() {
-        if ch.is_whitespace() {
-            if start < trimmed.len() && idx + ch.len_utf8() == start {
-                seen += 1;
-                if seen == k {
-                    break;
-                }
-            }
-        } else {
-            start = idx;
-        }
-    }
-    &trimmed[start..]
-}
-
 /// Value of a `sim:NAME=<digits>` directive anywhere in `text`.
 pub fn directive_num(text: &str, name: &str) -> Option<u64> {
     directive(text, name).and_then(|v| v.parse().ok())
@@ -203,13 +177,6 @@ pub fn directive<'a>(text: &'a str, name: &str) -> Option<&'a str> {
         .find(|c: char| c.is_whitespace() || c == '"' || c == '\\' || c == ',')
         .unwrap_or(rest.len());
     Some(&rest[..end]).filter(|v| !v.is_empty())
-}
-
-/// Input token count: whitespace-separated words of all input text (at least 1), the
-/// whole-word tokenizer ([`tokens`] without sub-words).
-pub fn count_tokens<'a>(texts: impl IntoIterator<Item = &'a str>) -> u32 {
-    let n: usize = texts.into_iter().map(|t| token_count(t, false)).sum();
-    u32::try_from(n.max(1)).unwrap_or(u32::MAX)
 }
 
 /// Alphanumeric characters per sub-word piece of a long word.
@@ -449,13 +416,9 @@ mod tests {
     }
 
     #[test]
-    fn last_words_and_directives() {
-        assert_eq!(last_words("The quick brown fox.", 2), "brown fox.");
-        assert_eq!(last_words("one two\n\nthree ", 2), "two\n\nthree");
-        assert_eq!(last_words("solo", 3), "solo");
+    fn directives() {
         assert_eq!(directive_num("please sim:len=200 thanks", "len"), Some(200));
         assert_eq!(directive("x sim:tag=t1\"", "tag"), Some("t1"));
         assert_eq!(directive("nothing", "tag"), None);
-        assert_eq!(count_tokens(["a b", " c "]), 3);
     }
 }

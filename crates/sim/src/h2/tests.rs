@@ -1,18 +1,33 @@
 //! The simulator over h2c: same answers as HTTP/1.1, faults per stream, the connection reset.
+//! The client is hyper-util's pooled client (the one the relay's upstream is built on), over
+//! HTTP/1.1 or h2c with prior knowledge.
 
-use crate::config::{Settings, UpstreamHttp2};
-use crate::sim::{self, FaultRule, SimConfig};
-use crate::upstream::Upstream;
+use crate::{self as sim, FaultRule, SimConfig};
 use bytes::Bytes;
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 use std::time::Duration;
 
-fn client(mode: UpstreamHttp2) -> Upstream {
-    Upstream::new(&Settings {
-        upstream_http2: mode,
-        ..Settings::default()
-    })
-    .unwrap()
+/// A pooled client, HTTP/1.1 or (`http2`) h2c only.
+struct Upstream(Client<HttpConnector, Full<Bytes>>);
+
+impl Upstream {
+    async fn send(
+        &self,
+        req: http::Request<Bytes>,
+    ) -> Result<http::Response<hyper::body::Incoming>, hyper_util::client::legacy::Error> {
+        self.0.request(req.map(Full::new)).await
+    }
+}
+
+fn client(http2: bool) -> Upstream {
+    Upstream(
+        Client::builder(TokioExecutor::new())
+            .http2_only(http2)
+            .build_http(),
+    )
 }
 
 fn converse_stream(base: &str, text: &str) -> http::Request<Bytes> {
@@ -46,7 +61,7 @@ async fn fetch(
 #[tokio::test]
 async fn h2c_answers_byte_identical_to_http1_and_logs_connections() {
     let sim = sim::start(SimConfig::default()).await.unwrap();
-    let (h1, h2) = (client(UpstreamHttp2::Never), client(UpstreamHttp2::Always));
+    let (h1, h2) = (client(false), client(true));
     let text = "why is the sky blue sim:len=30";
     let (s1, v1, b1) = fetch(&h1, converse_stream(&sim.url(), text)).await;
     let (s2, v2, b2) = fetch(&h2, converse_stream(&sim.url(), text)).await;
@@ -91,7 +106,7 @@ async fn a_stream_fault_resets_only_its_stream() {
     ] {
         sim.add_rule(FaultRule::parse_spec(spec).unwrap());
     }
-    let u = client(UpstreamHttp2::Always);
+    let u = client(true);
     let base = sim.url();
     let whole = fetch(&u, converse_stream(&base, "fine sim:len=20"));
     let cut = fetch(&u, converse_stream(&base, "x sim:tag=cut sim:len=20"));
@@ -131,7 +146,7 @@ async fn connection_reset_breaks_every_open_stream() {
     })
     .await
     .unwrap();
-    let u = client(UpstreamHttp2::Always);
+    let u = client(true);
     let mut bodies = Vec::new();
     for i in 0..5 {
         let resp = u

@@ -14,9 +14,9 @@
 use super::gen;
 use super::http::{Conn, Request};
 use super::log::{Log, LogEntry};
-use super::sigv4::{self, Verdict};
 use super::SimConfig;
-use crate::ops::form_value;
+use bedrock_relay_wire::ops::form_value;
+use bedrock_relay_wire::sigv4::{self, Verdict};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use std::collections::VecDeque;

@@ -1,7 +1,7 @@
 //! Tests of the simulated model's plans: prefill rules and errors, continuations, limits.
 
 use super::*;
-use crate::sim::request::Turn;
+use crate::request::Turn;
 
 fn prompt(turns: &[(&str, &str)]) -> Prompt {
     Prompt {
@@ -299,7 +299,7 @@ fn extended_thinking_limits_are_refused_as_bedrock_does() {
     let conv = serde_json::json!({"messages": [{"role": "user", "content": [{"text": "x"}]}],
         "inferenceConfig": {"maxTokens": 2000},
         "additionalModelRequestFields": {"thinking": {"type": "enabled", "budget_tokens": 2000}}});
-    let parsed = crate::sim::request::parse_converse(&conv).unwrap();
+    let parsed = crate::request::parse_converse(&conv).unwrap();
     assert_eq!(
         plan(M, &parsed, 1, 0, &re(), true).unwrap_err(),
         SimError::Validation(MAX_TOKENS_UNDER_BUDGET.into())
@@ -307,8 +307,7 @@ fn extended_thinking_limits_are_refused_as_bedrock_does() {
     let claude = serde_json::json!({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 3000,
         "thinking": {"type": "enabled", "budget_tokens": 512},
         "messages": [{"role": "user", "content": "x"}]});
-    let parsed =
-        crate::sim::request::parse_invoke(crate::sim::request::Family::Claude, &claude).unwrap();
+    let parsed = crate::request::parse_invoke(crate::request::Family::Claude, &claude).unwrap();
     assert_eq!(
         plan(M, &parsed, 1, 0, &re(), true).unwrap_err(),
         SimError::Validation(BUDGET_TOO_SMALL.into())

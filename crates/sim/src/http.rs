@@ -80,7 +80,7 @@ impl Request {
     /// The service a SigV4 `authorization` header was signed for (for the log).
     pub fn signed_service(&self) -> Option<String> {
         self.header("authorization")
-            .and_then(crate::ops::signed_service)
+            .and_then(bedrock_relay_wire::ops::signed_service)
             .map(str::to_owned)
     }
 }
