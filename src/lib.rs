@@ -9,7 +9,6 @@
 pub(crate) mod admin;
 pub mod admission;
 pub mod app;
-pub mod bench;
 pub(crate) mod body;
 pub(crate) mod certs;
 pub mod cli;

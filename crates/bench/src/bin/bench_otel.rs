@@ -6,12 +6,12 @@
 //! alike; each round sends Converse at concurrency 16 and ConverseStream (200 events) at
 //! concurrency 8. Prints requests per second and p50/p99 latency per mode, and the ratios.
 //!
-//! `cargo build --release --bin bench_otel --bin bedrock-relay && target/release/bench_otel`
+//! `cargo build --release --workspace --bin bench_otel --bin bedrock-relay && target/release/bench_otel`
 #![forbid(unsafe_code)]
 
-use bedrock_relay::bench::load::{self, Op, Target};
-use bedrock_relay::bench::procs::{self, Proc};
-use bedrock_relay::bench::report::percentile;
+use bedrock_relay_bench::load::{self, Op, Target};
+use bedrock_relay_bench::procs::{self, Proc};
+use bedrock_relay_bench::report::percentile;
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -1,5 +1,7 @@
-//! Side-by-side benchmark (`cargo run --release --bin bench`, or `scripts/bench`): starts the
-//! simulator and the relay as separate processes on loopback, and nginx and LiteLLM's
+//! bedrock-relay-bench: the side-by-side benchmark, binary `bench` (`scripts/bench`, or
+//! `cargo build --release --workspace --bin bench --bin bedrock-relay`, then
+//! `target/release/bench`). Starts the simulator and the relay as separate processes on
+//! loopback (the `bedrock-relay` binary; neither is linked in), and nginx and LiteLLM's
 //! Bedrock pass-through when they are installed, drives the same load at each from this
 //! process, and prints one table (see [`report::table`]).
 //!
@@ -7,7 +9,8 @@
 //! ConverseStream with 200-piece answers (time to first event at concurrency 1, events per
 //! second and proxy CPU per event at concurrency 16). For the relay (and nginx) also: many
 //! open streams on a slowly dripping simulator (RSS per stream); for the relay: the resume
-//! gap after an injected reset.
+//! gap after an injected reset. `load`, `procs` and `report` are also `bench_otel`'s.
+#![forbid(unsafe_code)]
 
 pub mod load;
 mod memory;

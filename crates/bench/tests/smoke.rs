@@ -1,8 +1,26 @@
 //! CI smoke test of the benchmark: the `bench` binary in `--smoke` mode starts the simulator
 //! and the relay as processes, runs every phase with tiny counts and prints the table. Only
 //! completion and the presence of numbers are asserted, never timings.
+//!
+//! The relay is the `bedrock-relay` binary next to `bench` in the same target directory:
+//! `cargo test --workspace` builds it (the relay's own integration tests need it); alone,
+//! `cargo build --bin bedrock-relay && cargo test -p bedrock-relay-bench`.
 
+use std::path::PathBuf;
 use std::process::Command;
+
+/// The `bedrock-relay` binary of this build (same target directory and profile as `bench`).
+fn relay_bin() -> PathBuf {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_bench"))
+        .with_file_name(format!("bedrock-relay{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it first (`cargo build --bin bedrock-relay`, or run \
+         `cargo test --workspace`)",
+        bin.display()
+    );
+    bin
+}
 
 /// The cells of the table row whose label is `label`, as text.
 fn row<'a>(table: &'a str, label: &str) -> Vec<&'a str> {
@@ -24,7 +42,7 @@ fn smoke_run_completes_and_prints_numbers() {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_bench"));
     cmd.args(["--smoke", "--nginx", "none", "--open-streams", "20"])
         .arg("--relay-bin")
-        .arg(env!("CARGO_BIN_EXE_bedrock-relay"))
+        .arg(relay_bin())
         .arg("--out-dir")
         .arg(out_dir.path());
     for (k, _) in std::env::vars() {
