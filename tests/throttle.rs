@@ -15,9 +15,9 @@ use aws_sdk_bedrockruntime::types::{
     InferenceConfiguration, Message,
 };
 use aws_sdk_bedrockruntime::Client;
-use bedrock_relay::app::{self, RelayHandle};
-use bedrock_relay::config::{self, ServeArgs};
-use bedrock_relay::signing::Signer;
+use bedrock_relay::RelayHandle;
+use bedrock_relay::ServeArgs;
+use bedrock_relay::Signer;
 use bedrock_relay_sim::{self as sim, Fault, FaultRule, QuotaConfig, SimConfig, SimHandle};
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -57,9 +57,9 @@ fn per_second(tpm: u64) -> QuotaConfig {
 async fn relay(upstream: &str, tweak: impl FnOnce(&mut ServeArgs)) -> RelayHandle {
     let mut a = support::args(upstream);
     tweak(&mut a);
-    let settings = config::load(&a).expect("test settings are valid");
+    let settings = bedrock_relay::load_config(&a).expect("test settings are valid");
     let signer = Signer::for_tests(RELAY_KEY, RELAY_SECRET, None, "us-east-1");
-    app::start_with_signer(settings, signer)
+    bedrock_relay::start_with_signer(settings, signer)
         .await
         .expect("relay starts")
 }

@@ -83,6 +83,7 @@ impl Inbound {
     }
 
     /// Requests currently holding a concurrency slot (all clients).
+    #[cfg(test)]
     pub fn in_flight(&self) -> usize {
         self.slots.in_flight()
     }
