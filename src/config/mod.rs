@@ -19,9 +19,9 @@ pub use inbound::InboundSettings;
 #[cfg(test)]
 pub use inbound::{ClientKey, Secret};
 pub use otel::{OtelSettings, OtlpProtocol};
-pub use settings::{ConfigErrors, LogFormat, ResumeSettings, Settings, UpstreamHttp2};
 #[cfg(test)]
 pub use settings::Instructed;
+pub use settings::{ConfigErrors, LogFormat, ResumeSettings, Settings, UpstreamHttp2};
 #[cfg(test)]
 pub use throttle::SpilloverModel;
 pub use throttle::{SpilloverSettings, ThrottleSettings};
