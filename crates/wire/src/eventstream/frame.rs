@@ -6,9 +6,9 @@
 //! value and payload, and a CRC computed a few bytes at a time) was most of the relay's CPU
 //! per event. [`Frame::check`] verifies exactly what `aws_smithy_eventstream`'s decoder
 //! verifies (both CRCs, header structure and types, UTF-8 names and strings; a proptest in
-//! `tests/fuzz_inputs.rs` holds the two to the same verdict on arbitrary and mutated
-//! frames) in one pass over the bytes, and [`Frame::message`] decodes with that crate when
-//! a frame has to be rewritten.
+//! the relay's `tests/fuzz_inputs.rs` holds the two to the same verdict on arbitrary and
+//! mutated frames) in one pass over the bytes, and [`Frame::message`] decodes with that
+//! crate when a frame has to be rewritten.
 
 use super::{decode, FrameError, Kind};
 use aws_smithy_types::event_stream::Message;
