@@ -42,6 +42,6 @@ pub use demo::{run as run_demo, DemoArgs};
 pub use health::{run as run_health, HealthArgs};
 
 // The relay in-process (integration tests, benchmarks): configuration, signer, start.
-pub use app::{start, start_with_signer, RelayHandle};
+pub use app::{start_with_signer, RelayHandle};
 pub use config::{load as load_config, ConfigErrors, ServeArgs, Settings};
 pub use signing::Signer;
