@@ -18,6 +18,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY benches ./benches
+COPY crates ./crates
 # Cache mounts keep the registry and target dir across builds (BuildKit); the binary is
 # copied out of the cached target dir because cache mounts are not part of the image.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

@@ -6,8 +6,8 @@
 //! buffer, signing key cached); `sigv4/aws_sigv4_full_2KiB` signs the same request with
 //! aws-sigv4's full signer and the same settings, the baseline of the same run.
 
-use bedrock_relay::eventstream::{self, FrameSplitter};
-use bedrock_relay::signing::Signer;
+use bedrock_relay::Signer;
+use bedrock_relay_wire::eventstream::{self, FrameSplitter};
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 

@@ -6,7 +6,7 @@
 //! chunked body and counting EventStream frames by their length prefix.
 //! Run: `cargo bench --bench sim_events`.
 
-use bedrock_relay::sim::{self, SimConfig};
+use bedrock_relay_sim::{self as sim, SimConfig};
 use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

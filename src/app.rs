@@ -109,7 +109,8 @@ async fn bind(mut settings: Settings) -> anyhow::Result<(TcpListener, TcpListene
 }
 
 /// Serve any handler behind the relay's listeners, admin endpoints and drain logic
-/// (tests and tools that need the server without the proxy).
+/// (tests that need the server without the proxy).
+#[cfg(test)]
 pub async fn start_with_handler<F, Fut, B>(
     settings: Settings,
     handler: F,
@@ -230,7 +231,8 @@ pub fn serve_blocking(args: ServeArgs, scrubbed: Vec<String>) -> i32 {
     }
 }
 
-/// `bedrock-relay serve` on the caller's runtime: returns the process exit code.
+/// `bedrock-relay serve` on the caller's runtime: returns the process exit code (tests).
+#[cfg(test)]
 pub async fn serve_main(args: ServeArgs) -> i32 {
     match settings_to_serve(&args) {
         Ok(settings) => serve_settings(settings, Vec::new()).await,

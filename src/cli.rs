@@ -17,7 +17,7 @@ pub enum Command {
     /// Run the relay (point AWS_ENDPOINT_URL_BEDROCK_RUNTIME at its --listen address).
     Serve(Box<crate::config::ServeArgs>),
     /// Run the Bedrock Runtime simulator with fault injection (no AWS account needed).
-    Sim(Box<crate::sim::SimArgs>),
+    Sim(Box<bedrock_relay_sim::SimArgs>),
     /// Start the simulator with faults and the relay in front of it, stream a few
     /// conversations through it and show each interruption being healed.
     Demo(crate::demo::DemoArgs),

@@ -13,8 +13,8 @@
 use crate::config::{self, ServeArgs};
 use crate::eventstream::{FrameSplitter, Kind};
 use crate::signing::Signer;
-use crate::sim::{self, Fault, FaultRule, SimConfig};
 use anyhow::Context;
+use bedrock_relay_sim::{self as sim, Fault, FaultRule, SimConfig};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;

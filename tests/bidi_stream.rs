@@ -246,8 +246,8 @@ async fn one_event_then_wait(relay: std::net::SocketAddr) {
     ))
     .body(body)
     .unwrap();
-    let event = bedrock_relay::eventstream::event("chunk", r#"{"bytes":"aGk="}"#);
-    let frame = hyper::body::Frame::data(bedrock_relay::eventstream::encode(&event));
+    let event = bedrock_relay_wire::eventstream::event("chunk", r#"{"bytes":"aGk="}"#);
+    let frame = hyper::body::Frame::data(bedrock_relay_wire::eventstream::encode(&event));
     tx.send(Ok(frame)).await.unwrap();
     let resp = send.send_request(req).await.unwrap();
     assert_eq!(resp.status(), 200);
@@ -259,12 +259,12 @@ async fn one_event_then_wait(relay: std::net::SocketAddr) {
 
 #[tokio::test]
 async fn a_relay_with_a_bearer_token_refuses_the_session_clearly() {
-    let sim = bedrock_relay::sim::start(bedrock_relay::sim::SimConfig::default())
+    let sim = bedrock_relay_sim::start(bedrock_relay_sim::SimConfig::default())
         .await
         .unwrap();
-    let settings = bedrock_relay::config::load(&support::args(&sim.url())).unwrap();
-    let signer = bedrock_relay::signing::Signer::bearer("relay-token", "us-east-1");
-    let relay = bedrock_relay::app::start_with_signer(settings, signer)
+    let settings = bedrock_relay::load_config(&support::args(&sim.url())).unwrap();
+    let signer = bedrock_relay::Signer::bearer("relay-token", "us-east-1");
+    let relay = bedrock_relay::start_with_signer(settings, signer)
         .await
         .unwrap();
     let client = h2_client(&format!("http://{}", relay.addr));
@@ -348,16 +348,15 @@ async fn the_sdks_own_https_client_speaks_it_to_the_relays_tls_listener() {
 
 #[tokio::test]
 async fn bedrocks_own_refusal_of_the_head_reaches_the_client_as_it_came() {
-    let sim = bedrock_relay::sim::start(bedrock_relay::sim::SimConfig {
+    let sim = bedrock_relay_sim::start(bedrock_relay_sim::SimConfig {
         credentials: vec![(support::RELAY_KEY.into(), support::RELAY_SECRET.into())],
         ..Default::default()
     })
     .await
     .unwrap();
-    let settings = bedrock_relay::config::load(&support::args(&sim.url())).unwrap();
-    let signer =
-        bedrock_relay::signing::Signer::for_tests("AKIDUNKNOWN", "wrong", None, "us-east-1");
-    let relay = bedrock_relay::app::start_with_signer(settings, signer)
+    let settings = bedrock_relay::load_config(&support::args(&sim.url())).unwrap();
+    let signer = bedrock_relay::Signer::for_tests("AKIDUNKNOWN", "wrong", None, "us-east-1");
+    let relay = bedrock_relay::start_with_signer(settings, signer)
         .await
         .unwrap();
     let client = h2_client(&format!("http://{}", relay.addr));

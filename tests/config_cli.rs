@@ -2,7 +2,7 @@
 //! config file and CLI flags. One test function on purpose: it mutates this test
 //! process's environment, which must not race with other tests.
 
-use bedrock_relay::config::{self, ServeArgs};
+use bedrock_relay::ServeArgs;
 use clap::Parser;
 use std::io::Write;
 use std::time::Duration;
@@ -26,7 +26,7 @@ fn file_then_env_then_cli() {
     std::env::set_var("BEDROCK_RELAY_FIPS", "true");
 
     let cli = Cli::try_parse_from(["bedrock-relay", "--max-attempts", "9"]).unwrap();
-    let s = config::load(&cli.serve).expect("valid");
+    let s = bedrock_relay::load_config(&cli.serve).expect("valid");
     assert_eq!(s.max_attempts, 9, "CLI beats env");
     assert_eq!(s.stall_timeout, Duration::from_secs(7), "env beats file");
     assert_eq!(
@@ -39,7 +39,9 @@ fn file_then_env_then_cli() {
 
     std::env::set_var("BEDROCK_RELAY_BACKOFF_BASE", "quickly");
     let cli = Cli::try_parse_from(["bedrock-relay", "--listen", "nowhere"]).unwrap();
-    let err = config::load(&cli.serve).unwrap_err().to_string();
+    let err = bedrock_relay::load_config(&cli.serve)
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("backoff_base") && err.contains("BEDROCK_RELAY_BACKOFF_BASE"),
         "{err}"

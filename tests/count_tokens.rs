@@ -6,7 +6,7 @@
 
 use crate::support;
 
-use bedrock_relay::sim::{Fault, LogEntry};
+use bedrock_relay_sim::{Fault, LogEntry};
 use std::time::Instant;
 use support::canon::{self, ConverseReq};
 use support::Harness;

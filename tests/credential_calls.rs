@@ -18,7 +18,7 @@ const FORM: (&str, &str) = (
 );
 
 /// The harness with the simulator as the relay's STS too, plus `tweak`.
-async fn harness(tweak: impl FnOnce(&mut bedrock_relay::config::ServeArgs)) -> Harness {
+async fn harness(tweak: impl FnOnce(&mut bedrock_relay::ServeArgs)) -> Harness {
     Harness::start_with(|a| {
         let sim = a.upstream.clone().expect("the simulator");
         a.service_upstream.push(format!("sts={sim}"));

@@ -6,7 +6,7 @@
 
 use crate::support;
 
-use bedrock_relay::sim::Fault;
+use bedrock_relay_sim::Fault;
 use std::collections::BTreeSet;
 use support::canon::{self, ConverseReq};
 use support::Harness;

@@ -11,8 +11,8 @@
 //! once stays a regression test.
 
 use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
-use bedrock_relay::eventstream::{self, FrameSplitter};
 use bedrock_relay::resume::{self, Family, ModelCaps, StreamFormat, Transcript};
+use bedrock_relay_wire::eventstream::{self, FrameSplitter};
 use proptest::prelude::*;
 
 fn cases() -> u32 {
@@ -344,12 +344,12 @@ proptest! {
     ) {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
-        let args = bedrock_relay::config::ServeArgs {
+        let args = bedrock_relay::ServeArgs {
             config: Some(f.path().to_path_buf()),
             region: Some("us-east-1".into()),
             ..Default::default()
         };
-        match bedrock_relay::config::load(&args) {
+        match bedrock_relay::load_config(&args) {
             Ok(s) => prop_assert!(s.listen.ip().is_loopback() || s.inbound.authenticates() || s.inbound.allow_unauthenticated_non_loopback),
             Err(e) => prop_assert!(!e.0.is_empty()),
         }
@@ -369,7 +369,7 @@ proptest! {
         date in "[0-9TZ]{0,16}",
         body in any::<Vec<u8>>(),
     ) {
-        use bedrock_relay::inbound::sigv4::{self, SignedRequest, Verdict};
+        use bedrock_relay_wire::sigv4::{self, SignedRequest, Verdict};
         let _ = sigv4::parse_authorization(&authz);
         let headers = vec![
             ("host".to_string(), "127.0.0.1:8790".to_string()),

@@ -11,10 +11,8 @@
 //! new connection. Loopback only; a few seconds on 2 cores.
 
 use crate::support::{self, canon, RELAY_KEY, RELAY_SECRET};
-use bedrock_relay::app;
-use bedrock_relay::config;
-use bedrock_relay::signing::Signer;
-use bedrock_relay::sim::{self, SimConfig};
+use bedrock_relay::Signer;
+use bedrock_relay_sim::{self as sim, SimConfig};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 use support::canon::ConverseReq;
@@ -45,10 +43,12 @@ async fn three_hundred_streams_on_one_h2_connection_all_heal_after_a_reset() {
     args.upstream_http2 = Some("always".into());
     args.backoff_base = Some("50ms".into());
     args.backoff_max = Some("500ms".into());
-    let settings = config::load(&args).unwrap();
+    let settings = bedrock_relay::load_config(&args).unwrap();
     assert_eq!(settings.retry_budget, BUDGET);
     let signer = Signer::for_tests(RELAY_KEY, RELAY_SECRET, None, "us-east-1");
-    let relay = app::start_with_signer(settings, signer).await.unwrap();
+    let relay = bedrock_relay::start_with_signer(settings, signer)
+        .await
+        .unwrap();
     let endpoint = format!("http://{}", relay.addr);
     let client = support::sdk_client(&endpoint, support::CLIENT_KEY, support::CLIENT_SECRET);
     let reference = support::sdk_client(&clean.url(), "AKIDX", "x");

@@ -7,7 +7,6 @@
 mod sim_support;
 mod support;
 
-mod bench_smoke;
 mod bidi_stream;
 mod cli;
 mod count_tokens;

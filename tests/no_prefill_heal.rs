@@ -11,10 +11,11 @@
 
 use crate::support;
 
-use bedrock_relay::sim::{self, gen::Rng, Fault};
+use bedrock_relay_sim::{self as sim, Fault};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use support::canon::{self, ConverseReq, Received};
+use support::rng::Rng;
 use support::Harness;
 
 const MODELS: [&str; 6] = [

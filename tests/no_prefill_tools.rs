@@ -10,9 +10,10 @@ use aws_sdk_bedrockruntime::types::{
     ContentBlock, ContentBlockDelta, ContentBlockStart, ConversationRole, ConverseStreamOutput,
     Message,
 };
-use bedrock_relay::sim::{self, gen::Rng, Fault};
+use bedrock_relay_sim::{self as sim, Fault};
 use std::collections::BTreeMap;
 use support::canon;
+use support::rng::Rng;
 use support::Harness;
 
 const MODELS: [&str; 3] = [

@@ -10,7 +10,7 @@ use aws_sdk_bedrockruntime::types::{
     ContentBlock, ConversationRole, Message, ReasoningContentBlock, ReasoningTextBlock,
 };
 use aws_smithy_types::Document;
-use bedrock_relay::sim::Fault;
+use bedrock_relay_sim::Fault;
 use support::canon::{self, ConverseReq, Received};
 use support::Harness;
 

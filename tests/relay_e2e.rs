@@ -4,7 +4,7 @@
 use crate::support;
 
 use aws_sdk_bedrockruntime::primitives::Blob;
-use bedrock_relay::sim::Fault;
+use bedrock_relay_sim::Fault;
 use support::canon::{self, ConverseReq};
 use support::Harness;
 
@@ -253,7 +253,7 @@ async fn agent_runtime_requests_go_to_their_own_host_signed_by_the_relay() {
         .header("content-type", "application/json")
         .body(bytes::Bytes::from_static(b"{}"))
         .unwrap();
-    bedrock_relay::signing::Signer::for_tests(
+    bedrock_relay::Signer::for_tests(
         support::CLIENT_KEY,
         support::CLIENT_SECRET,
         None,

@@ -3,7 +3,7 @@
 
 use crate::support;
 
-use bedrock_relay::sim::Fault;
+use bedrock_relay_sim::Fault;
 use regex::Regex;
 use support::canon::{self, ConverseReq};
 use support::Harness;

@@ -4,7 +4,7 @@
 
 use crate::support;
 
-use bedrock_relay::sim::Fault;
+use bedrock_relay_sim::Fault;
 use std::time::{Duration, Instant};
 use support::canon::{self, ConverseReq, Received};
 use support::Harness;

@@ -4,7 +4,7 @@
 
 use crate::support;
 
-use bedrock_relay::sim::Fault;
+use bedrock_relay_sim::Fault;
 use proptest::prelude::*;
 use support::canon::{self, ConverseReq, Received};
 use support::Harness;

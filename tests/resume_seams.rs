@@ -7,7 +7,7 @@ use crate::support;
 
 use aws_sdk_bedrockruntime::primitives::Blob;
 use aws_sdk_bedrockruntime::types::ResponseStream;
-use bedrock_relay::sim::Fault;
+use bedrock_relay_sim::Fault;
 use serde_json::{json, Value};
 use support::canon::{self, ConverseReq};
 use support::Harness;

@@ -6,7 +6,7 @@
 use crate::support;
 
 use aws_sdk_bedrockruntime::error::ProvideErrorMetadata;
-use bedrock_relay::sim::Fault;
+use bedrock_relay_sim::Fault;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -328,7 +328,7 @@ async fn forward(listener: tokio::net::TcpListener, to: std::net::SocketAddr) {
 
 #[tokio::test]
 async fn an_upstream_refusing_connections_causes_no_retry_storm() {
-    let sim = bedrock_relay::sim::start(Default::default()).await.unwrap();
+    let sim = bedrock_relay_sim::start(Default::default()).await.unwrap();
     let sim_addr: std::net::SocketAddr = sim.url().trim_start_matches("http://").parse().unwrap();
     // A port nothing listens on (yet): every connect is refused.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -339,9 +339,9 @@ async fn an_upstream_refusing_connections_causes_no_retry_storm() {
     let mut args = support::args(&format!("http://127.0.0.1:{port}"));
     args.retry_budget = Some("50".into());
     args.max_attempts = Some("4".into());
-    let settings = bedrock_relay::config::load(&args).unwrap();
-    let signer = bedrock_relay::signing::Signer::for_tests("AKID", "secret", None, "us-east-1");
-    let relay = bedrock_relay::app::start_with_signer(settings, signer)
+    let settings = bedrock_relay::load_config(&args).unwrap();
+    let signer = bedrock_relay::Signer::for_tests("AKID", "secret", None, "us-east-1");
+    let relay = bedrock_relay::start_with_signer(settings, signer)
         .await
         .unwrap();
     let client = sdk_client(&format!("http://{}", relay.addr), CLIENT_KEY, CLIENT_SECRET);

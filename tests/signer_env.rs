@@ -2,8 +2,8 @@
 //! `AWS_BEARER_TOKEN_BEDROCK`, else SigV4 with credentials from the aws-config default chain
 //! (here: the environment provider). One test function: it mutates the environment.
 
-use bedrock_relay::config::Settings;
-use bedrock_relay::signing::Signer;
+use bedrock_relay::Settings;
+use bedrock_relay::Signer;
 use bytes::Bytes;
 
 fn request() -> http::Request<Bytes> {

@@ -4,7 +4,7 @@
 use crate::sim_support;
 
 use base64::Engine as _;
-use bedrock_relay::sim;
+use bedrock_relay_sim as sim;
 use serde_json::{json, Value};
 use sim_support::*;
 

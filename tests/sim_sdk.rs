@@ -12,7 +12,7 @@ use aws_sdk_bedrockruntime::types::{
 };
 use aws_sdk_bedrockruntime::Client;
 use aws_smithy_types::event_stream::RawMessage;
-use bedrock_relay::sim::{self, Fault, FaultRule, SimConfig, SimHandle};
+use bedrock_relay_sim::{self as sim, Fault, FaultRule, SimConfig, SimHandle};
 use std::time::{Duration, Instant};
 
 const MODEL: &str = "anthropic.claude-3-5-sonnet-20240620-v1:0";

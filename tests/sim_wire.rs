@@ -3,8 +3,8 @@
 
 use crate::sim_support;
 
-use bedrock_relay::eventstream::FrameSplitter;
-use bedrock_relay::sim::{self, Fault, FaultRule, SimConfig};
+use bedrock_relay_sim::{self as sim, Fault, FaultRule, SimConfig};
+use bedrock_relay_wire::eventstream::FrameSplitter;
 use serde_json::{json, Value};
 use sim_support::*;
 use std::time::Duration;

@@ -12,10 +12,8 @@ use crate::support;
 
 use aws_credential_types::provider::{future, ProvideCredentials, SharedCredentialsProvider};
 use aws_credential_types::Credentials;
-use bedrock_relay::app;
-use bedrock_relay::config;
-use bedrock_relay::signing::Signer;
-use bedrock_relay::sim::{self, SimConfig};
+use bedrock_relay::Signer;
+use bedrock_relay_sim::{self as sim, SimConfig};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -134,13 +132,13 @@ async fn two_thousand_streams_with_faults_and_expiring_credentials() {
     args.max_attempts = Some("6".into());
     args.max_resumes = Some("5".into());
     args.retry_budget = Some("5000".into());
-    let settings = config::load(&args).expect("valid settings");
+    let settings = bedrock_relay::load_config(&args).expect("valid settings");
     let calls = Arc::new(AtomicUsize::new(0));
     let provider = SharedCredentialsProvider::new(Rotating {
         calls: calls.clone(),
     });
     let fd_idle = fds();
-    let relay = app::start_with_signer(settings, Signer::sigv4(provider, "us-east-1"))
+    let relay = bedrock_relay::start_with_signer(settings, Signer::sigv4(provider, "us-east-1"))
         .await
         .expect("relay starts");
     let client = support::sdk_client(

@@ -1,7 +1,8 @@
 //! Throttle absorption and regional spillover end to end (`src/admission/`): the relay
 //! in-process in front of simulators that enforce Bedrock's on-demand quotas
-//! (`src/sim/quota.rs`: input + max_tokens × burndown charged at the start, the unused part
-//! refunded at the end), aws-sdk-bedrockruntime clients with their own retries off.
+//! (`crates/sim/src/quota.rs`: input + max_tokens × burndown charged at the start, the
+//! unused part refunded at the end), aws-sdk-bedrockruntime clients with their own retries
+//! off.
 //!
 //! Quota windows are compressed (one second instead of a minute) so each test takes a few
 //! seconds; loopback only.
@@ -14,10 +15,10 @@ use aws_sdk_bedrockruntime::types::{
     InferenceConfiguration, Message,
 };
 use aws_sdk_bedrockruntime::Client;
-use bedrock_relay::app::{self, RelayHandle};
-use bedrock_relay::config::{self, ServeArgs};
-use bedrock_relay::signing::Signer;
-use bedrock_relay::sim::{self, quota::QuotaConfig, Fault, FaultRule, SimConfig, SimHandle};
+use bedrock_relay::RelayHandle;
+use bedrock_relay::ServeArgs;
+use bedrock_relay::Signer;
+use bedrock_relay_sim::{self as sim, Fault, FaultRule, QuotaConfig, SimConfig, SimHandle};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 use support::canon::{self, ConverseReq};
@@ -56,9 +57,9 @@ fn per_second(tpm: u64) -> QuotaConfig {
 async fn relay(upstream: &str, tweak: impl FnOnce(&mut ServeArgs)) -> RelayHandle {
     let mut a = support::args(upstream);
     tweak(&mut a);
-    let settings = config::load(&a).expect("test settings are valid");
+    let settings = bedrock_relay::load_config(&a).expect("test settings are valid");
     let signer = Signer::for_tests(RELAY_KEY, RELAY_SECRET, None, "us-east-1");
-    app::start_with_signer(settings, signer)
+    bedrock_relay::start_with_signer(settings, signer)
         .await
         .expect("relay starts")
 }

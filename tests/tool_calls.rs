@@ -5,7 +5,7 @@
 use crate::support;
 
 use aws_sdk_bedrockruntime::types::{ContentBlockDelta, ContentBlockStart, ConverseStreamOutput};
-use bedrock_relay::sim::Fault;
+use bedrock_relay_sim::Fault;
 use support::canon::{self, ConverseReq};
 use support::Harness;
 

@@ -13,10 +13,9 @@ use aws_sdk_bedrockruntime::types::{
     ContentBlock, ConversationRole, ConverseStreamOutput, Message,
 };
 use aws_sdk_bedrockruntime::Client;
-use bedrock_relay::app;
-use bedrock_relay::config::{self, ServeArgs};
-use bedrock_relay::signing::Signer;
-use bedrock_relay::sim::{self, Fault, FaultRule, SimConfig};
+use bedrock_relay::ServeArgs;
+use bedrock_relay::Signer;
+use bedrock_relay_sim::{self as sim, Fault, FaultRule, SimConfig};
 use sha2::{Digest, Sha256};
 
 const RELAY_KEY: &str = "AKIDRELAYEXAMPLE";
@@ -86,9 +85,9 @@ async fn web_identity_credentials_through_the_relay_then_converse_stream() {
         service_upstream: vec![format!("sts={}", sts.url())],
         ..Default::default()
     };
-    let settings = config::load(&args).expect("valid settings");
+    let settings = bedrock_relay::load_config(&args).expect("valid settings");
     let signer = Signer::for_tests(RELAY_KEY, RELAY_SECRET, None, "us-east-1");
-    let relay = app::start_with_signer(settings, signer)
+    let relay = bedrock_relay::start_with_signer(settings, signer)
         .await
         .expect("relay starts");
     let relay_url = format!("http://{}", relay.addr);

@@ -37,8 +37,7 @@ use tokio::time::Instant;
 const MAX_QUOTAS: usize = 1024;
 
 /// Bedrock's messages for the two quotas.
-pub const TOO_MANY_TOKENS: &str = "Too many tokens, please wait before trying again.";
-pub const TOO_MANY_REQUESTS: &str = "Too many requests, please wait before trying again.";
+pub use bedrock_relay_wire::cost::TOO_MANY_TOKENS;
 
 /// One on-demand quota: a region and a model or inference-profile id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -258,17 +257,6 @@ impl Admissions {
                 Err(Refused::Timeout)
             }
         }
-    }
-
-    /// The quota is saturated: requests wait for it, or the next would.
-    pub fn saturated(&self, key: &QuotaKey, cost: u64) -> bool {
-        if !self.enabled() {
-            return false;
-        }
-        let quota = self.quota(key);
-        let mut s = quota.lock();
-        s.refill(Instant::now());
-        !s.queue.is_empty() || !s.wait_for(cost as f64).is_zero()
     }
 
     /// Requests waiting for `key` now.

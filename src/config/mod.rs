@@ -15,10 +15,16 @@ mod settings;
 mod throttle;
 
 pub use args::ServeArgs;
-pub use inbound::{ClientKey, InboundSettings, Secret, OPERATION_NAMES};
+pub use inbound::InboundSettings;
+#[cfg(test)]
+pub use inbound::{ClientKey, Secret};
 pub use otel::{OtelSettings, OtlpProtocol};
-pub use settings::{ConfigErrors, Instructed, LogFormat, ResumeSettings, Settings, UpstreamHttp2};
-pub use throttle::{SpilloverModel, SpilloverSettings, ThrottleSettings};
+#[cfg(test)]
+pub use settings::Instructed;
+pub use settings::{ConfigErrors, LogFormat, ResumeSettings, Settings, UpstreamHttp2};
+#[cfg(test)]
+pub use throttle::SpilloverModel;
+pub use throttle::{SpilloverSettings, ThrottleSettings};
 
 use parse::{Problems, Raw};
 use std::collections::HashMap;

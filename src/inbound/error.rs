@@ -44,20 +44,6 @@ impl Denied {
             }
         }
     }
-
-    /// Label for the `reason` of a refusal in logs.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Denied::Missing => "missing",
-            Denied::UnknownKey { .. } => "unknown_key",
-            Denied::BadSignature => "bad_signature",
-            Denied::Expired { .. } => "expired",
-            Denied::BadBearer => "bad_bearer",
-            Denied::Operation { .. } => "operation",
-            Denied::Model { .. } => "model",
-            Denied::TooManyConcurrent { .. } => "concurrency",
-        }
-    }
 }
 
 #[cfg(test)]

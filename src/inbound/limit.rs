@@ -52,6 +52,7 @@ impl ClientSlots {
     }
 
     /// Requests in flight over all clients.
+    #[cfg(test)]
     pub fn in_flight(&self) -> usize {
         let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         counts.values().map(|n| *n as usize).sum()

@@ -14,7 +14,8 @@
 
 mod error;
 mod limit;
-pub mod sigv4;
+/// SigV4 verification, shared with the simulator.
+pub use bedrock_relay_wire::sigv4;
 
 pub use error::Denied;
 pub use limit::ClientSlots;
@@ -82,6 +83,7 @@ impl Inbound {
     }
 
     /// Requests currently holding a concurrency slot (all clients).
+    #[cfg(test)]
     pub fn in_flight(&self) -> usize {
         self.slots.in_flight()
     }

@@ -6,19 +6,20 @@
 //! the encoded event and whose headers are `:date` and `:chunk-signature`, signed over the
 //! prior signature (aws-sigv4's `event_stream::sign_message`); a signed empty message ends
 //! the input. [`unwrap_client`] takes the client's own wrapper off (signed with its keys,
-//! which the relay does not check against Bedrock's) so the inner event can be re-signed.
+//! which the relay does not check against Bedrock's) so the inner event can be re-signed;
+//! it and the payload hash are Bedrock wire facts, shared with the simulator
+//! (`bedrock_relay_wire::sigv4::events`).
 
 use super::{SigningError, PAYLOAD_HEADER};
 use aws_credential_types::Credentials;
 use aws_sigv4::event_stream::{sign_empty_message, sign_message};
 use aws_sigv4::sign::v4;
-use aws_smithy_eventstream::frame::{read_message_from, write_message_to};
+use aws_smithy_eventstream::frame::write_message_to;
 use aws_smithy_types::event_stream::Message;
 use bytes::Bytes;
 use std::time::SystemTime;
 
-/// The payload hash of a signed event-stream request.
-pub const STREAMING_EVENTS: &str = "STREAMING-AWS4-HMAC-SHA256-EVENTS";
+pub use bedrock_relay_wire::sigv4::events::{unwrap_client, Input, STREAMING_EVENTS};
 
 /// Signs the input events of one stream, each chained to the signature before it.
 pub struct EventSigner {
@@ -118,33 +119,6 @@ pub fn encode(message: &Message) -> Result<Bytes, SigningError> {
     write_message_to(message, &mut out)
         .map_err(|e| SigningError::Request(format!("event encoding: {e}")))?;
     Ok(Bytes::from(out))
-}
-
-/// What a client's input message carries once its signing wrapper is off.
-#[derive(Debug, PartialEq)]
-pub enum Input {
-    /// An event to forward (re-signed).
-    Event(Message),
-    /// The client's signed empty message: its input is over.
-    End,
-}
-
-/// Take the client's signing wrapper off `message` (one with `:chunk-signature`); a message
-/// without one (an unsigned client) is the event itself.
-pub fn unwrap_client(message: Message) -> Result<Input, String> {
-    let signed = message
-        .headers()
-        .iter()
-        .any(|h| h.name().as_str() == ":chunk-signature");
-    if !signed {
-        return Ok(Input::Event(message));
-    }
-    if message.payload().is_empty() {
-        return Ok(Input::End);
-    }
-    let mut payload = message.payload().clone();
-    let inner = read_message_from(&mut payload).map_err(|e| format!("signed event: {e}"))?;
-    Ok(Input::Event(inner))
 }
 
 #[cfg(test)]

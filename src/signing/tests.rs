@@ -346,11 +346,11 @@ async fn same_signature_as_the_aws_sdk() {
 
 /// Trace-context headers are forwarded but never signed (as the AWS SDKs sign): a hop that
 /// rewrites them (a mesh sidecar, an egress proxy starting its own span) leaves the
-/// signature valid, checked by the simulator's verifier. Both signers: the relay's own
-/// (plain path) and aws-sigv4's (a query string).
+/// signature valid, checked by the verifier the simulator uses (`bedrock_relay_wire::sigv4`).
+/// Both signers: the relay's own (plain path) and aws-sigv4's (a query string).
 #[tokio::test]
 async fn trace_headers_are_not_signed_and_may_be_rewritten() {
-    use crate::sim::sigv4::{verify, SignedRequest, Verdict};
+    use bedrock_relay_wire::sigv4::{verify, SignedRequest, Verdict};
     let signer = Signer::for_tests(AK, SK, Some("TOKEN"), "us-east-1");
     let keys = [(AK.to_string(), SK.to_string())];
     let trace = [

@@ -2,8 +2,8 @@
 //! records how a response ended (complete, FIN, RST), and request builders.
 #![allow(dead_code)]
 
-use bedrock_relay::eventstream::{header_str, FrameSplitter};
-use bedrock_relay::sim::{self, SimConfig, SimHandle};
+use bedrock_relay_sim::{self as sim, SimConfig, SimHandle};
+use bedrock_relay_wire::eventstream::{header_str, FrameSplitter};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -5,13 +5,14 @@
 
 pub mod canon;
 pub mod h2c;
+pub mod rng;
 
 use aws_sdk_bedrockruntime::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_bedrockruntime::Client;
-use bedrock_relay::app::{self, RelayHandle};
-use bedrock_relay::config::{self, ServeArgs, Settings};
-use bedrock_relay::signing::Signer;
-use bedrock_relay::sim::{self, FaultRule, SimConfig, SimHandle};
+use bedrock_relay::RelayHandle;
+use bedrock_relay::Signer;
+use bedrock_relay::{ServeArgs, Settings};
+use bedrock_relay_sim::{self as sim, FaultRule, SimConfig, SimHandle};
 
 /// Credentials the relay signs with; the faulty simulator accepts only these.
 pub const RELAY_KEY: &str = "AKIDRELAYEXAMPLE";
@@ -71,10 +72,10 @@ impl Harness {
             .expect("clean simulator starts");
         let mut a = args(&sim.url());
         tweak(&mut a);
-        let mut settings = config::load(&a).expect("test settings are valid");
+        let mut settings = bedrock_relay::load_config(&a).expect("test settings are valid");
         settings_tweak(&mut settings);
         let signer = Signer::for_tests(RELAY_KEY, RELAY_SECRET, None, "us-east-1");
-        let relay = app::start_with_signer(settings, signer)
+        let relay = bedrock_relay::start_with_signer(settings, signer)
             .await
             .expect("relay starts");
         let client = sdk_client(&format!("http://{}", relay.addr), CLIENT_KEY, CLIENT_SECRET);

@@ -1,8 +1,10 @@
-//! The relay's event signer (aws-sigv4) checked by the simulator's independent verifier.
+//! The relay's event signer (aws-sigv4) checked by the independent verifier the simulator
+//! checks its clients with (`bedrock_relay_wire::sigv4::events`).
 
 use super::*;
-use crate::sim::events::{Chain, Refused, Verified};
+use aws_smithy_eventstream::frame::read_message_from;
 use aws_smithy_types::event_stream::{Header, HeaderValue};
+use bedrock_relay_wire::sigv4::events::{Chain, Refused, Verified};
 
 fn event(text: &str) -> Message {
     Message::new(Bytes::from(format!("{{\"bytes\":\"{text}\"}}")))

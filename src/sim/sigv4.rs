@@ -1,5 +1,0 @@
-//! The simulator's SigV4 verifier: the pure verification lives in
-//! [`crate::inbound::sigv4`] (the relay checks its own clients with the same code) and is
-//! re-exported here so the simulator keeps its `sim::sigv4` path.
-
-pub use crate::inbound::sigv4::*;
