@@ -8,12 +8,12 @@
 //! a reset of an upstream connection is charged once however many streams it carried.
 
 use super::error::RelayError;
+use super::fault::Transport;
 use super::outbound::Outbound;
-use super::stream::Interruption;
 use super::Relay;
 use crate::ops::Operation;
 use crate::retry::{classify_status, RetryReason};
-use crate::upstream::{ConnectionId, UpstreamBody, UpstreamError};
+use crate::upstream::{ConnectionId, UpstreamBody};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Limited};
@@ -72,40 +72,6 @@ impl Failure {
                 }
                 _ => RelayError::Reset { attempts, error },
             }),
-        }
-    }
-}
-
-/// Why an attempt got no usable response, with its cause.
-#[derive(Debug, thiserror::Error)]
-pub enum Transport {
-    #[error("{host}: no response headers within {}", humantime::format_duration(*.wait))]
-    HeadTimeout { host: String, wait: Duration },
-    #[error("{host}: {source}")]
-    Send {
-        host: String,
-        reason: RetryReason,
-        source: UpstreamError,
-    },
-    #[error("response body did not finish in time")]
-    BodyTimeout,
-    #[error("response body torn: {0}")]
-    BodyTorn(#[source] crate::upstream::BoxError),
-    #[error("error response {0} ended early")]
-    ErrorBodyEnded(http::StatusCode),
-    /// A stream broke before anything of it reached the client.
-    #[error(transparent)]
-    Stream(Interruption),
-}
-
-impl Transport {
-    /// How the failure is retried (and counted).
-    pub fn reason(&self) -> RetryReason {
-        match self {
-            Transport::HeadTimeout { .. } | Transport::BodyTimeout => RetryReason::Timeout,
-            Transport::Send { reason, .. } => *reason,
-            Transport::BodyTorn(_) | Transport::ErrorBodyEnded(_) => RetryReason::Reset,
-            Transport::Stream(fault) => fault.retry_reason(),
         }
     }
 }

@@ -14,9 +14,9 @@
 //! pump resets the upstream request body). A live session is not healed: a fault upstream
 //! ends the output with a `modelStreamErrorException` event, never a silent end.
 
-use super::attempt::Transport;
 use super::bidi_session::SessionStats;
 use super::error::RelayError;
+use super::fault::Transport;
 use super::outbound::Outbound;
 use super::relay::Relay;
 use crate::body::Body;

@@ -7,7 +7,7 @@
 //! for STS and friends, EC2 XML, S3 XML, JSON otherwise), so its message reaches the user
 //! verbatim instead of a parser failure.
 
-use super::attempt::Transport;
+use super::fault::Transport;
 pub use crate::body::full;
 use crate::body::Body;
 use crate::ops::Protocol;

@@ -17,6 +17,7 @@ mod bidi_session;
 mod count;
 mod credentials;
 pub mod error;
+mod fault;
 mod outbound;
 mod relay;
 mod stream;

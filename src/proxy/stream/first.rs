@@ -5,10 +5,11 @@
 //! throttling stays throttling. An answer that is not the wire's stream after all (some
 //! operations answer JSON) is read whole.
 
-use super::fault::Interruption;
 use super::reader::Events;
 use super::wire::{Class, Wire};
-use crate::proxy::attempt::{read_whole, Exchange, Failure, Transport};
+use crate::proxy::attempt::{read_whole, Exchange, Failure};
+use crate::proxy::fault::Interruption;
+use crate::proxy::fault::Transport;
 use crate::proxy::outbound::Outbound;
 use crate::retry::classify_exception;
 use crate::upstream::UpstreamBody;

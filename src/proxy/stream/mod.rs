@@ -11,17 +11,15 @@
 //!    a clean end — never a torn event.
 //!
 //! `reader` splits an upstream body into the wire's whole events under the stall timeout;
-//! `fault` names how a stream broke ([`Interruption`]) and why it could not go on
-//! ([`GiveUp`]).
+//! `give_up` says why a stream could not go on ([`give_up::GiveUp`]); how it broke is
+//! `crate::proxy::fault::Interruption`.
 
-mod fault;
 mod first;
+mod give_up;
 mod pump;
 mod reader;
 mod resume;
 mod wire;
-
-pub(crate) use fault::Interruption;
 
 use super::attempt::{Attempts, Failure, Policy};
 use super::outbound::Outbound;

@@ -12,13 +12,14 @@
 //! and with it the upstream request. If the pump panics, the body ends with an error (the
 //! client's connection is cut), never as a clean, silently short answer.
 
-use super::fault::{GiveUp, Interruption};
+use super::give_up::GiveUp;
 use super::reader::Events;
 use super::resume::{policy, Resume, Resumed};
 use super::wire::{Class, Wire};
 use crate::body::{Batch, BATCH_BYTES};
 use crate::proxy::attempt::Attempts;
 use crate::proxy::count::before_continuation;
+use crate::proxy::fault::Interruption;
 use crate::proxy::outbound::Outbound;
 use crate::proxy::{Record, Relay};
 use crate::resume::{Codec, Heal, Stop};

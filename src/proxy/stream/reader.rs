@@ -5,8 +5,8 @@
 //! wait was an insert into and a removal from the timer wheel for every event). The
 //! splitter holds at most one partial event; a partial event is never returned.
 
-use super::fault::Interruption;
 use super::wire::Splitter;
+use crate::proxy::fault::Interruption;
 use crate::upstream::BoxError;
 use bytes::Bytes;
 use futures_util::FutureExt;

@@ -7,11 +7,12 @@
 //! take) closes that rung for this stream and the next attempt plans the next one (replay);
 //! Bedrock's "does not support assistant message prefill" is also remembered for the model.
 
-use super::fault::{GiveUp, Interruption};
+use super::give_up::GiveUp;
 use super::reader::Events;
 use super::wire::Wire;
 use crate::proxy::attempt::{Exchange, Failure, Policy};
 use crate::proxy::error::RelayError;
+use crate::proxy::fault::Interruption;
 use crate::proxy::outbound::Outbound;
 use crate::proxy::Relay;
 use crate::resume::{Heal, ModelCaps, Splicer, Strategy};

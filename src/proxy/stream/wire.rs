@@ -7,9 +7,9 @@
 //! healed (its [`Codec`](crate::resume::Codec)) and what the client gets when it cannot be.
 //! Everything else (reading, pumping, resuming) is one generic implementation over it.
 
-use super::fault::Interruption;
 use crate::eventstream::{self, Frame, FrameSplitter};
 use crate::ops::Operation;
+use crate::proxy::fault::Interruption;
 use crate::resume::sse::{SseCodec, FORMAT};
 use crate::resume::{give_up_event, Codec, EventStreamCodec, StreamFormat};
 use crate::retry::classify_exception;

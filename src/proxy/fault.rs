@@ -1,12 +1,45 @@
-//! How an upstream stream broke ([`Interruption`]), whatever its wire: named for logs,
-//! metrics and the client's error message, and classified for the retry driver.
+//! How an attempt failed to give a usable answer ([`Transport`]) and how an upstream stream
+//! broke ([`Interruption`]), whatever its wire: named for logs, metrics and the client's
+//! error message, classified for the retry driver, with their causes kept.
 
-use crate::proxy::attempt::Failure;
-use crate::proxy::error::RelayError;
-use crate::resume::{Divergence, Stop};
 use crate::retry::{classify_exception, RetryReason};
+use crate::upstream::{BoxError, UpstreamError};
 use bytes::Bytes;
 use std::time::Duration;
+
+/// Why an attempt got no usable response, with its cause.
+#[derive(Debug, thiserror::Error)]
+pub enum Transport {
+    #[error("{host}: no response headers within {}", humantime::format_duration(*.wait))]
+    HeadTimeout { host: String, wait: Duration },
+    #[error("{host}: {source}")]
+    Send {
+        host: String,
+        reason: RetryReason,
+        source: UpstreamError,
+    },
+    #[error("response body did not finish in time")]
+    BodyTimeout,
+    #[error("response body torn: {0}")]
+    BodyTorn(#[source] BoxError),
+    #[error("error response {0} ended early")]
+    ErrorBodyEnded(http::StatusCode),
+    /// A stream broke before anything of it reached the client.
+    #[error(transparent)]
+    Stream(Interruption),
+}
+
+impl Transport {
+    /// How the failure is retried (and counted).
+    pub fn reason(&self) -> RetryReason {
+        match self {
+            Transport::HeadTimeout { .. } | Transport::BodyTimeout => RetryReason::Timeout,
+            Transport::Send { reason, .. } => *reason,
+            Transport::BodyTorn(_) | Transport::ErrorBodyEnded(_) => RetryReason::Reset,
+            Transport::Stream(fault) => fault.retry_reason(),
+        }
+    }
+}
 
 /// How an upstream stream broke.
 #[derive(Debug, thiserror::Error)]
@@ -74,59 +107,6 @@ impl Interruption {
             Interruption::Refused(e) => {
                 format!("the continuation did not follow the continuation protocol ({e})")
             }
-        }
-    }
-}
-
-/// Why a stream the client is reading cannot go on: the reason its typed error carries.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum GiveUp {
-    #[error("this stream's format cannot be resumed")]
-    NotResumable,
-    #[error("gave up after {0} resume(s) (max_resumes)")]
-    MaxResumes(u32),
-    #[error("the replayed answer diverged from what was already sent ({0})")]
-    Diverged(#[source] Divergence),
-    #[error("the continuation restarted the answer and differed from what was already sent ({0})")]
-    Restarted(#[source] Divergence),
-    #[error("the continuation did not follow the continuation protocol, {times} times ({})", .last.reason)]
-    Refused { times: u8, last: Divergence },
-    #[error(transparent)]
-    Heal(Stop),
-    /// No resumed stream could be opened.
-    #[error("{0}")]
-    NotResumed(#[source] NotResumed),
-    /// A retryable failure, and no attempt was left.
-    #[error("{0}; no attempt left (max_attempts, the retry budget or the request deadline)")]
-    Exhausted(#[source] NotResumed),
-}
-
-/// Why the retry driver could not open a resumed stream.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum NotResumed {
-    #[error("resume request refused with status {0}")]
-    Status(http::StatusCode),
-    #[error("resume request answered with {0}")]
-    Exception(String),
-    #[error(transparent)]
-    Relay(RelayError),
-    #[error(transparent)]
-    Transport(crate::proxy::attempt::Transport),
-}
-
-impl GiveUp {
-    /// The last failure of a resume's attempts.
-    pub(crate) fn not_resumed(failure: Failure) -> GiveUp {
-        let retryable = failure.retry_reason().is_some();
-        let why = match failure {
-            Failure::Fatal(e) => NotResumed::Relay(e),
-            Failure::Status { response, .. } => NotResumed::Status(response.status()),
-            Failure::Exception { exception_type, .. } => NotResumed::Exception(exception_type),
-            Failure::Transport(t) => NotResumed::Transport(t),
-        };
-        match retryable {
-            true => GiveUp::Exhausted(why),
-            false => GiveUp::NotResumed(why),
         }
     }
 }
