@@ -7,6 +7,11 @@ use clap::Parser;
 use std::future::Future;
 use std::process::ExitCode;
 
+/// jemalloc: thousands of open streams each hold many small allocations; jemalloc's size
+/// classes pack them tighter than the system allocator (BENCHMARKS.md, memory per stream).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let code = match Cli::parse().command {
         // Its runtime is sized by its configuration (`worker_threads`). The endpoint
