@@ -318,6 +318,7 @@ impl<W: Wire> Pump<W> {
         self.interrupted = true;
         self.fault_at = Some(Instant::now());
         let Some(heal) = self.heal.as_mut() else {
+            self.count_resume("failed");
             return self.fail(Some(fault), GiveUp::NotResumable);
         };
         // A tool call the client has not received yet is dropped: the resumed answer

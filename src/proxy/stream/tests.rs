@@ -374,3 +374,19 @@ async fn the_script_answers_in_order() {
     assert_eq!(resp.status(), 503);
     assert!(relay.upstream.send(req).await.is_err());
 }
+
+#[tokio::test]
+async fn a_pump_that_panics_cuts_the_body_and_is_counted() {
+    let (relay, _) = testing::relay(|_| {});
+    let panicking =
+        futures_util::stream::poll_fn(|_| -> std::task::Poll<Option<std::io::Result<Bytes>>> {
+            panic!("a bug in the pump")
+        });
+    let body = super::pump::PumpBody::new(panicking, relay.clone());
+    let read = body.collect().await;
+    assert!(
+        read.is_err(),
+        "the client's body ends with an error, not cleanly"
+    );
+    assert_eq!(relay.metrics.stream_panics_total.get(), 1);
+}
