@@ -110,6 +110,18 @@ pub struct Policy {
     pub after: Option<RetryReason>,
 }
 
+impl Policy {
+    /// The configured policy: `max_attempts` attempts, each waiting `first_byte_timeout` for
+    /// its head; `after`: the failure the exchange follows, if any.
+    pub fn configured(settings: &crate::config::Settings, after: Option<RetryReason>) -> Policy {
+        Policy {
+            attempts: settings.max_attempts,
+            head_timeout: settings.first_byte_timeout,
+            after,
+        }
+    }
+}
+
 /// The attempt loop's state for one request: attempts made, budget tokens taken, deadline.
 pub struct Attempts {
     relay: Arc<Relay>,
@@ -368,6 +380,17 @@ pub async fn read_whole(
     }
 }
 
+/// A response with its whole body, at most `limit` bytes, read within `within`.
+pub async fn whole_response(
+    resp: Response<UpstreamBody>,
+    limit: usize,
+    within: Duration,
+) -> Result<Response<Bytes>, Failure> {
+    let (parts, body) = resp.into_parts();
+    let bytes = read_whole(body, limit, within).await?;
+    Ok(Response::from_parts(parts, bytes))
+}
+
 /// A request whose response is read whole (every operation but the streams).
 pub struct Whole<'a> {
     outbound: &'a Outbound,
@@ -393,9 +416,7 @@ impl Exchange for Whole<'_> {
         resp: Response<UpstreamBody>,
         within: Duration,
     ) -> Result<Response<Bytes>, Failure> {
-        let (parts, body) = resp.into_parts();
-        let bytes = read_whole(body, self.limit, within).await?;
-        Ok(Response::from_parts(parts, bytes))
+        whole_response(resp, self.limit, within).await
     }
 }
 

@@ -147,11 +147,7 @@ async fn relay_request(
     // their first frame or event is here (their pump owns the attempts from then on);
     // everything else is read whole, so a torn body is retried too.
     let settings = &relay.settings;
-    let streaming = Policy {
-        attempts: settings.max_attempts,
-        head_timeout: settings.first_byte_timeout,
-        after: None,
-    };
+    let streaming = Policy::configured(settings, None);
     let mut attempts = Attempts::new(relay.clone(), operation)
         .signing_for(signing_name)
         .traced(&record.otel)

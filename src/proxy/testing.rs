@@ -144,12 +144,7 @@ pub(crate) fn outbound(relay: &Relay, path: &str, body: &str) -> Outbound {
 
 /// The attempts and policy of a fresh request for `operation`.
 pub(crate) fn attempts(relay: &Arc<Relay>, operation: ops::Operation) -> (Attempts, Policy) {
-    let s = &relay.settings;
-    let policy = Policy {
-        attempts: s.max_attempts,
-        head_timeout: s.first_byte_timeout,
-        after: None,
-    };
+    let policy = Policy::configured(&relay.settings, None);
     (Attempts::new(relay.clone(), operation), policy)
 }
 

@@ -171,10 +171,15 @@ impl<C: Codec> Heal<C> {
     fn offer(&mut self, item: Bytes, seen: Observed, out: &mut impl Extend<Bytes>) {
         for (item, seen) in ToolHold::offer_through(self.hold.as_mut(), item, seen) {
             self.transcript.record(seen);
-            let bytes = self.codec.write(item);
-            if !bytes.is_empty() {
-                out.extend(Some(bytes));
-            }
+            self.write(item, out);
+        }
+    }
+
+    /// The client's bytes for a released item, if it has any.
+    fn write(&mut self, item: Bytes, out: &mut impl Extend<Bytes>) {
+        let bytes = self.codec.write(item);
+        if !bytes.is_empty() {
+            out.extend(Some(bytes));
         }
     }
 
@@ -201,10 +206,7 @@ impl<C: Codec> Heal<C> {
         for m in end {
             let item = self.codec.rewritten(&m).map_err(Stop::Encode)?;
             self.transcript.observe(&m);
-            let bytes = self.codec.write(item);
-            if !bytes.is_empty() {
-                out.extend(Some(bytes));
-            }
+            self.write(item, out);
         }
         Ok(true)
     }

@@ -7,9 +7,8 @@
 
 use super::reader::Events;
 use super::wire::{Class, Wire};
-use crate::proxy::attempt::{read_whole, Exchange, Failure};
-use crate::proxy::fault::Interruption;
-use crate::proxy::fault::Transport;
+use crate::proxy::attempt::{whole_response, Exchange, Failure};
+use crate::proxy::fault::{Interruption, Transport};
 use crate::proxy::outbound::Outbound;
 use crate::retry::classify_exception;
 use crate::upstream::UpstreamBody;
@@ -59,11 +58,11 @@ impl<W: Wire> Exchange for First<'_, W> {
         resp: Response<UpstreamBody>,
         within: Duration,
     ) -> Result<Opening<W>, Failure> {
-        let (head, body) = resp.into_parts();
-        if !W::is_stream(&head.headers) {
-            let bytes = read_whole(body, self.max_body, within).await?;
-            return Ok(Opening::Whole(Response::from_parts(head, bytes)));
+        if !W::is_stream(resp.headers()) {
+            let whole = whole_response(resp, self.max_body, within).await?;
+            return Ok(Opening::Whole(whole));
         }
+        let (head, body) = resp.into_parts();
         let mut events = Events::new(body, self.stall);
         match events.next().await {
             Ok(Some(event)) => match W::class(&event) {

@@ -22,8 +22,8 @@ pub(crate) enum GiveUp {
     #[error(transparent)]
     Heal(Stop),
     /// No resumed stream could be opened.
-    #[error("{0}")]
-    NotResumed(#[source] NotResumed),
+    #[error(transparent)]
+    NotResumed(NotResumed),
     /// A retryable failure, and no attempt was left.
     #[error("{0}; no attempt left (max_attempts, the retry budget or the request deadline)")]
     Exhausted(#[source] NotResumed),

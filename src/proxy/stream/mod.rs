@@ -105,30 +105,30 @@ async fn open_on<W: Wire>(
     attempts.note(record);
     let opened = Opened {
         wire,
-        head,
         events,
         first,
         outbound,
         attempts,
     };
     Open::Stream(Started(Box::new(move |relay, record| {
-        respond(relay, opened, record)
+        respond(relay, head, opened, record)
     })))
 }
 
 /// Phase 2: the response head, and the pump as the body.
-fn respond<W: Wire>(relay: Arc<Relay>, mut opened: Opened<W>, record: Record) -> Response<Body> {
-    let head = stream_head(std::mem::replace(&mut opened.head, empty_parts()));
+fn respond<W: Wire>(
+    relay: Arc<Relay>,
+    head: Parts,
+    opened: Opened<W>,
+    record: Record,
+) -> Response<Body> {
+    let head = stream_head(head);
     let pump = Pump::new(relay.clone(), opened, record);
     let chunks = futures_util::stream::unfold(pump, |mut pump| async move {
         let chunk = pump.next_chunk().await?;
         Some((chunk, pump))
     });
     Response::from_parts(head, PumpBody::new(chunks, relay).boxed())
-}
-
-fn empty_parts() -> Parts {
-    Response::new(()).into_parts().0
 }
 
 /// The response head of a stream: framing headers go (hyper frames the body itself).

@@ -112,14 +112,11 @@ pub(super) struct Pump<W: Wire> {
     fault_at: Option<Instant>,
     /// The body must end with an error, not cleanly (not even an error event could be built).
     cut: bool,
-    /// The record was finished (the access line logged).
-    finished: bool,
 }
 
 /// A stream whose first event has arrived, with everything its pump needs.
 pub(crate) struct Opened<W: Wire> {
     pub wire: W,
-    pub head: http::response::Parts,
     pub events: Events<W::Splitter, UpstreamBody>,
     pub first: W::Event,
     pub outbound: Outbound,
@@ -134,7 +131,6 @@ impl<W: Wire> Pump<W> {
             first,
             outbound,
             attempts,
-            ..
         } = opened;
         let model = record.model.clone().unwrap_or_default();
         let r = &relay.settings.resume;
@@ -163,7 +159,6 @@ impl<W: Wire> Pump<W> {
             terminal: false,
             fault_at: None,
             cut: false,
-            finished: false,
         }
     }
 
@@ -178,7 +173,6 @@ impl<W: Wire> Pump<W> {
                         return Some(Ok(bytes));
                     }
                     self.finish(end);
-                    self.state = State::Done;
                     return self.cut.then(|| {
                         Err(std::io::Error::other(
                             "bedrock-relay: the stream could not be ended with an error event",
@@ -418,9 +412,9 @@ impl<W: Wire> Pump<W> {
             .inc();
     }
 
-    /// Count and log the stream's end, once.
+    /// Count and log the stream's end, once: the body is over.
     fn finish(&mut self, end: End) {
-        if std::mem::replace(&mut self.finished, true) {
+        if std::mem::replace(&mut self.state, State::Done) == State::Done {
             return;
         }
         self.relay.metrics.active_streams.dec();

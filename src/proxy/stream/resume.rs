@@ -24,11 +24,11 @@ use std::time::Duration;
 
 /// One resume of one stream: the rungs still open, the continuation in flight.
 pub(super) struct Resume<'a, W: Wire> {
-    pub relay: &'a Relay,
-    pub outbound: &'a Outbound,
-    pub model: &'a str,
-    pub heal: &'a mut Heal<W::Codec>,
-    pub stall: Duration,
+    relay: &'a Relay,
+    outbound: &'a Outbound,
+    model: &'a str,
+    heal: &'a mut Heal<W::Codec>,
+    stall: Duration,
     /// The strategy of the last continuation request planned.
     pub strategy: Option<Strategy>,
     splicer: Option<Splicer>,
@@ -152,11 +152,7 @@ pub(super) fn policy(relay: &Relay, resumes: u32, fault: &Interruption) -> Resul
     if resumes >= settings.resume.max_resumes {
         return Err(GiveUp::MaxResumes(resumes));
     }
-    Ok(Policy {
-        attempts: settings.max_attempts,
-        head_timeout: settings.first_byte_timeout,
-        after: Some(fault.retry_reason()),
-    })
+    Ok(Policy::configured(settings, Some(fault.retry_reason())))
 }
 
 fn failure_status(failure: &Failure) -> String {
