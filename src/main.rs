@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 /// jemalloc: thousands of open streams each hold many small allocations; jemalloc's size
 /// classes pack them tighter than the system allocator (BENCHMARKS.md, memory per stream).
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -115,8 +115,7 @@ where
                 let handler = handler.clone();
                 let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                     req.extensions_mut().insert(PeerAddr(peer));
-                    let h = handler.clone();
-                    async move { Ok::<_, Infallible>(h(req).await) }
+                    call(&handler, req)
                 });
                 let conn = Conn {
                     builders: builders.clone(),
@@ -156,6 +155,20 @@ where
     conns.abort_all();
     while conns.join_next().await.is_some() {}
     DrainReport { forced }
+}
+
+/// The service's future for one request: the handler's own future, boxed. hyper's HTTP/1.1
+/// connection keeps a slot the size of the service's future for the connection's whole life,
+/// also while a response body streams; boxed, that slot holds a pointer, and the handler's
+/// large future (the whole request path, several KiB) is freed as soon as the response head
+/// is out. This is most of what an open stream saves (BENCHMARKS.md, memory per open stream).
+fn call<F, Fut, Req>(handler: &F, req: Req) -> impl Future<Output = Result<Fut::Output, Infallible>>
+where
+    F: Fn(Req) -> Fut,
+    Fut: Future,
+{
+    let handled = Box::pin(handler(req));
+    async move { Ok(handled.await) }
 }
 
 /// hyper's HTTP/1.1 and HTTP/2 servers, configured once per listener. The protocol is

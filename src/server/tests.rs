@@ -193,3 +193,26 @@ async fn many_sequential_connections_are_reaped() {
         "closed connections are not counted as open"
     );
 }
+
+/// The future hyper keeps a slot for, per connection, holds a box, not the handler's
+/// future: an open stream must not carry the request path's state (memory per stream).
+#[test]
+fn the_service_future_hyper_keeps_is_small_however_large_the_handler() {
+    let big = |n: u8| async move {
+        let state = [n; 4096];
+        tokio::task::yield_now().await;
+        state[0]
+    };
+    assert!(std::mem::size_of_val(&big(1)) >= 4096);
+    let future = call(&big, 7);
+    assert!(
+        std::mem::size_of_val(&future) <= 64,
+        "{}",
+        std::mem::size_of_val(&future)
+    );
+    let answered = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(future);
+    assert_eq!(answered, Ok(7));
+}
