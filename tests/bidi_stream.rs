@@ -74,8 +74,7 @@ async fn a_session_through_the_relay_has_every_input_event_re_signed_and_verifie
             aws_sdk_bedrockruntime::types::error::InvokeModelWithBidirectionalStreamInputError,
         >,
     >(4);
-    let input =
-        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|i| (i, rx)) });
+    let input = input_of(rx);
     tx.send(Ok(chunk(r#"{"event":{"sessionStart":{}}}"#)))
         .await
         .unwrap();
@@ -149,6 +148,17 @@ async fn without_the_relay_the_clients_own_signatures_are_refused() {
     assert!(text.contains("UnrecognizedClient"), "{text}");
 }
 
+/// The SDK's input stream over `rx`. Fused: the SDK may poll its input again after it ended
+/// (seen once under load as "`Unfold` must not be polled after it returned `Ready(None)`"
+/// inside the SDK), and a fused stream answers that with `None` again.
+fn input_of<T: Send + 'static>(
+    rx: mpsc::Receiver<T>,
+) -> futures_util::stream::Fuse<impl futures_util::Stream<Item = T> + Send> {
+    use futures_util::StreamExt as _;
+    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|i| (i, rx)) })
+        .fuse()
+}
+
 /// A session open through the relay, one event answered; the input sender stays open.
 async fn opened(
     h: &Harness,
@@ -158,8 +168,7 @@ async fn opened(
 ){
     let client = h2_client(&format!("http://{}", h.relay.addr));
     let (tx, rx) = mpsc::channel::<Result<In, InputError>>(4);
-    let input =
-        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|i| (i, rx)) });
+    let input = input_of(rx);
     tx.send(Ok(chunk("first"))).await.unwrap();
     let mut out = client
         .invoke_model_with_bidirectional_stream()
