@@ -11,7 +11,7 @@
 //! once stays a regression test.
 
 use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
-use bedrock_relay::resume::{self, Family, ModelCaps, StreamFormat, Transcript};
+use bedrock_relay::resume::{self, Family, ModelCaps, Msg, StreamFormat, Transcript};
 use bedrock_relay_wire::eventstream::{self, FrameSplitter};
 use proptest::prelude::*;
 
@@ -77,8 +77,61 @@ fn message() -> impl Strategy<Value = Message> {
     (prop::sample::select(EVENT_TYPES), payload()).prop_map(|(t, p)| event(t, p))
 }
 
+/// Claude messages events' JSON (the SSE APIs' core events), sometimes well-formed, sometimes
+/// not: every type and unknown ones, indices of every kind, arbitrary bytes.
+fn claude_json() -> impl Strategy<Value = Vec<u8>> {
+    let kind = prop::sample::select(vec![
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+        "ping",
+        "sse_chat",
+        "unknown_thing",
+    ]);
+    let index = prop_oneof![
+        (0u32..4).prop_map(serde_json::Value::from),
+        Just(serde_json::json!(-1)),
+        Just(serde_json::json!("0")),
+        Just(serde_json::Value::Null),
+    ];
+    let delta = prop_oneof![
+        ".{0,20}".prop_map(|t| serde_json::json!({"type": "text_delta", "text": t})),
+        ".{0,20}".prop_map(|t| serde_json::json!({"type": "input_json_delta", "partial_json": t})),
+        ".{0,20}".prop_map(|t| serde_json::json!({"type": "thinking_delta", "thinking": t})),
+        prop::sample::select(vec!["end_turn", "max_tokens", "tool_use", ""])
+            .prop_map(|r| serde_json::json!({"stop_reason": r})),
+    ];
+    let block = prop_oneof![
+        Just(serde_json::json!({"type": "text", "text": ""})),
+        ".{0,8}".prop_map(|n| serde_json::json!({"type": "tool_use", "id": "t", "name": n})),
+        Just(serde_json::json!({"type": "thinking", "thinking": ""})),
+    ];
+    prop_oneof![
+        4 => (kind, index, delta, block, 0u64..1000).prop_map(|(kind, index, delta, block, n)| {
+            serde_json::json!({"type": kind, "index": index, "delta": delta, "content_block": block,
+                "usage": {"input_tokens": n, "output_tokens": n},
+                "message": {"usage": {"input_tokens": n}}})
+            .to_string()
+            .into_bytes()
+        }),
+        1 => any::<Vec<u8>>(),
+    ]
+}
+
+/// A core message: an EventStream frame, or a Claude messages event's JSON.
+fn msg() -> impl Strategy<Value = Msg> {
+    prop_oneof![
+        message().prop_map(Msg::Frame),
+        claude_json().prop_map(|j| Msg::Json(j.into())),
+    ]
+}
+
 fn format() -> impl Strategy<Value = StreamFormat> {
     prop::sample::select(vec![
+        StreamFormat::Messages,
         StreamFormat::Converse,
         StreamFormat::Invoke(Family::Claude),
         StreamFormat::Invoke(Family::Nova),
@@ -245,14 +298,15 @@ proptest! {
         prop_assert!(failed || good.len() < original.len(), "the flip went unnoticed");
     }
 
-    /// Arbitrary event sequences through the transcript, the planner and the splicer: no
+    /// Arbitrary event sequences (EventStream frames and SSE APIs' Claude JSON events, in
+    /// every format, mixed) through the transcript, the planner and the splicer: no
     /// panic; once the delivered content passes the per-stream limit the transcript drops it
     /// (`overflowed`) and the planner refuses to resume instead of buffering more.
     #[test]
     fn transcript_plan_and_splice_on_arbitrary_events(
         fmt in format(),
-        first in prop::collection::vec(message(), 0..12),
-        second in prop::collection::vec(message(), 0..12),
+        first in prop::collection::vec(msg(), 0..12),
+        second in prop::collection::vec(msg(), 0..12),
         body in prop_oneof![any::<Vec<u8>>(), Just(br#"{"messages":[{"role":"user","content":[{"text":"hi"}]}]}"#.to_vec()), Just(br#"{"anthropic_version":"bedrock-2023-05-31","messages":[{"role":"user","content":"hi"}],"max_tokens":10}"#.to_vec())],
         limit in 0usize..256,
         prefill in any::<bool>(),

@@ -3,9 +3,8 @@
 //! of the current attempt), and the [`LimitGuard`] that withholds a `max_tokens` stop which
 //! may be the relay's bound rather than the client's limit.
 
-use super::event::{self, More};
+use super::event::{self, More, Msg};
 use super::{Strategy, Usage};
-use aws_smithy_types::event_stream::Message;
 use std::time::Instant;
 
 /// Tokens one attempt consumed, as far as the stream tells.
@@ -159,12 +158,12 @@ impl Accounting {
 /// client's own limit).
 #[derive(Debug, Default)]
 pub(crate) struct LimitGuard {
-    held: Vec<Message>,
+    held: Vec<Msg>,
     cut: bool,
 }
 
 impl LimitGuard {
-    pub(crate) fn filter(&mut self, ev: &event::Event, out: Vec<Message>) -> Vec<Message> {
+    pub(crate) fn filter(&mut self, ev: &event::Event, out: Vec<Msg>) -> Vec<Msg> {
         if self.cut {
             return Vec::new();
         }

@@ -63,7 +63,7 @@ pub fn count_bodies(
                 converse(messages.clone()).to_string().into_bytes(),
             ))
         }
-        StreamFormat::Invoke(Family::Claude) => {
+        StreamFormat::Invoke(Family::Claude) | StreamFormat::Messages => {
             append_assistant(&mut extended, delivered, true);
             let mut invoke = body.clone();
             invoke.remove("model");

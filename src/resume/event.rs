@@ -4,7 +4,9 @@
 //!
 //! Converse events carry flat JSON named by `:event-type`; invoke `chunk` events carry the
 //! family's JSON base64-encoded in `bytes` (Nova: Converse-shaped objects under a wrapper
-//! key). Unknown or malformed events decode to an empty [`Event`] and are passed through.
+//! key); the SSE APIs' events are Claude messages events' JSON as it is ([`Msg::Json`], no
+//! frame around it). Unknown or malformed events decode to an empty [`Event`] and are passed
+//! through.
 
 use super::chunks;
 use super::{Family, StreamFormat, Usage};
@@ -14,6 +16,23 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
+
+/// One event inside the resume core, in the form its stream carries it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Msg {
+    /// An EventStream message (ConverseStream events, InvokeModel `chunk`s), headers and all.
+    Frame(Message),
+    /// A Claude messages event's JSON ([`StreamFormat::Messages`], the SSE APIs): an Anthropic
+    /// Messages event's data as it came, or what a Chat Completions or Responses event says,
+    /// read into one.
+    Json(Bytes),
+}
+
+impl From<Message> for Msg {
+    fn from(m: Message) -> Msg {
+        Msg::Frame(m)
+    }
+}
 
 /// What kind of content block.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,8 +177,11 @@ fn cache_of(v: &Value, read: &str, write: &str) -> Option<(Option<u64>, Option<u
 /// `content_block_delta`), is read with a typed parse that borrows from the payload instead
 /// of building a JSON tree. Anything else, or anything unexpected in a text delta (another
 /// field, another type), goes through [`parse`].
-pub(crate) fn observe(format: StreamFormat, msg: &Message) -> Event {
-    event_of(format, eventstream::kind(msg), msg.payload())
+pub(crate) fn observe(format: StreamFormat, msg: &Msg) -> Event {
+    match msg {
+        Msg::Frame(m) => event_of(format, eventstream::kind(m), m.payload()),
+        Msg::Json(json) => text_delta::claude_event(json).unwrap_or_else(|| parse_json(json).event),
+    }
 }
 
 /// [`observe`] for a frame as received, read in place (never decoded into a `Message`).
@@ -239,19 +261,49 @@ mod text_delta {
     pub(super) fn claude(payload: &[u8]) -> Option<Event> {
         let chunk: Chunk = serde_json::from_slice(payload).ok()?;
         let raw = B64.decode(chunk.bytes.as_bytes()).ok()?;
-        let p: Claude = serde_json::from_slice(&raw).ok()?;
+        claude_event(&Bytes::from(raw))
+    }
+
+    /// A Claude messages event's JSON (a chunk's decoded `bytes`, or an SSE event's data).
+    pub(super) fn claude_event(raw: &Bytes) -> Option<Event> {
+        let p: Claude = serde_json::from_slice(raw).ok()?;
         if p.kind != "content_block_delta" || p.delta.kind != "text_delta" {
             return None;
         }
         let mut ev = text(p.index, p.delta.text);
-        ev.raw_chunk = Some(Bytes::from(raw));
+        ev.raw_chunk = Some(raw.clone());
         Some(ev)
     }
 }
 
 /// Decode a message. Exceptions, errors and undecodable events yield an empty event.
-pub(crate) fn parse(format: StreamFormat, msg: &Message) -> Parsed {
-    parse_parts(format, eventstream::kind(msg), msg.payload())
+pub(crate) fn parse(format: StreamFormat, msg: &Msg) -> Parsed {
+    match msg {
+        Msg::Frame(m) => parse_parts(format, eventstream::kind(m), m.payload()),
+        Msg::Json(json) => parse_json(json),
+    }
+}
+
+/// A Claude messages event's JSON, read as an invoke chunk's decoded `bytes` is.
+fn parse_json(raw: &Bytes) -> Parsed {
+    let mut event = Event {
+        raw_chunk: Some(raw.clone()),
+        ..Event::default()
+    };
+    let Ok(inner) = serde_json::from_slice::<Value>(raw) else {
+        event.unknown = true;
+        return Parsed {
+            event,
+            json: None,
+            outer: None,
+        };
+    };
+    invoke(&inner, &mut event);
+    Parsed {
+        event,
+        json: Some(inner),
+        outer: None,
+    }
 }
 
 /// [`parse`] from a message's kind and payload, the only parts it reads.
@@ -278,7 +330,7 @@ fn parse_parts(format: StreamFormat, kind: Kind<'_>, payload: &[u8]) -> Parsed {
                 outer: None,
             }
         }
-        StreamFormat::Invoke(family) => {
+        StreamFormat::Invoke(_) | StreamFormat::Messages => {
             let Some(raw) = payload
                 .get("bytes")
                 .and_then(Value::as_str)
@@ -296,7 +348,7 @@ fn parse_parts(format: StreamFormat, kind: Kind<'_>, payload: &[u8]) -> Parsed {
                     outer: None,
                 };
             };
-            invoke(family, &inner, &mut event);
+            invoke(&inner, &mut event);
             Parsed {
                 event,
                 json: Some(inner),
@@ -388,7 +440,7 @@ fn metrics(inner: &Value, ev: &mut Event) {
 /// An invoke chunk, read by its shape (the family only says what to expect first): Claude
 /// messages events carry `type`, Nova wraps Converse events, the rest are single-text shapes
 /// (`chunks`). Anything else is `unknown`, unless it only carries invocation metrics.
-fn invoke(_family: Family, v: &Value, ev: &mut Event) {
+fn invoke(v: &Value, ev: &mut Event) {
     let known = if v.get("type").is_some_and(Value::is_string) {
         claude(v, ev);
         !ev.unknown
@@ -481,14 +533,14 @@ fn add(v: &mut Value, key: &str, n: u64) {
 /// Apply `edits` to a parsed message; `None` when the message has no JSON to edit.
 pub(crate) fn rewrite(
     format: StreamFormat,
-    msg: &Message,
+    msg: &Msg,
     parsed: &Parsed,
     edits: &Edits,
-) -> Option<Message> {
+) -> Option<Msg> {
     let mut json = parsed.json.clone()?;
     match format {
         StreamFormat::Converse => edit_converse(&mut json, edits),
-        StreamFormat::Invoke(_) => {
+        StreamFormat::Invoke(_) | StreamFormat::Messages => {
             if let Some(key) = NOVA_KEYS.iter().find(|k| json.get(**k).is_some()) {
                 edit_converse(&mut json[*key], edits);
             } else if json.get("type").is_some_and(Value::is_string) {
@@ -506,15 +558,19 @@ pub(crate) fn rewrite(
             edit_metrics(&mut json, edits);
         }
     }
-    Some(match (format, &parsed.outer) {
+    let msg = match msg {
+        Msg::Json(_) => return Some(Msg::Json(Bytes::from(json.to_string()))),
+        Msg::Frame(m) => m,
+    };
+    Some(Msg::Frame(match (format, &parsed.outer) {
         (StreamFormat::Converse, _) => eventstream::with_payload(msg, json.to_string()),
-        (StreamFormat::Invoke(_), Some(outer)) => {
+        (_, Some(outer)) => {
             let mut outer = outer.clone();
             outer["bytes"] = json!(B64.encode(json.to_string()));
             eventstream::with_payload(msg, outer.to_string())
         }
-        (StreamFormat::Invoke(_), None) => return None,
-    })
+        (_, None) => return None,
+    }))
 }
 
 fn edit_converse(v: &mut Value, edits: &Edits) {
@@ -592,7 +648,7 @@ fn edit_metrics(v: &mut Value, edits: &Edits) {
 }
 
 /// A block-stop event for `index` (used to close a block the continuation never closed).
-pub(crate) fn block_stop(format: StreamFormat, index: u32) -> Option<Message> {
+pub(crate) fn block_stop(format: StreamFormat, index: u32) -> Option<Msg> {
     let p = |m: &mut Map<String, Value>| {
         m.insert("p".into(), json!("abcdefgh"));
     };
@@ -601,18 +657,29 @@ pub(crate) fn block_stop(format: StreamFormat, index: u32) -> Option<Message> {
             let mut m = Map::new();
             m.insert("contentBlockIndex".into(), json!(index));
             p(&mut m);
-            Some(eventstream::event(
+            Some(Msg::Frame(eventstream::event(
                 "contentBlockStop",
                 Value::Object(m).to_string(),
-            ))
+            )))
         }
-        StreamFormat::Invoke(Family::Claude) => {
-            Some(chunk(json!({"type":"content_block_stop","index":index})))
-        }
-        StreamFormat::Invoke(Family::Nova) => Some(chunk(
+        StreamFormat::Invoke(Family::Claude) | StreamFormat::Messages => Some(made(
+            format,
+            json!({"type":"content_block_stop","index":index}),
+        )),
+        StreamFormat::Invoke(Family::Nova) => Some(made(
+            format,
             json!({"contentBlockStop":{"contentBlockIndex":index}}),
         )),
         StreamFormat::Invoke(_) => None,
+    }
+}
+
+/// An event the relay makes, holding the family's JSON `inner`: an invoke `chunk`, or for
+/// [`StreamFormat::Messages`] the JSON itself. (Converse events are made by their names.)
+pub(crate) fn made(format: StreamFormat, inner: Value) -> Msg {
+    match format {
+        StreamFormat::Messages => Msg::Json(Bytes::from(inner.to_string())),
+        _ => Msg::Frame(chunk(inner)),
     }
 }
 
@@ -625,7 +692,7 @@ pub(crate) fn chunk(inner: Value) -> Message {
 /// The final usage a message reports: Converse/Nova `metadata`, or an invoke chunk's
 /// `amazon-bedrock-invocationMetrics` (Claude `message_stop`, the last chunk of the others).
 /// `None` for every other message. After splicing, this is the sum over attempts.
-pub fn usage_of(format: StreamFormat, msg: &Message) -> Option<Usage> {
+pub fn usage_of(format: StreamFormat, msg: &Msg) -> Option<Usage> {
     let ev = parse(format, msg).event;
     if !ev.terminal {
         return None;
@@ -697,7 +764,7 @@ mod observe_tests {
             event_type in prop_oneof![4 => Just("contentBlockDelta"), 1 => Just("contentBlockStart")],
         ) {
             let payload = object(vec![("contentBlockIndex", i), ("delta", Some(delta)), ("p", p)]);
-            let msg = eventstream::event(event_type, payload.to_string());
+            let msg = Msg::Frame(eventstream::event(event_type, payload.to_string()));
             prop_assert_eq!(observe(StreamFormat::Converse, &msg), parse(StreamFormat::Converse, &msg).event);
         }
 
@@ -714,9 +781,13 @@ mod observe_tests {
                 (METRICS, metrics),
             ]);
             let outer = object(vec![("bytes", Some(json!(B64.encode(inner.to_string())))), ("p", p)]);
-            let msg = eventstream::event("chunk", outer.to_string());
             let format = StreamFormat::Invoke(Family::Claude);
+            let msg = Msg::Frame(eventstream::event("chunk", outer.to_string()));
             prop_assert_eq!(observe(format, &msg), parse(format, &msg).event);
+            // The same event as an SSE API's JSON.
+            let json = Msg::Json(Bytes::from(inner.to_string()));
+            prop_assert_eq!(observe(StreamFormat::Messages, &json), parse(StreamFormat::Messages, &json).event);
+            prop_assert_eq!(parse(StreamFormat::Messages, &json).event, parse(format, &msg).event);
         }
     }
 

@@ -11,11 +11,10 @@
 //! of the attempts.
 
 use super::chunks::Shape;
-use super::event;
+use super::event::{self, Msg};
 use super::transcript::{Tally, Transcript};
 use super::{limit, request, Family, StreamFormat};
 use crate::eventstream;
-use aws_smithy_types::event_stream::Message;
 use serde_json::{json, Value};
 
 /// The terminal messages to send when the client's output limit is used up, `None` when it
@@ -24,7 +23,7 @@ pub fn finish_at_limit(
     format: &StreamFormat,
     original_body: &[u8],
     transcript: &Transcript,
-) -> Option<Vec<Message>> {
+) -> Option<Vec<Msg>> {
     let format = *format;
     if transcript.is_complete()
         || transcript.saw_message_stop()
@@ -49,10 +48,11 @@ pub fn finish_at_limit(
         .last()
         .filter(|b| !b.stopped && !transcript.single())
         .map(|b| b.index);
+    let made = |inner: Value| event::made(format, inner);
     let mut out = Vec::new();
     match format {
         StreamFormat::Converse => {
-            let ev = |t: &str, v: Value| eventstream::event(t, with_pad(v).to_string());
+            let ev = |t: &str, v: Value| Msg::Frame(eventstream::event(t, with_pad(v).to_string()));
             if let Some(i) = open {
                 out.push(ev("contentBlockStop", json!({"contentBlockIndex": i})));
             }
@@ -70,35 +70,31 @@ pub fn finish_at_limit(
         }
         StreamFormat::Invoke(Family::Nova) if transcript.shape().is_none() => {
             if let Some(i) = open {
-                out.push(event::chunk(
-                    json!({"contentBlockStop": {"contentBlockIndex": i}}),
-                ));
+                out.push(made(json!({"contentBlockStop": {"contentBlockIndex": i}})));
             }
-            out.push(event::chunk(
-                json!({"messageStop": {"stopReason": "max_tokens"}}),
-            ));
-            out.push(event::chunk(json!({
+            out.push(made(json!({"messageStop": {"stopReason": "max_tokens"}})));
+            out.push(made(json!({
                 "metadata": {"usage": {"inputTokens": input, "outputTokens": output}},
                 "amazon-bedrock-invocationMetrics": metrics})));
         }
-        StreamFormat::Invoke(_) if transcript.started() && transcript.shape().is_none() => {
+        StreamFormat::Invoke(_) | StreamFormat::Messages
+            if transcript.started() && transcript.shape().is_none() =>
+        {
             // Claude messages (whatever the model id said).
             if let Some(i) = open {
-                out.push(event::chunk(
-                    json!({"type": "content_block_stop", "index": i}),
-                ));
+                out.push(made(json!({"type": "content_block_stop", "index": i})));
             }
-            out.push(event::chunk(json!({"type": "message_delta",
+            out.push(made(json!({"type": "message_delta",
                 "delta": {"stop_reason": "max_tokens", "stop_sequence": null},
                 "usage": {"output_tokens": output}})));
-            out.push(event::chunk(
+            out.push(made(
                 json!({"type": "message_stop", "amazon-bedrock-invocationMetrics": metrics}),
             ));
         }
-        StreamFormat::Invoke(_) => {
+        StreamFormat::Invoke(_) | StreamFormat::Messages => {
             let mut last = single_final(transcript.shape()?, output, input)?;
             last["amazon-bedrock-invocationMetrics"] = metrics;
-            out.push(event::chunk(last));
+            out.push(made(last));
         }
     }
     Some(out)

@@ -10,20 +10,20 @@
 //!        ─► next attempt ─► Heal::resumed(splicer)
 //! ```
 //!
-//! A [`Codec`] is how one wire carries the core's messages: EventStream frames
+//! A [`Codec`] is how one wire carries the core's messages ([`Msg`]): EventStream frames
 //! ([`EventStreamCodec`]: a frame is a message; an unchanged frame goes out byte for byte)
-//! or one Server-Sent Events API ([`super::sse::SseCodec`]). What the hold keeps is the
+//! or one Server-Sent Events API ([`super::sse::SseCodec`]: an event's data is a Claude
+//! messages event's JSON, or is read into some). What the hold keeps is the
 //! codec's *item*, turned into the client's bytes only once released, so a held and then
 //! discarded event never advances what the client was told (an SSE API's sequence numbers).
 
-use super::event::Event as Observed;
+use super::event::{self, Event as Observed, Msg};
 use super::hold::ToolHold;
 use super::{
     finish_at_limit, plan, AttemptUsage, CannotResume, Continuation, Divergence, ModelCaps,
     Spliced, Splicer, StreamFormat, Transcript,
 };
 use crate::eventstream::{self, Frame, FrameError};
-use aws_smithy_types::event_stream::Message;
 use bytes::Bytes;
 
 /// An error event the upstream sent mid-stream, read by a codec (a fault, resumed like a
@@ -37,7 +37,7 @@ pub struct UpstreamError {
 /// What one upstream event is, to the core.
 pub enum Read {
     /// Core messages for the splicer (maybe none: an event the client gets from the codec).
-    Messages(Vec<Message>),
+    Messages(Vec<Msg>),
     /// Not an API event (a comment, a keep-alive): forwarded as it came.
     Raw,
 }
@@ -60,10 +60,10 @@ pub trait Codec: Send {
     }
 
     /// The item the hold keeps for a message the splicer passed on unchanged.
-    fn unchanged(&self, event: &Self::Event, msg: &Message) -> Bytes;
+    fn unchanged(&self, event: &Self::Event, msg: &Msg) -> Bytes;
 
     /// The item for a message the splicer rewrote or made.
-    fn rewritten(&self, msg: &Message) -> Result<Bytes, FrameError>;
+    fn rewritten(&self, msg: &Msg) -> Result<Bytes, FrameError>;
 
     /// The client's bytes for a released item (maybe none).
     fn write(&mut self, item: Bytes) -> Bytes;
@@ -77,7 +77,7 @@ pub trait Codec: Send {
     ) -> Result<Continuation, CannotResume>;
 
     /// The terminal events that end the answer when the client's output limit is used up.
-    fn finish_at_limit(&self, original: &[u8], transcript: &Transcript) -> Option<Vec<Message>>;
+    fn finish_at_limit(&self, original: &[u8], transcript: &Transcript) -> Option<Vec<Msg>>;
 
     /// A new upstream attempt starts.
     fn begin_attempt(&mut self) {}
@@ -264,19 +264,27 @@ impl Codec for EventStreamCodec {
     }
 
     fn read(&mut self, frame: &Frame) -> Result<Read, UpstreamError> {
-        Ok(Read::Messages(vec![frame.message()]))
+        Ok(Read::Messages(vec![Msg::Frame(frame.message())]))
     }
 
     fn pass(&self, frame: &Frame, transcript: &Transcript) -> Option<(Bytes, Observed)> {
         Some((frame.raw.clone(), transcript.read_frame(frame)))
     }
 
-    fn unchanged(&self, frame: &Frame, _msg: &Message) -> Bytes {
+    fn unchanged(&self, frame: &Frame, _msg: &Msg) -> Bytes {
         frame.raw.clone()
     }
 
-    fn rewritten(&self, msg: &Message) -> Result<Bytes, FrameError> {
-        eventstream::try_encode(msg)
+    /// A frame as encoded; a Claude event's JSON (which the EventStream formats do not make)
+    /// in the frame that carries one, an invoke `chunk`.
+    fn rewritten(&self, msg: &Msg) -> Result<Bytes, FrameError> {
+        match msg {
+            Msg::Frame(m) => eventstream::try_encode(m),
+            Msg::Json(json) => {
+                let inner = serde_json::from_slice(json).unwrap_or_default();
+                eventstream::try_encode(&event::chunk(inner))
+            }
+        }
     }
 
     fn write(&mut self, item: Bytes) -> Bytes {
@@ -292,7 +300,7 @@ impl Codec for EventStreamCodec {
         plan(&self.format, original, transcript, caps)
     }
 
-    fn finish_at_limit(&self, original: &[u8], transcript: &Transcript) -> Option<Vec<Message>> {
+    fn finish_at_limit(&self, original: &[u8], transcript: &Transcript) -> Option<Vec<Msg>> {
         finish_at_limit(&self.format, original, transcript)
     }
 

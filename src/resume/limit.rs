@@ -29,7 +29,7 @@ fn pointers(format: StreamFormat, body: &Value) -> &'static [&'static str] {
         StreamFormat::Invoke(Family::Claude) if body.get("messages").is_none() => {
             &["/max_tokens_to_sample", "/max_tokens"]
         }
-        StreamFormat::Invoke(Family::Claude) => &["/max_tokens"],
+        StreamFormat::Invoke(Family::Claude) | StreamFormat::Messages => &["/max_tokens"],
         StreamFormat::Invoke(Family::Nova) => &[
             "/inferenceConfig/max_new_tokens",
             "/inferenceConfig/maxTokens",

@@ -92,8 +92,8 @@ mod tests;
 pub use accounting::AttemptUsage;
 pub use chunks::is_limit_stop;
 pub use count::{count_bodies, count_model_id, output_limit, output_tokens};
-pub use event::usage_of;
 pub use event::Event as Observed;
+pub use event::{usage_of, Msg};
 pub use finish::finish_at_limit;
 pub use heal::{Codec, EventStreamCodec, Heal, Read, Stop, UpstreamError};
 
@@ -114,6 +114,10 @@ pub enum StreamFormat {
     Converse,
     /// InvokeModelWithResponseStream: `chunk` events whose base64 `bytes` hold the family's JSON.
     Invoke(Family),
+    /// The SSE APIs (Anthropic Messages, and Chat Completions and Responses read into it):
+    /// Claude messages events as their JSON, no frame around them; the request body is a
+    /// Claude messages body.
+    Messages,
 }
 
 /// Model family of an invoke stream, by model id substring.

@@ -2,8 +2,7 @@
 //! client ([`Spliced`]), what to do with one upstream message (`Out`), and a replay that
 //! differs from what the client has ([`Divergence`]).
 
-use super::event::Edits;
-use aws_smithy_types::event_stream::Message;
+use super::event::{Edits, Msg};
 
 /// One message for the client.
 #[derive(Debug, Clone, PartialEq)]
@@ -11,12 +10,12 @@ pub enum Spliced {
     /// The upstream message as received: forward its original bytes.
     Unchanged,
     /// A rewritten or synthesised message: encode it (fresh CRCs).
-    Rewritten(Message),
+    Rewritten(Msg),
 }
 
 impl Spliced {
     /// The message to send, given the upstream message passed to [`Splicer::accept`].
-    pub fn into_message(self, upstream: &Message) -> Message {
+    pub fn into_message(self, upstream: &Msg) -> Msg {
         match self {
             Spliced::Unchanged => upstream.clone(),
             Spliced::Rewritten(m) => m,
@@ -59,7 +58,7 @@ impl Divergence {
 #[derive(Debug, Default)]
 pub(crate) struct Out {
     /// Synthesised messages to send before it.
-    pub pre: Vec<Message>,
+    pub pre: Vec<Msg>,
     pub edits: Edits,
     pub drop: bool,
 }

@@ -237,7 +237,7 @@ mod tests {
     fn delivered(format: StreamFormat, msgs: &[(&str, &str)]) -> Transcript {
         let mut t = Transcript::with_limit(format, 1 << 20);
         for (kind, payload) in msgs {
-            t.observe(&event(kind, payload.to_string()));
+            t.observe(&event(kind, payload.to_string()).into());
         }
         t
     }

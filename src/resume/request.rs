@@ -98,7 +98,9 @@ pub(crate) fn build(
             let add = instructed(delivered, turn, &format!("\n\nHuman: {ask}\n\nAssistant:"));
             append(&mut body, "prompt", &add)?
         }
-        StreamFormat::Invoke(Family::Claude) => messages(&mut body, delivered, turn, true)?,
+        StreamFormat::Invoke(Family::Claude) | StreamFormat::Messages => {
+            messages(&mut body, delivered, turn, true)?
+        }
         StreamFormat::Invoke(Family::Llama) => {
             let tail = "<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n";
             let next = "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n";

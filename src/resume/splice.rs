@@ -9,14 +9,13 @@
 //! attempts, failed attempts estimated (see [`Splicer::carried_usage`]).
 
 use super::accounting::{Accounting, LimitGuard};
-use super::event::{self, BlockKind, Delta, Edits, Parsed};
+use super::event::{self, BlockKind, Delta, Edits, Msg, Parsed};
 use super::out::Out;
 pub use super::out::{Divergence, Spliced};
 use super::replay::{Opaque, Replay};
 use super::seam::Seam;
 use super::transcript::Transcript;
 use super::{StreamFormat, Usage};
-use aws_smithy_types::event_stream::Message;
 
 enum Mode {
     Passthrough,
@@ -115,7 +114,7 @@ impl Splicer {
     }
 
     /// The messages to send the client for one upstream message, in order; may be empty.
-    pub fn accept(&mut self, msg: &Message) -> Result<Vec<Spliced>, Divergence> {
+    pub fn accept(&mut self, msg: &Msg) -> Result<Vec<Spliced>, Divergence> {
         if let Mode::Passthrough = self.mode {
             return Ok(vec![Spliced::Unchanged]);
         }
@@ -200,10 +199,10 @@ struct Continue {
     /// Client index given to the continued text when the target was already closed.
     cont_fresh: Option<u32>,
     /// Claude's swallowed `content_block_start` of the continued block (re-sent if needed).
-    cont_start: Option<Message>,
+    cont_start: Option<Msg>,
     seam: Seam,
     /// The message whose text the seam is holding (template for the held text).
-    held: Option<Message>,
+    held: Option<Msg>,
     map: Vec<(u32, Map)>,
     next_index: u32,
     /// The new attempt's reasoning blocks before the continued text: dropped, since the
@@ -254,7 +253,7 @@ impl Continue {
         }
     }
 
-    fn accept(&mut self, msg: &Message, parsed: &Parsed) -> Out {
+    fn accept(&mut self, msg: &Msg, parsed: &Parsed) -> Out {
         let ev = &parsed.event;
         let mut out = Out::default();
         if ev.start && self.swallow_start && !ev.is_content() {
@@ -345,7 +344,7 @@ impl Continue {
         }
     }
 
-    fn map_index(&mut self, i: u32, text: bool, pre: &mut Vec<Message>) -> Map {
+    fn map_index(&mut self, i: u32, text: bool, pre: &mut Vec<Msg>) -> Map {
         if let Some((_, m)) = self.map.iter().find(|(k, _)| *k == i) {
             return *m;
         }
@@ -363,7 +362,7 @@ impl Continue {
 
     /// Client index for continued text: the open target, else a fresh block (its start
     /// re-sent for formats that announce blocks).
-    fn cont_dest(&mut self, pre: &mut Vec<Message>) -> u32 {
+    fn cont_dest(&mut self, pre: &mut Vec<Msg>) -> u32 {
         if let Some((t, true)) = self.target {
             return t;
         }
@@ -385,7 +384,7 @@ impl Continue {
     }
 
     /// Emit held seam text (the block or stream is moving on).
-    fn flush(&mut self, pre: &mut Vec<Message>) {
+    fn flush(&mut self, pre: &mut Vec<Msg>) {
         if !self.seam.holding() {
             return;
         }
@@ -403,7 +402,7 @@ impl Continue {
     }
 
     /// Close the client's interrupted block if the continuation never did.
-    fn close_target(&mut self, pre: &mut Vec<Message>) {
+    fn close_target(&mut self, pre: &mut Vec<Msg>) {
         if self.single {
             return;
         }

@@ -10,10 +10,9 @@
 use super::accounting::AttemptUsage;
 pub(crate) use super::accounting::Tally;
 use super::chunks::Shape;
-use super::event::{self, BlockKind, Delta};
+use super::event::{self, BlockKind, Delta, Msg};
 use super::limit::Delivered;
 use super::{Family, Strategy, StreamFormat};
-use aws_smithy_types::event_stream::Message;
 use std::hash::{Hash, Hasher};
 
 /// One content block as the client received it.
@@ -92,7 +91,7 @@ impl Transcript {
     }
 
     /// Record a message the client received.
-    pub fn observe(&mut self, msg: &Message) {
+    pub fn observe(&mut self, msg: &Msg) {
         self.record(event::observe(self.format, msg));
     }
 
@@ -107,7 +106,7 @@ impl Transcript {
     }
 
     /// What a message says (see [`Transcript::read_frame`]).
-    pub(crate) fn read(&self, msg: &Message) -> event::Event {
+    pub(crate) fn read(&self, msg: &Msg) -> event::Event {
         event::observe(self.format, msg)
     }
 
@@ -244,7 +243,7 @@ impl Transcript {
     }
 
     /// The terminal events arrived: Converse and Nova `messageStop` AND `metadata`; Claude
-    /// `message_stop`; Llama/Mistral/Titan a chunk with a stop reason or invocation metrics;
+    /// `message_stop` (also the SSE APIs'); Llama/Mistral/Titan a chunk with a stop reason or invocation metrics;
     /// unknown invoke families a chunk with invocation metrics.
     pub fn is_complete(&self) -> bool {
         match self.format {
@@ -254,7 +253,7 @@ impl Transcript {
             StreamFormat::Invoke(Family::Llama | Family::Mistral | Family::Titan) => {
                 self.stop.is_some() || self.terminal
             }
-            StreamFormat::Invoke(_) => self.terminal,
+            StreamFormat::Invoke(_) | StreamFormat::Messages => self.terminal,
         }
     }
 

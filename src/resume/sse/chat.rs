@@ -17,7 +17,7 @@
 //! chunk (the summed counts), one `[DONE]`.
 
 use super::{core, UpstreamError};
-use aws_smithy_types::event_stream::Message;
+use crate::resume::Msg;
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
@@ -87,7 +87,7 @@ impl Chat {
         self.calls.clear();
     }
 
-    pub(super) fn read(&mut self, data: &str, first: bool) -> Result<Vec<Message>, UpstreamError> {
+    pub(super) fn read(&mut self, data: &str, first: bool) -> Result<Vec<Msg>, UpstreamError> {
         let mut out = Vec::new();
         if data.trim() == "[DONE]" {
             self.close(&mut out);
@@ -157,7 +157,7 @@ impl Chat {
         Ok(out)
     }
 
-    fn start(&mut self, out: &mut Vec<Message>) {
+    fn start(&mut self, out: &mut Vec<Msg>) {
         if !self.started {
             self.started = true;
             out.push(core(
@@ -167,7 +167,7 @@ impl Chat {
     }
 
     /// The open block of `kind` (text or thinking), opened if needed.
-    fn open_block(&mut self, kind: Kind, out: &mut Vec<Message>) -> u32 {
+    fn open_block(&mut self, kind: Kind, out: &mut Vec<Msg>) -> u32 {
         if let Some((i, k)) = self.open {
             if k == kind {
                 return i;
@@ -181,7 +181,7 @@ impl Chat {
         self.start_block(kind, block, out)
     }
 
-    fn start_block(&mut self, kind: Kind, block: Value, out: &mut Vec<Message>) -> u32 {
+    fn start_block(&mut self, kind: Kind, block: Value, out: &mut Vec<Msg>) -> u32 {
         self.close(out);
         let index = self.next_index;
         self.next_index += 1;
@@ -194,7 +194,7 @@ impl Chat {
 
     /// One `tool_calls` entry: a call with an `id` starts a tool-use block, its `arguments`
     /// (and those of the entries after it with the same `index`) are the block's input.
-    fn tool_call(&mut self, call: &Value, out: &mut Vec<Message>) {
+    fn tool_call(&mut self, call: &Value, out: &mut Vec<Msg>) {
         let k = call["index"].as_u64().unwrap_or(0);
         let known = self.calls.iter().find(|c| c.0 == k).map(|c| c.1);
         let index = match (call["id"].as_str(), known) {
@@ -215,7 +215,7 @@ impl Chat {
         }
     }
 
-    fn close(&mut self, out: &mut Vec<Message>) {
+    fn close(&mut self, out: &mut Vec<Msg>) {
         if let Some((i, _)) = self.open.take() {
             out.push(core(json!({"type": "content_block_stop", "index": i})));
         }

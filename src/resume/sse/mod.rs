@@ -1,15 +1,16 @@
 //! Server-Sent Events APIs (Anthropic Messages, OpenAI Chat Completions and Responses) healed
 //! by the same resume core as EventStream: each API's events are read into the Claude
-//! messages events the core already understands ([`FORMAT`]), and what the splicer sends the
-//! client is written back as the API's own events. No second resume engine.
+//! messages events the core understands ([`FORMAT`], as their JSON: [`Msg::Json`], no
+//! EventStream frame around them), and what the splicer sends the client is written back as
+//! the API's own events. No second resume engine.
 //!
 //! ```text
-//!   upstream SSE event ─► SseCodec::read ─► core messages ─► Splicer ─► SseCodec::write ─► client
+//!   upstream SSE event ─► SseCodec::read ─► Msg::Json ─► Splicer ─► SseCodec::write ─► client
 //!   fault ─► SseCodec::plan (the core's plan on the API's body mapped to a Claude body) ─► next attempt
 //! ```
 //!
-//! - Anthropic Messages: the events ARE Claude's InvokeModelWithResponseStream chunks; read
-//!   and written as they are (an unchanged event goes out byte for byte).
+//! - Anthropic Messages: an event's data IS a Claude messages event; it goes into the core as
+//!   it came and is written as it is (an unchanged event goes out byte for byte).
 //! - Chat Completions ([`chat`]): role delta → `message_start`, content → a text block,
 //!   reasoning → a thinking block, `finish_reason` → block stop + `message_delta`, the usage
 //!   chunk → `message_delta` with usage (summed over attempts), `[DONE]` → `message_stop`.
@@ -31,19 +32,14 @@ mod responses;
 
 use super::heal::Codec;
 pub use super::heal::{Read, UpstreamError};
-use super::{
-    plan, CannotResume, Continuation, Family, ModelCaps, Strategy, StreamFormat, Transcript,
-};
+use super::{plan, CannotResume, Continuation, ModelCaps, Msg, Strategy, StreamFormat, Transcript};
 use crate::eventstream;
 use crate::ops::Operation;
-use aws_smithy_types::event_stream::Message;
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
 /// The core format every SSE API is read into.
-pub const FORMAT: StreamFormat = StreamFormat::Invoke(Family::Claude);
+pub const FORMAT: StreamFormat = StreamFormat::Messages;
 
 /// One SSE event's fields.
 #[derive(Debug, Default, PartialEq)]
@@ -76,16 +72,9 @@ pub(crate) fn fields(raw: &[u8]) -> Fields {
     f
 }
 
-/// A core message (an invoke `chunk`) holding `inner`.
-pub(crate) fn core(inner: Value) -> Message {
-    let payload = json!({"bytes": B64.encode(inner.to_string())});
-    eventstream::event("chunk", payload.to_string())
-}
-
-/// The JSON a core message holds, as its bytes (unchanged messages keep the upstream's).
-fn inner_bytes(msg: &Message) -> Option<Vec<u8>> {
-    let outer: Value = serde_json::from_slice(msg.payload()).ok()?;
-    B64.decode(outer.get("bytes")?.as_str()?).ok()
+/// A core message: the Claude messages event `inner`.
+pub(crate) fn core(inner: Value) -> Msg {
+    Msg::Json(Bytes::from(inner.to_string()))
 }
 
 /// Read and write one SSE API's events (state for one client stream).
@@ -147,8 +136,7 @@ impl SseCodec {
                     });
                 }
                 // The data as it came: an unchanged event is written back byte for byte.
-                let payload = json!({"bytes": B64.encode(data.as_bytes())});
-                vec![eventstream::event("chunk", payload.to_string())]
+                vec![Msg::Json(Bytes::from(data))]
             }
         };
         Ok(Read::Messages(msgs))
@@ -157,8 +145,12 @@ impl SseCodec {
     /// What one message the splicer sent holds: its Claude event's JSON. This is what the
     /// tool-call hold keeps; [`SseCodec::write`] turns it into the client's bytes once it is
     /// released (so a held, discarded event never advances what the client was told).
-    pub fn inner(msg: &Message) -> Bytes {
-        inner_bytes(msg).map(Bytes::from).unwrap_or_default()
+    pub fn inner(msg: &Msg) -> Bytes {
+        match msg {
+            Msg::Json(json) => json.clone(),
+            // The SSE formats make no frames.
+            Msg::Frame(_) => Bytes::new(),
+        }
     }
 
     /// The client's SSE bytes for one released event ([`SseCodec::inner`]); maybe none.
@@ -208,7 +200,7 @@ impl SseCodec {
         &self,
         original: &[u8],
         transcript: &Transcript,
-    ) -> Option<Vec<Message>> {
+    ) -> Option<Vec<Msg>> {
         super::finish_at_limit(&FORMAT, &self.to_claude(original), transcript)
     }
 
@@ -317,11 +309,11 @@ impl Codec for SseCodec {
         self.read_event(event)
     }
 
-    fn unchanged(&self, _event: &Bytes, msg: &Message) -> Bytes {
+    fn unchanged(&self, _event: &Bytes, msg: &Msg) -> Bytes {
         SseCodec::inner(msg)
     }
 
-    fn rewritten(&self, msg: &Message) -> Result<Bytes, eventstream::FrameError> {
+    fn rewritten(&self, msg: &Msg) -> Result<Bytes, eventstream::FrameError> {
         Ok(SseCodec::inner(msg))
     }
 
@@ -338,7 +330,7 @@ impl Codec for SseCodec {
         self.plan_api(original, transcript, caps)
     }
 
-    fn finish_at_limit(&self, original: &[u8], transcript: &Transcript) -> Option<Vec<Message>> {
+    fn finish_at_limit(&self, original: &[u8], transcript: &Transcript) -> Option<Vec<Msg>> {
         self.finish_api_at_limit(original, transcript)
     }
 

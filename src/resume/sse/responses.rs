@@ -16,7 +16,7 @@
 //! `output` holding the whole answer, usage summed over attempts.
 
 use super::{core, UpstreamError};
-use aws_smithy_types::event_stream::Message;
+use crate::resume::Msg;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
@@ -46,7 +46,7 @@ struct Item {
 impl Responses {
     pub(super) fn begin_attempt(&mut self) {}
 
-    pub(super) fn read(&mut self, data: &str, first: bool) -> Result<Vec<Message>, UpstreamError> {
+    pub(super) fn read(&mut self, data: &str, first: bool) -> Result<Vec<Msg>, UpstreamError> {
         let Ok(mut v) = serde_json::from_str::<Value>(data) else {
             return Ok(vec![core(json!({"type": "sse_responses", "data": data}))]);
         };

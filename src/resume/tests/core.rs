@@ -405,7 +405,7 @@ fn missing_metadata_after_message_stop_is_replayed_with_summed_usage() {
     let seen = check_converse(&c.received).unwrap();
     assert_eq!(seen.usage, (8, 4, 12));
     assert_eq!(
-        usage_of(CONVERSE, c.received.last().unwrap()),
+        usage_of(CONVERSE, &c.received.last().unwrap().clone().into()),
         Some(Usage {
             input: 8,
             output: 4
@@ -429,18 +429,18 @@ fn transcript_past_its_limit_drops_content_and_refuses_to_resume() {
     );
     let mut t = Transcript::with_limit(CONVERSE, 15);
     for m in &full[..2] {
-        t.observe(m);
+        t.observe(&m.clone().into());
     }
     assert!(!t.overflowed());
     assert_eq!(t.bytes(), 10);
-    t.observe(&full[2]);
+    t.observe(&full[2].clone().into());
     assert!(t.overflowed());
     assert_eq!(t.bytes(), 20);
     assert_eq!(t.texts(), vec![""]);
     let e = plan(&CONVERSE, &user_body(), &mut t, &ALL).unwrap_err();
     assert_eq!(e, CannotResume::TranscriptTooLarge { limit: 15 });
     for m in &full[3..] {
-        t.observe(m);
+        t.observe(&m.clone().into());
     }
     assert!(t.is_complete());
 }

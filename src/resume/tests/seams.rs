@@ -21,7 +21,7 @@ fn a_used_up_limit_ends_the_answer_with_the_format_s_own_terminal_chunk() {
         .unwrap();
     let body = br#"{"prompt":"x","max_gen_len":4}"#;
     let end = finish_at_limit(&fmt, body, c.transcript()).expect("limit used up");
-    c.feed(&end).unwrap();
+    c.feed(&frames(end)).unwrap();
     assert!(c.transcript().is_complete());
     let last = inner(&c.received).pop().unwrap();
     assert_eq!(last["stop_reason"], "length");
@@ -51,7 +51,7 @@ fn a_used_up_limit_ends_the_answer_with_the_format_s_own_terminal_chunk() {
     c.feed(&full[..4]).unwrap();
     let body = br#"{"messages":[],"inferenceConfig":{"maxTokens":3}}"#;
     let end = finish_at_limit(&conv, body, c.transcript()).expect("limit used up");
-    c.feed(&end).unwrap();
+    c.feed(&frames(end)).unwrap();
     assert!(c.transcript().is_complete());
     assert_eq!(c.transcript().stop(), Some("max_tokens"));
     let metadata: serde_json::Value =

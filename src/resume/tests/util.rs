@@ -36,6 +36,16 @@ impl RefBlock {
     }
 }
 
+/// The frames of core messages the EventStream formats made.
+pub(crate) fn frames(msgs: Vec<Msg>) -> Vec<Message> {
+    msgs.into_iter()
+        .map(|m| match m {
+            Msg::Frame(m) => m,
+            Msg::Json(j) => panic!("an EventStream format made a JSON event: {j:?}"),
+        })
+        .collect()
+}
+
 pub(crate) fn pad(n: usize) -> &'static str {
     &PAD[..n % PAD.len()]
 }
