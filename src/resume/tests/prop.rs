@@ -289,7 +289,9 @@ fn run(
             break;
         }
     }
-    let seen = wire.check(&c.received).map_err(TestCaseError::fail)?;
+    let seen = wire
+        .check(&c.received)
+        .map_err(|e| TestCaseError::fail(e.0))?;
     prop_assert_eq!(strip_ids(seen.blocks), expected(&reference));
     prop_assert_eq!(seen.stop.as_str(), stop_of(&reference));
     prop_assert!(seen.usage.0 >= 7 && seen.usage.2 == seen.usage.0 + seen.usage.1);

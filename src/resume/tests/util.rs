@@ -241,7 +241,24 @@ pub(crate) struct Seen {
     pub usage: (u64, u64, u64),
 }
 
-pub(crate) fn check_converse(msgs: &[Message]) -> Result<Seen, String> {
+/// What a validator found wrong in the stream a client received.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct Invalid(pub String);
+
+impl From<String> for Invalid {
+    fn from(s: String) -> Invalid {
+        Invalid(s)
+    }
+}
+
+impl From<&str> for Invalid {
+    fn from(s: &str) -> Invalid {
+        Invalid(s.to_owned())
+    }
+}
+
+pub(crate) fn check_converse(msgs: &[Message]) -> Result<Seen, Invalid> {
     let payload =
         |m: &Message| serde_json::from_slice::<Value>(m.payload()).map_err(|e| e.to_string());
     let types: Vec<String> = msgs
@@ -252,7 +269,7 @@ pub(crate) fn check_converse(msgs: &[Message]) -> Result<Seen, String> {
         })
         .collect();
     if types.first().map(String::as_str) != Some("messageStart") {
-        return Err(format!("first event is {:?}", types.first()));
+        return Err(Invalid(format!("first event is {:?}", types.first())));
     }
     let mut blocks: Vec<(String, String)> = Vec::new();
     let mut open: Option<u32> = None;
@@ -260,7 +277,7 @@ pub(crate) fn check_converse(msgs: &[Message]) -> Result<Seen, String> {
     for (m, t) in msgs.iter().zip(&types).skip(1) {
         let v = payload(m)?;
         if usage.is_some() {
-            return Err(format!("{t} after metadata"));
+            return Err(Invalid(format!("{t} after metadata")));
         }
         let i = v
             .get("contentBlockIndex")
@@ -271,10 +288,10 @@ pub(crate) fn check_converse(msgs: &[Message]) -> Result<Seen, String> {
                 let i = i.ok_or("no index")?;
                 if open != Some(i) {
                     if open.is_some() || i as usize != blocks.len() || stop.is_some() {
-                        return Err(format!(
+                        return Err(Invalid(format!(
                             "block {i} opened while {open:?} open, {} done",
                             blocks.len()
-                        ));
+                        )));
                     }
                     let kind = if t == "contentBlockStart" {
                         let tu = &v["start"]["toolUse"];
@@ -291,7 +308,7 @@ pub(crate) fn check_converse(msgs: &[Message]) -> Result<Seen, String> {
                     blocks.push((kind, String::new()));
                     open = Some(i);
                 } else if t == "contentBlockStart" {
-                    return Err(format!("second start for {i}"));
+                    return Err(Invalid(format!("second start for {i}")));
                 }
                 let d = &v["delta"];
                 for p in ["/text", "/toolUse/input", "/reasoningContent/text"] {
@@ -302,7 +319,7 @@ pub(crate) fn check_converse(msgs: &[Message]) -> Result<Seen, String> {
             }
             "contentBlockStop" => {
                 if open != i {
-                    return Err(format!("stop of {i:?} while {open:?} open"));
+                    return Err(Invalid(format!("stop of {i:?} while {open:?} open")));
                 }
                 open = None;
             }
@@ -317,7 +334,7 @@ pub(crate) fn check_converse(msgs: &[Message]) -> Result<Seen, String> {
                 let n = |k: &str| u[k].as_u64().unwrap_or(0);
                 usage = Some((n("inputTokens"), n("outputTokens"), n("totalTokens")));
             }
-            other => return Err(format!("unexpected {other}")),
+            other => return Err(Invalid(format!("unexpected {other}"))),
         }
     }
     Ok(Seen {

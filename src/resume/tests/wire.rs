@@ -175,7 +175,7 @@ impl Wire {
         }
     }
 
-    pub fn check(self, msgs: &[Message]) -> Result<Seen, String> {
+    pub fn check(self, msgs: &[Message]) -> Result<Seen, Invalid> {
         match self {
             Wire::Converse => check_converse(msgs),
             Wire::Claude => check_claude(msgs),
@@ -185,7 +185,7 @@ impl Wire {
 }
 
 /// A client-visible Claude stream, checked for structure (same shape of result as Converse).
-pub(crate) fn check_claude(msgs: &[Message]) -> Result<Seen, String> {
+pub(crate) fn check_claude(msgs: &[Message]) -> Result<Seen, Invalid> {
     let ev = inner(msgs);
     if ev.first().map(|v| v["type"].clone()) != Some(json!("message_start")) {
         return Err("first event is not message_start".into());
@@ -201,10 +201,10 @@ pub(crate) fn check_claude(msgs: &[Message]) -> Result<Seen, String> {
         match v["type"].as_str().unwrap_or("") {
             "content_block_start" => {
                 if open.is_some() || i != Some(blocks.len() as u64) || stop.is_some() {
-                    return Err(format!(
+                    return Err(Invalid(format!(
                         "start {i:?} while {open:?} open, {} done",
                         blocks.len()
-                    ));
+                    )));
                 }
                 let cb = &v["content_block"];
                 let kind = match cb["type"].as_str().unwrap_or("") {
@@ -221,7 +221,7 @@ pub(crate) fn check_claude(msgs: &[Message]) -> Result<Seen, String> {
             }
             "content_block_delta" => {
                 if open != i || i.is_none() {
-                    return Err(format!("delta for {i:?} while {open:?} open"));
+                    return Err(Invalid(format!("delta for {i:?} while {open:?} open")));
                 }
                 for k in ["text", "partial_json", "thinking"] {
                     if let Some(s) = v["delta"][k].as_str() {
@@ -231,7 +231,7 @@ pub(crate) fn check_claude(msgs: &[Message]) -> Result<Seen, String> {
             }
             "content_block_stop" => {
                 if open != i || i.is_none() {
-                    return Err(format!("stop of {i:?} while {open:?} open"));
+                    return Err(Invalid(format!("stop of {i:?} while {open:?} open")));
                 }
                 open = None;
             }
@@ -249,7 +249,7 @@ pub(crate) fn check_claude(msgs: &[Message]) -> Result<Seen, String> {
                 );
                 usage = Some((a, b, a + b));
             }
-            other => return Err(format!("unexpected {other}")),
+            other => return Err(Invalid(format!("unexpected {other}"))),
         }
     }
     Ok(Seen {
@@ -260,7 +260,7 @@ pub(crate) fn check_claude(msgs: &[Message]) -> Result<Seen, String> {
 }
 
 /// A client-visible Llama stream: text chunks, then one final chunk with stop and metrics.
-pub(crate) fn check_llama(msgs: &[Message]) -> Result<Seen, String> {
+pub(crate) fn check_llama(msgs: &[Message]) -> Result<Seen, Invalid> {
     let ev = inner(msgs);
     let (last, body) = ev.split_last().ok_or("empty stream")?;
     if body
