@@ -284,7 +284,7 @@ pub(crate) fn parse(format: StreamFormat, msg: &Msg) -> Parsed {
     }
 }
 
-/// A Claude messages event's JSON, read as an invoke chunk's decoded `bytes` is.
+/// A Claude messages event's JSON (an SSE API's), or an invoke chunk's decoded `bytes`.
 fn parse_json(raw: &Bytes) -> Parsed {
     let mut event = Event {
         raw_chunk: Some(raw.clone()),
@@ -339,21 +339,10 @@ fn parse_parts(format: StreamFormat, kind: Kind<'_>, payload: &[u8]) -> Parsed {
                 event.unknown = true;
                 return empty(event);
             };
-            event.raw_chunk = Some(Bytes::from(raw.clone()));
-            let Ok(inner) = serde_json::from_slice::<Value>(&raw) else {
-                event.unknown = true;
-                return Parsed {
-                    event,
-                    json: None,
-                    outer: None,
-                };
-            };
-            invoke(&inner, &mut event);
-            Parsed {
-                event,
-                json: Some(inner),
-                outer: Some(payload),
-            }
+            let mut parsed = parse_json(&Bytes::from(raw));
+            // Rewriting puts the edited JSON back into this payload (when there is JSON).
+            parsed.outer = parsed.json.is_some().then_some(payload);
+            parsed
         }
     }
 }
