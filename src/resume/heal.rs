@@ -17,7 +17,7 @@
 //! codec's *item*, turned into the client's bytes only once released, so a held and then
 //! discarded event never advances what the client was told (an SSE API's sequence numbers).
 
-use super::event::{self, Event as Observed, Msg};
+use super::event::{Event as Observed, Msg};
 use super::hold::ToolHold;
 use super::{
     finish_at_limit, plan, AttemptUsage, CannotResume, Continuation, Divergence, ModelCaps,
@@ -275,15 +275,12 @@ impl Codec for EventStreamCodec {
         frame.raw.clone()
     }
 
-    /// A frame as encoded; a Claude event's JSON (which the EventStream formats do not make)
-    /// in the frame that carries one, an invoke `chunk`.
+    /// A frame as encoded. The EventStream formats make no JSON events; one would be an
+    /// error (the stream ends typed), never a guessed frame.
     fn rewritten(&self, msg: &Msg) -> Result<Bytes, FrameError> {
         match msg {
             Msg::Frame(m) => eventstream::try_encode(m),
-            Msg::Json(json) => {
-                let inner = serde_json::from_slice(json).unwrap_or_default();
-                eventstream::try_encode(&event::chunk(inner))
-            }
+            Msg::Json(_) => Err(FrameError::Corrupt("a JSON event in an EventStream".into())),
         }
     }
 

@@ -148,7 +148,7 @@ impl SseCodec {
     pub fn inner(msg: &Msg) -> Bytes {
         match msg {
             Msg::Json(json) => json.clone(),
-            // The SSE formats make no frames.
+            // An unchanged message is one `read_event` made, and it makes only JSON.
             Msg::Frame(_) => Bytes::new(),
         }
     }
@@ -313,8 +313,15 @@ impl Codec for SseCodec {
         SseCodec::inner(msg)
     }
 
+    /// The SSE formats make no frames; one would be an error (the stream ends with the
+    /// API's error event), never dropped silently.
     fn rewritten(&self, msg: &Msg) -> Result<Bytes, eventstream::FrameError> {
-        Ok(SseCodec::inner(msg))
+        match msg {
+            Msg::Json(json) => Ok(json.clone()),
+            Msg::Frame(_) => Err(eventstream::FrameError::Corrupt(
+                "an EventStream frame in an SSE stream".into(),
+            )),
+        }
     }
 
     fn write(&mut self, item: Bytes) -> Bytes {
