@@ -426,9 +426,10 @@ fn metrics(inner: &Value, ev: &mut Event) {
     }
 }
 
-/// An invoke chunk, read by its shape (the family only says what to expect first): Claude
-/// messages events carry `type`, Nova wraps Converse events, the rest are single-text shapes
-/// (`chunks`). Anything else is `unknown`, unless it only carries invocation metrics.
+/// An invoke chunk's JSON (or an SSE API's event), read by its shape, whatever the model id
+/// said: Claude messages events carry `type`, Nova wraps Converse events, the rest are
+/// single-text shapes (`chunks`). Anything else is `unknown`, unless it only carries
+/// invocation metrics.
 fn invoke(v: &Value, ev: &mut Event) {
     let known = if v.get("type").is_some_and(Value::is_string) {
         claude(v, ev);

@@ -243,8 +243,8 @@ impl Transcript {
     }
 
     /// The terminal events arrived: Converse and Nova `messageStop` AND `metadata`; Claude
-    /// `message_stop` (also the SSE APIs'); Llama/Mistral/Titan a chunk with a stop reason or invocation metrics;
-    /// unknown invoke families a chunk with invocation metrics.
+    /// `message_stop` (also the SSE APIs'); Llama/Mistral/Titan a chunk with a stop reason or
+    /// invocation metrics; unknown invoke families a chunk with invocation metrics.
     pub fn is_complete(&self) -> bool {
         match self.format {
             StreamFormat::Converse | StreamFormat::Invoke(Family::Nova) => {

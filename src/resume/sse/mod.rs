@@ -102,108 +102,6 @@ impl SseCodec {
         })
     }
 
-    /// A new upstream attempt starts (its events are read afresh).
-    pub fn begin_api_attempt(&mut self) {
-        self.attempt += 1;
-        self.chat.begin_attempt();
-        self.responses.begin_attempt();
-    }
-
-    /// Read one whole upstream event.
-    pub fn read_event(&mut self, raw: &[u8]) -> Result<Read, UpstreamError> {
-        let f = fields(raw);
-        let Some(data) = f.data else {
-            return Ok(Read::Raw);
-        };
-        let first = self.attempt == 1;
-        let msgs = match self.op {
-            Operation::ChatCompletions => self.chat.read(&data, first)?,
-            Operation::Responses => self.responses.read(&data, first)?,
-            _ => {
-                let v: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
-                if v["type"] == "error" || f.event.as_deref() == Some("error") {
-                    return Err(UpstreamError {
-                        kind: v
-                            .pointer("/error/type")
-                            .and_then(Value::as_str)
-                            .unwrap_or("error")
-                            .into(),
-                        message: v
-                            .pointer("/error/message")
-                            .and_then(Value::as_str)
-                            .unwrap_or(&data)
-                            .into(),
-                    });
-                }
-                // The data as it came: an unchanged event is written back byte for byte.
-                vec![Msg::Json(Bytes::from(data))]
-            }
-        };
-        Ok(Read::Messages(msgs))
-    }
-
-    /// What one message the splicer sent holds: its Claude event's JSON. This is what the
-    /// tool-call hold keeps; [`SseCodec::write`] turns it into the client's bytes once it is
-    /// released (so a held, discarded event never advances what the client was told).
-    pub fn inner(msg: &Msg) -> Bytes {
-        match msg {
-            Msg::Json(json) => json.clone(),
-            // An unchanged message is one `read_event` made, and it makes only JSON.
-            Msg::Frame(_) => Bytes::new(),
-        }
-    }
-
-    /// The client's SSE bytes for one released event ([`SseCodec::inner`]); maybe none.
-    pub fn write_inner(&mut self, inner: &[u8]) -> Bytes {
-        if inner.is_empty() {
-            return Bytes::new();
-        }
-        match self.op {
-            Operation::ChatCompletions => self.chat.write(inner),
-            Operation::Responses => self.responses.write(inner),
-            _ => {
-                let kind = serde_json::from_slice::<Value>(inner)
-                    .ok()
-                    .and_then(|v| v["type"].as_str().map(str::to_owned))
-                    .unwrap_or_else(|| "message".into());
-                let mut out = format!("event: {kind}\ndata: ").into_bytes();
-                out.extend_from_slice(inner);
-                out.extend_from_slice(b"\n\n");
-                Bytes::from(out)
-            }
-        }
-    }
-
-    /// The next rung of the ladder: the core's [`plan`] over the API's body read as a Claude
-    /// messages body, its continuation written back in the API's shape. A replay resends
-    /// `original` unchanged.
-    pub fn plan_api(
-        &self,
-        original: &[u8],
-        transcript: &mut Transcript,
-        caps: &ModelCaps,
-    ) -> Result<Continuation, CannotResume> {
-        let body = self.to_claude(original);
-        let mut next = plan(&FORMAT, &body, transcript, caps)?;
-        if next.strategy == Strategy::Replay {
-            next.body = Bytes::copy_from_slice(original);
-        } else {
-            let claude: Value = serde_json::from_slice(&next.body)
-                .map_err(|_| CannotResume::BadRequestBody(super::BodyError::NotJson))?;
-            next.body = Bytes::from(self.api_body(claude).to_string());
-        }
-        Ok(next)
-    }
-
-    /// [`super::finish_at_limit`] for this API's body.
-    pub fn finish_api_at_limit(
-        &self,
-        original: &[u8],
-        transcript: &Transcript,
-    ) -> Option<Vec<Msg>> {
-        super::finish_at_limit(&FORMAT, &self.to_claude(original), transcript)
-    }
-
     /// The API's request body as a Claude messages body: `messages`, and the output limit
     /// as `max_tokens` (the fields the core reads and writes).
     fn to_claude(&self, original: &[u8]) -> Bytes {
@@ -296,7 +194,7 @@ fn flatten_text(m: &mut Value) {
 }
 
 /// An SSE API's events through the heal step: an event's data is read into core messages;
-/// what the hold keeps is the released event's Claude JSON ([`SseCodec::inner`]), written
+/// what the hold keeps is the released event's Claude JSON ([`Codec::unchanged`]), written
 /// as the API's event only when it goes out.
 impl Codec for SseCodec {
     type Event = Bytes;
@@ -305,12 +203,48 @@ impl Codec for SseCodec {
         event
     }
 
-    fn read(&mut self, event: &Bytes) -> Result<Read, UpstreamError> {
-        self.read_event(event)
+    /// Read one whole upstream event.
+    fn read(&mut self, raw: &Bytes) -> Result<Read, UpstreamError> {
+        let f = fields(raw);
+        let Some(data) = f.data else {
+            return Ok(Read::Raw);
+        };
+        let first = self.attempt == 1;
+        let msgs = match self.op {
+            Operation::ChatCompletions => self.chat.read(&data, first)?,
+            Operation::Responses => self.responses.read(&data, first)?,
+            _ => {
+                let v: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
+                if v["type"] == "error" || f.event.as_deref() == Some("error") {
+                    return Err(UpstreamError {
+                        kind: v
+                            .pointer("/error/type")
+                            .and_then(Value::as_str)
+                            .unwrap_or("error")
+                            .into(),
+                        message: v
+                            .pointer("/error/message")
+                            .and_then(Value::as_str)
+                            .unwrap_or(&data)
+                            .into(),
+                    });
+                }
+                // The data as it came: an unchanged event is written back byte for byte.
+                vec![Msg::Json(Bytes::from(data))]
+            }
+        };
+        Ok(Read::Messages(msgs))
     }
 
+    /// What one message the splicer sent holds: its Claude event's JSON. This is what the
+    /// tool-call hold keeps; [`Codec::write`] turns it into the client's bytes once it is
+    /// released (so a held, discarded event never advances what the client was told).
     fn unchanged(&self, _event: &Bytes, msg: &Msg) -> Bytes {
-        SseCodec::inner(msg)
+        match msg {
+            Msg::Json(json) => json.clone(),
+            // An unchanged message is one `read` made, and it makes only JSON.
+            Msg::Frame(_) => Bytes::new(),
+        }
     }
 
     /// The SSE formats make no frames; one would be an error (the stream ends with the
@@ -324,25 +258,59 @@ impl Codec for SseCodec {
         }
     }
 
-    fn write(&mut self, item: Bytes) -> Bytes {
-        self.write_inner(&item)
+    /// The client's SSE bytes for one released event (the Claude JSON the hold kept); maybe
+    /// none.
+    fn write(&mut self, inner: Bytes) -> Bytes {
+        if inner.is_empty() {
+            return Bytes::new();
+        }
+        match self.op {
+            Operation::ChatCompletions => self.chat.write(&inner),
+            Operation::Responses => self.responses.write(&inner),
+            _ => {
+                let kind = serde_json::from_slice::<Value>(&inner)
+                    .ok()
+                    .and_then(|v| v["type"].as_str().map(str::to_owned))
+                    .unwrap_or_else(|| "message".into());
+                let mut out = format!("event: {kind}\ndata: ").into_bytes();
+                out.extend_from_slice(&inner);
+                out.extend_from_slice(b"\n\n");
+                Bytes::from(out)
+            }
+        }
     }
 
+    /// The next rung of the ladder: the core's [`plan`] over the API's body read as a Claude
+    /// messages body, its continuation written back in the API's shape. A replay resends
+    /// `original` unchanged.
     fn plan(
         &self,
         original: &[u8],
         transcript: &mut Transcript,
         caps: &ModelCaps,
     ) -> Result<Continuation, CannotResume> {
-        self.plan_api(original, transcript, caps)
+        let body = self.to_claude(original);
+        let mut next = plan(&FORMAT, &body, transcript, caps)?;
+        if next.strategy == Strategy::Replay {
+            next.body = Bytes::copy_from_slice(original);
+        } else {
+            let claude: Value = serde_json::from_slice(&next.body)
+                .map_err(|_| CannotResume::BadRequestBody(super::BodyError::NotJson))?;
+            next.body = Bytes::from(self.api_body(claude).to_string());
+        }
+        Ok(next)
     }
 
+    /// [`super::finish_at_limit`] for this API's body.
     fn finish_at_limit(&self, original: &[u8], transcript: &Transcript) -> Option<Vec<Msg>> {
-        self.finish_api_at_limit(original, transcript)
+        super::finish_at_limit(&FORMAT, &self.to_claude(original), transcript)
     }
 
+    /// A new upstream attempt starts (its events are read afresh).
     fn begin_attempt(&mut self) {
-        self.begin_api_attempt();
+        self.attempt += 1;
+        self.chat.begin_attempt();
+        self.responses.begin_attempt();
     }
 
     /// The Anthropic Messages body is a Claude messages body; the OpenAI shapes are not.
