@@ -22,7 +22,7 @@ use crate::proxy::count::before_continuation;
 use crate::proxy::fault::Interruption;
 use crate::proxy::outbound::Outbound;
 use crate::proxy::{Record, Relay};
-use crate::resume::{Codec, Heal, Stop};
+use crate::resume::{Codec, Heal, Stop, Strategy};
 use crate::upstream::UpstreamBody;
 use bytes::Bytes;
 use futures_util::Stream;
@@ -101,7 +101,7 @@ pub(super) struct Pump<W: Wire> {
     out: Out,
     state: State,
     resumes: u32,
-    last_strategy: Option<&'static str>,
+    last_strategy: Option<Strategy>,
     /// Continuations that ignored the protocol, asked for again since the last cut.
     reasked: u8,
     /// The stream broke after bytes reached the client.
@@ -285,7 +285,7 @@ impl<W: Wire> Pump<W> {
             Err(Stop::Diverged(d)) => {
                 self.count_resume("diverged");
                 let why = match self.last_strategy {
-                    Some("instructed") => GiveUp::Restarted(d),
+                    Some(Strategy::Instructed) => GiveUp::Restarted(d),
                     _ => GiveUp::Diverged(d),
                 };
                 self.fail(None, why);
@@ -358,13 +358,14 @@ impl<W: Wire> Pump<W> {
         .await;
         let mut exchange = Resume::<W>::new(&self.relay, &self.outbound, &self.model, heal);
         let result = self.attempts.drive(&mut exchange, policy).await;
-        self.last_strategy = exchange.strategy.map(|s| s.label());
-        let (strategy, label) = (self.last_strategy, fault.label());
+        self.last_strategy = exchange.strategy;
+        let (strategy, label) = (self.last_strategy.map(Strategy::label), fault.label());
         match result {
             Ok(resumed) => {
                 self.resumes += 1;
                 self.record.strategy = strategy;
-                self.record.limit_count = (strategy != Some("replay")).then_some(limit_count);
+                let replay = self.last_strategy == Some(Strategy::Replay);
+                self.record.limit_count = (!replay).then_some(limit_count);
                 tracing::info!(model = %self.model, strategy = strategy.unwrap_or("-"), resume = self.resumes, "stream resumed");
                 self.record
                     .otel
@@ -404,7 +405,7 @@ impl<W: Wire> Pump<W> {
     }
 
     fn count_resume(&self, outcome: &str) {
-        let strategy = self.last_strategy.unwrap_or("none");
+        let strategy = self.last_strategy.map_or("none", Strategy::label);
         self.relay
             .metrics
             .stream_resumes_total
